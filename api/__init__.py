@@ -1,0 +1,1 @@
+"""REST API: thin FastAPI routes over the services of the other packages."""

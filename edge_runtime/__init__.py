@@ -1,0 +1,1 @@
+"""Edge runtime: camera ingestion, the shared-stem DAG executor, event detection, profiler."""

@@ -1,0 +1,1 @@
+"""The `mainstream` command line. Sub-commands load lazily so that light commands stay light."""

@@ -1,0 +1,102 @@
+"""The M-Package manifest (DESIGN §5): what a package says about its app and its candidates.
+
+These models are the contract between the trainer (writer), the registry and the runtime
+(readers). Reading and writing the archive itself lives in :mod:`mainstream.package`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+PACKAGE_FORMAT = "mainstream.mpackage"
+PACKAGE_FORMAT_VERSION = 1
+
+
+class AppInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    classes: list[str] = Field(min_length=2)
+    positive_class: str
+
+    @model_validator(mode="after")
+    def _positive_is_a_class(self) -> AppInfo:
+        if self.positive_class not in self.classes:
+            raise ValueError(f"positive_class {self.positive_class!r} is not in classes {self.classes}")
+        return self
+
+
+class BaseModelInfo(BaseModel):
+    """Identity of the shared base: apps share a stem only when `weights_fingerprint` matches."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    input_shape: tuple[int, int, int]
+    preprocessing: str
+    weights_fingerprint: str = Field(pattern=r"^[0-9a-f]{64}$")
+    alpha: float | None = None
+    weights_source: str = "none"
+
+
+class EventStats(BaseModel):
+    """The app's event statistics, as the scheduler's event model needs them (DESIGN §2)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    event_length_s: float = Field(gt=0)
+    min_event_length_s: float | None = Field(default=None, ge=0)
+    event_frequency: float = Field(gt=0, lt=1)
+    correlation: float = Field(ge=0, le=1)
+    camera_fps: float = Field(gt=0)
+    how_measured: str = ""
+
+
+class CandidateInfo(BaseModel):
+    """One specialised model: the suffix after `cut_point`, and its held-out per-frame quality."""
+
+    model_config = ConfigDict(extra="allow")
+
+    cut_point: str
+    frozen_layers: int = Field(ge=0)
+    recall: float = Field(ge=0, le=1)
+    false_positive_rate: float = Field(ge=0, le=1)
+    accuracy: float = Field(ge=0, le=1)
+    file: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class TrainingInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    dataset: dict[str, object] = Field(default_factory=dict)
+    epochs: int = Field(default=0, ge=0)
+    strategy: str = "standard"
+    wall_time_s: float = Field(default=0.0, ge=0)
+    library_versions: dict[str, str] = Field(default_factory=dict)
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    format: Literal["mainstream.mpackage"] = PACKAGE_FORMAT
+    format_version: Literal[1] = PACKAGE_FORMAT_VERSION
+    app: AppInfo
+    base_model: BaseModelInfo
+    event_stats: EventStats
+    candidates: list[CandidateInfo] = Field(min_length=1)
+    training: TrainingInfo = Field(default_factory=TrainingInfo)
+    base_weights: dict[str, str] | None = Field(
+        default=None, description="{'file': 'base/weights.h5', 'sha256': ...} when bundled"
+    )
+    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+
+    @model_validator(mode="after")
+    def _unique_cuts(self) -> Manifest:
+        cuts = [candidate.cut_point for candidate in self.candidates]
+        if len(set(cuts)) != len(cuts):
+            raise ValueError(f"duplicate candidate cut points: {cuts}")
+        return self

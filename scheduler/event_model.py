@@ -1,0 +1,165 @@
+"""Analytical event-F1 model (DESIGN §2; thesis §3, Eqs. 1-4, generalised to X-voting).
+
+An app analyses a camera at `analysis_fps` out of `camera_fps`. An event covers
+`event_length_s * camera_fps` camera frames; with a random phase the app samples
+`floor(D/s)` or `floor(D/s) + 1` of them. The samples of one window form a two-state Markov
+chain (fire / miss) with stationary fire probability p and lag-1 correlation c. An event is
+reported when `x_vote` consecutive samples fire.
+
+Pure logic: no I/O, no framework imports.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from mainstream.errors import InvalidParameterError
+
+
+@dataclass(frozen=True)
+class EventParams:
+    """Everything the model needs for one app running one option (cut point, rate, vote)."""
+
+    camera_fps: float
+    analysis_fps: float
+    event_length_s: float
+    event_frequency: float
+    correlation: float
+    recall: float
+    false_positive_rate: float
+    x_vote: int = 1
+
+    def __post_init__(self) -> None:
+        validate_stream(self.camera_fps, self.event_length_s, self.event_frequency, self.correlation)
+        validate_rate(self.analysis_fps, self.camera_fps)
+        validate_probability("recall", self.recall)
+        validate_probability("false_positive_rate", self.false_positive_rate)
+        validate_x_vote(self.x_vote)
+
+
+@dataclass(frozen=True)
+class EventQuality:
+    """Event-level recall, precision and F1 of one option."""
+
+    recall: float
+    precision: float
+    f1: float
+    false_alarm_probability: float
+
+
+def validate_probability(field: str, value: float) -> None:
+    if not (isinstance(value, int | float) and 0.0 <= value <= 1.0):
+        raise InvalidParameterError(field, value, "a probability in [0, 1]")
+
+
+def validate_x_vote(x_vote: int) -> None:
+    if isinstance(x_vote, bool) or not isinstance(x_vote, int) or x_vote < 1:
+        raise InvalidParameterError("x_vote", x_vote, "an integer >= 1")
+
+
+def validate_rate(analysis_fps: float, camera_fps: float) -> None:
+    if not (math.isfinite(analysis_fps) and 0.0 < analysis_fps <= camera_fps * (1 + 1e-9)):
+        raise InvalidParameterError(
+            "analysis_fps", analysis_fps, f"0 < analysis_fps <= camera_fps ({camera_fps})"
+        )
+
+
+def validate_stream(
+    camera_fps: float, event_length_s: float, event_frequency: float, correlation: float
+) -> None:
+    """Check the per-app stream statistics; raise with the offending field named."""
+    if not (math.isfinite(camera_fps) and camera_fps > 0):
+        raise InvalidParameterError("camera_fps", camera_fps, "a finite number > 0")
+    if not (math.isfinite(event_length_s) and event_length_s > 0):
+        raise InvalidParameterError("event_length_s", event_length_s, "a finite number > 0")
+    if not (0.0 < event_frequency < 1.0):
+        raise InvalidParameterError("event_frequency", event_frequency, "0 < event_frequency < 1")
+    validate_probability("correlation", correlation)
+
+
+def samples_per_window(event_length_s: float, camera_fps: float, analysis_fps: float) -> list[tuple[int, float]]:
+    """Distribution of the number of analysed frames in one event window: [(count, prob)].
+
+    The window is `D = event_length_s * camera_fps` camera frames (camera rate, not the
+    analysis rate) and the stride is `s = camera_fps / analysis_fps`.
+    """
+    frames_per_event = event_length_s * camera_fps
+    stride = camera_fps / analysis_fps
+    expected = frames_per_event / stride
+    whole = math.floor(expected + 1e-12)
+    fraction = max(0.0, expected - whole)
+    if fraction < 1e-12:
+        return [(whole, 1.0)]
+    return [(whole, 1.0 - fraction), (whole + 1, fraction)]
+
+
+def miss_probabilities(fire_probability: float, correlation: float, x_vote: int, max_samples: int) -> list[float]:
+    """P(no run of `x_vote` fires in r samples) for r = 0..max_samples, by a DP over run length.
+
+    With x_vote = 1 this is `(1-p) * (1-p+p*c)^(r-1)`, the paper's Eq. 3.
+    """
+    p, c = fire_probability, correlation
+    miss_after_miss = 1.0 - p + p * c
+    fire_after_miss = 1.0 - miss_after_miss
+    fire_after_fire = p + (1.0 - p) * c
+    miss_after_fire = 1.0 - fire_after_fire
+
+    result = [1.0]
+    if max_samples == 0:
+        return result
+    # run[j]: probability of a current run of j fires (j < x_vote) with no x-run seen yet.
+    run = [0.0] * x_vote
+    run[0] = 1.0 - p
+    if x_vote > 1:
+        run[1] = p
+    result.append(sum(run))
+    for _ in range(1, max_samples):
+        nxt = [0.0] * x_vote
+        nxt[0] = run[0] * miss_after_miss + sum(run[1:]) * miss_after_fire
+        if x_vote > 1:
+            nxt[1] = run[0] * fire_after_miss
+            for j in range(1, x_vote - 1):
+                nxt[j + 1] = run[j] * fire_after_fire
+        run = nxt
+        result.append(sum(run))
+    return result
+
+
+def detection_probability(
+    fire_probability: float, correlation: float, x_vote: int, sample_counts: Sequence[tuple[int, float]]
+) -> float:
+    """1 - E_r[miss]: the probability that a window yields an X-run of fires."""
+    max_samples = max(count for count, _ in sample_counts)
+    misses = miss_probabilities(fire_probability, correlation, x_vote, max_samples)
+    return 1.0 - sum(prob * misses[count] for count, prob in sample_counts)
+
+
+def precision_from(recall: float, false_alarm: float, event_frequency: float) -> float:
+    denominator = event_frequency * recall + (1.0 - event_frequency) * false_alarm
+    if denominator <= 0.0:
+        return 1.0
+    return event_frequency * recall / denominator
+
+
+def f1_from(recall: float, precision: float) -> float:
+    if recall <= 0.0 or precision <= 0.0:
+        return 0.0
+    return 2.0 * recall * precision / (recall + precision)
+
+
+def event_quality(params: EventParams) -> EventQuality:
+    """Event-level recall, precision and F1 for one option (DESIGN §2)."""
+    counts = samples_per_window(params.event_length_s, params.camera_fps, params.analysis_fps)
+    recall = detection_probability(params.recall, params.correlation, params.x_vote, counts)
+    false_alarm = detection_probability(
+        params.false_positive_rate, params.correlation, params.x_vote, counts
+    )
+    precision = precision_from(recall, false_alarm, params.event_frequency)
+    return EventQuality(
+        recall=recall,
+        precision=precision,
+        f1=f1_from(recall, precision),
+        false_alarm_probability=false_alarm,
+    )

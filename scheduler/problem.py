@@ -1,0 +1,183 @@
+"""The scheduler's boundary types: the problem it reads and the plan it writes (DESIGN §3-4).
+
+These pydantic models cross process boundaries (JSON/YAML files, the REST API, the runtime);
+the search works on plain tables built from them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DEFAULT_FPS_OPTIONS: tuple[float, ...] = (0.1, 0.2, 0.5, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
+DEFAULT_CAMERA = "camera0"
+X_VOTE_CHOICES: tuple[int, ...] = (1, 2, 3, 4, 5)
+
+Objective = Literal["mean_f1", "min_f1"]
+
+
+class CutPoint(BaseModel):
+    """A place the base network can be split; `cumulative_cost` is the cost from the input."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    cumulative_cost: float = Field(ge=0)
+
+
+class Profile(BaseModel):
+    """Measured (or given) cost of one base model on one machine (DESIGN §3)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    base_model: str
+    cost_unit: str = "ms"
+    cut_points: list[CutPoint]
+    total_cost: float = Field(gt=0)
+    decode_cost: float = Field(default=0.0, ge=0, description="per analysed camera frame")
+    split_overhead: float = Field(default=0.0, ge=0, description="per branch per analysed frame")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Profile:
+        if not self.cut_points:
+            raise ValueError("profile.cut_points must not be empty")
+        names = [cut.name for cut in self.cut_points]
+        if len(set(names)) != len(names):
+            raise ValueError(f"profile.cut_points has duplicate names: {names}")
+        costs = [cut.cumulative_cost for cut in self.cut_points]
+        if costs[0] != 0.0:
+            raise ValueError("profile.cut_points[0] must be the input with cumulative_cost 0")
+        if any(b < a for a, b in zip(costs, costs[1:], strict=False)):
+            raise ValueError("profile.cut_points must be ordered by non-decreasing cumulative_cost")
+        if costs[-1] > self.total_cost:
+            raise ValueError("profile.total_cost must be >= every cut point's cumulative_cost")
+        return self
+
+    def index_of(self, cut_point: str) -> int:
+        for index, cut in enumerate(self.cut_points):
+            if cut.name == cut_point:
+                return index
+        raise KeyError(cut_point)
+
+
+class Candidate(BaseModel):
+    """One model of an app: the cut point it specialises from and its per-frame quality."""
+
+    model_config = ConfigDict(extra="allow")
+
+    cut_point: str
+    recall: float = Field(ge=0, le=1)
+    false_positive_rate: float = Field(ge=0, le=1)
+
+
+class AppSpec(BaseModel):
+    """An app as the scheduler sees it: event statistics plus its model candidates."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    camera: str = DEFAULT_CAMERA
+    base_model: str | None = None
+    event_length_s: float = Field(gt=0)
+    event_frequency: float = Field(gt=0, lt=1)
+    correlation: float = Field(ge=0, le=1)
+    x_vote: int | Literal["auto"] = 1
+    weight: float = Field(default=1.0, gt=0)
+    candidates: list[Candidate] = Field(min_length=1)
+
+    @field_validator("x_vote")
+    @classmethod
+    def _positive_vote(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("x_vote must be >= 1 or 'auto'")
+        return value
+
+
+class Problem(BaseModel):
+    """A scheduling problem: apps, their candidates, the machine's profile(s) and the budget."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    camera_fps: float = Field(default=10.0, gt=0)
+    budget: float = Field(gt=0)
+    objective: Objective = "mean_f1"
+    fps_options: list[float] = Field(default_factory=lambda: list(DEFAULT_FPS_OPTIONS))
+    profile: Profile | None = None
+    profiles: list[Profile] | None = None
+    apps: list[AppSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Problem:
+        if (self.profile is None) == (self.profiles is None):
+            raise ValueError("give exactly one of 'profile' or 'profiles'")
+        fps = sorted(set(self.fps_options))
+        if not fps or fps[0] <= 0 or fps[-1] > self.camera_fps:
+            raise ValueError(f"fps_options must lie in (0, camera_fps={self.camera_fps}]: {self.fps_options}")
+        self.fps_options = fps
+        names = [app.name for app in self.apps]
+        if len(set(names)) != len(names):
+            raise ValueError(f"app names must be unique: {names}")
+        by_base = {profile.base_model: profile for profile in self.all_profiles()}
+        for app in self.apps:
+            if app.base_model is None:
+                if len(by_base) != 1:
+                    raise ValueError(f"app {app.name!r} must name its base_model (several profiles given)")
+                app.base_model = next(iter(by_base))
+            if app.base_model not in by_base:
+                raise ValueError(f"app {app.name!r}: no profile for base_model {app.base_model!r}")
+            cut_names = {cut.name for cut in by_base[app.base_model].cut_points}
+            for candidate in app.candidates:
+                if candidate.cut_point not in cut_names:
+                    raise ValueError(
+                        f"app {app.name!r}: candidate cut_point {candidate.cut_point!r} is not in the "
+                        f"{app.base_model} profile ({sorted(cut_names)})"
+                    )
+        return self
+
+    def all_profiles(self) -> list[Profile]:
+        if self.profiles is not None:
+            return list(self.profiles)
+        assert self.profile is not None
+        return [self.profile]
+
+    def profile_for(self, base_model: str) -> Profile:
+        for profile in self.all_profiles():
+            if profile.base_model == base_model:
+                return profile
+        raise KeyError(base_model)
+
+
+class AppPlan(BaseModel):
+    """The option chosen for one app and what the model predicts for it."""
+
+    name: str
+    camera: str = DEFAULT_CAMERA
+    base_model: str = ""
+    cut_point: str
+    fps: float
+    x_vote: int
+    recall: float
+    precision: float
+    f1: float
+    cost: float
+
+
+class BaselinePlan(BaseModel):
+    value: float
+    total_cost: float = 0.0
+    apps: list[AppPlan] = Field(default_factory=list)
+    feasible: bool = True
+
+
+class Plan(BaseModel):
+    """The scheduler's answer (DESIGN §4)."""
+
+    objective: Objective
+    value: float
+    budget: float
+    total_cost: float
+    solver: str
+    solve_time_s: float
+    apps: list[AppPlan]
+    baselines: dict[str, BaselinePlan] = Field(default_factory=dict)
