@@ -11,8 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-PACKAGE_FORMAT = "mainstream.mpackage"
-PACKAGE_FORMAT_VERSION = 1
+PACKAGE_FORMAT: Literal["mainstream.mpackage"] = "mainstream.mpackage"
+PACKAGE_FORMAT_VERSION: Literal[1] = 1
 
 
 class AppInfo(BaseModel):
@@ -25,7 +25,9 @@ class AppInfo(BaseModel):
     @model_validator(mode="after")
     def _positive_is_a_class(self) -> AppInfo:
         if self.positive_class not in self.classes:
-            raise ValueError(f"positive_class {self.positive_class!r} is not in classes {self.classes}")
+            raise ValueError(
+                f"positive_class {self.positive_class!r} is not in classes {self.classes}"
+            )
         return self
 
 

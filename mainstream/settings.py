@@ -19,9 +19,13 @@ def default_data_dir() -> Path:
 class Settings(BaseSettings):
     """Root configuration of a Mainstream node."""
 
-    model_config = SettingsConfigDict(env_prefix="MAINSTREAM_", env_nested_delimiter="__", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="MAINSTREAM_", env_nested_delimiter="__", extra="forbid"
+    )
 
-    data_dir: Path = Field(default_factory=default_data_dir, description="Where everything is stored")
+    data_dir: Path = Field(
+        default_factory=default_data_dir, description="Where everything is stored"
+    )
 
     @property
     def bases_dir(self) -> Path:

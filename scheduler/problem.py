@@ -6,6 +6,7 @@ the search works on plain tables built from them.
 
 from __future__ import annotations
 
+import itertools
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -48,7 +49,7 @@ class Profile(BaseModel):
         costs = [cut.cumulative_cost for cut in self.cut_points]
         if costs[0] != 0.0:
             raise ValueError("profile.cut_points[0] must be the input with cumulative_cost 0")
-        if any(b < a for a, b in zip(costs, costs[1:], strict=False)):
+        if any(b < a for a, b in itertools.pairwise(costs)):
             raise ValueError("profile.cut_points must be ordered by non-decreasing cumulative_cost")
         if costs[-1] > self.total_cost:
             raise ValueError("profile.total_cost must be >= every cut point's cumulative_cost")
@@ -113,7 +114,9 @@ class Problem(BaseModel):
             raise ValueError("give exactly one of 'profile' or 'profiles'")
         fps = sorted(set(self.fps_options))
         if not fps or fps[0] <= 0 or fps[-1] > self.camera_fps:
-            raise ValueError(f"fps_options must lie in (0, camera_fps={self.camera_fps}]: {self.fps_options}")
+            raise ValueError(
+                f"fps_options must lie in (0, camera_fps={self.camera_fps}]: {self.fps_options}"
+            )
         self.fps_options = fps
         names = [app.name for app in self.apps]
         if len(set(names)) != len(names):
@@ -122,7 +125,9 @@ class Problem(BaseModel):
         for app in self.apps:
             if app.base_model is None:
                 if len(by_base) != 1:
-                    raise ValueError(f"app {app.name!r} must name its base_model (several profiles given)")
+                    raise ValueError(
+                        f"app {app.name!r} must name its base_model (several profiles given)"
+                    )
                 app.base_model = next(iter(by_base))
             if app.base_model not in by_base:
                 raise ValueError(f"app {app.name!r}: no profile for base_model {app.base_model!r}")

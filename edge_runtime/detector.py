@@ -1,0 +1,139 @@
+"""Per-app event detection: X-voting start, quiet-time end (DESIGN §7).
+
+Pure logic: the detector turns the scores of analysed frames into event transitions. The caller
+owns persistence (store before publish) and snapshot encoding.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field, replace
+from enum import Enum
+
+from mainstream.errors import InvalidParameterError
+
+
+class Transition(str, Enum):
+    NEW = "new"
+    UPDATE = "update"
+    END = "end"
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """What is known about one event at one moment; `end_time` is None while it is open."""
+
+    id: str
+    app: str
+    camera: str
+    start_time: float
+    end_time: float | None
+    peak_score: float
+    peak_frame: int
+    frames_analysed: int
+    frames_fired: int
+
+
+@dataclass(frozen=True)
+class EventChange:
+    transition: Transition
+    event: EventRecord
+    peak_improved: bool = False
+
+
+@dataclass
+class DetectorConfig:
+    threshold: float = 0.5
+    x_vote: int = 1
+    quiet_time_s: float = 2.0
+    update_every_frames: int = 0  # 0: send updates only when the peak improves
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.threshold <= 1.0):
+            raise InvalidParameterError("threshold", self.threshold, "a score in [0, 1]")
+        if self.x_vote < 1:
+            raise InvalidParameterError("x_vote", self.x_vote, "an integer >= 1")
+        if self.quiet_time_s < 0:
+            raise InvalidParameterError("quiet_time_s", self.quiet_time_s, "seconds >= 0")
+
+
+@dataclass
+class EventDetector:
+    """X consecutive analysed frames that fire open an event; `quiet_time_s` without a fire closes it."""
+
+    app: str
+    camera: str
+    config: DetectorConfig = field(default_factory=DetectorConfig)
+    _run_length: int = 0
+    _open: EventRecord | None = None
+    _last_fire_time: float = 0.0
+    _frames_since_update: int = 0
+
+    @property
+    def is_active(self) -> bool:
+        return self._open is not None
+
+    @property
+    def open_event(self) -> EventRecord | None:
+        return self._open
+
+    def observe(self, timestamp: float, frame_index: int, score: float) -> list[EventChange]:
+        """Feed one analysed frame's positive-class score; return the transitions it causes."""
+        fired = score >= self.config.threshold
+        changes: list[EventChange] = []
+        if self._open is not None and timestamp - self._last_fire_time > self.config.quiet_time_s:
+            changes.append(self._close(self._last_fire_time))
+        self._run_length = self._run_length + 1 if fired else 0
+        if fired:
+            self._last_fire_time = timestamp
+
+        if self._open is None:
+            if self._run_length >= self.config.x_vote:
+                self._open = EventRecord(
+                    id=uuid.uuid4().hex,
+                    app=self.app,
+                    camera=self.camera,
+                    start_time=timestamp,
+                    end_time=None,
+                    peak_score=score,
+                    peak_frame=frame_index,
+                    frames_analysed=1,
+                    frames_fired=1,
+                )
+                self._frames_since_update = 0
+                changes.append(EventChange(Transition.NEW, self._open, peak_improved=True))
+            return changes
+
+        improved = score > self._open.peak_score
+        self._open = replace(
+            self._open,
+            peak_score=max(score, self._open.peak_score),
+            peak_frame=frame_index if improved else self._open.peak_frame,
+            frames_analysed=self._open.frames_analysed + 1,
+            frames_fired=self._open.frames_fired + int(fired),
+        )
+        self._frames_since_update += 1
+        every = self.config.update_every_frames
+        if improved or (every and self._frames_since_update >= every):
+            self._frames_since_update = 0
+            changes.append(EventChange(Transition.UPDATE, self._open, peak_improved=improved))
+        return changes
+
+    def advance_clock(self, timestamp: float) -> list[EventChange]:
+        """Close an open event once the quiet time has passed, even if no frame was analysed."""
+        if self._open is not None and timestamp - self._last_fire_time > self.config.quiet_time_s:
+            return [self._close(self._last_fire_time)]
+        return []
+
+    def flush(self) -> list[EventChange]:
+        """Close any open event now (the stream ended or the app was removed)."""
+        if self._open is None:
+            return []
+        return [self._close(self._last_fire_time)]
+
+    def _close(self, end_time: float) -> EventChange:
+        assert self._open is not None
+        closed = replace(self._open, end_time=end_time)
+        self._open = None
+        self._run_length = 0
+        return EventChange(Transition.END, closed)
