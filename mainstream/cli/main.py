@@ -21,6 +21,8 @@ SUBCOMMANDS: dict[str, str] = {
     "train": "mainstream.cli.train:train",
     "base": "mainstream.cli.train:base",
     "package": "mainstream.cli.package:package",
+    "profile": "mainstream.cli.runtime:profile",
+    "replay": "mainstream.cli.runtime:replay",
 }
 
 

@@ -1,0 +1,163 @@
+"""`mainstream profile` and `mainstream replay`: measure this machine, run the runtime offline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+ENGINE_CHOICE = click.Choice(["keras", "openvino"])
+
+
+def _resolution(value: str | None) -> tuple[int, int] | None:
+    if not value:
+        return None
+    try:
+        width, height = (int(part) for part in value.lower().split("x"))
+    except ValueError as error:
+        raise click.BadParameter(f"expected WIDTHxHEIGHT, got {value!r}") from error
+    return width, height
+
+
+@click.command()
+@click.option(
+    "--base", "base_name", default="mobilenet_v1", show_default=True, help="Base model family."
+)
+@click.option("--alpha", default=1.0, show_default=True, type=float)
+@click.option("--input-size", default=224, show_default=True, type=int)
+@click.option(
+    "--weights", default="none", show_default=True, help="none | imagenet | path to a weights file"
+)
+@click.option("--engine", type=ENGINE_CHOICE, default="keras", show_default=True)
+@click.option("--camera-resolution", default=None, help="WIDTHxHEIGHT: also measure decode cost")
+@click.option(
+    "--repeats", default=15, show_default=True, type=int, help="Timed calls per measurement"
+)
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), required=True, help="profile.json to write"
+)
+def profile(
+    base_name: str,
+    alpha: float,
+    input_size: int,
+    weights: str,
+    engine: str,
+    camera_resolution: str | None,
+    repeats: int,
+    output: Path,
+) -> None:
+    """Measure the cost (ms per frame) from the input to every cut point on this machine."""
+    from edge_runtime.profiler import default_budget, measure_profile
+    from mainstream.bases import BaseConfig
+
+    config = BaseConfig(name=base_name, input_size=input_size, alpha=alpha, weights=weights)
+    measured = measure_profile(
+        config,
+        engine,  # type: ignore[arg-type]
+        camera_resolution=_resolution(camera_resolution),
+        repeats=repeats,
+        progress=lambda message: click.echo(f"  {message}", err=True),
+    )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    temporary = output.with_name(output.name + ".partial")
+    temporary.write_text(measured.model_dump_json(indent=2), encoding="utf-8")
+    temporary.replace(output)
+    click.echo(f"{'cut point':<24}{'cumulative ms':>14}")
+    for cut in measured.cut_points:
+        click.echo(f"{cut.name:<24}{cut.cumulative_cost:>14.2f}")
+    click.echo(f"{'total (with head)':<24}{measured.total_cost:>14.2f}")
+    click.echo(
+        f"split overhead {measured.split_overhead:.2f} ms, decode {measured.decode_cost:.2f} ms"
+    )
+    click.echo(f"default budget: {default_budget():.0f} ms of compute per second; wrote {output}")
+
+
+@click.command()
+@click.argument("video", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--package",
+    "packages",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+)
+@click.option("--budget", type=float, default=None, help="Compute budget in ms per second")
+@click.option(
+    "--plan",
+    "plan_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+)
+@click.option(
+    "--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None
+)
+@click.option(
+    "--profile",
+    "profile_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+)
+@click.option(
+    "--events-out", type=click.Path(path_type=Path), default=Path("events.jsonl"), show_default=True
+)
+@click.option("--engine", type=ENGINE_CHOICE, default="keras", show_default=True)
+@click.option(
+    "--x-vote", default="1", show_default=True, help="1..5 or 'auto' (the scheduler picks)"
+)
+@click.option("--quiet-time", "quiet_time_s", type=float, default=1.0, show_default=True)
+@click.option("--bases-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON only")
+def replay(
+    video: Path,
+    packages: tuple[Path, ...],
+    budget: float | None,
+    plan_path: Path | None,
+    labels: Path | None,
+    profile_path: Path | None,
+    events_out: Path,
+    engine: str,
+    x_vote: str,
+    quiet_time_s: float,
+    bases_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Run the runtime on a recorded video in video time and compare with the plan's prediction."""
+    from edge_runtime.replay import ReplayRequest, run_replay
+
+    vote: int | str = x_vote if x_vote == "auto" else int(x_vote)
+    request = ReplayRequest(
+        video=video,
+        packages=list(packages),
+        events_out=events_out,
+        budget=budget,
+        plan=plan_path,
+        labels=labels,
+        profile=profile_path,
+        engine=engine,  # type: ignore[arg-type]
+        x_vote=vote,
+        quiet_time_s=quiet_time_s,
+        bases_dir=bases_dir,
+    )
+    summary = run_replay(
+        request, progress=None if as_json else lambda m: click.echo(f"  {m}", err=True)
+    )
+    if as_json:
+        click.echo(json.dumps(summary.to_json(), indent=2))
+        return
+    click.echo(
+        f"{summary.frames} frames ({summary.video_seconds:.1f} s of video) in {summary.wall_seconds:.1f} s; "
+        f"events written to {events_out}"
+    )
+    header = f"{'app':<16}{'cut point':<18}{'fps plan':>9}{'fps run':>9}{'X':>3}{'events':>8}{'F1 pred':>9}{'F1 meas':>9}{'R meas':>8}{'P meas':>8}"
+    click.echo(header)
+    for app in summary.apps:
+
+        def fmt(value: float | None) -> str:
+            return "-" if value is None else f"{value:.3f}"
+
+        click.echo(
+            f"{app.app:<16}{app.cut_point:<18}{app.planned_fps:>9.2f}{app.analysed_fps:>9.2f}{app.x_vote:>3}"
+            f"{app.events:>8}{app.predicted_f1:>9.3f}{fmt(app.measured_f1):>9}{fmt(app.measured_recall):>8}"
+            f"{fmt(app.measured_precision):>8}"
+        )

@@ -1,0 +1,140 @@
+"""The shared-stem DAG gives the same scores as each app's full model, at the planned rates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edge_runtime.dag import HeadSpec, build_camera_dag, segment_model
+from edge_runtime.engines import compile_model
+from mainstream.errors import ModelError
+
+keras = pytest.importorskip("keras")
+bases = pytest.importorskip("mainstream.bases")
+
+CONFIG = bases.BaseConfig("mobilenet_v1", input_size=96, alpha=0.25)
+
+
+def calibrated_base(images: np.ndarray) -> Any:
+    """A random-init base whose BatchNorm statistics match the data, so activations don't vanish."""
+    model = bases.build_base(CONFIG)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.0
+    model(bases.preprocess(CONFIG, images), training=True)
+    return model
+
+
+def head_at(base: Any, cut_point: str, seed: int) -> Any:
+    """An app head on the suffix after `cut_point` (its own copy of the later base layers)."""
+    keras.utils.set_random_seed(seed)
+    copy = keras.models.clone_model(base)
+    copy.set_weights(base.get_weights())
+    _, suffix = bases.split_model(copy, cut_point)
+    pooled = keras.layers.GlobalAveragePooling2D()(suffix.output)
+    scores = keras.layers.Dense(
+        2, activation="softmax", kernel_initializer=keras.initializers.RandomNormal(stddev=1.0)
+    )(pooled)
+    return keras.Model(suffix.input, scores)
+
+
+@pytest.fixture(scope="module")
+def setup() -> dict[str, Any]:
+    images = np.random.default_rng(0).integers(0, 255, (40, 96, 96, 3), dtype=np.uint8)
+    base = calibrated_base(images)
+    cuts = bases.default_cut_points(CONFIG, base)
+    fingerprint = bases.weights_fingerprint(base)
+    plan = [
+        ("no_sharing", cuts[0], 10.0),
+        ("middle", cuts[4], 5.0),
+        ("deep", cuts[8], 2.0),
+        ("max_sharing", cuts[-1], 1.0),
+    ]
+    heads = [
+        HeadSpec(app, cut, fps, 1, head_at(base, cut, seed), fingerprint)
+        for seed, (app, cut, fps) in enumerate(plan)
+    ]
+    return {
+        "images": images,
+        "base": base,
+        "cuts": cuts,
+        "fingerprint": fingerprint,
+        "heads": heads,
+    }
+
+
+def build(setup: dict[str, Any], heads: list[HeadSpec] | None = None) -> Any:
+    return build_camera_dag(
+        camera="cam0",
+        camera_fps=10.0,
+        heads=heads if heads is not None else setup["heads"],
+        base_model=setup["base"],
+        base_fingerprint=setup["fingerprint"],
+        cut_points_in_order=setup["cuts"],
+        segment_model=segment_model,
+        cut_shape=bases.cut_output_shape,
+        compile_fn=lambda model: compile_model(model, "keras"),
+        preprocess=lambda batch: bases.preprocess(CONFIG, batch),
+    )
+
+
+def full_model_score(setup: dict[str, Any], head: HeadSpec, image: np.ndarray) -> float:
+    """Run the app alone: base stem up to its cut, then its head, no sharing."""
+    inputs = bases.preprocess(CONFIG, image[np.newaxis])
+    stem, _ = bases.split_model(setup["base"], head.cut_point)
+    features = inputs if stem is None else stem(inputs, training=False)
+    return float(np.asarray(head.model(features, training=False))[0, 1])
+
+
+def test_shared_execution_equals_separate_models(setup: dict[str, Any]) -> None:
+    dag = build(setup)
+    scores = [
+        score
+        for index, image in enumerate(setup["images"])
+        for score in dag.process(image, index, index / 10)
+    ]
+    heads = {head.app: head for head in setup["heads"]}
+    distinct = {round(score.score, 3) for score in scores}
+    assert len(distinct) > 4, "scores should vary across frames and apps"
+    for score in scores:
+        expected = full_model_score(setup, heads[score.app], setup["images"][score.frame_index])
+        assert score.score == pytest.approx(expected, abs=1e-5)
+
+
+def test_each_node_runs_at_the_rate_the_cost_model_charges(setup: dict[str, Any]) -> None:
+    dag = build(setup)
+    frames = len(setup["images"])
+    for index, image in enumerate(setup["images"]):
+        dag.process(image, index, index / 10)
+    analysed = {head.spec.app: head.timing.frames for head in dag.heads()}
+    assert analysed == {"no_sharing": 40, "middle": 20, "deep": 8, "max_sharing": 4}
+    # Segments: the highest rate among the apps at or below them (DESIGN §3).
+    rates = [(segment.end_cut, segment.timing.frames) for segment in dag.segments()]
+    cuts = setup["cuts"]
+    assert rates == [("input", frames), (cuts[4], 20), (cuts[8], 8), (cuts[-1], 4)]
+
+
+def test_app_frames_are_a_subset_of_its_stem_frames(setup: dict[str, Any]) -> None:
+    dag = build(setup)
+    seen: dict[str, set[int]] = {}
+    for index, image in enumerate(setup["images"]):
+        for score in dag.process(image, index, index / 10):
+            seen.setdefault(score.app, set()).add(score.frame_index)
+    assert seen["max_sharing"] <= seen["deep"] <= seen["middle"] <= seen["no_sharing"]
+
+
+def test_mismatched_fingerprint_is_a_clear_error(setup: dict[str, Any]) -> None:
+    head = setup["heads"][1]
+    foreign = HeadSpec(head.app, head.cut_point, head.fps, 1, head.model, "0" * 64)
+    with pytest.raises(ModelError, match="cannot be shared"):
+        build(setup, [foreign])
+
+
+def test_mismatched_shape_is_a_clear_error(setup: dict[str, Any]) -> None:
+    wrong_cut = setup["cuts"][2]
+    head = setup["heads"][1]  # built for cuts[4]
+    misplaced = HeadSpec(head.app, wrong_cut, head.fps, 1, head.model, setup["fingerprint"])
+    with pytest.raises(ModelError, match="expects input"):
+        build(setup, [misplaced])
