@@ -1,0 +1,50 @@
+"""Both inference engines compute the same function as the Keras model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_runtime.engines import OPENVINO_TOLERANCE, compile_model, openvino_available
+from mainstream.errors import ModelError
+
+keras = pytest.importorskip("keras")
+bases = pytest.importorskip("mainstream.bases")
+
+CONFIG = bases.BaseConfig("mobilenet_v1", input_size=96, alpha=0.25)
+
+
+@pytest.fixture(scope="module")
+def stem_and_batch() -> tuple[object, np.ndarray]:
+    images = np.random.default_rng(1).integers(0, 255, (4, 96, 96, 3), dtype=np.uint8)
+    model = bases.build_base(CONFIG)
+    for layer in model.layers:  # realistic activations: BatchNorm statistics from the data
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.0
+    batch = bases.preprocess(CONFIG, images)
+    model(batch, training=True)
+    stem, _ = bases.split_model(model, "conv_pw_5_relu")
+    return stem, batch
+
+
+def test_keras_engine_matches_a_direct_call(stem_and_batch: tuple[object, np.ndarray]) -> None:
+    stem, batch = stem_and_batch
+    expected = np.asarray(stem(batch, training=False))  # type: ignore[operator]
+    compiled = compile_model(stem, "keras")
+    np.testing.assert_allclose(compiled(batch), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(compiled(batch[:1]), expected[:1], rtol=1e-5, atol=1e-6)
+    assert float(np.abs(expected).mean()) > 1e-3  # not a degenerate all-zero comparison
+
+
+@pytest.mark.skipif(not openvino_available(), reason="openvino is not installed")
+def test_openvino_engine_matches_keras_within_tolerance(stem_and_batch: tuple[object, np.ndarray]) -> None:
+    stem, batch = stem_and_batch
+    expected = np.asarray(stem(batch, training=False))  # type: ignore[operator]
+    compiled = compile_model(stem, "openvino")
+    np.testing.assert_allclose(compiled(batch), expected, **OPENVINO_TOLERANCE)
+    np.testing.assert_allclose(compiled(batch[:1]), expected[:1], **OPENVINO_TOLERANCE)
+
+
+def test_unknown_engine_is_a_clear_error(stem_and_batch: tuple[object, np.ndarray]) -> None:
+    with pytest.raises(ModelError, match="unknown inference engine"):
+        compile_model(stem_and_batch[0], "tensorrt")  # type: ignore[arg-type]
