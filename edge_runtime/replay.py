@@ -21,13 +21,19 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.dag import CameraDag, HeadSpec, build_camera_dag, segment_model
+from edge_runtime.dag import CameraDag
+from edge_runtime.deployer import (
+    BaseProvider,
+    DeployedApp,
+    build_deployments,
+    problem_for,
+    profile_key,
+)
 from edge_runtime.detector import DetectorConfig, EventDetector, Transition
-from edge_runtime.engines import EngineName, compile_model
+from edge_runtime.engines import EngineName
 from mainstream.errors import MainstreamError, ModelError, SourceError
-from mainstream.manifest import Manifest
 from scheduler.event_model import f1_from
-from scheduler.problem import DEFAULT_FPS_OPTIONS, AppSpec, Candidate, Plan, Problem, Profile
+from scheduler.problem import Plan, Profile
 
 REPLAY_CAMERA = "replay"
 
@@ -130,30 +136,6 @@ def video_properties(path: Path) -> tuple[float, int]:
     return fps, frames
 
 
-def profile_key(manifest: Manifest) -> str:
-    """Apps share a stem only when the base weights are identical: key profiles by fingerprint."""
-    return f"{manifest.base_model.name}@{manifest.base_model.weights_fingerprint[:12]}"
-
-
-def app_spec(manifest: Manifest, camera: str, x_vote: int | str) -> AppSpec:
-    stats = manifest.event_stats
-    return AppSpec(
-        name=manifest.app.name,
-        camera=camera,
-        base_model=profile_key(manifest),
-        event_length_s=stats.event_length_s,
-        event_frequency=stats.event_frequency,
-        correlation=stats.correlation,
-        x_vote=x_vote,
-        candidates=[
-            Candidate(
-                cut_point=c.cut_point, recall=c.recall, false_positive_rate=c.false_positive_rate
-            )
-            for c in manifest.candidates
-        ],
-    )
-
-
 def window_detections(
     fired_frames: Sequence[tuple[int, bool]], start: int, end: int, x_vote: int
 ) -> bool:
@@ -234,80 +216,61 @@ def run_replay(
     request: ReplayRequest, progress: Callable[[str], None] | None = None
 ) -> ReplaySummary:
     """Plan (or take a plan), build the DAG, run the video through it and measure."""
-    from mainstream.package import read_package
     from scheduler.planner import make_plan
 
-    from mainstream.bases import cut_output_shape, preprocess
+    from mainstream.package import read_package
+    from mainstream.settings import Settings
 
     say = progress or (lambda message: None)
     if (request.budget is None) == (request.plan is None):
         raise MainstreamError("give exactly one of --budget or --plan")
     camera_fps, _ = video_properties(request.video)
     with ExitStack() as stack:
-        packages = [stack.enter_context(read_package(path)) for path in request.packages]
-        names = [package.manifest.app.name for package in packages]
-        if len(set(names)) != len(names):
-            raise MainstreamError(f"two packages are for the same app: {names}")
-        fingerprints = {package.manifest.base_model.weights_fingerprint for package in packages}
-        if len(fingerprints) != 1:
+        packages = {}
+        for path in request.packages:
+            package = stack.enter_context(read_package(path))
+            name = package.manifest.app.name
+            if name in packages:
+                raise MainstreamError(f"two packages are for the same app: {name!r}")
+            packages[name] = package
+        apps = {
+            name: DeployedApp(
+                name=name,
+                camera=REPLAY_CAMERA,
+                manifest=package.manifest,
+                x_vote=request.x_vote,  # type: ignore[arg-type]
+                threshold=request.threshold,
+                quiet_time_s=request.quiet_time_s,
+            )
+            for name, package in packages.items()
+        }
+        if len({app.manifest.base_model.weights_fingerprint for app in apps.values()}) != 1:
             raise ModelError(
                 "replay runs one base model per video: the packages were trained on different bases"
             )
-        first = packages[0].manifest
-        base_config, base_model = load_base_for(packages[0], request.bases_dir)
-        size = base_config.input_size
+        bases = BaseProvider(request.bases_dir or Settings().bases_dir)
+        first = next(iter(packages.values()))
+        base_config, base_model = bases.get(first.manifest, first.root)
 
         if request.plan is not None:
             plan = Plan.model_validate_json(request.plan.read_text(encoding="utf-8"))
         else:
-            profile = load_or_measure_profile(request, base_config, base_model, packages, say)
-            problem = Problem(
-                camera_fps=camera_fps,
-                budget=float(request.budget),  # type: ignore[arg-type]
-                fps_options=[f for f in DEFAULT_FPS_OPTIONS if f <= camera_fps] or [camera_fps],
-                profiles=[profile],
-                apps=[
-                    app_spec(package.manifest, REPLAY_CAMERA, request.x_vote)
-                    for package in packages
-                ],
+            assert request.budget is not None  # checked above
+            profile = load_or_measure_profile(
+                request, base_config, base_model, list(packages.values()), say
+            )
+            problem = problem_for(
+                list(apps.values()), [profile], request.budget, {REPLAY_CAMERA: camera_fps}
             )
             say("planning")
             plan = make_plan(problem)
-
-        by_app = {package.manifest.app.name: package for package in packages}
-        heads = []
-        for planned in plan.apps:
-            if planned.name not in by_app:
-                raise MainstreamError(
-                    f"the plan names app {planned.name!r} but no package for it was given"
-                )
-            manifest = by_app[planned.name].manifest
-            heads.append(
-                HeadSpec(
-                    app=planned.name,
-                    cut_point=planned.cut_point,
-                    fps=min(planned.fps, camera_fps),
-                    positive_index=manifest.app.classes.index(manifest.app.positive_class),
-                    model=by_app[planned.name].load_candidate(planned.cut_point),
-                    base_fingerprint=manifest.base_model.weights_fingerprint,
-                )
-            )
-        from mainstream.bases import discover_cut_points
-
         say("building the DAG")
-        dag = build_camera_dag(
-            camera=REPLAY_CAMERA,
-            camera_fps=camera_fps,
-            heads=heads,
-            base_model=base_model,
-            base_fingerprint=first.base_model.weights_fingerprint,
-            cut_points_in_order=discover_cut_points(base_model),
-            segment_model=segment_model,
-            cut_shape=cut_output_shape,
-            compile_fn=lambda model: compile_model(model, request.engine),
-            preprocess=lambda batch: preprocess(base_config, batch),
+        (deployment,) = build_deployments(
+            plan, apps, packages, bases, {REPLAY_CAMERA: camera_fps}, request.engine
         )
-        return _run(request, plan, dag, camera_fps, size, by_app, say)
+        return _run(
+            request, plan, deployment.dag, camera_fps, base_config.input_size, packages, say
+        )
 
 
 def _run(
@@ -399,30 +362,6 @@ def _run(
         plan=plan.model_dump(mode="json"),
         apps=figures,
     )
-
-
-def load_base_for(package: Any, bases_dir: Path | None) -> tuple[Any, Any]:
-    """The base a package was trained on: bundled weights first, then the local base registry."""
-    from mainstream.bases import BaseConfig, build_base, load_registered_base, weights_fingerprint
-    from mainstream.settings import Settings
-
-    info = package.manifest.base_model
-    bundled = package.manifest.base_weights
-    if bundled:
-        config = BaseConfig(
-            name=info.name,
-            input_size=info.input_shape[0],
-            alpha=info.alpha or 1.0,
-            weights=str(package.root / bundled["file"]),
-        )
-        model = build_base(config)
-        if weights_fingerprint(model) != info.weights_fingerprint:
-            raise ModelError(
-                "the package's bundled base weights do not match its weights_fingerprint"
-            )
-        return config, model
-    directory = bases_dir or Settings().bases_dir
-    return load_registered_base(info.weights_fingerprint, directory)
 
 
 def load_or_measure_profile(

@@ -1,0 +1,207 @@
+"""From registered apps to running DAGs: build the scheduler's problem, then the deployments.
+
+This is the seam of the data flow (DESIGN §1): packages and cameras in the registry become a
+scheduling problem; the plan that comes back becomes one CameraDeployment per camera.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+from edge_runtime.dag import HeadSpec, build_camera_dag, segment_model
+from edge_runtime.detector import DetectorConfig
+from edge_runtime.engines import EngineName, compile_model
+from edge_runtime.runtime import CameraDeployment
+from mainstream.errors import ModelError, NotFoundError
+from mainstream.manifest import Manifest
+from scheduler.problem import (
+    DEFAULT_FPS_OPTIONS,
+    AppSpec,
+    Candidate,
+    Objective,
+    Plan,
+    Problem,
+    Profile,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def profile_key(manifest: Manifest) -> str:
+    """Apps share a stem only when their base weights are identical: key profiles by fingerprint."""
+    return f"{manifest.base_model.name}@{manifest.base_model.weights_fingerprint[:12]}"
+
+
+@dataclass(frozen=True)
+class DeployedApp:
+    """An app as registered on a node: its package manifest plus deployment settings."""
+
+    name: str
+    camera: str
+    manifest: Manifest
+    x_vote: int | Literal["auto"] = 1
+    weight: float = 1.0
+    event_overrides: Mapping[str, float] = field(default_factory=dict)
+    threshold: float = 0.5
+    quiet_time_s: float = 2.0
+
+    def app_spec(self) -> AppSpec:
+        stats = self.manifest.event_stats.model_dump() | dict(self.event_overrides)
+        return AppSpec(
+            name=self.name,
+            camera=self.camera,
+            base_model=profile_key(self.manifest),
+            event_length_s=stats["event_length_s"],
+            event_frequency=stats["event_frequency"],
+            correlation=stats["correlation"],
+            x_vote=self.x_vote,
+            weight=self.weight,
+            candidates=[
+                Candidate(
+                    cut_point=c.cut_point,
+                    recall=c.recall,
+                    false_positive_rate=c.false_positive_rate,
+                )
+                for c in self.manifest.candidates
+            ],
+        )
+
+
+def problem_for(
+    apps: Sequence[DeployedApp],
+    profiles: Sequence[Profile],
+    budget: float,
+    camera_fps: Mapping[str, float],
+    objective: Objective = "mean_f1",
+) -> Problem:
+    """The scheduling problem of a node. All cameras must share one rate F (DESIGN §4)."""
+    rates = {camera_fps[app.camera] for app in apps if app.camera in camera_fps}
+    missing = sorted({app.camera for app in apps} - set(camera_fps))
+    if missing:
+        raise NotFoundError(f"apps refer to unknown cameras: {', '.join(missing)}")
+    if len(rates) > 1:
+        raise ModelError(
+            f"all cameras of a node must run at one frame rate for now; got {sorted(rates)}"
+        )
+    rate = rates.pop() if rates else 10.0
+    return Problem(
+        camera_fps=rate,
+        budget=budget,
+        objective=objective,
+        fps_options=[fps for fps in DEFAULT_FPS_OPTIONS if fps <= rate] or [rate],
+        profiles=list(profiles),
+        apps=[app.app_spec() for app in apps],
+    )
+
+
+class BaseProvider:
+    """Builds each base model once per fingerprint: from bundled package weights or the registry."""
+
+    def __init__(self, bases_dir: Path) -> None:
+        self.bases_dir = bases_dir
+        self._loaded: dict[str, tuple[Any, Any]] = {}
+
+    def get(self, manifest: Manifest, package_root: Path | None = None) -> tuple[Any, Any]:
+        from mainstream.bases import (
+            BaseConfig,
+            build_base,
+            load_registered_base,
+            weights_fingerprint,
+        )
+
+        fingerprint = manifest.base_model.weights_fingerprint
+        if fingerprint in self._loaded:
+            return self._loaded[fingerprint]
+        info = manifest.base_model
+        bundled = manifest.base_weights
+        if (self.bases_dir / f"{fingerprint}.json").exists():
+            loaded = load_registered_base(fingerprint, self.bases_dir)
+        elif bundled and package_root is not None:
+            config = BaseConfig(
+                name=info.name,
+                input_size=info.input_shape[0],
+                alpha=info.alpha or 1.0,
+                weights=str(package_root / bundled["file"]),
+            )
+            model = build_base(config)
+            if weights_fingerprint(model) != fingerprint:
+                raise ModelError(
+                    "the package's bundled base weights do not match its weights_fingerprint"
+                )
+            loaded = (config, model)
+        else:
+            raise NotFoundError(
+                f"base {info.name} with fingerprint {fingerprint[:12]}… is not registered on this node "
+                "and the package does not bundle its weights"
+            )
+        self._loaded[fingerprint] = loaded
+        return loaded
+
+
+def build_deployments(
+    plan: Plan,
+    apps: Mapping[str, DeployedApp],
+    packages: Mapping[str, Any],
+    bases: BaseProvider,
+    camera_fps: Mapping[str, float],
+    engine: EngineName = "keras",
+) -> list[CameraDeployment]:
+    """One deployment per camera. `packages[app]` is an open mainstream.package.Package."""
+    from mainstream.bases import cut_output_shape, discover_cut_points, preprocess
+
+    by_camera: dict[str, list[Any]] = {}
+    for planned in plan.apps:
+        if planned.name not in apps:
+            raise NotFoundError(f"the plan names app {planned.name!r}, which is not registered")
+        by_camera.setdefault(apps[planned.name].camera, []).append(planned)
+
+    deployments = []
+    for camera, planned_apps in by_camera.items():
+        fingerprints = {apps[p.name].manifest.base_model.weights_fingerprint for p in planned_apps}
+        if len(fingerprints) > 1:
+            raise ModelError(
+                f"camera {camera!r} has apps on {len(fingerprints)} different bases; run one base per camera"
+            )
+        first = apps[planned_apps[0].name]
+        config, base_model = bases.get(first.manifest, packages[first.name].root)
+        heads = []
+        for planned in planned_apps:
+            app = apps[planned.name]
+            classes = app.manifest.app.classes
+            heads.append(
+                HeadSpec(
+                    app=planned.name,
+                    cut_point=planned.cut_point,
+                    fps=planned.fps,
+                    positive_index=classes.index(app.manifest.app.positive_class),
+                    model=packages[planned.name].load_candidate(planned.cut_point),
+                    base_fingerprint=app.manifest.base_model.weights_fingerprint,
+                )
+            )
+        dag = build_camera_dag(
+            camera=camera,
+            camera_fps=camera_fps[camera],
+            heads=heads,
+            base_model=base_model,
+            base_fingerprint=first.manifest.base_model.weights_fingerprint,
+            cut_points_in_order=discover_cut_points(base_model),
+            segment_model=segment_model,
+            cut_shape=cut_output_shape,
+            compile_fn=lambda model: compile_model(model, engine),
+            preprocess=partial(preprocess, config),
+        )
+        detectors = {
+            p.name: DetectorConfig(
+                threshold=apps[p.name].threshold,
+                x_vote=p.x_vote,
+                quiet_time_s=apps[p.name].quiet_time_s,
+            )
+            for p in planned_apps
+        }
+        deployments.append(CameraDeployment(camera, dag, config.input_size, detectors))
+    return deployments
