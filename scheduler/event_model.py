@@ -12,6 +12,7 @@ Pure logic: no I/O, no framework imports.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,7 +33,9 @@ class EventParams:
     x_vote: int = 1
 
     def __post_init__(self) -> None:
-        validate_stream(self.camera_fps, self.event_length_s, self.event_frequency, self.correlation)
+        validate_stream(
+            self.camera_fps, self.event_length_s, self.event_frequency, self.correlation
+        )
         validate_rate(self.analysis_fps, self.camera_fps)
         validate_probability("recall", self.recall)
         validate_probability("false_positive_rate", self.false_positive_rate)
@@ -49,18 +52,27 @@ class EventQuality:
     false_alarm_probability: float
 
 
+def _is_real(value: object) -> bool:
+    """True for int/float/numpy scalars; False for bool, None, strings and the like."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def validate_probability(field: str, value: float) -> None:
-    if not (isinstance(value, int | float) and 0.0 <= value <= 1.0):
+    if not (_is_real(value) and 0.0 <= value <= 1.0):
         raise InvalidParameterError(field, value, "a probability in [0, 1]")
 
 
 def validate_x_vote(x_vote: int) -> None:
-    if isinstance(x_vote, bool) or not isinstance(x_vote, int) or x_vote < 1:
+    if not isinstance(x_vote, numbers.Integral) or isinstance(x_vote, bool) or x_vote < 1:
         raise InvalidParameterError("x_vote", x_vote, "an integer >= 1")
 
 
 def validate_rate(analysis_fps: float, camera_fps: float) -> None:
-    if not (math.isfinite(analysis_fps) and 0.0 < analysis_fps <= camera_fps * (1 + 1e-9)):
+    if not (
+        _is_real(analysis_fps)
+        and math.isfinite(analysis_fps)
+        and 0.0 < analysis_fps <= camera_fps * (1 + 1e-9)
+    ):
         raise InvalidParameterError(
             "analysis_fps", analysis_fps, f"0 < analysis_fps <= camera_fps ({camera_fps})"
         )
@@ -70,16 +82,18 @@ def validate_stream(
     camera_fps: float, event_length_s: float, event_frequency: float, correlation: float
 ) -> None:
     """Check the per-app stream statistics; raise with the offending field named."""
-    if not (math.isfinite(camera_fps) and camera_fps > 0):
+    if not (_is_real(camera_fps) and math.isfinite(camera_fps) and camera_fps > 0):
         raise InvalidParameterError("camera_fps", camera_fps, "a finite number > 0")
-    if not (math.isfinite(event_length_s) and event_length_s > 0):
+    if not (_is_real(event_length_s) and math.isfinite(event_length_s) and event_length_s > 0):
         raise InvalidParameterError("event_length_s", event_length_s, "a finite number > 0")
-    if not (0.0 < event_frequency < 1.0):
+    if not (_is_real(event_frequency) and 0.0 < event_frequency < 1.0):
         raise InvalidParameterError("event_frequency", event_frequency, "0 < event_frequency < 1")
     validate_probability("correlation", correlation)
 
 
-def samples_per_window(event_length_s: float, camera_fps: float, analysis_fps: float) -> list[tuple[int, float]]:
+def samples_per_window(
+    event_length_s: float, camera_fps: float, analysis_fps: float
+) -> list[tuple[int, float]]:
     """Distribution of the number of analysed frames in one event window: [(count, prob)].
 
     The window is `D = event_length_s * camera_fps` camera frames (camera rate, not the
@@ -95,7 +109,9 @@ def samples_per_window(event_length_s: float, camera_fps: float, analysis_fps: f
     return [(whole, 1.0 - fraction), (whole + 1, fraction)]
 
 
-def miss_probabilities(fire_probability: float, correlation: float, x_vote: int, max_samples: int) -> list[float]:
+def miss_probabilities(
+    fire_probability: float, correlation: float, x_vote: int, max_samples: int
+) -> list[float]:
     """P(no run of `x_vote` fires in r samples) for r = 0..max_samples, by a DP over run length.
 
     With x_vote = 1 this is `(1-p) * (1-p+p*c)^(r-1)`, the paper's Eq. 3.
@@ -114,8 +130,8 @@ def miss_probabilities(fire_probability: float, correlation: float, x_vote: int,
     run[0] = 1.0 - p
     if x_vote > 1:
         run[1] = p
-    result.append(sum(run))
-    for _ in range(1, max_samples):
+    result.append(_no_run_yet(run, 1, x_vote))
+    for samples in range(2, max_samples + 1):
         nxt = [0.0] * x_vote
         nxt[0] = run[0] * miss_after_miss + sum(run[1:]) * miss_after_fire
         if x_vote > 1:
@@ -123,17 +139,38 @@ def miss_probabilities(fire_probability: float, correlation: float, x_vote: int,
             for j in range(1, x_vote - 1):
                 nxt[j + 1] = run[j] * fire_after_fire
         run = nxt
-        result.append(sum(run))
+        result.append(_no_run_yet(run, samples, x_vote))
     return result
 
 
+def _no_run_yet(run: list[float], samples: int, x_vote: int) -> float:
+    # Fewer samples than the vote can never report: exactly 1, not 1 minus rounding noise
+    # (a spurious 1e-16 false-alarm probability would turn precision 1 into 0 when R = 0).
+    return sum(run) if samples >= x_vote else 1.0
+
+
 def detection_probability(
-    fire_probability: float, correlation: float, x_vote: int, sample_counts: Sequence[tuple[int, float]]
+    fire_probability: float,
+    correlation: float,
+    x_vote: int,
+    sample_counts: Sequence[tuple[int, float]],
 ) -> float:
     """1 - E_r[miss]: the probability that a window yields an X-run of fires."""
     max_samples = max(count for count, _ in sample_counts)
     misses = miss_probabilities(fire_probability, correlation, x_vote, max_samples)
-    return 1.0 - sum(prob * misses[count] for count, prob in sample_counts)
+    return expected_detection(misses, sample_counts)
+
+
+def expected_detection(
+    misses: Sequence[float], sample_counts: Sequence[tuple[int, float]]
+) -> float:
+    """E_r[1 - miss(r)]: detection probability from a miss table and a window-count distribution.
+
+    Summed this way rather than as 1 - E_r[miss(r)] so that a window that cannot detect
+    contributes exactly 0 although the count probabilities only sum to 1 up to rounding.
+    """
+    detection = sum(prob * (1.0 - misses[count]) for count, prob in sample_counts)
+    return min(1.0, max(0.0, detection))
 
 
 def precision_from(recall: float, false_alarm: float, event_frequency: float) -> float:
@@ -163,3 +200,52 @@ def event_quality(params: EventParams) -> EventQuality:
         f1=f1_from(recall, precision),
         false_alarm_probability=false_alarm,
     )
+
+
+def event_quality_for_rates(
+    analysis_fps_values: Sequence[float],
+    *,
+    camera_fps: float,
+    event_length_s: float,
+    event_frequency: float,
+    correlation: float,
+    recall: float,
+    false_positive_rate: float,
+    x_vote: int = 1,
+) -> list[EventQuality]:
+    """`event_quality` of one option at many analysis rates, in the order given.
+
+    The miss tables depend only on (p, c, X), so they are built once, up to the largest window
+    any of the rates needs; the results are identical to calling `event_quality` per rate.
+    """
+    validate_stream(camera_fps, event_length_s, event_frequency, correlation)
+    validate_probability("recall", recall)
+    validate_probability("false_positive_rate", false_positive_rate)
+    validate_x_vote(x_vote)
+    for analysis_fps in analysis_fps_values:
+        validate_rate(analysis_fps, camera_fps)
+    if not analysis_fps_values:
+        return []
+
+    counts_per_rate = [
+        samples_per_window(event_length_s, camera_fps, analysis_fps)
+        for analysis_fps in analysis_fps_values
+    ]
+    max_samples = max(count for counts in counts_per_rate for count, _ in counts)
+    event_misses = miss_probabilities(recall, correlation, x_vote, max_samples)
+    negative_misses = miss_probabilities(false_positive_rate, correlation, x_vote, max_samples)
+
+    qualities = []
+    for counts in counts_per_rate:
+        event_recall = expected_detection(event_misses, counts)
+        false_alarm = expected_detection(negative_misses, counts)
+        precision = precision_from(event_recall, false_alarm, event_frequency)
+        qualities.append(
+            EventQuality(
+                recall=event_recall,
+                precision=precision,
+                f1=f1_from(event_recall, precision),
+                false_alarm_probability=false_alarm,
+            )
+        )
+    return qualities

@@ -1,0 +1,274 @@
+"""Synthetic, seeded scheduling problems for tests and benchmarks.
+
+The numbers imitate what the trainer and profiler produce for MobileNet-v1-224 apps:
+
+- Cost: per-layer time from multiply-accumulate counts, with depthwise convolutions (memory
+  bound) ten times slower per MAC than dense ones; about 18 ms for the whole network.
+- Quality: per-frame recall and false-positive rate stay nearly flat as more of the base is
+  frozen, and fall off a cliff at the deepest one or two cut points, where only the last
+  layers are specialised (the shape of the thesis's Fig. 2b).
+
+The same seed always gives the same problem, and app i does not depend on how many apps are
+generated after it. Pure logic: no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import get_args
+
+import numpy as np
+
+from mainstream.errors import InvalidParameterError
+from scheduler.problem import (
+    DEFAULT_FPS_OPTIONS,
+    AppSpec,
+    Candidate,
+    CutPoint,
+    Objective,
+    Problem,
+    Profile,
+)
+
+BASE_MODEL = "mobilenet_v1"
+INPUT_CUT = "input"
+
+# Default budget as a fraction of running every app's whole network at the camera rate.
+DEFAULT_BUDGET_FRACTION = 0.25
+
+EVENT_LENGTH_RANGE_S = (0.2, 1.0)
+EVENT_FREQUENCY_RANGE = (0.1, 0.9)
+CORRELATION_RANGE = (0.1, 0.9)
+
+# Throughput of the imitated edge CPU, in MACs per millisecond.
+_DENSE_MACS_PER_MS = 40e6
+_DEPTHWISE_MACS_PER_MS = 4e6
+
+_INPUT_SIZE = 224
+_STEM_CHANNELS = 32
+# (stride, output channels) of MobileNet-v1's 13 depthwise-separable blocks.
+_BLOCKS: tuple[tuple[int, int], ...] = (
+    (1, 64),
+    (2, 128),
+    (1, 128),
+    (2, 256),
+    (1, 256),
+    (2, 512),
+    (1, 512),
+    (1, 512),
+    (1, 512),
+    (1, 512),
+    (1, 512),
+    (2, 1024),
+    (1, 1024),
+)
+_IMAGENET_CLASSES = 1000
+
+
+@dataclass(frozen=True)
+class _Layer:
+    """One place the base can be cut, with the time of the layer that ends there."""
+
+    name: str
+    cost_ms: float
+    depthwise: bool = False
+
+
+def mobilenet_v1_layers() -> tuple[tuple[str, float], ...]:
+    """Every cut point of the imitated MobileNet-v1-224 with its cumulative cost in ms.
+
+    Starts at `input` (cost 0) and ends at `conv_pw_13_relu`, after which only pooling and the
+    classifier remain; `mobilenet_v1_total_cost` is the whole network including those.
+    """
+    cumulative = 0.0
+    result = [(INPUT_CUT, 0.0)]
+    for layer in _layers():
+        cumulative += layer.cost_ms
+        result.append((layer.name, cumulative))
+    return tuple(result)
+
+
+def mobilenet_v1_total_cost() -> float:
+    """Whole-network time in ms: every layer plus average pooling and the 1000-way classifier."""
+    final_size = _INPUT_SIZE // 2 // math.prod(stride for stride, _ in _BLOCKS)
+    features = _BLOCKS[-1][1]
+    head_macs = final_size * final_size * features + features * _IMAGENET_CLASSES
+    return sum(layer.cost_ms for layer in _layers()) + head_macs / _DENSE_MACS_PER_MS
+
+
+def example_profile(num_cut_points: int = 16) -> Profile:
+    """A MobileNet-v1-224-like cost profile with `num_cut_points` cut points (input included).
+
+    `input` and the deepest cut `conv_pw_13_relu` (only the classifier specialised) are always
+    there; in between come evenly spaced block outputs (`conv1_relu`, `conv_pw_k_relu`) and,
+    past 15, depthwise outputs (`conv_dw_k_relu`), up to all 28. The default 16 are `input`,
+    `conv1_relu`, `conv_pw_1_relu` ... `conv_pw_12_relu`, `conv_dw_13_relu`, `conv_pw_13_relu`.
+    """
+    layers = _layers()
+    deepest = layers[-1].name
+    block_outputs = [layer.name for layer in layers[:-1] if not layer.depthwise]
+    depthwise_outputs = [layer.name for layer in layers if layer.depthwise]
+    most = 2 + len(block_outputs) + len(depthwise_outputs)
+    if (
+        not isinstance(num_cut_points, numbers.Integral)
+        or isinstance(num_cut_points, bool)
+        or not 2 <= num_cut_points <= most
+    ):
+        raise InvalidParameterError("num_cut_points", num_cut_points, f"an integer in [2, {most}]")
+
+    inner = num_cut_points - 2
+    chosen = set(_evenly_spaced(block_outputs, min(inner, len(block_outputs))))
+    chosen |= set(_evenly_spaced(depthwise_outputs, max(0, inner - len(block_outputs))))
+    chosen |= {INPUT_CUT, deepest}
+    cut_points = [
+        CutPoint(name=name, cumulative_cost=round(cost, 4))
+        for name, cost in mobilenet_v1_layers()
+        if name in chosen
+    ]
+    return Profile(
+        base_model=BASE_MODEL,
+        cost_unit="ms",
+        cut_points=cut_points,
+        total_cost=round(mobilenet_v1_total_cost(), 4),
+    )
+
+
+def generate_apps(num_apps: int, seed: int, profile: Profile) -> list[AppSpec]:
+    """`num_apps` apps on one camera with random event statistics and a candidate per cut point.
+
+    Candidates follow the published accuracy-vs-depth shape: recall falls and the false-positive
+    rate rises only a little across most cut points, then sharply at the deepest one or two.
+    """
+    _validate_count("num_apps", num_apps)
+    app_seeds = np.random.SeedSequence(seed).spawn(num_apps)
+    width = max(2, len(str(num_apps - 1)))
+    return [
+        _generate_app(f"app{index:0{width}d}", np.random.default_rng(app_seed), profile)
+        for index, app_seed in enumerate(app_seeds)
+    ]
+
+
+def generate_problem(
+    num_apps: int,
+    seed: int,
+    budget: float | None = None,
+    camera_fps: float = 10,
+    objective: Objective = "mean_f1",
+    num_cut_points: int = 16,
+) -> Problem:
+    """A complete, valid scheduling problem over `example_profile(num_cut_points)`.
+
+    Without a `budget`, the default is DEFAULT_BUDGET_FRACTION of `no_sharing_full_rate_cost`:
+    far too little to run every app unshared at the camera rate, plenty for some sharing.
+    """
+    _validate_count("num_apps", num_apps)
+    if not (isinstance(camera_fps, numbers.Real) and math.isfinite(camera_fps) and camera_fps > 0):
+        raise InvalidParameterError("camera_fps", camera_fps, "a finite number > 0")
+    if objective not in get_args(Objective):
+        raise InvalidParameterError("objective", objective, f"one of {get_args(Objective)}")
+    profile = example_profile(num_cut_points)
+    if budget is None:
+        budget = DEFAULT_BUDGET_FRACTION * no_sharing_full_rate_cost(profile, num_apps, camera_fps)
+    elif not (isinstance(budget, numbers.Real) and math.isfinite(budget) and budget > 0):
+        raise InvalidParameterError("budget", budget, "a finite number > 0")
+
+    fps_options = sorted({fps for fps in DEFAULT_FPS_OPTIONS if fps <= camera_fps} | {camera_fps})
+    return Problem(
+        camera_fps=camera_fps,
+        budget=round(float(budget), 4),
+        objective=objective,
+        fps_options=[float(fps) for fps in fps_options],
+        profile=profile,
+        apps=generate_apps(num_apps, seed, profile),
+    )
+
+
+def no_sharing_full_rate_cost(profile: Profile, num_apps: int, camera_fps: float) -> float:
+    """Cost of every app running the whole network, unshared, on every camera frame."""
+    per_frame = profile.total_cost + profile.decode_cost + profile.split_overhead
+    return num_apps * camera_fps * per_frame
+
+
+def _generate_app(name: str, rng: np.random.Generator, profile: Profile) -> AppSpec:
+    event_length_s = rng.uniform(*EVENT_LENGTH_RANGE_S)
+    event_frequency = rng.uniform(*EVENT_FREQUENCY_RANGE)
+    correlation = rng.uniform(*CORRELATION_RANGE)
+
+    # Quality of the fully specialised model (cut at the input) ...
+    best_recall = rng.uniform(0.80, 0.97)
+    best_false_positive_rate = rng.uniform(0.01, 0.08)
+    # ... the slow loss across the flat part, and the cliff at the deepest cuts.
+    gentle_recall_loss = rng.uniform(0.01, 0.05)
+    gentle_false_positive_rise = rng.uniform(0.005, 0.02)
+    second_deepest_recall_loss = rng.uniform(0.02, 0.08)
+    second_deepest_false_positive_rise = rng.uniform(0.01, 0.04)
+    deepest_recall_loss = rng.uniform(0.15, 0.35)
+    deepest_false_positive_rise = rng.uniform(0.05, 0.15)
+
+    count = len(profile.cut_points)
+    candidates = []
+    for index, cut in enumerate(profile.cut_points):
+        frozen_fraction = index / (count - 1) if count > 1 else 0.0
+        second_deepest_or_deeper = count >= 3 and index >= count - 2
+        deepest = count >= 2 and index == count - 1
+        recall = (
+            best_recall
+            - gentle_recall_loss * frozen_fraction
+            - second_deepest_recall_loss * second_deepest_or_deeper
+            - deepest_recall_loss * deepest
+        )
+        false_positive_rate = (
+            best_false_positive_rate
+            + gentle_false_positive_rise * frozen_fraction
+            + second_deepest_false_positive_rise * second_deepest_or_deeper
+            + deepest_false_positive_rise * deepest
+        )
+        candidates.append(
+            Candidate(
+                cut_point=cut.name,
+                recall=_probability(recall),
+                false_positive_rate=_probability(false_positive_rate),
+            )
+        )
+    return AppSpec(
+        name=name,
+        base_model=profile.base_model,
+        event_length_s=round(float(event_length_s), 4),
+        event_frequency=round(float(event_frequency), 4),
+        correlation=round(float(correlation), 4),
+        x_vote=1,
+        candidates=candidates,
+    )
+
+
+def _layers() -> list[_Layer]:
+    """MobileNet-v1-224's layers up to the last block's output, with their time in ms."""
+    size = _INPUT_SIZE // 2
+    channels = _STEM_CHANNELS
+    layers = [_Layer("conv1_relu", size * size * 3 * 3 * 3 * channels / _DENSE_MACS_PER_MS)]
+    for number, (stride, out_channels) in enumerate(_BLOCKS, start=1):
+        size //= stride
+        depthwise_macs = size * size * channels * 3 * 3
+        pointwise_macs = size * size * channels * out_channels
+        layers.append(
+            _Layer(f"conv_dw_{number}_relu", depthwise_macs / _DEPTHWISE_MACS_PER_MS, True)
+        )
+        layers.append(_Layer(f"conv_pw_{number}_relu", pointwise_macs / _DENSE_MACS_PER_MS))
+        channels = out_channels
+    return layers
+
+
+def _evenly_spaced(names: list[str], count: int) -> list[str]:
+    """`count` of `names`, evenly spaced and always ending with the last one."""
+    return [names[-(-(index + 1) * len(names) // count) - 1] for index in range(count)]
+
+
+def _probability(value: float) -> float:
+    return round(min(1.0, max(0.0, float(value))), 4)
+
+
+def _validate_count(field: str, value: int) -> None:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise InvalidParameterError(field, value, "an integer >= 1")
