@@ -6,6 +6,7 @@ These models are the contract between the trainer (writer), the registry and the
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from typing import Literal
 
@@ -13,6 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 PACKAGE_FORMAT: Literal["mainstream.mpackage"] = "mainstream.mpackage"
 PACKAGE_FORMAT_VERSION: Literal[1] = 1
+
+MANIFEST_NAME = "manifest.json"
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+# Archive names allowed by the layout (DESIGN §5): plain ASCII names, no sub-folders, so a
+# name can never climb out of the extraction directory or collide with another on disk.
+CANDIDATE_FILE_PATTERN = r"^candidates/[A-Za-z0-9][A-Za-z0-9_.-]{0,199}\.keras$"
+BASE_WEIGHTS_FILE_PATTERN = r"^base/[A-Za-z0-9][A-Za-z0-9_.-]{0,199}\.h5$"
 
 
 class AppInfo(BaseModel):
@@ -39,7 +47,7 @@ class BaseModelInfo(BaseModel):
     name: str
     input_shape: tuple[int, int, int]
     preprocessing: str
-    weights_fingerprint: str = Field(pattern=r"^[0-9a-f]{64}$")
+    weights_fingerprint: str = Field(pattern=SHA256_PATTERN)
     alpha: float | None = None
     weights_source: str = "none"
 
@@ -67,8 +75,11 @@ class CandidateInfo(BaseModel):
     recall: float = Field(ge=0, le=1)
     false_positive_rate: float = Field(ge=0, le=1)
     accuracy: float = Field(ge=0, le=1)
-    file: str
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    file: str = Field(pattern=CANDIDATE_FILE_PATTERN, description="candidates/<cut_point>.keras")
+    sha256: str = Field(pattern=SHA256_PATTERN)
+    input_shape: tuple[int | None, ...] | None = Field(
+        default=None, description="Shape of the tensor at the cut (no batch axis), when known"
+    )
 
 
 class TrainingInfo(BaseModel):
@@ -95,10 +106,41 @@ class Manifest(BaseModel):
         default=None, description="{'file': 'base/weights.h5', 'sha256': ...} when bundled"
     )
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    checksums: dict[str, str] = Field(
+        default_factory=dict,
+        description="sha256 of every archive member but manifest.json; filled by the writer",
+    )
 
     @model_validator(mode="after")
     def _unique_cuts(self) -> Manifest:
         cuts = [candidate.cut_point for candidate in self.candidates]
         if len(set(cuts)) != len(cuts):
             raise ValueError(f"duplicate candidate cut points: {cuts}")
+        files = [candidate.file.casefold() for candidate in self.candidates]
+        if len(set(files)) != len(files):
+            raise ValueError(f"two candidates share one file: {files}")
+        return self
+
+    @model_validator(mode="after")
+    def _well_formed_base_weights(self) -> Manifest:
+        if self.base_weights is None:
+            return self
+        if set(self.base_weights) != {"file", "sha256"}:
+            raise ValueError(
+                f"base_weights must have exactly the keys 'file' and 'sha256', "
+                f"got {sorted(self.base_weights)}"
+            )
+        if not re.fullmatch(BASE_WEIGHTS_FILE_PATTERN, self.base_weights["file"]):
+            raise ValueError(
+                f"base_weights.file {self.base_weights['file']!r} is not base/<name>.h5"
+            )
+        if not re.fullmatch(SHA256_PATTERN, self.base_weights["sha256"]):
+            raise ValueError("base_weights.sha256 is not 64 lowercase hex digits")
+        return self
+
+    @model_validator(mode="after")
+    def _well_formed_checksums(self) -> Manifest:
+        for name, digest in self.checksums.items():
+            if not re.fullmatch(SHA256_PATTERN, digest):
+                raise ValueError(f"checksums[{name!r}] is not 64 lowercase hex digits")
         return self

@@ -1,0 +1,120 @@
+"""Settings of the event sinks (MQTT, webhooks), as they appear in the node config.
+
+Kept apart from the sink code so that reading a config never imports the MQTT or HTTP client.
+Secrets (`mqtt.password`, `webhooks.secret`) belong in the environment
+(`MAINSTREAM_MQTT__PASSWORD`, `MAINSTREAM_WEBHOOKS__SECRET`), never in a config file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+TransitionName = Literal["new", "update", "end"]
+ALL_TRANSITIONS: tuple[TransitionName, ...] = ("new", "update", "end")
+
+_TOPIC_PREFIX_PATTERN = r"^[^/#+\s][^#+\s]*$"
+
+
+class MqttSettings(BaseModel):
+    """Where to publish events, app states and camera states over MQTT."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    host: str = Field(default="localhost", min_length=1, description="Broker host name or address")
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = Field(
+        default=None, description="From the environment only (MAINSTREAM_MQTT__PASSWORD)"
+    )
+    topic_prefix: str = Field(
+        default="mainstream",
+        pattern=_TOPIC_PREFIX_PATTERN,
+        description="First topic level; topics are <prefix>/<node>/...",
+    )
+    client_id: str | None = Field(
+        default=None, description="MQTT client id; default: mainstream-<node name>"
+    )
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    tls: bool = False
+    ca_file: Path | None = Field(
+        default=None, description="CA bundle for TLS; default: the system's trusted CAs"
+    )
+    queue_size: int = Field(
+        default=1000,
+        ge=1,
+        le=1_000_000,
+        description="Messages kept while the broker is unreachable; beyond it the oldest go",
+    )
+    reconnect_min_delay_s: int = Field(default=1, ge=1)
+    reconnect_max_delay_s: int = Field(default=30, ge=1)
+    publish_updates: bool = Field(
+        default=True, description="Also publish 'update' messages (a better peak), not only new/end"
+    )
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        if value.endswith("/"):
+            raise ValueError("must not end with '/'")
+        return value
+
+    @model_validator(mode="after")
+    def _check_delays(self) -> MqttSettings:
+        if self.reconnect_max_delay_s < self.reconnect_min_delay_s:
+            raise ValueError(
+                f"reconnect_max_delay_s ({self.reconnect_max_delay_s}) must be >= "
+                f"reconnect_min_delay_s ({self.reconnect_min_delay_s})"
+            )
+        return self
+
+
+class WebhookTarget(BaseModel):
+    """One receiver URL, for every app or only for some."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(description="http:// or https:// URL that receives a POST per event change")
+    apps: list[str] = Field(
+        default_factory=list, description="Only events of these apps; empty: every app"
+    )
+    transitions: list[TransitionName] = Field(
+        default_factory=lambda: list(ALL_TRANSITIONS),
+        min_length=1,
+        description="Which event changes to send",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value.lower().startswith(("http://", "https://")) or len(value) < 10:
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return value
+
+
+class WebhookSettings(BaseModel):
+    """Event delivery over HTTP POST, signed with a shared secret, with retries."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    targets: list[WebhookTarget] = Field(default_factory=list)
+    secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC-SHA256 signing key; from the environment only "
+        "(MAINSTREAM_WEBHOOKS__SECRET). Without it requests are sent unsigned",
+    )
+    timeout_s: float = Field(default=5.0, gt=0, le=300, description="Per request")
+    max_attempts: int = Field(default=5, ge=1, le=30, description="Tries per delivery")
+    backoff_initial_s: float = Field(
+        default=1.0, ge=0, description="Wait before the first retry; doubles each retry"
+    )
+    backoff_max_s: float = Field(default=60.0, ge=0, description="Longest wait between tries")
+    queue_size: int = Field(
+        default=1000,
+        ge=1,
+        le=1_000_000,
+        description="Deliveries waiting per target; beyond it the oldest is dead-lettered",
+    )

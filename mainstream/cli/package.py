@@ -1,0 +1,108 @@
+"""`mainstream package ...`: look inside and verify M-Packages.
+
+`inspect` reads only the archive's directory and manifest; `verify` extracts the package to a
+temp directory, checks every sha256 and loads every candidate in Keras safe mode (TensorFlow
+is imported only then).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from mainstream.errors import PackageError
+from mainstream.package import PackageListing, describe_size, inspect_package, verify_package
+
+_PACKAGE_ARGUMENT = click.argument(
+    "package_path", metavar="PKG", type=click.Path(dir_okay=False, path_type=Path)
+)
+
+
+@click.group()
+def package() -> None:
+    """Inspect and verify M-Packages (.mpkg)."""
+
+
+@package.command("inspect")
+@_PACKAGE_ARGUMENT
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON only.")
+def inspect_command(package_path: Path, as_json: bool) -> None:
+    """Show what a package holds: app, base model, event statistics and candidates.
+
+    The structure and manifest are checked; checksums and models are not (use `verify`).
+    """
+    listing = inspect_package(package_path)
+    if as_json:
+        click.echo(listing.manifest.model_dump_json(indent=2))
+        return
+    for line in _summary_lines(listing):
+        click.echo(line)
+
+
+@package.command("verify")
+@_PACKAGE_ARGUMENT
+@click.option(
+    "--no-load",
+    is_flag=True,
+    help="Skip loading the models (checks structure, manifest and checksums only).",
+)
+def verify_command(package_path: Path, no_load: bool) -> None:
+    """Check a package completely; exit 0 when it is sound, non-zero with the reason if not."""
+    try:
+        report = verify_package(package_path, load_models=not no_load)
+    except PackageError as error:
+        click.echo(f"REJECTED {package_path}: {error}", err=True)
+        # SystemExit rather than ctx.exit: the root CLI runs click with standalone_mode=False,
+        # where ctx.exit's code would be returned and lost instead of becoming the exit status.
+        sys.exit(error.exit_code)
+    click.echo(report.summary())
+
+
+def _summary_lines(listing: PackageListing) -> list[str]:
+    manifest = listing.manifest
+    app, base, stats = manifest.app, manifest.base_model, manifest.event_stats
+    lines = [
+        f"package      {listing.path} ({describe_size(listing.archive_bytes)})",
+        f"app          {app.name}",
+        f"classes      {', '.join(app.classes)} (positive: {app.positive_class})",
+        f"base model   {base.name} input {'x'.join(str(size) for size in base.input_shape)}, "
+        f"preprocessing {base.preprocessing}",
+        f"fingerprint  {base.weights_fingerprint}",
+        f"base weights {_bundled(listing)}",
+        f"events       length {stats.event_length_s:g} s, frequency {stats.event_frequency:g}, "
+        f"correlation {stats.correlation:g}, camera {stats.camera_fps:g} fps"
+        + (f" ({stats.how_measured})" if stats.how_measured else ""),
+        f"created      {manifest.created_at.isoformat()}",
+        "",
+    ]
+    header = ("cut point", "frozen", "recall", "FPR", "accuracy", "size")
+    rows = [
+        (
+            candidate.cut_point,
+            str(candidate.frozen_layers),
+            f"{candidate.recall:.3f}",
+            f"{candidate.false_positive_rate:.3f}",
+            f"{candidate.accuracy:.3f}",
+            describe_size(listing.member_sizes.get(candidate.file, 0)),
+        )
+        for candidate in manifest.candidates
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def render(row: tuple[str, ...]) -> str:
+        first = row[0].ljust(widths[0])
+        rest = (cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True))
+        return "  ".join([first, *rest]).rstrip()
+
+    lines.append(render(header))
+    lines.extend(render(row) for row in rows)
+    return lines
+
+
+def _bundled(listing: PackageListing) -> str:
+    weights = listing.manifest.base_weights
+    if weights is None:
+        return "not bundled"
+    return f"bundled ({weights['file']}, {describe_size(listing.member_sizes[weights['file']])})"

@@ -1,0 +1,283 @@
+"""`mainstream schedule`: plan cut points and frame rates for apps under a compute budget.
+
+    mainstream schedule dry-run examples/problem.json
+    mainstream schedule dry-run examples/problem.yaml --json
+    mainstream schedule dry-run examples/problem.json --report plan.html
+    mainstream schedule sweep examples/problem.json --budget-range 20:200:10
+    mainstream schedule sweep --apps 1,2,5,10 --report sweep.html
+
+Only the scheduler (numpy/scipy) is imported here: no TensorFlow, no OpenCV.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
+
+import click
+from tqdm import tqdm
+
+from mainstream.errors import NotFoundError
+from mainstream.problem_files import load_problem
+from scheduler.planner import make_plan
+from scheduler.problem import Objective
+from scheduler.report import format_plan, format_sweep, html_report, sweep_html_report
+from scheduler.sweep import (
+    Solver,
+    SweepPoint,
+    SweepResult,
+    budget_range,
+    budgets_around,
+    sweep_app_subsets,
+    sweep_budgets,
+    sweep_generated,
+)
+
+SOLVERS = ("exact", "greedy", "milp")
+OBJECTIVES = ("mean_f1", "min_f1")
+DEFAULT_GENERATED_APP_COUNTS = (1, 2, 5, 10)
+
+_problem_argument = click.Path(dir_okay=False, path_type=Path)
+_report_option = click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write a self-contained HTML report (charts, tables, inputs) to this file.",
+)
+_solver_option = click.option(
+    "--solver",
+    type=click.Choice(SOLVERS),
+    default="exact",
+    show_default=True,
+    help="exact: optimal search; greedy: fast marginal-gain heuristic; milp: integer program.",
+)
+_objective_option = click.option(
+    "--objective",
+    type=click.Choice(OBJECTIVES),
+    default=None,
+    help="Override the problem's objective: mean_f1 (average) or min_f1 (fairness).",
+)
+
+
+@click.group()
+def schedule() -> None:
+    """Choose each app's cut point and frame rate to maximise event F1 under a budget."""
+
+
+@schedule.command("dry-run")
+@click.argument("problem_path", metavar="PROBLEM", type=_problem_argument)
+@_solver_option
+@click.option(
+    "--budget",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Override the problem's compute budget (cost units per second).",
+)
+@_objective_option
+@click.option("--json", "as_json", is_flag=True, help="Print only the plan as JSON on stdout.")
+@_report_option
+def dry_run(
+    problem_path: Path,
+    solver: str,
+    budget: float | None,
+    objective: str | None,
+    as_json: bool,
+    report_path: Path | None,
+) -> None:
+    """Plan PROBLEM (a .json or .yaml file) and print the schedule; nothing is deployed.
+
+    The table shows, per app, the cut point (how much of the base network it shares), the
+    frame rate, the vote X and the predicted event recall, precision and F1, next to the
+    Max-Sharing and No-Sharing baselines at the same budget.
+    """
+    problem = load_problem(problem_path, budget=budget, objective=_objective(objective))
+    plan = make_plan(problem, solver=_solver(solver), with_baselines=True)
+    if report_path is not None:
+        _check_writable(report_path)
+        budgets = budgets_around(problem.budget)
+        sweep = sweep_budgets(
+            problem,
+            budgets,
+            solver=_solver(solver),
+            on_point=_progress(len(budgets), "budget sweep"),
+        )
+        _write_text_atomically(report_path, html_report(plan, problem, sweep))
+        click.echo(f"report written to {report_path}", err=True)
+    if as_json:
+        click.echo(plan.model_dump_json(indent=2))
+    else:
+        click.echo(format_plan(plan, problem), nl=False)
+
+
+@schedule.command("sweep")
+@click.argument("problem_path", metavar="[PROBLEM]", type=_problem_argument, required=False)
+@click.option("--budgets", "budget_list", help="Comma-separated budgets, e.g. 50,100,150.")
+@click.option(
+    "--budget-range",
+    "budget_range_text",
+    help="MIN:MAX:STEPS, e.g. 20:200:10 (STEPS evenly spaced budgets, both ends included).",
+)
+@click.option(
+    "--apps",
+    "app_counts_text",
+    help=(
+        "Comma-separated workload sizes, e.g. 1,2,5,10. With PROBLEM: its first N apps; "
+        "without: generated workloads (default 1,2,5,10)."
+    ),
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of generated workloads.")
+@_solver_option
+@_objective_option
+@click.option("--json", "as_json", is_flag=True, help="Print only the sweep as JSON on stdout.")
+@_report_option
+def sweep(
+    problem_path: Path | None,
+    budget_list: str | None,
+    budget_range_text: str | None,
+    app_counts_text: str | None,
+    seed: int,
+    solver: str,
+    objective: str | None,
+    as_json: bool,
+    report_path: Path | None,
+) -> None:
+    """Compare Mainstream with Max-Sharing and No-Sharing over budgets and workload sizes.
+
+    With PROBLEM and no budgets, sweeps from a quarter to twice the problem's budget. Without
+    PROBLEM, generates workloads of the --apps sizes (each at its own default budget unless
+    budgets are given). Budgets where nothing fits are reported as infeasible.
+    """
+    if budget_list is not None and budget_range_text is not None:
+        raise click.UsageError("give either --budgets or --budget-range, not both")
+    budgets = None
+    if budget_list is not None:
+        budgets = _parse_floats(budget_list, "--budgets")
+    elif budget_range_text is not None:
+        budgets = _parse_budget_range(budget_range_text)
+    app_counts = _parse_ints(app_counts_text, "--apps") if app_counts_text is not None else None
+    if report_path is not None:
+        _check_writable(report_path)
+
+    result: SweepResult
+    if problem_path is not None:
+        problem = load_problem(problem_path, objective=_objective(objective))
+        if app_counts is not None:
+            total = len(app_counts) * (len(budgets) if budgets else 1)
+            result = sweep_app_subsets(
+                problem,
+                app_counts,
+                budgets,
+                solver=_solver(solver),
+                on_point=_progress(total, "sweep"),
+            )
+        else:
+            chosen = budgets if budgets is not None else budgets_around(problem.budget)
+            result = sweep_budgets(
+                problem, chosen, solver=_solver(solver), on_point=_progress(len(chosen), "sweep")
+            )
+    else:
+        counts = app_counts if app_counts is not None else list(DEFAULT_GENERATED_APP_COUNTS)
+        total = len(counts) * (len(budgets) if budgets else 1)
+        result = sweep_generated(
+            counts,
+            budgets,
+            seed=seed,
+            objective=_objective(objective) or "mean_f1",
+            solver=_solver(solver),
+            on_point=_progress(total, "sweep"),
+        )
+
+    if report_path is not None:
+        _write_text_atomically(report_path, sweep_html_report(result))
+        click.echo(f"report written to {report_path}", err=True)
+    if as_json:
+        click.echo(result.model_dump_json(indent=2))
+    else:
+        click.echo(format_sweep(result), nl=False)
+
+
+def _solver(name: str) -> Solver:
+    return cast(Solver, name)
+
+
+def _objective(name: str | None) -> Objective | None:
+    return cast(Objective | None, name)
+
+
+def _progress(total: int, description: str) -> Callable[[SweepPoint], None]:
+    """A sweep callback that advances a progress bar on stderr (only on a terminal)."""
+    bar: Any = tqdm(total=total, desc=description, unit="plan", file=sys.stderr, disable=None)
+
+    def advance(point: SweepPoint) -> None:
+        bar.update(1)
+        if bar.n >= total:
+            bar.close()
+
+    return advance
+
+
+def _parse_floats(text: str, option: str) -> list[float]:
+    values = []
+    for item in text.split(","):
+        try:
+            value = float(item)
+        except ValueError:
+            raise click.BadParameter(
+                f"{item.strip()!r} is not a number", param_hint=option
+            ) from None
+        if not value > 0:
+            raise click.BadParameter(f"{item.strip()} must be > 0", param_hint=option)
+        values.append(value)
+    return values
+
+
+def _parse_ints(text: str, option: str) -> list[int]:
+    values = []
+    for item in text.split(","):
+        try:
+            value = int(item)
+        except ValueError:
+            raise click.BadParameter(
+                f"{item.strip()!r} is not a whole number", param_hint=option
+            ) from None
+        if value < 1:
+            raise click.BadParameter(f"{value} must be >= 1", param_hint=option)
+        values.append(value)
+    return values
+
+
+def _parse_budget_range(text: str) -> list[float]:
+    parts = text.split(":")
+    if len(parts) != 3:
+        raise click.BadParameter(
+            f"{text!r} is not MIN:MAX:STEPS (e.g. 20:200:10)", param_hint="--budget-range"
+        )
+    minimum, maximum = _parse_floats(f"{parts[0]},{parts[1]}", "--budget-range")
+    (steps,) = _parse_ints(parts[2], "--budget-range")
+    return budget_range(minimum, maximum, steps)
+
+
+def _check_writable(path: Path) -> None:
+    """Fail before the (possibly long) planning, not after it."""
+    parent = path.resolve().parent
+    if not parent.is_dir():
+        raise NotFoundError(f"cannot write the report: directory {parent} does not exist")
+
+
+def _write_text_atomically(path: Path, text: str) -> None:
+    """Write to a temporary file beside `path`, then rename, so no half-written report remains."""
+    descriptor, temporary = tempfile.mkstemp(
+        dir=path.resolve().parent, prefix=f".{path.name}.", suffix=".tmp"
+    )
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide the report from other users
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

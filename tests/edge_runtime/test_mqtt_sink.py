@@ -1,0 +1,432 @@
+"""MQTT sink against a real mosquitto broker: topics, payloads, retained states, last will,
+broker restarts and the bounded offline queue."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge_runtime.camera import CameraConfig, CameraManager, CameraState, CameraStateMachine
+from edge_runtime.detector import DetectorConfig, EventChange, EventDetector
+from edge_runtime.sinks import EventSink, SinkFanOut
+from edge_runtime.sinks.mqtt import MqttSink
+from edge_runtime.sinks.payload import event_json
+from edge_runtime.sinks.settings import MqttSettings
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.skipif(
+    not os.access(MOSQUITTO, os.X_OK),
+    reason="the mosquitto broker is not installed (Debian package 'mosquitto')",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Broker:
+    """A mosquitto process on a loopback port that can be stopped and started again."""
+
+    def __init__(self, directory: Path, *, persistent: bool = False) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.persistent = persistent
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = directory / "mosquitto.log"
+        self.config_path = directory / "mosquitto.conf"
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            f"persistence {'true' if persistent else 'false'}",
+            f"persistence_location {directory}/",
+        ]
+        if os.geteuid() == 0:
+            lines.append("user root")  # otherwise it drops to 'mosquitto', who cannot write here
+        self.config_path.write_text("\n".join(lines) + "\n")
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [MOSQUITTO, "-c", str(self.config_path)], stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"mosquitto exited: {self.log_path.read_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"mosquitto did not listen on {self.port}: {self.log_path.read_text()}")
+
+    def stop(self, *, kill: bool = False) -> None:
+        """SIGTERM lets a persistent broker save its sessions; SIGKILL loses everything."""
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        self.process.wait(timeout=10)
+        self.process = None
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    server = Broker(tmp_path)
+    server.start()
+    yield server
+    server.stop(kill=True)
+
+
+@pytest.fixture
+def persistent_broker(tmp_path: Path) -> Iterator[Broker]:
+    server = Broker(tmp_path, persistent=True)
+    server.start()
+    yield server
+    server.stop(kill=True)
+
+
+@dataclass(frozen=True)
+class Received:
+    topic: str
+    payload: bytes
+    retain: bool
+    dup: bool = False  # the broker sends this message again (QoS 1 is at-least-once)
+
+    @property
+    def text(self) -> str:
+        return self.payload.decode()
+
+    def json(self) -> dict:
+        return json.loads(self.payload)
+
+
+class Subscriber:
+    """A paho client that records what it receives; re-subscribes after reconnecting."""
+
+    def __init__(self, port: int, topic: str, *, client_id: str | None = None) -> None:
+        self.topic = topic
+        self.messages: list[Received] = []
+        self._condition = threading.Condition()
+        self._subscribed = threading.Event()
+        durable = client_id is not None  # a persistent session keeps messages while away
+        self.client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"test-{uuid.uuid4().hex[:8]}",
+            clean_session=not durable,
+        )
+        self.client.reconnect_delay_set(1, 1)
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = lambda *args: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port, keepalive=10)
+        self.client.loop_start()
+        assert self._subscribed.wait(5), "the test subscriber could not subscribe"
+
+    def _on_connect(self, client: mqtt.Client, *args: object) -> None:
+        client.subscribe(self.topic, qos=1)
+
+    def _on_message(self, _client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
+        with self._condition:
+            self.messages.append(
+                Received(msg.topic, bytes(msg.payload), bool(msg.retain), bool(msg.dup))
+            )
+            self._condition.notify_all()
+
+    def on(self, topic: str) -> list[Received]:
+        with self._condition:
+            return [message for message in self.messages if message.topic == topic]
+
+    def wait_for(
+        self, predicate: Callable[[list[Received]], bool], timeout: float = 10.0
+    ) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        with self._condition:
+            while not predicate(self.messages):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    topics = [(m.topic, m.payload) for m in self.messages]
+                    raise AssertionError(f"timed out; received so far: {topics}")
+                self._condition.wait(remaining)
+            return list(self.messages)
+
+    def wait_on(self, topic: str, count: int, timeout: float = 10.0) -> list[Received]:
+        self.wait_for(lambda messages: sum(m.topic == topic for m in messages) >= count, timeout)
+        return self.on(topic)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def first_deliveries(messages: list[Received]) -> list[Received]:
+    """Messages without the broker's redeliveries (a subscriber's unacknowledged messages are
+    sent again after a broker restart, flagged DUP); a repeat without the flag would mean the
+    sink itself published twice."""
+    seen: set[bytes] = set()
+    first: list[Received] = []
+    for message in messages:
+        if message.payload in seen:
+            assert message.dup, f"published twice: {message.payload!r}"
+            continue
+        seen.add(message.payload)
+        first.append(message)
+    return first
+
+
+def settings(port: int, **overrides: object) -> MqttSettings:
+    values: dict[str, object] = {
+        "enabled": True,
+        "host": "127.0.0.1",
+        "port": port,
+        "keepalive_s": 5,
+        "reconnect_min_delay_s": 1,
+        "reconnect_max_delay_s": 1,
+    }
+    return MqttSettings.model_validate(values | overrides)
+
+
+def event_changes(app: str, camera: str, start: float = 1000.0) -> list[EventChange]:
+    """One real event from the detector: new, two better peaks (updates), end."""
+    detector = EventDetector(app, camera, DetectorConfig(threshold=0.5, x_vote=2, quiet_time_s=1))
+    changes: list[EventChange] = []
+    for index, score in enumerate([0.9, 0.7, 0.8, 0.95, 0.2]):
+        changes += detector.observe(start + index * 0.1, index, score)
+    changes += detector.flush()
+    assert [change.transition.value for change in changes] == ["new", "update", "update", "end"]
+    return changes
+
+
+def test_events_app_state_and_camera_status(broker: Broker) -> None:
+    node = "edge-1"
+    watcher = Subscriber(broker.port, f"mainstream/{node}/#")
+    sink = MqttSink(settings(broker.port), node).start()
+    assert isinstance(sink, EventSink)
+    watcher.wait_on(f"mainstream/{node}/available", 1)
+    assert watcher.on(f"mainstream/{node}/available")[0].text == "online"
+
+    # A real camera reports its states through the sink.
+    cameras = CameraManager(on_state_change=SinkFanOut([sink]).on_camera_state)
+    cameras.add(CameraConfig(id="door", url="synthetic://?fps=10&size=64x48"))
+    status_topic = f"mainstream/{node}/cameras/door/status"
+    watcher.wait_for(lambda ms: any(m.topic == status_topic and m.text == "streaming" for m in ms))
+    cameras.stop_all()
+    statuses = [message.text for message in watcher.wait_on(status_topic, 3)]
+    assert statuses == ["starting", "streaming", "stopped"]
+
+    # Two overlapping events of one app on two cameras: ON once, OFF when both have ended.
+    door, yard = event_changes("person", "door"), event_changes("person", "yard", start=1000.05)
+    sequence = [door[0], yard[0], door[1], door[2], door[3], yard[1], yard[2], yard[3]]
+    for change in sequence:
+        sink(change)
+    events_topic = f"mainstream/{node}/events"
+    events = [message.json() for message in watcher.wait_on(events_topic, len(sequence))]
+    assert [(e["type"], e["after"]["id"]) for e in events] == [
+        (c.transition.value, c.event.id) for c in sequence
+    ]
+    for message, change in zip(events, sequence, strict=True):
+        assert message["node"] == node
+        assert message["after"] == event_json(change.event)
+        assert message["after"]["snapshot"] == f"/api/events/{change.event.id}/snapshot.jpg"
+    assert events[0]["before"] is None
+    assert events[2]["before"] == events[0]["after"]  # door's first update follows door's new
+    assert events[4]["after"]["end_time"] is not None and not events[4]["after"]["active"]
+    assert events[4]["before"] == events[3]["after"]
+
+    state_topic = f"mainstream/{node}/person/state"
+    watcher.wait_on(state_topic, 2)
+    assert sink.wait_until_delivered(5)
+    assert [message.text for message in watcher.on(state_topic)] == ["ON", "OFF"]
+    assert sink.stats() == {
+        "published": 1 + 3 + len(sequence) + 2,  # online, camera statuses, events, states
+        "queued": 0,
+        "dropped": 0,
+        "connected": True,
+        "connections": 1,
+    }
+
+    # A newcomer gets the retained topics only.
+    newcomer = Subscriber(broker.port, f"mainstream/{node}/#")
+    retained = newcomer.wait_for(lambda ms: len(ms) >= 3)
+    assert {(m.topic, m.text, m.retain) for m in retained} == {
+        (f"mainstream/{node}/available", "online", True),
+        (state_topic, "OFF", True),
+        (status_topic, "stopped", True),
+    }
+
+    sink.close()
+    assert watcher.wait_on(f"mainstream/{node}/available", 2)[-1].text == "offline"
+    assert not sink.connected
+    watcher.close()
+    newcomer.close()
+
+
+SINK_PROCESS = """
+import sys, time
+from edge_runtime.sinks.mqtt import MqttSink
+from edge_runtime.sinks.settings import MqttSettings
+MqttSink(MqttSettings(enabled=True, host="127.0.0.1", port=int(sys.argv[1])), "doomed").start()
+time.sleep(60)
+"""
+
+
+def test_last_will_announces_offline_when_the_process_dies(broker: Broker) -> None:
+    availability = "mainstream/doomed/available"
+    watcher = Subscriber(broker.port, availability)
+    process = subprocess.Popen(
+        [sys.executable, "-c", SINK_PROCESS, str(broker.port)], cwd=REPO_ROOT
+    )
+    try:
+        watcher.wait_on(availability, 1, timeout=20)
+        assert watcher.on(availability)[0].text == "online"
+    finally:
+        process.kill()  # SIGKILL: no chance to say goodbye
+        process.wait(timeout=10)
+    messages = watcher.wait_on(availability, 2)
+    assert [message.text for message in messages] == ["online", "offline"]
+    watcher.close()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+def test_broker_restart_loses_no_event_and_keeps_order(persistent_broker: Broker) -> None:
+    node = "edge-2"
+    events_topic = f"mainstream/{node}/events"
+    watcher = Subscriber(persistent_broker.port, events_topic, client_id="durable-watcher")
+    sink = MqttSink(settings(persistent_broker.port), node).start()
+    commands: list[tuple[str, bytes]] = []
+    sink.subscribe("commands/#", lambda topic, payload: commands.append((topic, payload)))
+
+    before = event_changes("person", "door")
+    for change in before:
+        sink(change)
+    watcher.wait_on(events_topic, len(before))
+    assert sink.wait_until_delivered(5)
+
+    persistent_broker.stop()
+    wait_until(lambda: not sink.connected)
+    during = [
+        change
+        for index, app in enumerate(["person", "car", "person"])
+        for change in event_changes(app, "door", start=2000.0 + index)
+    ]
+    for change in during:
+        sink(change)
+    assert sink.stats()["queued"] == len(during) + 6  # each event also turns its app ON and OFF
+    persistent_broker.start()
+
+    expected = [(c.transition.value, c.event.id) for c in before + during]
+    watcher.wait_for(
+        lambda ms: (
+            len(first_deliveries([m for m in ms if m.topic == events_topic])) >= len(expected)
+        ),
+        timeout=15,
+    )
+    messages = first_deliveries(watcher.on(events_topic))
+    assert [(m.json()["type"], m.json()["after"]["id"]) for m in messages] == expected
+    assert sink.wait_until_delivered(10)
+    stats = sink.stats()
+    assert stats["dropped"] == 0 and stats["connections"] == 2 and stats["connected"]
+
+    # The sink subscribed again after reconnecting.
+    publisher = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+    publisher.connect("127.0.0.1", persistent_broker.port)
+    publisher.loop_start()
+    publisher.publish(f"mainstream/{node}/commands/snapshot", b"door", qos=1).wait_for_publish(5)
+    wait_until(lambda: commands == [(f"mainstream/{node}/commands/snapshot", b"door")])
+    publisher.disconnect()
+    publisher.loop_stop()
+    sink.close()
+    watcher.close()
+
+
+def test_retained_states_come_back_after_a_broker_lost_them(broker: Broker) -> None:
+    node = "edge-3"
+    sink = MqttSink(settings(broker.port), node).start()
+    sink(event_changes("person", "door")[0])  # a new event: person is ON
+    machine = CameraStateMachine("door")
+    sink.on_camera_state(machine.transition(CameraState.STARTING))
+    sink.on_camera_state(machine.transition(CameraState.STREAMING))
+    assert sink.wait_until_delivered(5)
+
+    broker.stop(kill=True)  # not persistent: every retained message is gone
+    wait_until(lambda: not sink.connected)
+    broker.start()
+    wait_until(lambda: sink.stats()["connections"] == 2)
+    assert sink.wait_until_delivered(5)
+
+    newcomer = Subscriber(broker.port, f"mainstream/{node}/#")
+    retained = newcomer.wait_for(lambda ms: len(ms) >= 3)
+    assert {(m.topic, m.text, m.retain) for m in retained} == {
+        (f"mainstream/{node}/available", "online", True),
+        (f"mainstream/{node}/person/state", "ON", True),
+        (f"mainstream/{node}/cameras/door/status", "streaming", True),
+    }
+    sink.close()
+    newcomer.close()
+
+
+def test_full_offline_queue_drops_the_oldest_and_delivers_the_rest(
+    persistent_broker: Broker,
+) -> None:
+    node = "edge-4"
+    events_topic = f"mainstream/{node}/events"
+    # Register a durable session, then take the broker down before the sink ever connects.
+    Subscriber(persistent_broker.port, events_topic, client_id="late-watcher").close()
+    persistent_broker.stop()
+
+    sink = MqttSink(
+        settings(persistent_broker.port, queue_size=4, publish_updates=False), node
+    ).start()
+    first, second = event_changes("person", "door"), event_changes("person", "door", 2000.0)
+    for change in first + second:
+        sink(change)  # without updates: new, ON, end, OFF per event
+    assert sink.stats()["dropped"] == 4 and sink.stats()["queued"] == 4
+    assert not sink.connected
+
+    persistent_broker.start()
+    watcher = Subscriber(persistent_broker.port, events_topic, client_id="late-watcher")
+    messages = watcher.wait_on(events_topic, 2, timeout=15)
+    assert [(m.json()["type"], m.json()["after"]["id"]) for m in messages] == [
+        ("new", second[0].event.id),
+        ("end", second[-1].event.id),
+    ]
+    assert sink.wait_until_delivered(5)
+    assert sink.stats()["dropped"] == 4
+    sink.close()
+    watcher.close()
+
+
+def test_close_without_a_broker_counts_what_it_could_not_deliver() -> None:
+    sink = MqttSink(settings(free_port()), "edge-5").start()
+    for change in event_changes("person", "door"):
+        sink(change)
+    started = time.monotonic()
+    sink.close(timeout_s=0.3)
+    assert time.monotonic() - started < 3
+    assert sink.stats()["dropped"] == 6 and sink.stats()["queued"] == 0
+    sink(event_changes("car", "door")[0])  # after close: refused, counted
+    assert sink.stats()["dropped"] == 8

@@ -1,0 +1,773 @@
+"""M-Package: write, read and verify real packages with tiny Keras models; refuse bad ones whole."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import stat
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import mainstream.package as package_module
+from mainstream.cli.package import package as package_cli
+from mainstream.errors import InvalidParameterError, PackageError
+from mainstream.manifest import (
+    AppInfo,
+    BaseModelInfo,
+    CandidateInfo,
+    EventStats,
+    Manifest,
+    TrainingInfo,
+)
+from mainstream.package import (
+    PackageLimits,
+    candidate_archive_name,
+    inspect_package,
+    read_package,
+    sha256_file,
+    verify_package,
+    write_package,
+)
+
+keras = pytest.importorskip("keras")
+
+BASE_INPUT = (8, 8, 3)
+CUT_SHAPE = (6, 6, 8)
+DEEP_CUT = "conv_pw_5_relu"
+BASE_FILE = "base/weights.h5"
+
+
+@dataclass(frozen=True)
+class Models:
+    """Saved tiny suffixes: one at the `input` cut, one at a deeper cut, and a Lambda one."""
+
+    input_suffix: Path
+    deep_suffix: Path
+    lambda_suffix: Path
+    base_weights: Path
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
+    folder = tmp_path_factory.mktemp("models")
+    keras.utils.set_random_seed(7)
+
+    inputs = keras.Input(BASE_INPUT)
+    hidden = keras.layers.Conv2D(8, 3, activation="relu")(inputs)
+    hidden = keras.layers.GlobalAveragePooling2D()(hidden)
+    input_suffix = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(hidden))
+    input_suffix.save(folder / "input.keras")
+    input_suffix.save_weights(folder / "base.weights.h5")  # stands in for the base's weights
+
+    inputs = keras.Input(CUT_SHAPE)
+    hidden = keras.layers.GlobalAveragePooling2D()(inputs)
+    deep_suffix = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(hidden))
+    deep_suffix.save(folder / "deep.keras")
+
+    inputs = keras.Input(CUT_SHAPE)
+    hidden = keras.layers.Lambda(lambda tensor: tensor * 2.0)(inputs)
+    hidden = keras.layers.GlobalAveragePooling2D()(hidden)
+    lambda_suffix = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(hidden))
+    lambda_suffix.save(folder / "lambda.keras")
+
+    return Models(
+        input_suffix=folder / "input.keras",
+        deep_suffix=folder / "deep.keras",
+        lambda_suffix=folder / "lambda.keras",
+        base_weights=folder / "base.weights.h5",
+    )
+
+
+def candidate(cut_point: str, path: Path, **overrides: Any) -> CandidateInfo:
+    fields: dict[str, Any] = {
+        "cut_point": cut_point,
+        "frozen_layers": 0 if cut_point == "input" else 35,
+        "recall": 0.91,
+        "false_positive_rate": 0.07,
+        "accuracy": 0.93,
+        "file": candidate_archive_name(cut_point),
+        "sha256": sha256_file(path),
+    }
+    fields.update(overrides)
+    return CandidateInfo(**fields)
+
+
+def make_manifest(
+    candidates: list[CandidateInfo], base_weights: Path | None = None, classes: int = 2
+) -> Manifest:
+    names = ["nothing", "train", "bus"][:classes]
+    return Manifest(
+        app=AppInfo(name="trains", classes=names, positive_class="train"),
+        base_model=BaseModelInfo(
+            name="mobilenet_v1",
+            input_shape=BASE_INPUT,
+            preprocessing="scale_-1_1",
+            weights_fingerprint="ab" * 32,
+        ),
+        event_stats=EventStats(
+            event_length_s=0.5,
+            event_frequency=0.2,
+            correlation=0.3,
+            camera_fps=10,
+            how_measured="labelled intervals",
+        ),
+        candidates=candidates,
+        training=TrainingInfo(epochs=1, library_versions={"keras": keras.__version__}),
+        base_weights=None
+        if base_weights is None
+        else {"file": BASE_FILE, "sha256": sha256_file(base_weights)},
+    )
+
+
+def write_good_package(models: Models, out_path: Path) -> Path:
+    manifest = make_manifest(
+        [candidate("input", models.input_suffix), candidate(DEEP_CUT, models.deep_suffix)],
+        base_weights=models.base_weights,
+    )
+    files = {
+        candidate_archive_name("input"): models.input_suffix,
+        candidate_archive_name(DEEP_CUT): models.deep_suffix,
+        BASE_FILE: models.base_weights,
+    }
+    return write_package(out_path, manifest, files)
+
+
+@pytest.fixture
+def good_package(models: Models, tmp_path: Path) -> Path:
+    return write_good_package(models, tmp_path / "good" / "trains.mpkg")
+
+
+@pytest.fixture
+def private_tempdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Point tempfile at an empty folder, so that leaked temp extractions can be seen."""
+    folder = tmp_path / "system-tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    yield folder
+
+
+# ---------------------------------------------------------------------------------------------
+# Round trip
+
+
+def test_round_trip_gives_the_same_predictions(
+    models: Models, good_package: Path, private_tempdir: Path
+) -> None:
+    rng = np.random.default_rng(3)
+    batches = {
+        "input": rng.normal(size=(4, *BASE_INPUT)).astype("float32"),
+        DEEP_CUT: rng.normal(size=(4, *CUT_SHAPE)).astype("float32"),
+    }
+    originals = {"input": models.input_suffix, DEEP_CUT: models.deep_suffix}
+    with read_package(good_package) as package:
+        assert package.root.parent == private_tempdir
+        assert package.manifest.app.name == "trains"
+        assert package.manifest.checksums == {
+            candidate_archive_name("input"): sha256_file(models.input_suffix),
+            candidate_archive_name(DEEP_CUT): sha256_file(models.deep_suffix),
+            BASE_FILE: sha256_file(models.base_weights),
+        }
+        assert package.base_weights_path is not None
+        assert package.base_weights_path.read_bytes() == models.base_weights.read_bytes()
+        for cut_point, batch in batches.items():
+            original = keras.models.load_model(originals[cut_point], compile=False)
+            loaded = package.load_candidate(cut_point)
+            expected = np.asarray(original(batch))
+            np.testing.assert_allclose(np.asarray(loaded(batch)), expected, rtol=1e-6)
+            assert float(np.abs(expected - 0.5).max()) > 1e-4  # not a constant output
+        with pytest.raises(PackageError, match="no candidate at cut point 'conv_pw_9'"):
+            package.candidate_path("conv_pw_9")
+        root = package.root
+    assert not root.exists()
+    assert list(private_tempdir.iterdir()) == []
+
+
+def test_read_into_a_chosen_directory_keeps_the_files(good_package: Path, tmp_path: Path) -> None:
+    destination = tmp_path / "extracted" / "trains"
+    with read_package(good_package, extract_to=destination) as package:
+        assert package.root == destination
+    assert sorted(str(p.relative_to(destination)) for p in destination.rglob("*.*")) == sorted(
+        [
+            BASE_FILE,
+            candidate_archive_name("input"),
+            candidate_archive_name(DEEP_CUT),
+            "manifest.json",
+        ]
+    )
+    assert Manifest.model_validate_json((destination / "manifest.json").read_bytes()) == (
+        package.manifest
+    )
+    with pytest.raises(InvalidParameterError, match="extract_to"):
+        read_package(good_package, extract_to=destination)  # not empty any more
+
+
+def test_writing_twice_gives_identical_archives(models: Models, tmp_path: Path) -> None:
+    manifest = make_manifest([candidate(DEEP_CUT, models.deep_suffix)])
+    files = {candidate_archive_name(DEEP_CUT): models.deep_suffix}
+    first = write_package(tmp_path / "a.mpkg", manifest, files)
+    second = write_package(tmp_path / "b.mpkg", manifest, files)
+    assert first.read_bytes() == second.read_bytes()
+
+
+def test_verify_reports_every_candidate(good_package: Path) -> None:
+    report = verify_package(good_package)
+    shapes = {check.cut_point: check.input_shape for check in report.candidates}
+    assert shapes == {"input": BASE_INPUT, DEEP_CUT: CUT_SHAPE}
+    assert all(check.parameters and check.parameters > 0 for check in report.candidates)
+    assert report.archive_sha256 == sha256_file(good_package)
+    assert report.summary().startswith("OK trains.mpkg: app 'trains'")
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def test_inspect_prints_the_summary_and_the_candidate_table(good_package: Path) -> None:
+    result = CliRunner().invoke(package_cli, ["inspect", str(good_package)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "app          trains" in lines
+    assert any("positive: train" in line for line in lines)
+    assert any("ab" * 32 in line for line in lines)
+    assert any(line.startswith("events") and "correlation 0.3" in line for line in lines)
+    header = next(line for line in lines if line.startswith("cut point"))
+    assert header.split() == ["cut", "point", "frozen", "recall", "FPR", "accuracy", "size"]
+    deep_row = next(line for line in lines if line.startswith(DEEP_CUT))
+    assert deep_row.split()[1:5] == ["35", "0.910", "0.070", "0.930"]
+
+
+def test_inspect_json_prints_the_manifest_only(good_package: Path) -> None:
+    result = CliRunner().invoke(package_cli, ["inspect", "--json", str(good_package)])
+    assert result.exit_code == 0, result.output
+    assert Manifest.model_validate_json(result.output) == inspect_package(good_package).manifest
+
+
+def test_verify_cli_accepts_a_good_package(good_package: Path) -> None:
+    result = CliRunner().invoke(package_cli, ["verify", str(good_package)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("OK trains.mpkg")
+    assert "2 candidate(s)" in result.stdout
+
+
+def test_verify_cli_rejects_a_tampered_package(good_package: Path, tmp_path: Path) -> None:
+    bad = rewrite(good_package, tmp_path / "bad.mpkg", replace={BASE_FILE: b"not weights"})
+    result = CliRunner().invoke(package_cli, ["verify", str(bad)])
+    assert result.exit_code == PackageError.exit_code
+    assert "checksum mismatch for 'base/weights.h5'" in result.stderr
+    assert "OK" not in result.stdout
+
+
+@pytest.mark.parametrize("command", ["inspect", "verify"])
+def test_the_mainstream_command_exits_non_zero_on_a_bad_package(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mainstream.cli.main import main
+
+    not_zip = tmp_path / "plain.mpkg"
+    not_zip.write_text("hello")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["package", command, str(not_zip)])
+    assert exit_info.value.code == PackageError.exit_code
+    assert "not a zip archive" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad packages
+
+
+def rewrite(
+    source: Path,
+    target: Path,
+    replace: dict[str, bytes] | None = None,
+    add: list[tuple[zipfile.ZipInfo | str, bytes]] | None = None,
+    drop: set[str] | None = None,
+) -> Path:
+    """A copy of a zip archive with members replaced, added or dropped."""
+    replace, add, drop = replace or {}, add or [], drop or set()
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(target, "w") as copy:
+        for info in original.infolist():
+            if info.filename in drop:
+                continue
+            copy.writestr(info, replace.get(info.filename, original.read(info)))
+        for entry, data in add:
+            copy.writestr(entry, data, compress_type=zipfile.ZIP_DEFLATED)
+    return target
+
+
+def edit_manifest(source: Path, target: Path, change: Callable[[dict[str, Any]], Any]) -> Path:
+    with zipfile.ZipFile(source) as archive:
+        document = json.loads(archive.read("manifest.json"))
+    change(document)
+    return rewrite(source, target, replace={"manifest.json": json.dumps(document).encode()})
+
+
+def symlink_entry(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name)
+    info.create_system = 3
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    return info
+
+
+def flip_a_data_byte(source: Path, target: Path, member: str) -> Path:
+    """Corrupt one byte of a member's compressed data in place (its CRC no longer matches)."""
+    data = bytearray(source.read_bytes())
+    with zipfile.ZipFile(source) as archive:
+        info = archive.getinfo(member)
+    name_length = int.from_bytes(data[info.header_offset + 26 : info.header_offset + 28], "little")
+    extra_length = int.from_bytes(data[info.header_offset + 28 : info.header_offset + 30], "little")
+    start = info.header_offset + 30 + name_length + extra_length
+    data[start + info.compress_size // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    return target
+
+
+def manifest_bytes(source: Path) -> bytes:
+    with zipfile.ZipFile(source) as archive:
+        return archive.read("manifest.json")
+
+
+def duplicate_member(source: Path, target: Path) -> Path:
+    with pytest.warns(UserWarning, match="Duplicate name"):
+        return rewrite(source, target, add=[("manifest.json", manifest_bytes(source))])
+
+
+def zero_bomb() -> bytes:
+    return bytes(20 * 1024 * 1024)  # deflates about 1000x
+
+
+BAD_PACKAGES: dict[str, tuple[Callable[[Path, Path], Path], str]] = {
+    "not a zip": (
+        lambda good, bad: (bad.write_bytes(b"just some text, no archive"), bad)[1],
+        r"is not a zip archive",
+    ),
+    "truncated zip": (
+        lambda good, bad: (bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2]), bad)[1],
+        r"is not a zip archive \(or it is truncated\)",
+    ),
+    "zip slip": (
+        lambda good, bad: rewrite(good, bad, add=[("../evil", b"x")]),
+        r"unsafe member name '\.\./evil': parent-directory component",
+    ),
+    "zip slip inside a folder": (
+        lambda good, bad: rewrite(good, bad, add=[("candidates/../../evil.keras", b"x")]),
+        r"unsafe member name .*parent-directory component",
+    ),
+    "absolute path": (
+        lambda good, bad: rewrite(good, bad, add=[("/etc/x", b"x")]),
+        r"unsafe member name '/etc/x': absolute path",
+    ),
+    "backslash": (
+        lambda good, bad: rewrite(good, bad, add=[("..\\evil", b"x")]),
+        r"unsafe member name .*backslash",
+    ),
+    "drive letter": (
+        lambda good, bad: rewrite(good, bad, add=[("C:/evil", b"x")]),
+        r"unsafe member name 'C:/evil': drive letter",
+    ),
+    "symlink": (
+        lambda good, bad: rewrite(
+            good, bad, add=[(symlink_entry("candidates/link.keras"), b"/etc")]
+        ),
+        r"'candidates/link\.keras' is a symbolic link",
+    ),
+    "folder outside the layout": (
+        lambda good, bad: rewrite(good, bad, add=[("extras/", b"")]),
+        r"folder 'extras/' outside the layout",
+    ),
+    "file outside the layout": (
+        lambda good, bad: rewrite(good, bad, add=[("notes.txt", b"hello")]),
+        r"'notes\.txt' is outside the layout",
+    ),
+    "tampered model bytes": (
+        lambda good, bad: rewrite(
+            good, bad, replace={"candidates/conv_pw_5_relu.keras": b"PK-but-not-the-model"}
+        ),
+        r"checksum mismatch for 'candidates/conv_pw_5_relu\.keras'.*tampered",
+    ),
+    "corrupt compressed data": (
+        lambda good, bad: flip_a_data_byte(good, bad, "candidates/input.keras"),
+        r"'candidates/input\.keras' is corrupt|checksum mismatch for 'candidates/input\.keras'",
+    ),
+    "missing manifest": (
+        lambda good, bad: rewrite(good, bad, drop={"manifest.json"}),
+        r"package has no manifest\.json",
+    ),
+    "manifest schema error": (
+        lambda good, bad: edit_manifest(good, bad, lambda m: m["candidates"][0].update(recall=1.5)),
+        r"does not follow the schema: candidates\[0\]\.recall: .*less than or equal to 1 \(got 1\.5\)",
+    ),
+    "missing manifest field": (
+        lambda good, bad: edit_manifest(good, bad, lambda m: m["event_stats"].pop("correlation")),
+        r"event_stats\.correlation: Field required",
+    ),
+    "unsafe candidate file in manifest": (
+        lambda good, bad: edit_manifest(
+            good, bad, lambda m: m["candidates"][0].update(file="../input.keras")
+        ),
+        r"candidates\[0\]\.file: String should match pattern",
+    ),
+    "unknown format_version": (
+        lambda good, bad: edit_manifest(good, bad, lambda m: m.update(format_version=2)),
+        r"format_version 2; this version of Mainstream reads format_version 1 only",
+    ),
+    "not an M-Package": (
+        lambda good, bad: edit_manifest(good, bad, lambda m: m.update(format="other.format")),
+        r"format 'other\.format', expected 'mainstream\.mpackage'",
+    ),
+    "manifest with duplicate keys": (
+        lambda good, bad: rewrite(
+            good,
+            bad,
+            replace={"manifest.json": manifest_bytes(good)[:-1] + b', "format_version": 1}'},
+        ),
+        r"manifest\.json is not valid JSON: duplicate key 'format_version'",
+    ),
+    "manifest with NaN": (
+        lambda good, bad: rewrite(
+            good,
+            bad,
+            replace={
+                "manifest.json": manifest_bytes(good).replace(
+                    b'"event_length_s": 0.5', b'"event_length_s": NaN'
+                )
+            },
+        ),
+        r"not valid JSON: NaN is not a valid JSON number",
+    ),
+    "inconsistent checksums": (
+        lambda good, bad: edit_manifest(
+            good, bad, lambda m: m["checksums"].update({BASE_FILE: "0" * 64})
+        ),
+        r"manifest is inconsistent: checksums\['base/weights\.h5'\]",
+    ),
+    "unlisted extra file": (
+        lambda good, bad: rewrite(good, bad, add=[("candidates/extra.keras", b"more")]),
+        r"'candidates/extra\.keras' is not listed in the manifest",
+    ),
+    "listed file missing": (
+        lambda good, bad: rewrite(good, bad, drop={BASE_FILE}),
+        r"lists 'base/weights\.h5' but the archive does not contain it",
+    ),
+    "duplicate member names": (duplicate_member, r"member name 'manifest\.json' more than once"),
+    "case-only duplicate": (
+        lambda good, bad: rewrite(good, bad, add=[("candidates/INPUT.keras", b"x")]),
+        r"member name 'candidates/INPUT\.keras' more than once",
+    ),
+    "zip bomb": (
+        lambda good, bad: rewrite(good, bad, add=[("candidates/bomb.keras", zero_bomb())]),
+        r"'candidates/bomb\.keras' expands \d+x .*zip bomb",
+    ),
+}
+
+
+def assert_nothing_extracted(tmp_path: Path, private_tempdir: Path) -> None:
+    assert not (tmp_path / "out").exists()
+    assert [p.name for p in (tmp_path / "out").parent.iterdir() if p.name.startswith(".out")] == []
+    assert list(private_tempdir.iterdir()) == []
+
+
+@pytest.mark.parametrize("case", list(BAD_PACKAGES))
+def test_bad_packages_are_rejected_whole(
+    case: str, good_package: Path, tmp_path: Path, private_tempdir: Path
+) -> None:
+    build, message = BAD_PACKAGES[case]
+    bad = build(good_package, tmp_path / "bad.mpkg")
+    with pytest.raises(PackageError, match=message):
+        read_package(bad, extract_to=tmp_path / "out")
+    with pytest.raises(PackageError, match=message):
+        read_package(bad)
+    with pytest.raises(PackageError, match=message):
+        verify_package(bad)
+    assert_nothing_extracted(tmp_path, private_tempdir)
+
+
+@pytest.mark.parametrize(
+    ("limits", "message"),
+    [
+        (PackageLimits(max_member_bytes=1000), r"over the per-member limit of 1000"),
+        (PackageLimits(max_members=3), r"has 4 entries, over the limit of 3"),
+        (PackageLimits(max_ratio=1.5, ratio_min_bytes=0), r"expands \d+x"),
+    ],
+)
+def test_size_limits_are_enforced(
+    limits: PackageLimits, message: str, good_package: Path, tmp_path: Path, private_tempdir: Path
+) -> None:
+    with pytest.raises(PackageError, match=message):
+        read_package(good_package, extract_to=tmp_path / "out", limits=limits)
+    assert_nothing_extracted(tmp_path, private_tempdir)
+
+
+def test_total_size_limit_is_enforced(
+    good_package: Path, tmp_path: Path, private_tempdir: Path
+) -> None:
+    total = sum(inspect_package(good_package).member_sizes.values())
+    with read_package(good_package, limits=PackageLimits(max_total_bytes=total)) as package:
+        assert package.manifest.app.name == "trains"
+    with pytest.raises(PackageError, match=rf"more than {total - 1} bytes uncompressed"):
+        read_package(
+            good_package,
+            extract_to=tmp_path / "out",
+            limits=PackageLimits(max_total_bytes=total - 1),
+        )
+    assert_nothing_extracted(tmp_path, private_tempdir)
+
+
+def test_a_bomb_that_lies_about_its_size_is_cut_off(tmp_path: Path) -> None:
+    """A member whose header understates its size never yields more than it declares."""
+    archive_bytes = io.BytesIO()
+    with zipfile.ZipFile(archive_bytes, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("manifest.json", bytes(5 * 1024 * 1024))
+    data = bytearray(archive_bytes.getvalue())
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as archive:
+        info = archive.getinfo("manifest.json")
+    central = data.rfind(b"PK\x01\x02")
+    data[central + 24 : central + 28] = (100).to_bytes(4, "little")  # declared size: 100 bytes
+    lying = tmp_path / "lying.mpkg"
+    lying.write_bytes(bytes(data))
+    assert info.file_size == 5 * 1024 * 1024
+    with pytest.raises(PackageError, match=r"'manifest\.json' is corrupt: Bad CRC-32"):
+        inspect_package(lying)
+
+
+# ---------------------------------------------------------------------------------------------
+# Models refused at verification
+
+
+def package_one(models_path: Path, tmp_path: Path, **overrides: Any) -> Path:
+    classes = overrides.pop("classes", 2)
+    manifest = make_manifest([candidate(DEEP_CUT, models_path, **overrides)], classes=classes)
+    return write_package(
+        tmp_path / "one.mpkg", manifest, {candidate_archive_name(DEEP_CUT): models_path}
+    )
+
+
+def test_a_lambda_layer_is_refused_by_safe_mode(models: Models, tmp_path: Path) -> None:
+    path = package_one(models.lambda_suffix, tmp_path)
+    with (
+        read_package(path) as package,  # the archive itself is sound...
+        pytest.raises(PackageError, match=r"cannot be loaded in Keras safe mode.*Lambda"),
+    ):
+        package.load_candidate(DEEP_CUT)
+    with pytest.raises(PackageError, match=r"safe mode.*Lambda"):
+        verify_package(path)
+    report = verify_package(path, load_models=False)  # ...only loading the model fails
+    assert not report.models_loaded
+
+
+def test_a_model_referring_to_foreign_code_is_refused(models: Models, tmp_path: Path) -> None:
+    with zipfile.ZipFile(models.deep_suffix) as archive:
+        config = json.loads(archive.read("config.json"))
+    config["config"]["layers"][1]["module"] = "os"
+    hostile = rewrite(
+        models.deep_suffix,
+        tmp_path / "hostile.keras",
+        replace={"config.json": json.dumps(config).encode()},
+    )
+    path = package_one(hostile, tmp_path)
+    with pytest.raises(PackageError, match=r"refers to code outside Keras \(modules \['os'\]\)"):
+        verify_package(path)
+
+
+def test_a_model_file_with_extra_members_is_refused(models: Models, tmp_path: Path) -> None:
+    padded = rewrite(models.deep_suffix, tmp_path / "padded.keras", add=[("assets/x", b"x")])
+    path = package_one(padded, tmp_path)
+    with pytest.raises(PackageError, match=r"unexpected members \['assets/x'\]"):
+        verify_package(path)
+
+
+def test_a_model_that_is_not_a_keras_file_is_refused(tmp_path: Path) -> None:
+    fake = tmp_path / "fake.keras"
+    fake.write_bytes(b"\x80\x04pickle-looking bytes")
+    path = package_one(fake, tmp_path)
+    with pytest.raises(PackageError, match=r"model 'conv_pw_5_relu\.keras' is not a zip archive"):
+        verify_package(path)
+
+
+def test_output_must_give_one_score_per_class(models: Models, tmp_path: Path) -> None:
+    path = package_one(models.deep_suffix, tmp_path, classes=3)
+    with pytest.raises(PackageError, match=r"outputs shape \(2,\), expected \(3,\)"):
+        verify_package(path)
+
+
+def test_input_must_match_the_declared_cut_shape(models: Models, tmp_path: Path) -> None:
+    path = package_one(models.deep_suffix, tmp_path, input_shape=(7, 7, 8))
+    with pytest.raises(PackageError, match=r"takes input shape \(6, 6, 8\).*\(7, 7, 8\)"):
+        verify_package(path)
+    good = package_one(models.deep_suffix, tmp_path, input_shape=CUT_SHAPE)
+    assert verify_package(good).candidates[0].input_shape == CUT_SHAPE
+
+
+def test_the_input_cut_must_take_the_base_input(models: Models, tmp_path: Path) -> None:
+    manifest = make_manifest([candidate("input", models.deep_suffix)])  # takes 6x6x8, not 8x8x3
+    path = write_package(
+        tmp_path / "x.mpkg", manifest, {candidate_archive_name("input"): models.deep_suffix}
+    )
+    with pytest.raises(PackageError, match=r"candidate 'input'.*takes input shape \(6, 6, 8\)"):
+        verify_package(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(path.name for path in folder.iterdir()) if folder.exists() else []
+
+
+@pytest.mark.parametrize(
+    ("files_change", "message"),
+    [
+        (lambda files, models: files.pop(BASE_FILE), r"refers to 'base/weights\.h5' but no local"),
+        (
+            lambda files, models: files.update({"candidates/extra.keras": models.deep_suffix}),
+            r"'candidates/extra\.keras' is given but the manifest does not refer to it",
+        ),
+        (
+            lambda files, models: files.update({"../evil.keras": models.deep_suffix}),
+            r"unsafe archive name '\.\./evil\.keras'",
+        ),
+        (
+            lambda files, models: files.update({"notes.txt": models.deep_suffix}),
+            r"'notes\.txt' is not in the package layout",
+        ),
+        (
+            lambda files, models: files.update({BASE_FILE: models.deep_suffix}),
+            r"'base/weights\.h5': the manifest says sha256",
+        ),
+        (
+            lambda files, models: files.update({BASE_FILE: Path("/nonexistent/weights.h5")}),
+            r"local file '/nonexistent/weights\.h5' for 'base/weights\.h5' does not exist",
+        ),
+    ],
+)
+def test_write_refuses_inconsistent_inputs(
+    files_change: Callable[[dict[str, Path], Models], object],
+    message: str,
+    models: Models,
+    tmp_path: Path,
+) -> None:
+    manifest = make_manifest(
+        [candidate("input", models.input_suffix), candidate(DEEP_CUT, models.deep_suffix)],
+        base_weights=models.base_weights,
+    )
+    files = {
+        candidate_archive_name("input"): models.input_suffix,
+        candidate_archive_name(DEEP_CUT): models.deep_suffix,
+        BASE_FILE: models.base_weights,
+    }
+    files_change(files, models)
+    out = tmp_path / "out" / "x.mpkg"
+    with pytest.raises(PackageError, match=message):
+        write_package(out, manifest, files)
+    assert leftovers(out.parent) == []
+
+
+def test_write_refuses_a_package_the_reader_would_refuse(models: Models, tmp_path: Path) -> None:
+    manifest = make_manifest([candidate(DEEP_CUT, models.deep_suffix)])
+    files = {candidate_archive_name(DEEP_CUT): models.deep_suffix}
+    with pytest.raises(PackageError, match="over the per-member limit of 100"):
+        write_package(
+            tmp_path / "x.mpkg", manifest, files, limits=PackageLimits(max_member_bytes=100)
+        )
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, OSError])
+def test_a_failure_mid_write_leaves_the_previous_package_intact(
+    interrupt: type[BaseException],
+    models: Models,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    out = write_good_package(models, tmp_path / "trains.mpkg")
+    before = out.read_bytes()
+    real_entry = package_module._regular_entry
+    entries: list[str] = []
+
+    def failing_entry(name: str, timestamp: tuple[int, int, int, int, int, int]) -> zipfile.ZipInfo:
+        entries.append(name)
+        if len(entries) == 3:  # manifest and one model already written to the temp file
+            raise interrupt("interrupted while writing")
+        return real_entry(name, timestamp)
+
+    monkeypatch.setattr(package_module, "_regular_entry", failing_entry)
+    with pytest.raises(interrupt, match="interrupted"):
+        write_good_package(models, out)
+    assert len(entries) == 3
+    assert leftovers(tmp_path) == ["trains.mpkg"]
+    assert out.read_bytes() == before
+
+
+def test_a_failure_before_the_rename_leaves_no_package(
+    models: Models, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing_fsync(descriptor: int) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(KeyboardInterrupt):
+        write_good_package(models, tmp_path / "trains.mpkg")
+    assert leftovers(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Names
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("candidates/a.keras", None),
+        ("manifest.json", None),
+        ("", "empty name"),
+        ("../a", "parent-directory component '..'"),
+        ("a/../../b", "parent-directory component '..'"),
+        ("/abs", "absolute path"),
+        ("a\\b", "backslash in the name"),
+        ("C:/x", "drive letter or colon in the name"),
+        ("a//b", "empty or '.' path component"),
+        ("./a", "empty or '.' path component"),
+        ("a\x00b", "control character in the name"),
+    ],
+)
+def test_unsafe_names(name: str, reason: str | None) -> None:
+    assert package_module._unsafe_name_reason(name) == reason
+
+
+def test_candidate_archive_name_refuses_odd_cut_points() -> None:
+    assert candidate_archive_name("mixed7") == "candidates/mixed7.keras"
+    with pytest.raises(InvalidParameterError, match="cut_point"):
+        candidate_archive_name("../etc/passwd")
+
+
+def test_write_refuses_what_json_cannot_carry(models: Models, tmp_path: Path) -> None:
+    manifest = make_manifest([candidate(DEEP_CUT, models.deep_suffix)])
+    manifest.event_stats.event_length_s = float("inf")
+    files = {candidate_archive_name(DEEP_CUT): models.deep_suffix}
+    with pytest.raises(PackageError, match=r"event_stats\.event_length_s"):
+        write_package(tmp_path / "x.mpkg", manifest, files)
+    assert leftovers(tmp_path) == []
+
+
+def test_write_refuses_an_archive_the_reader_would_call_a_bomb(
+    models: Models, tmp_path: Path
+) -> None:
+    zeros = tmp_path / "zeros.h5"
+    zeros.write_bytes(bytes(2 * 1024 * 1024))
+    manifest = make_manifest([candidate(DEEP_CUT, models.deep_suffix)], base_weights=zeros)
+    files = {candidate_archive_name(DEEP_CUT): models.deep_suffix, BASE_FILE: zeros}
+    out = tmp_path / "out" / "x.mpkg"
+    with pytest.raises(PackageError, match=r"written package member 'base/weights\.h5' expands"):
+        write_package(out, manifest, files)
+    assert leftovers(out.parent) == []
+    assert write_package(out, manifest, files, limits=PackageLimits(max_ratio=10_000)) == out
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
