@@ -1,12 +1,38 @@
-"""The one settings object. Values come from defaults, then a YAML file, then MAINSTREAM_* env vars."""
+"""The one settings object of a node.
+
+Values come from the defaults, then a YAML file (`load_settings(path)`), then `MAINSTREAM_*`
+environment variables (nested fields with `__`: `MAINSTREAM_API__PORT=9000`). Secrets such as
+`admin_token` are read from the environment only; a config file that contains one is rejected,
+so that secrets never end up in files that get copied around or committed.
+
+Every way a config can be wrong becomes one :class:`ConfigError` whose `problems` name each bad
+field by its path (``api.port: Input should be less than or equal to 65535``).
+"""
 
 from __future__ import annotations
 
 import os
+import re
+import socket
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+
+from edge_runtime.camera import CameraConfig
+from mainstream.errors import MainstreamError
+
+MiB = 1024 * 1024
+DEFAULT_PORT = 8780
+DEFAULT_SYNTHETIC_CAMERA_URL = "synthetic://?fps=10&size=320x240"
+ENV_PREFIX = "MAINSTREAM_"
+SECRET_FIELDS: tuple[str, ...] = ("admin_token",)
+"""Top-level fields that may only come from the environment."""
+
+_NODE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
 def default_data_dir() -> Path:
@@ -16,18 +42,223 @@ def default_data_dir() -> Path:
     return root / "mainstream"
 
 
-class Settings(BaseSettings):
-    """Root configuration of a Mainstream node."""
+def default_node_name() -> str:
+    """The host name, reduced to the characters a node name may hold (MQTT topics use it)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname()).strip("-.") or "node"
+    return name[:64]
 
-    model_config = SettingsConfigDict(
-        env_prefix="MAINSTREAM_", env_nested_delimiter="__", extra="forbid"
+
+def default_synthetic_camera() -> CameraConfig:
+    """A camera that needs no hardware, so apps can be tried on a fresh node."""
+    return CameraConfig(id="synthetic", url=DEFAULT_SYNTHETIC_CAMERA_URL)
+
+
+class ConfigError(MainstreamError, ValueError):
+    """A config file cannot be read or does not describe valid settings."""
+
+    http_status = 422
+    exit_code = 2
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        listing = "\n".join(f"  {problem}" for problem in problems)
+        super().__init__(f"invalid configuration in {source}:\n{listing}")
+
+
+class ApiSettings(BaseModel):
+    """The REST API: where it listens, what is open without a token, upload limits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(default="127.0.0.1", description="Address to listen on")
+    port: int = Field(default=DEFAULT_PORT, ge=1, le=65535)
+    open_health: bool = Field(
+        default=True, description="Serve /api/health/* without a token (for load balancers)"
     )
+    open_metrics: bool = Field(
+        default=False, description="Serve /metrics without a token (for Prometheus)"
+    )
+    max_upload_bytes: int = Field(
+        default=256 * MiB, gt=0, description="Largest package upload accepted"
+    )
+
+
+class RuntimeSettings(BaseModel):
+    """How the node runs its apps: engine, compute budget and how profiles are measured."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    engine: Literal["keras", "openvino"] = "keras"
+    budget_ms_per_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Compute budget in ms per second; None: derived from `utilisation`",
+    )
+    utilisation: float = Field(
+        default=0.8, gt=0, le=1, description="Share of one core the derived budget may use"
+    )
+    objective: Literal["mean_f1", "min_f1"] = "mean_f1"
+    solver: Literal["exact", "greedy", "milp"] = "exact"
+    default_camera_fps: float = Field(
+        default=10.0, gt=0, description="Camera rate F assumed when a camera does not say"
+    )
+    profile_repeats: int = Field(
+        default=7, ge=1, le=1000, description="Timed calls per cut point when measuring"
+    )
+
+
+class NodeConfig(BaseModel):
+    """The fields of a node's configuration, as a config file holds them.
+
+    :class:`Settings` adds reading the environment; this class checks a file alone.
+    """
+
+    model_config = ConfigDict(extra="forbid", title="Mainstream node configuration")
 
     data_dir: Path = Field(
         default_factory=default_data_dir, description="Where everything is stored"
     )
+    node_name: str = Field(
+        default_factory=default_node_name,
+        pattern=_NODE_NAME_PATTERN,
+        description="Name of this node in events and topics",
+    )
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    cameras: list[CameraConfig] = Field(
+        default_factory=list,
+        description="Cameras registered at start when the registry does not have them yet",
+    )
+    default_camera: CameraConfig | None = Field(
+        default_factory=default_synthetic_camera,
+        description="A camera registered at start when missing (null: none)",
+    )
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="An admin bearer token; from the environment only (MAINSTREAM_ADMIN_TOKEN)",
+    )
+
+    @field_validator("cameras")
+    @classmethod
+    def _unique_camera_ids(cls, cameras: list[CameraConfig]) -> list[CameraConfig]:
+        ids = [camera.id for camera in cameras]
+        duplicates = sorted({camera_id for camera_id in ids if ids.count(camera_id) > 1})
+        if duplicates:
+            raise ValueError(f"camera ids must be unique; repeated: {', '.join(duplicates)}")
+        return cameras
 
     @property
     def bases_dir(self) -> Path:
         """Registered base models: `<fingerprint>.weights.h5` plus `<fingerprint>.json`."""
         return self.data_dir / "bases"
+
+    @property
+    def blobs_dir(self) -> Path:
+        """Uploaded packages, content-addressed: `<sha256>.mpkg`."""
+        return self.data_dir / "blobs"
+
+    @property
+    def cache_dir(self) -> Path:
+        """Extracted packages; can be deleted at any time while the node is stopped."""
+        return self.data_dir / "cache"
+
+    @property
+    def registry_path(self) -> Path:
+        return self.data_dir / "registry.db"
+
+    @property
+    def events_path(self) -> Path:
+        return self.data_dir / "events.db"
+
+    def startup_cameras(self) -> list[CameraConfig]:
+        """The configured cameras, then the default camera unless one has its id."""
+        cameras = list(self.cameras)
+        if self.default_camera is not None and self.default_camera.id not in {
+            camera.id for camera in cameras
+        }:
+            cameras.append(self.default_camera)
+        return cameras
+
+
+class Settings(BaseSettings, NodeConfig):
+    """Root configuration of a Mainstream node: a NodeConfig that also reads MAINSTREAM_*."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid"
+    )
+
+
+def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """`override` on top of `base`, recursing into nested mappings."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def validation_problems(error: ValidationError) -> list[str]:
+    """One line per error: `field.path: message`."""
+    problems = []
+    for item in error.errors():
+        location = ".".join(str(part) for part in item["loc"]) or "(root)"
+        problems.append(f"{location}: {item['msg']}")
+    return problems
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The mapping in a YAML (or JSON) config file; secrets in it are refused."""
+    source = str(path)
+    if not path.is_file():
+        raise ConfigError(source, ["(file): no such file"])
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ConfigError(source, [f"(file): not valid YAML: {error}"]) from error
+    if document is None:
+        return {}
+    if not isinstance(document, dict):
+        raise ConfigError(source, [f"(root): expected a mapping, got {type(document).__name__}"])
+    secrets = [name for name in SECRET_FIELDS if name in document]
+    if secrets:
+        raise ConfigError(
+            source,
+            [
+                f"{name}: secrets are read from the environment only "
+                f"({ENV_PREFIX}{name.upper()}); remove it from the file"
+                for name in secrets
+            ],
+        )
+    return document
+
+
+def load_settings(
+    path: Path | str | None = None, *, environment: bool = True, **overrides: Any
+) -> Settings:
+    """Settings from defaults, the YAML file at `path`, the environment, then `overrides`.
+
+    With `environment=False` the MAINSTREAM_* variables are ignored (to check a file alone).
+    """
+    file_values = read_config_file(Path(path)) if path is not None else {}
+    source = str(path) if path is not None else "the environment"
+    try:
+        from_environment = EnvSettingsSource(Settings)() if environment else {}
+        values = _merge(_merge(file_values, from_environment), overrides)
+        if not environment:
+            # Validated without the environment; constructing must not read it either.
+            return Settings.model_construct(**dict(NodeConfig.model_validate(values)))
+        return Settings(**values)
+    except ValidationError as error:
+        raise ConfigError(source, validation_problems(error)) from error
+    except ValueError as error:  # the environment source fails on malformed JSON values
+        raise ConfigError(source, [f"(environment): {error}"]) from error
+
+
+def settings_json_schema() -> dict[str, Any]:
+    """The JSON schema of the config file (served at /api/config/schema)."""
+    schema = NodeConfig.model_json_schema()
+    schema["properties"].pop("admin_token", None)  # environment only, never in the file
+    return schema

@@ -23,6 +23,9 @@ SUBCOMMANDS: dict[str, str] = {
     "package": "mainstream.cli.package:package",
     "profile": "mainstream.cli.runtime:profile",
     "replay": "mainstream.cli.runtime:replay",
+    "serve": "mainstream.cli.daemon:serve",
+    "token": "mainstream.cli.daemon:token",
+    "config": "mainstream.cli.config:config",
 }
 
 
@@ -55,7 +58,7 @@ def cli() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; turn Mainstream errors into a one-line message and a non-zero exit code."""
     try:
-        cli.main(args=argv, prog_name="mainstream", standalone_mode=False)
+        exit_code = cli.main(args=argv, prog_name="mainstream", standalone_mode=False)
     except MainstreamError as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(error.exit_code)
@@ -67,6 +70,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(error.exit_code)
     except click.exceptions.Exit as error:
         sys.exit(error.exit_code)
+    if isinstance(exit_code, int) and exit_code:
+        sys.exit(exit_code)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,86 @@
+"""`/api/packages`: upload, list, inspect and delete M-Packages."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Literal
+
+from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+
+from api.deps import Admin, ServicesDep, Viewer
+from api.uploads import receive_upload
+from mainstream.errors import InvalidParameterError
+from mainstream.registry import PackageRecord
+from mainstream.services import PackageSummary, UploadResult
+
+router = APIRouter(prefix="/api/packages", tags=["packages"])
+
+
+def parse_version(version: str) -> int | Literal["latest"]:
+    if version == "latest":
+        return "latest"
+    if version.isdigit() and int(version) >= 1:
+        return int(version)
+    raise InvalidParameterError("version", version, "a version number >= 1 or 'latest'")
+
+
+@router.post(
+    "",
+    response_model=UploadResult,
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[Admin],
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"file": {"type": "string", "format": "binary"}},
+                        "required": ["file"],
+                    }
+                },
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            },
+            "required": True,
+        }
+    },
+)
+async def upload_package(
+    request: Request, response: Response, services: ServicesDep
+) -> UploadResult:
+    """Upload an `.mpkg` (multipart field `file`, or the archive as the body).
+
+    The package is verified completely before anything is stored; uploading the same archive
+    again answers 200 with the stored version.
+    """
+    staging = services.staging_dir() / f"upload-{uuid.uuid4().hex}.mpkg"
+    try:
+        await receive_upload(request, staging, services.settings.api.max_upload_bytes)
+        result = await run_in_threadpool(services.upload_package, staging)
+    finally:
+        staging.unlink(missing_ok=True)
+    if not result.created:
+        response.status_code = status.HTTP_200_OK
+    return result
+
+
+@router.get("", response_model=list[PackageSummary], dependencies=[Viewer])
+def list_packages(
+    services: ServicesDep, app: str | None = Query(default=None)
+) -> list[PackageSummary]:
+    """Every stored package version, optionally of one app."""
+    return services.list_packages(app)
+
+
+@router.get("/{app}/{version}", response_model=PackageRecord, dependencies=[Viewer])
+def get_package(app: str, version: str, services: ServicesDep) -> PackageRecord:
+    """One package version (a number or `latest`) with its manifest."""
+    return services.get_package(app, parse_version(version))
+
+
+@router.delete("/{app}/{version}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[Admin])
+def delete_package(app: str, version: str, services: ServicesDep) -> Response:
+    """Delete a package version; refused (409) while an app uses it."""
+    services.delete_package(app, parse_version(version))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,40 @@
+"""`mainstream config`: check a node's config file, print its JSON schema.
+
+mainstream config validate node.yaml
+mainstream config schema > node.schema.json
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+@click.group()
+def config() -> None:
+    """Check node configuration files."""
+
+
+@config.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--with-env",
+    is_flag=True,
+    help="Also apply the MAINSTREAM_* environment variables, as `mainstream serve` would.",
+)
+def validate(file: Path, with_env: bool) -> None:
+    """Print OK, or every invalid field by its path (exit code 2)."""
+    from mainstream.settings import load_settings
+
+    settings = load_settings(file, environment=with_env)
+    click.echo(f"OK {file}: node {settings.node_name!r}, data in {settings.data_dir}")
+
+
+@config.command()
+def schema() -> None:
+    """Print the JSON schema of the config file."""
+    from mainstream.settings import settings_json_schema
+
+    click.echo(json.dumps(settings_json_schema(), indent=2))

@@ -1,0 +1,130 @@
+"""`mainstream serve` runs a node (REST API + runtime in one process); `mainstream token` manages
+API tokens.
+
+    mainstream serve --config node.yaml
+    mainstream token create --role admin --name laptop
+
+The config file can also be named by MAINSTREAM_CONFIG. `serve` shuts down cleanly on SIGTERM
+or SIGINT: the runtime stops, open events are closed and stored, cameras are released.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+_config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="MAINSTREAM_CONFIG",
+    default=None,
+    help="Node config file (YAML); MAINSTREAM_* environment variables override it.",
+)
+
+
+@click.command()
+@_config_option
+@click.option("--host", default=None, help="Address to listen on (overrides api.host).")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=None, help="Port (overrides api.port)."
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+def serve(config_path: Path | None, host: str | None, port: int | None, log_level: str) -> None:
+    """Run this node: the REST API, the cameras and the apps, until SIGTERM or Ctrl-C."""
+    from mainstream.settings import load_settings
+
+    api_overrides = {key: value for key, value in (("host", host), ("port", port)) if value}
+    settings = load_settings(config_path)
+    if api_overrides:
+        settings = settings.model_copy(
+            update={"api": settings.api.model_copy(update=api_overrides)}
+        )
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    import uvicorn
+
+    from api.app import create_app
+    from mainstream.node import Node
+
+    node = Node(settings)
+    click.echo(
+        f"node {settings.node_name!r}: data in {settings.data_dir}, API on "
+        f"http://{settings.api.host}:{settings.api.port}/docs",
+        err=True,
+    )
+    uvicorn.run(
+        create_app(node),
+        host=settings.api.host,
+        port=settings.api.port,
+        log_level=log_level,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@click.group()
+def token() -> None:
+    """Create, list and revoke API tokens (viewer tokens read, admin tokens change)."""
+
+
+@token.command("create")
+@_config_option
+@click.option("--role", type=click.Choice(["admin", "viewer"]), required=True)
+@click.option("--name", default=None, help="A label to recognise the token by.")
+def create_token_command(config_path: Path | None, role: str, name: str | None) -> None:
+    """Create a token and print it once (only its hash is stored)."""
+    from mainstream.registry import Registry
+    from mainstream.services import create_token
+    from mainstream.settings import load_settings
+
+    settings = load_settings(config_path)
+    with Registry(settings.registry_path, settings.blobs_dir) as registry:
+        record, secret = create_token(registry, role, name)  # type: ignore[arg-type]
+    click.echo(
+        f"created {record.role} token {record.name!r} (id {record.id}); it is shown once:", err=True
+    )
+    click.echo(secret)
+
+
+@token.command("list")
+@_config_option
+def list_tokens_command(config_path: Path | None) -> None:
+    """List tokens (never their secrets)."""
+    from mainstream.registry import Registry
+    from mainstream.settings import load_settings
+
+    settings = load_settings(config_path)
+    with Registry(settings.registry_path, settings.blobs_dir) as registry:
+        tokens = registry.list_tokens()
+    click.echo(f"{'id':>4}  {'role':<7} {'name':<32} {'created':<20} last used")
+    for item in tokens:
+        used = item.last_used_at.strftime("%Y-%m-%d %H:%M:%S") if item.last_used_at else "never"
+        click.echo(
+            f"{item.id:>4}  {item.role:<7} {item.name:<32} "
+            f"{item.created_at.strftime('%Y-%m-%d %H:%M:%S'):<20} {used}"
+        )
+
+
+@token.command("revoke")
+@_config_option
+@click.argument("token_id", type=int)
+def revoke_token_command(config_path: Path | None, token_id: int) -> None:
+    """Revoke a token by its id."""
+    from mainstream.registry import Registry
+    from mainstream.settings import load_settings
+
+    settings = load_settings(config_path)
+    with (
+        Registry(settings.registry_path, settings.blobs_dir) as registry,
+        registry.transaction() as transaction,
+    ):
+        transaction.delete_token(token_id)
+    click.echo(f"revoked token {token_id}")

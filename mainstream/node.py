@@ -1,0 +1,620 @@
+"""The daemon object: one node's registry, cameras, runtime, cost profiles and the plan in force.
+
+A change to the node (an app or camera added, changed or removed) goes in three steps, so that a
+change that cannot be carried out leaves everything as it was:
+
+1. :meth:`Node.propose` plans the new state and builds its deployments without touching anything
+   that runs (an infeasible plan or a model that cannot be built raises here);
+2. the caller commits the change and :meth:`Node.record` of the proposal in one registry
+   transaction;
+3. :meth:`Node.apply` swaps the new deployments into the running runtime and starts or stops
+   cameras. Cameras keep streaming and apps that stay keep their open events.
+
+:class:`mainstream.services.Services` drives these steps under :meth:`Node.changes`, which
+serialises changes. TensorFlow is imported only when a model is built or a profile measured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from edge_runtime.camera import CameraConfig, CameraManager
+from edge_runtime.deployer import (
+    BaseProvider,
+    DeployedApp,
+    build_deployments,
+    problem_for,
+    profile_key,
+)
+from edge_runtime.event_store import EventStore
+from edge_runtime.runtime import CameraDeployment, EdgeRuntime
+from edge_runtime.sources import SyntheticSourceConfig, encode_jpeg
+from mainstream import __version__
+from mainstream.errors import InfeasibleError, MainstreamError, ModelError, NotFoundError
+from mainstream.manifest import Manifest
+from mainstream.package import Package, read_package
+from mainstream.registry import (
+    AppRecord,
+    CameraRecord,
+    PackageRecord,
+    PlanRecord,
+    PlanStatus,
+    Registry,
+    Transaction,
+    utc_now,
+)
+from mainstream.settings import Settings
+from scheduler.problem import Objective, Plan, Problem, Profile
+
+logger = logging.getLogger(__name__)
+
+NOTHING_TO_PLAN = "no enabled apps on enabled cameras"
+
+
+class NotReadyError(MainstreamError):
+    """The node cannot answer yet (no frame from the camera yet, still starting...)."""
+
+    http_status = 503
+    expose_message = True  # says what to wait for; reveals nothing internal
+
+
+@dataclass
+class Proposal:
+    """A planned state of the node, not yet committed nor running."""
+
+    reason: str
+    status: PlanStatus
+    budget: float
+    cameras: list[CameraRecord]  # the enabled cameras
+    message: str = ""
+    problem: Problem | None = None
+    plan: Plan | None = None
+    apps: dict[str, DeployedApp] = field(default_factory=dict)
+    deployments: list[CameraDeployment] | None = None  # None: keep what runs
+    dag_key: str = ""  # what the DAGs depend on; equal keys mean the running DAGs can stay
+    models_in_use: set[tuple[str, str]] = field(default_factory=set)
+    new_plan: bool = True  # False when the plan in force already answers this problem
+
+
+@dataclass
+class _Measurement:
+    """What the runtime had counted when the plan in force was applied."""
+
+    since_wall: datetime
+    since: float
+    frames: dict[str, int]
+
+
+class Node:
+    """One Mainstream node. `start()` brings it up, `stop()` winds it down cleanly."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.registry = Registry(settings.registry_path, settings.blobs_dir)
+        self.events = EventStore(settings.events_path)
+        self.cameras = CameraManager()
+        self.runtime = EdgeRuntime(self.cameras, self.events)
+        self.bases = BaseProvider(settings.bases_dir)
+        self.started_at: float | None = None
+        self.last_error: str | None = None
+        self._packages: dict[str, Package] = {}
+        self._change_lock = threading.RLock()
+        self._dag_key = ""
+        self._models: dict[tuple[str, str], Any] = {}  # (package sha256, cut point) -> model
+        self._plan: PlanRecord | None = None
+        self._measurement: _Measurement | None = None
+        self._stopped = False
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Register the configured cameras, start the runtime and deploy the registered apps.
+
+        A state that cannot be deployed (say, the budget no longer fits the apps) does not stop
+        the node: the API stays up to fix it, and readiness reports the problem.
+        """
+        with self._change_lock:
+            self._collect_garbage()
+            self._register_startup_cameras()
+            self.runtime.start()
+            self.started_at = time.time()
+            try:
+                proposal = self.propose(
+                    "node started",
+                    self.registry.list_apps(),
+                    self.registry.list_cameras(),
+                )
+            except MainstreamError as error:
+                logger.error("the registered apps cannot be deployed: %s", error)
+                self.last_error = str(error)
+                proposal = self._empty_proposal("node started; nothing deployed", error)
+            with self.registry.transaction() as transaction:
+                self.record(transaction, proposal)
+            self.apply(proposal)
+
+    def stop(self) -> None:
+        """Stop analysing (open events are closed and stored), then the cameras; close files."""
+        with self._change_lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            self.runtime.stop()
+            self.cameras.stop_all()
+            self.events.close()
+            self.registry.close()
+            self._packages.clear()
+
+    @property
+    def running(self) -> bool:
+        return self.started_at is not None and not self._stopped
+
+    @contextlib.contextmanager
+    def changes(self) -> Iterator[None]:
+        """Hold while proposing, committing and applying one change."""
+        with self._change_lock:
+            yield
+
+    def _collect_garbage(self) -> None:
+        """Remove what an interrupted upload can leave: staged files and unrecorded blobs."""
+        shutil.rmtree(self.settings.data_dir / "tmp", ignore_errors=True)
+        recorded = {package.sha256 for package in self.registry.list_packages()}
+        for orphan in self.registry.blobs.names() - recorded:
+            logger.info("removing package blob %s, which no package record refers to", orphan)
+            self.registry.blobs.delete(orphan)
+        for stale in self.registry.blobs.root.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+
+    def _register_startup_cameras(self) -> None:
+        missing = [
+            config
+            for config in self.settings.startup_cameras()
+            if not self.registry.has_camera(config.id)
+        ]
+        if missing:
+            with self.registry.transaction() as transaction:
+                for config in missing:
+                    transaction.add_camera(config)
+            logger.info("registered camera(s) %s", ", ".join(c.id for c in missing))
+
+    # -- planning ------------------------------------------------------------------------------
+
+    def budget(self, override: float | None = None) -> float:
+        """Compute budget in ms per second: the override, the setting, or derived."""
+        if override is not None:
+            return override
+        if self.settings.runtime.budget_ms_per_s is not None:
+            return self.settings.runtime.budget_ms_per_s
+        from edge_runtime.profiler import default_budget
+
+        return default_budget(self.settings.runtime.utilisation)
+
+    def camera_fps(self, config: CameraConfig) -> float:
+        """The camera rate F the plan assumes for a camera."""
+        if config.fps is not None:
+            return config.fps
+        source = config.source_config()
+        if isinstance(source, SyntheticSourceConfig):
+            return source.fps
+        return self.settings.runtime.default_camera_fps
+
+    def propose(
+        self,
+        reason: str,
+        apps: Sequence[AppRecord],
+        cameras: Sequence[CameraRecord],
+        *,
+        budget: float | None = None,
+        objective: Objective | None = None,
+        build: bool = True,
+    ) -> Proposal:
+        """Plan the node with these apps and cameras; with `build`, also build the deployments.
+
+        Only enabled apps on enabled cameras are planned. Raises InfeasibleError when nothing
+        fits the budget and ModelError when the apps cannot run together.
+        """
+        enabled_cameras = [camera for camera in cameras if camera.enabled]
+        camera_ids = {camera.id for camera in enabled_cameras}
+        active = [app for app in apps if app.enabled and app.camera in camera_ids]
+        effective_budget = self.budget(budget)
+        if not active:
+            return Proposal(
+                reason=reason,
+                status="empty",
+                budget=effective_budget,
+                cameras=enabled_cameras,
+                message=NOTHING_TO_PLAN,
+                deployments=[],
+                new_plan=self._differs_from_current("empty", NOTHING_TO_PLAN),
+            )
+        packages = {app.name: self.open_package(self._package_of(app)) for app in active}
+        deployed = {app.name: self.deployed_app(app, packages[app.name].manifest) for app in active}
+        fps = {camera.id: self.camera_fps(camera.config) for camera in enabled_cameras}
+        used_fps = {app.camera: fps[app.camera] for app in active}
+        profiles = self._profiles(list(deployed.values()), packages)
+        problem = problem_for(
+            list(deployed.values()),
+            profiles,
+            effective_budget,
+            used_fps,
+            objective or self.settings.runtime.objective,
+        )
+        current = self.registry.current_plan()
+        if (
+            current is not None
+            and current.status == "ok"
+            and current.plan is not None
+            and current.problem is not None
+            and _same(current.problem, problem)
+        ):
+            plan, new_plan = current.plan, False
+        else:
+            from scheduler.planner import make_plan
+
+            plan = make_plan(problem, solver=self.settings.runtime.solver, with_baselines=True)
+            new_plan = True
+        proposal = Proposal(
+            reason=reason,
+            status="ok",
+            budget=effective_budget,
+            cameras=enabled_cameras,
+            problem=problem,
+            plan=plan,
+            apps=deployed,
+            new_plan=new_plan,
+        )
+        proposal.models_in_use = {
+            (packages[planned.name].archive_sha256, planned.cut_point) for planned in plan.apps
+        }
+        proposal.dag_key = _dag_key(plan, active, used_fps)
+        if build:
+            if proposal.dag_key == self._dag_key:
+                proposal.deployments = self._with_new_detectors(plan, deployed)
+            else:
+                loaded = {
+                    name: _LoadedPackage(package, self._models)
+                    for name, package in packages.items()
+                }
+                proposal.deployments = build_deployments(
+                    plan, deployed, loaded, self.bases, used_fps, self.settings.runtime.engine
+                )
+        return proposal
+
+    def _with_new_detectors(
+        self, plan: Plan, apps: Mapping[str, DeployedApp]
+    ) -> list[CameraDeployment]:
+        """The running DAGs with the detector settings of `plan` (only those changed)."""
+        from edge_runtime.detector import DetectorConfig
+
+        deployments = []
+        for camera in sorted({planned.camera for planned in plan.apps}):
+            running = self.runtime.deployment(camera)
+            if running is None:
+                raise ModelError(f"camera {camera!r} has no running deployment to update")
+            detectors = {
+                planned.name: DetectorConfig(
+                    threshold=apps[planned.name].threshold,
+                    x_vote=planned.x_vote,
+                    quiet_time_s=apps[planned.name].quiet_time_s,
+                )
+                for planned in plan.apps
+                if planned.camera == camera
+            }
+            deployments.append(dataclasses.replace(running, detectors=detectors))
+        return deployments
+
+    def _empty_proposal(self, reason: str, error: MainstreamError) -> Proposal:
+        status: PlanStatus = "infeasible" if isinstance(error, InfeasibleError) else "error"
+        return Proposal(
+            reason=reason,
+            status=status,
+            budget=self.budget(),
+            cameras=self.registry.list_cameras(enabled_only=True),
+            message=str(error),
+            deployments=[],
+            new_plan=self._differs_from_current(status, str(error)),
+        )
+
+    def _differs_from_current(self, status: PlanStatus, message: str) -> bool:
+        current = self.registry.current_plan()
+        return current is None or (current.status, current.message) != (status, message)
+
+    def deployed_app(self, app: AppRecord, manifest: Manifest) -> DeployedApp:
+        return DeployedApp(
+            name=app.name,
+            camera=app.camera,
+            manifest=manifest,
+            x_vote=app.x_vote,
+            weight=app.weight,
+            event_overrides=dict(app.event_overrides),
+            threshold=app.threshold,
+            quiet_time_s=app.quiet_time_s,
+        )
+
+    def _package_of(self, app: AppRecord) -> PackageRecord:
+        record = self.registry.package_by_sha(app.package_sha256)
+        if record is None:
+            raise NotFoundError(f"app {app.name!r}: its package {app.package_sha256} is gone")
+        return record
+
+    def open_package(self, record: PackageRecord) -> Package:
+        """The package extracted into the cache (once per archive)."""
+        if record.sha256 in self._packages:
+            return self._packages[record.sha256]
+        blob = self.registry.blobs.path(record.sha256)
+        if not blob.is_file():
+            raise NotFoundError(
+                f"package {record.app} v{record.version}: archive {blob} is missing"
+            )
+        folder = self.settings.cache_dir / "packages" / record.sha256
+        if (folder / "manifest.json").is_file():
+            package = Package(
+                manifest=record.manifest, root=folder, path=blob, archive_sha256=record.sha256
+            )
+        else:
+            if folder.exists():  # an interrupted extraction can only leave an empty folder
+                folder.rmdir()
+            package = read_package(blob, extract_to=folder)
+        self._packages[record.sha256] = package
+        return package
+
+    def forget_package(self, sha256: str) -> None:
+        """Drop the cached extraction of a deleted package."""
+        self._packages.pop(sha256, None)
+        shutil.rmtree(self.settings.cache_dir / "packages" / sha256, ignore_errors=True)
+
+    def _profiles(
+        self, apps: Sequence[DeployedApp], packages: Mapping[str, Package]
+    ) -> list[Profile]:
+        by_key: dict[str, list[DeployedApp]] = {}
+        for app in apps:
+            by_key.setdefault(profile_key(app.manifest), []).append(app)
+        return [
+            self.profile(key, [app.manifest for app in members], packages[members[0].name].root)
+            for key, members in by_key.items()
+        ]
+
+    def profile(self, key: str, manifests: Sequence[Manifest], package_root: Path) -> Profile:
+        """The stored cost profile of a base, measured now if missing, stale or too coarse.
+
+        A profile covers "input" and every candidate cut point of the apps planned on the
+        base; a new cut point means measuring again (the cut points already known included).
+        """
+        from edge_runtime.profiler import profile_matches_machine
+
+        engine = self.settings.runtime.engine
+        needed = {"input"} | {c.cut_point for m in manifests for c in m.candidates}
+        stored = self.registry.get_profile(key, engine)
+        if stored is not None and not profile_matches_machine(stored, engine):
+            logger.info("the stored profile of %s was measured elsewhere; measuring again", key)
+            stored = None
+        known = {cut.name for cut in stored.cut_points} if stored is not None else set()
+        if stored is not None and needed <= known:
+            return stored
+
+        from edge_runtime.profiler import measure_profile
+        from mainstream.bases import discover_cut_points
+
+        config, base_model = self.bases.get(manifests[0], package_root)
+        order = discover_cut_points(base_model)
+        unknown = sorted(needed - set(order))
+        if unknown:
+            raise ModelError(f"cut point(s) {', '.join(unknown)} are not cut points of base {key}")
+        cuts = [cut for cut in order if cut in needed | known]
+        logger.info("measuring the cost profile of %s at %d cut points", key, len(cuts))
+        measured = measure_profile(
+            config,
+            engine,
+            cut_points=cuts,
+            base_model=base_model,
+            repeats=self.settings.runtime.profile_repeats,
+        ).model_copy(update={"base_model": key})
+        with self.registry.transaction() as transaction:
+            transaction.save_profile(key, engine, measured)
+        return measured
+
+    # -- committing and applying ---------------------------------------------------------------
+
+    def record(self, transaction: Transaction, proposal: Proposal) -> None:
+        """Store the proposal's plan as the plan in force (in the caller's transaction)."""
+        if not proposal.new_plan:
+            return
+        transaction.record_plan(
+            reason=proposal.reason,
+            status=proposal.status,
+            message=proposal.message,
+            budget=proposal.budget,
+            plan=proposal.plan,
+            problem=proposal.problem,
+        )
+
+    def apply(self, proposal: Proposal) -> None:
+        """Make the running node match a committed proposal: cameras, then deployments."""
+        wanted = {camera.id: camera.config for camera in proposal.cameras}
+        for camera_id, config in wanted.items():
+            if camera_id in self.cameras:
+                self.cameras.update(config)
+            else:
+                self.cameras.add(config)
+        if proposal.deployments is not None:
+            new_cameras = {deployment.camera for deployment in proposal.deployments}
+            for deployment in proposal.deployments:
+                self.runtime.deploy(deployment)
+            for camera_id in self.cameras.ids() + list(wanted):
+                if camera_id not in new_cameras and self.runtime.deployment(camera_id):
+                    self.runtime.undeploy(camera_id)
+            self._dag_key = proposal.dag_key
+            for key in set(self._models) - proposal.models_in_use:
+                del self._models[key]
+            self._start_measuring()
+        for camera_id in set(self.cameras.ids()) - set(wanted):
+            if self.runtime.deployment(camera_id):
+                self.runtime.undeploy(camera_id)
+            self.cameras.remove(camera_id)
+        self._plan = self.registry.current_plan()
+        if proposal.status in ("ok", "empty"):
+            self.last_error = None
+
+    def _start_measuring(self) -> None:
+        stats = self.runtime.stats()
+        self.runtime.reset_cost_window()
+        self._measurement = _Measurement(
+            since_wall=utc_now(),
+            since=time.monotonic(),
+            frames={name.split("/", 1)[1]: s.frames_analysed for name, s in stats.apps.items()},
+        )
+
+    # -- what the node reports -----------------------------------------------------------------
+
+    @property
+    def plan_in_force(self) -> PlanRecord | None:
+        return self._plan
+
+    def measured(self) -> dict[str, Any] | None:
+        """What the runtime measured since the plan in force was applied."""
+        measurement = self._measurement
+        if measurement is None:
+            return None
+        stats = self.runtime.stats()
+        seconds = max(1e-6, time.monotonic() - measurement.since)
+        apps = {}
+        for name, app_stats in stats.apps.items():
+            app = name.split("/", 1)[1]
+            analysed = app_stats.frames_analysed - measurement.frames.get(app, 0)
+            apps[app] = {
+                "camera": app_stats.camera,
+                "fps": analysed / seconds,
+                "frames_analysed": app_stats.frames_analysed,
+                "events": app_stats.events,
+                "active": app_stats.active,
+                "last_score": app_stats.last_score,
+            }
+        return {
+            "since": measurement.since_wall,
+            "seconds": seconds,
+            "cost_ms_per_s": stats.measured_cost_ms_per_s,
+            "apps": apps,
+        }
+
+    def latest_jpeg(self, camera_id: str) -> bytes:
+        record = self.registry.get_camera(camera_id)  # NotFoundError
+        if not record.enabled or camera_id not in self.cameras:
+            raise NotReadyError(f"camera {camera_id!r} is not running")
+        frame = self.cameras.get(camera_id).latest_frame()
+        if frame is None:
+            raise NotReadyError(f"camera {camera_id!r} has not delivered a frame yet")
+        return encode_jpeg(frame.image)
+
+    def camera_status(self, camera_id: str) -> dict[str, Any] | None:
+        if camera_id not in self.cameras:
+            return None
+        try:
+            return self.cameras.get(camera_id).stats().to_dict()
+        except NotFoundError:
+            return None
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Ready when started, the registry answers and the registered apps are deployed."""
+        checks: dict[str, Any] = {"started": self.running}
+        try:
+            self.registry.schema_version()
+            checks["registry"] = "ok"
+        except Exception as error:  # a broken database must show up here, whatever it raises
+            logger.error("registry check failed: %s", error)
+            checks["registry"] = "unavailable"
+        plan = self._plan
+        checks["plan"] = plan.status if plan is not None else "none"
+        if self.last_error:
+            checks["error"] = self.last_error
+        ready = (
+            self.running
+            and checks["registry"] == "ok"
+            and not self.last_error
+            and checks["plan"] not in ("infeasible", "error")
+        )
+        return ready, checks
+
+    def stats(self) -> dict[str, Any]:
+        runtime = self.runtime.stats()
+        plan = self._plan
+        return {
+            "node": self.settings.node_name,
+            "version": __version__,
+            "uptime_s": time.time() - self.started_at if self.started_at else 0.0,
+            "budget_ms_per_s": self.budget(),
+            "engine": self.settings.runtime.engine,
+            "plan": None
+            if plan is None
+            else {
+                "id": plan.id,
+                "status": plan.status,
+                "value": plan.plan.value if plan.plan else None,
+                "predicted_cost_ms_per_s": plan.plan.total_cost if plan.plan else 0.0,
+            },
+            "measured_cost_ms_per_s": runtime.measured_cost_ms_per_s,
+            "cameras": {camera_id: s.to_dict() for camera_id, s in self.cameras.stats().items()},
+            "apps": {
+                name: {
+                    "app": s.app,
+                    "camera": s.camera,
+                    "frames_analysed": s.frames_analysed,
+                    "events": s.events,
+                    "active": s.active,
+                    "last_score": s.last_score,
+                }
+                for name, s in runtime.apps.items()
+            },
+            "frames_processed": dict(runtime.cameras),
+            "node_ms_per_frame": dict(runtime.node_ms_per_frame),
+            "deployments": runtime.deployments,
+            "events_stored": self.events.count(),
+        }
+
+
+def _same(stored: Problem, current: Problem) -> bool:
+    return json.loads(stored.model_dump_json()) == json.loads(current.model_dump_json())
+
+
+def _dag_key(plan: Plan, apps: Sequence[AppRecord], camera_fps: Mapping[str, float]) -> str:
+    """What the running DAGs depend on: the plan's cuts and rates, the models, the cameras.
+
+    Detector settings (threshold, vote, quiet time) are not part of it: changing only those
+    keeps the DAGs and swaps the detector settings.
+    """
+    return json.dumps(
+        {
+            "plan": [
+                app.model_dump(include={"name", "camera", "cut_point", "fps"}) for app in plan.apps
+            ],
+            "models": {app.name: app.package_sha256 for app in apps},
+            "cameras": dict(camera_fps),
+        },
+        sort_keys=True,
+    )
+
+
+class _LoadedPackage:
+    """A package whose candidate models are loaded once and kept (in the node's model cache)."""
+
+    def __init__(self, package: Package, models: dict[tuple[str, str], Any]) -> None:
+        self.package = package
+        self.manifest = package.manifest
+        self.root = package.root
+        self._models = models
+
+    def load_candidate(self, cut_point: str) -> Any:
+        key = (self.package.archive_sha256, cut_point)
+        if key not in self._models:
+            self._models[key] = self.package.load_candidate(cut_point)
+        return self._models[key]

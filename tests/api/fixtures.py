@@ -1,0 +1,269 @@
+"""Real, tiny M-Packages for the registry, services and API tests.
+
+One MobileNet (alpha 0.25, 96 px, random weights) is registered as a base with
+`mainstream.bases.save_base`; each app's candidates are real Keras suffixes of it
+(`split_model` + global average pooling + a softmax layer), untrained, written with
+`write_package` with the base weights bundled. Import the fixture into a test module:
+
+    from tests.api.fixtures import tiny_packages_fixture  # noqa: F401
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mainstream.manifest import (
+    AppInfo,
+    CandidateInfo,
+    EventStats,
+    Manifest,
+    TrainingInfo,
+)
+from mainstream.package import candidate_archive_name, sha256_file, write_package
+
+INPUT_SIZE = 96
+ALPHA = 0.25
+CUTS = ("conv_pw_11_relu", "conv_pw_13_relu")
+BASE_FILE = "base/weights.h5"
+# (recall, false positive rate) per cut: deeper cuts are a little worse, as after training.
+QUALITY = {
+    "trains": {"conv_pw_11_relu": (0.92, 0.04), "conv_pw_13_relu": (0.85, 0.08)},
+    "buses": {"conv_pw_11_relu": (0.88, 0.05), "conv_pw_13_relu": (0.80, 0.10)},
+}
+UNKNOWN_FINGERPRINT = "ab" * 32
+
+
+@dataclass(frozen=True)
+class TinyPackages:
+    """Package files and the base they were trained from."""
+
+    folder: Path
+    fingerprint: str
+    base_files: tuple[Path, Path]  # <fingerprint>.weights.h5 and <fingerprint>.json
+    trains: Path
+    trains_v2: Path  # same app, other figures: a second version
+    buses: Path
+    unknown_base: Path  # its base is neither registered nor bundled
+    wrong_bundle: Path  # bundles weights whose fingerprint is not the one it claims
+
+    def register_base(self, data_dir: Path) -> None:
+        """Put the base into `<data_dir>/bases` as `save_base` wrote it."""
+        bases = data_dir / "bases"
+        bases.mkdir(parents=True, exist_ok=True)
+        for path in self.base_files:
+            shutil.copy2(path, bases / path.name)
+
+
+def _manifest(
+    app: str,
+    model: Any,
+    config: Any,
+    suffixes: dict[str, Path],
+    quality: dict[str, tuple[float, float]],
+    base_weights: Path | None,
+    fingerprint: str | None = None,
+) -> Manifest:
+    from mainstream.bases import base_info, cut_output_shape, frozen_layer_count
+
+    info = base_info(config, model)
+    if fingerprint is not None:
+        info = info.model_copy(update={"weights_fingerprint": fingerprint})
+    candidates = []
+    for cut, path in suffixes.items():
+        recall, false_positive_rate = quality[cut]
+        candidates.append(
+            CandidateInfo(
+                cut_point=cut,
+                frozen_layers=frozen_layer_count(model, cut),
+                recall=recall,
+                false_positive_rate=false_positive_rate,
+                accuracy=(recall + 1 - false_positive_rate) / 2,
+                file=candidate_archive_name(cut),
+                sha256=sha256_file(path),
+                input_shape=cut_output_shape(model, cut),
+            )
+        )
+    return Manifest(
+        app=AppInfo(name=app, classes=["background", app], positive_class=app),
+        base_model=info,
+        event_stats=EventStats(
+            event_length_s=2.0,
+            event_frequency=0.1,
+            correlation=0.5,
+            camera_fps=10,
+            how_measured="test fixture",
+        ),
+        candidates=candidates,
+        training=TrainingInfo(epochs=0, strategy="untrained test fixture"),
+        base_weights=None
+        if base_weights is None
+        else {"file": BASE_FILE, "sha256": sha256_file(base_weights)},
+    )
+
+
+def build_tiny_packages(folder: Path) -> TinyPackages:
+    import keras
+
+    from mainstream.bases import BaseConfig, build_base, save_base, split_model
+
+    keras.utils.set_random_seed(11)
+    config = BaseConfig("mobilenet_v1", input_size=INPUT_SIZE, alpha=ALPHA)
+    model = build_base(config)
+    bases_dir = folder / "bases"
+    info = save_base(model, config, bases_dir)
+    fingerprint = info.weights_fingerprint
+    weights = bases_dir / f"{fingerprint}.weights.h5"
+
+    suffixes: dict[str, Path] = {}
+    for cut in CUTS:
+        _, suffix = split_model(model, cut)
+        pooled = keras.layers.GlobalAveragePooling2D()(suffix.output)
+        scores = keras.layers.Dense(2, activation="softmax")(pooled)
+        path = folder / f"{cut}.keras"
+        keras.Model(suffix.input, scores).save(path)
+        suffixes[cut] = path
+
+    def package(
+        name: str,
+        app: str,
+        quality: dict[str, tuple[float, float]],
+        bundle: Path | None = weights,
+        fingerprint_claim: str | None = None,
+    ) -> Path:
+        manifest = _manifest(app, model, config, suffixes, quality, bundle, fingerprint_claim)
+        files: dict[str, Path] = {candidate_archive_name(c): p for c, p in suffixes.items()}
+        if bundle is not None:
+            files[BASE_FILE] = bundle
+        return write_package(folder / f"{name}.mpkg", manifest, files)
+
+    better = {cut: (min(1.0, r + 0.03), f) for cut, (r, f) in QUALITY["trains"].items()}
+    other_weights = folder / "other.weights.h5"
+    other = build_base(config)  # fresh random weights: another fingerprint
+    other.save_weights(other_weights)
+    return TinyPackages(
+        folder=folder,
+        fingerprint=fingerprint,
+        base_files=(weights, bases_dir / f"{fingerprint}.json"),
+        trains=package("trains", "trains", QUALITY["trains"]),
+        trains_v2=package("trains-v2", "trains", better),
+        buses=package("buses", "buses", QUALITY["buses"]),
+        unknown_base=package("unknown-base", "trams", QUALITY["trains"], None, UNKNOWN_FINGERPRINT),
+        wrong_bundle=package(
+            "wrong-bundle", "trams", QUALITY["trains"], other_weights, UNKNOWN_FINGERPRINT
+        ),
+    )
+
+
+@pytest.fixture(scope="session", name="tiny_packages")
+def tiny_packages_fixture(tmp_path_factory: pytest.TempPathFactory) -> TinyPackages:
+    """The packages, built once per test session even when several modules import this.
+
+    (pytest makes an imported fixture a separate fixture per module, so the result is kept
+    in the session's base temp folder.)
+    """
+    import json
+
+    folder = tmp_path_factory.getbasetemp() / "tiny-packages"
+    done = folder / "built.json"
+    if done.is_file():
+        recorded = json.loads(done.read_text())
+        return TinyPackages(
+            folder=folder,
+            fingerprint=recorded["fingerprint"],
+            base_files=(Path(recorded["base_files"][0]), Path(recorded["base_files"][1])),
+            **{name: Path(recorded[name]) for name in _PACKAGE_FIELDS},
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    packages = build_tiny_packages(folder)
+    record = {
+        "fingerprint": packages.fingerprint,
+        "base_files": [str(path) for path in packages.base_files],
+        **{name: str(getattr(packages, name)) for name in _PACKAGE_FIELDS},
+    }
+    done.write_text(json.dumps(record))
+    return packages
+
+
+_PACKAGE_FIELDS = ("trains", "trains_v2", "buses", "unknown_base", "wrong_bundle")
+
+
+def node_config(data_dir: Path, **overrides: Any) -> dict[str, Any]:
+    """A node config for tests: quick profiles, a fixed budget, the synthetic camera."""
+    config: dict[str, Any] = {
+        "data_dir": str(data_dir),
+        "node_name": "test-node",
+        "runtime": {"budget_ms_per_s": 400.0, "profile_repeats": 3},
+        "default_camera": {"id": "synthetic", "url": "synthetic://?fps=10&size=160x120"},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key] = {**config[key], **value}
+        else:
+            config[key] = value
+    return config
+
+
+WaitCondition = Callable[[], bool]
+
+
+def wait_for(condition: WaitCondition, timeout: float = 20.0, poll: float = 0.1) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(poll)
+    return condition()
+
+
+def _rewrite(
+    source: Path,
+    target: Path,
+    replace: dict[str, bytes] | None = None,
+    add: dict[str, bytes] | None = None,
+) -> Path:
+    """A copy of a zip archive with members replaced or added."""
+    import zipfile
+
+    replace, add = replace or {}, add or {}
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(target, "w") as copy:
+        for info in original.infolist():
+            copy.writestr(info, replace.get(info.filename, original.read(info)))
+        for name, data in add.items():
+            copy.writestr(name, data)
+    return target
+
+
+def bad_packages(tiny: TinyPackages, folder: Path) -> dict[str, tuple[Path, str]]:
+    """Uploads a node must refuse, with a pattern of the reason it must give."""
+    import zipfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    not_a_zip = folder / "not-a-zip.mpkg"
+    not_a_zip.write_bytes(b"this is plain text, not an archive")
+    with zipfile.ZipFile(tiny.trains) as archive:
+        other_model = archive.read("candidates/conv_pw_11_relu.keras")
+    return {
+        "not a zip": (not_a_zip, "not a zip archive"),
+        "zip slip": (
+            _rewrite(tiny.trains, folder / "zip-slip.mpkg", add={"../../evil.sh": b"rm -rf /"}),
+            "unsafe member name",
+        ),
+        "wrong checksum": (
+            _rewrite(
+                tiny.trains,
+                folder / "wrong-checksum.mpkg",
+                replace={"candidates/conv_pw_13_relu.keras": other_model},
+            ),
+            "checksum mismatch",
+        ),
+        "unknown base": (tiny.unknown_base, "unknown base"),
+        "bundled base does not match": (tiny.wrong_bundle, "bundled base weights have"),
+    }

@@ -1,0 +1,330 @@
+"""The REST API over a real node (FastAPI's TestClient): auth, every resource, error mapping."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from mainstream.node import Node
+from mainstream.services import create_token
+from mainstream.settings import Settings
+from tests.api.fixtures import (
+    TinyPackages,
+    bad_packages,
+    node_config,
+    tiny_packages_fixture,  # noqa: F401 - the `tiny_packages` fixture
+    wait_for,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class Api:
+    client: TestClient
+    node: Node
+    admin: dict[str, str]
+    viewer: dict[str, str]
+
+
+def start_api(data_dir: Path, tiny: TinyPackages, **overrides: object) -> tuple[TestClient, Node]:
+    tiny.register_base(data_dir)
+    node = Node(Settings(**node_config(data_dir, **overrides)))
+    return TestClient(create_app(node)), node
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+@pytest.fixture(scope="module")
+def api(
+    tiny_packages: TinyPackages,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Api]:
+    client, node = start_api(tmp_path_factory.mktemp("api-node"), tiny_packages)
+    with client:
+        _, admin = create_token(node.registry, "admin", "test admin")
+        _, viewer = create_token(node.registry, "viewer", "test viewer")
+        yield Api(client, node, bearer(admin), bearer(viewer))
+
+
+def upload(api: Api, path: Path, raw: bool = False) -> object:
+    if raw:
+        return api.client.post(
+            "/api/packages",
+            content=path.read_bytes(),
+            headers={**api.admin, "Content-Type": "application/octet-stream"},
+        )
+    with open(path, "rb") as stream:
+        return api.client.post(
+            "/api/packages", files={"file": (path.name, stream)}, headers=api.admin
+        )
+
+
+@pytest.fixture(scope="module")
+def with_apps(api: Api, tiny_packages: TinyPackages) -> Api:
+    """trains (fires on every analysed frame) and buses, both deployed."""
+    assert upload(api, tiny_packages.trains).status_code in (200, 201)  # type: ignore[attr-defined]
+    assert upload(api, tiny_packages.buses, raw=True).status_code in (200, 201)  # type: ignore[attr-defined]
+    for body in ({"name": "trains", "threshold": 0.0}, {"name": "buses", "x_vote": "auto"}):
+        if api.client.get(f"/api/apps/{body['name']}", headers=api.viewer).status_code == 404:
+            answer = api.client.post("/api/apps", json=body, headers=api.admin)
+            assert answer.status_code == 201, answer.text
+    return api
+
+
+# ---------------------------------------------------------------------------------------------
+# Auth
+
+
+def test_tokens_decide_who_may_read_and_change(api: Api) -> None:
+    client = api.client
+    missing = client.get("/api/apps")
+    assert missing.status_code == 401
+    assert missing.headers["WWW-Authenticate"] == "Bearer"
+    assert missing.json()["error"] == "AuthError"
+    assert client.get("/api/apps", headers=bearer("mst_not-a-token")).status_code == 401
+    assert client.get("/api/apps", headers=api.viewer).status_code == 200
+    forbidden = client.post("/api/apps", json={"name": "x"}, headers=api.viewer)
+    assert forbidden.status_code == 403 and "viewer" in forbidden.json()["detail"]
+    assert client.delete("/api/packages/trains/1", headers=api.viewer).status_code == 403
+
+    # health is open by default, metrics are not
+    assert client.get("/api/health/live").json() == {"status": "ok"}
+    assert client.get("/api/health/ready").status_code == 200
+    assert client.get("/metrics").status_code == 401
+    metrics = client.get("/metrics", headers=api.viewer)
+    assert metrics.status_code == 200 and "mainstream_camera_state" in metrics.text
+
+
+def test_admins_manage_tokens_over_the_api(api: Api) -> None:
+    created = api.client.post(
+        "/api/tokens", json={"role": "viewer", "name": "wallboard"}, headers=api.admin
+    )
+    assert created.status_code == 201
+    token = created.json()
+    headers = bearer(token["token"])
+    assert api.client.get("/api/schedule", headers=headers).status_code == 200
+    names = [item["name"] for item in api.client.get("/api/tokens", headers=api.admin).json()]
+    assert "wallboard" in names and "token" not in str(names)
+    removed = api.client.delete(f"/api/tokens/{token['record']['id']}", headers=api.admin)
+    assert removed.status_code == 204
+    assert api.client.get("/api/schedule", headers=headers).status_code == 401
+
+
+# ---------------------------------------------------------------------------------------------
+# Packages
+
+
+def test_packages_are_uploaded_listed_and_inspected(
+    api: Api,
+    tiny_packages: TinyPackages,
+    tmp_path: Path,
+) -> None:
+    first = upload(api, tiny_packages.trains)
+    assert first.status_code in (200, 201)  # type: ignore[attr-defined]
+    again = upload(api, tiny_packages.trains, raw=True)
+    assert again.status_code == 200 and again.json()["created"] is False  # type: ignore[attr-defined]
+
+    listing = api.client.get("/api/packages?app=trains", headers=api.viewer).json()
+    assert [item["version"] for item in listing] == [1]
+    latest = api.client.get("/api/packages/trains/latest", headers=api.viewer)
+    assert latest.status_code == 200
+    assert latest.json()["manifest"]["app"]["name"] == "trains"
+    assert api.client.get("/api/packages/trains/one", headers=api.viewer).status_code == 422
+    assert api.client.get("/api/packages/nope/1", headers=api.viewer).status_code == 404
+
+    before = api.client.get("/api/packages", headers=api.viewer).json()
+    for name, (path, reason) in bad_packages(tiny_packages, tmp_path).items():
+        answer = upload(api, path)
+        assert answer.status_code == 400, name  # type: ignore[attr-defined]
+        assert answer.json()["error"] == "PackageError"  # type: ignore[attr-defined]
+        assert re.search(reason, answer.json()["detail"]), name  # type: ignore[attr-defined]
+    assert api.client.get("/api/packages", headers=api.viewer).json() == before
+    no_file = api.client.post("/api/packages", files={"other": ("x", b"x")}, headers=api.admin)
+    assert no_file.status_code == 422 and "file" in no_file.json()["detail"]
+
+
+def test_uploads_over_the_limit_are_cut_off(
+    tiny_packages: TinyPackages,
+    tmp_path: Path,
+) -> None:
+    client, node = start_api(tmp_path / "small", tiny_packages, api={"max_upload_bytes": 200_000})
+    with client:
+        _, secret = create_token(node.registry, "admin")
+        with open(tiny_packages.trains, "rb") as stream:
+            multipart = client.post(
+                "/api/packages", files={"file": ("trains.mpkg", stream)}, headers=bearer(secret)
+            )
+        raw = client.post(
+            "/api/packages", content=tiny_packages.trains.read_bytes(), headers=bearer(secret)
+        )
+        for answer in (multipart, raw):
+            assert answer.status_code == 413
+            assert "200000" in answer.json()["detail"]
+        assert node.registry.list_packages() == []
+        assert list((node.settings.data_dir / "tmp").iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Apps and the schedule
+
+
+def test_registering_an_app_replans(api: Api, tiny_packages: TinyPackages) -> None:
+    client = api.client
+    upload(api, tiny_packages.trains)
+    upload(api, tiny_packages.buses)
+    client.delete("/api/apps/buses", headers=api.admin)
+    client.delete("/api/apps/trains", headers=api.admin)
+    before = client.get("/api/schedule", headers=api.viewer).json()
+
+    created = client.post("/api/apps", json={"name": "trains", "threshold": 0.0}, headers=api.admin)
+    assert created.status_code == 201, created.text
+    assert created.json()["planned"]["name"] == "trains"
+    after = client.get("/api/schedule", headers=api.viewer).json()
+    assert after["id"] != before["id"] and after["status"] == "ok"
+    assert [app["name"] for app in after["plan"]["apps"]] == ["trains"]
+    assert set(after["plan"]["baselines"]) == {"max_sharing", "no_sharing"}
+
+    client.post("/api/apps", json={"name": "buses", "x_vote": "auto"}, headers=api.admin)
+    both = client.get("/api/schedule", headers=api.viewer).json()
+    assert {app["name"] for app in both["plan"]["apps"]} == {"trains", "buses"}
+    assert both["measured"] is not None
+    history = client.get("/api/schedule/history?limit=3", headers=api.viewer).json()
+    assert [plan["id"] for plan in history][:2] == [both["id"], after["id"]]
+
+    patched = client.patch("/api/apps/buses", json={"weight": 2.0}, headers=api.admin)
+    assert patched.status_code == 200 and patched.json()["app"]["weight"] == 2.0
+    names = [view["app"]["name"] for view in client.get("/api/apps", headers=api.viewer).json()]
+    assert names == ["buses", "trains"]
+
+    duplicate = client.post("/api/apps", json={"name": "trains"}, headers=api.admin)
+    assert duplicate.status_code == 409
+    unknown = client.post("/api/apps", json={"name": "trams"}, headers=api.admin)
+    assert unknown.status_code == 404 and "upload it first" in unknown.json()["detail"]
+    invalid = client.post("/api/apps", json={"name": "x y", "x_vote": 0}, headers=api.admin)
+    assert invalid.status_code == 422
+    assert {p.split(":")[0] for p in invalid.json()["problems"]} == {"body.name", "body.x_vote"}
+    in_use = client.delete("/api/packages/trains/1", headers=api.admin)
+    assert in_use.status_code == 409
+
+
+def test_a_dry_run_answers_without_deploying(with_apps: Api) -> None:
+    client = with_apps.client
+    in_force = client.get("/api/schedule", headers=with_apps.viewer).json()
+    fewer = client.post(
+        "/api/schedule/dry-run", json={"remove_apps": ["buses"]}, headers=with_apps.viewer
+    )
+    assert fewer.status_code == 200
+    body = fewer.json()
+    assert [app["name"] for app in body["plan"]["apps"]] == ["trains"]
+    assert set(body["plan"]["baselines"]) == {"max_sharing", "no_sharing"}
+    assert body["current_value"] == pytest.approx(in_force["plan"]["value"])
+
+    infeasible = client.post(
+        "/api/schedule/dry-run", json={"budget": 1e-6}, headers=with_apps.viewer
+    )
+    assert infeasible.status_code == 422 and infeasible.json()["error"] == "InfeasibleError"
+    bad = client.post("/api/schedule/dry-run", json={"budget": -1}, headers=with_apps.viewer)
+    assert bad.status_code == 422
+    assert client.get("/api/schedule", headers=with_apps.viewer).json()["id"] == in_force["id"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Cameras and events
+
+
+def test_cameras_are_managed_live(with_apps: Api) -> None:
+    client, admin, viewer = with_apps.client, with_apps.admin, with_apps.viewer
+    created = client.post(
+        "/api/cameras", json={"id": "yard", "url": "synthetic://?fps=5&size=64x48"}, headers=admin
+    )
+    assert created.status_code == 201, created.text
+
+    def latest() -> bool:
+        answer = client.get("/api/cameras/yard/latest.jpg", headers=viewer)
+        return answer.status_code == 200 and answer.content[:2] == b"\xff\xd8"
+
+    assert wait_for(latest)
+    listed = {
+        view["camera"]["id"]: view for view in client.get("/api/cameras", headers=viewer).json()
+    }
+    assert listed["yard"]["status"]["state"] == "streaming"
+    assert sorted(listed["synthetic"]["apps"]) == ["buses", "trains"]
+
+    bad = client.patch("/api/cameras/yard", json={"url": "nonsense://x"}, headers=admin)
+    assert bad.status_code == 422 and "url=" in bad.json()["problems"][0]
+    disabled = client.patch("/api/cameras/yard", json={"enabled": False}, headers=admin)
+    assert disabled.status_code == 200 and disabled.json()["status"] is None
+    not_running = client.get("/api/cameras/yard/latest.jpg", headers=viewer)
+    assert not_running.status_code == 503 and "not running" in not_running.json()["detail"]
+    assert client.delete("/api/cameras/synthetic", headers=admin).status_code == 409
+    assert client.delete("/api/cameras/yard", headers=admin).status_code == 204
+    assert client.get("/api/cameras/yard", headers=viewer).status_code == 404
+
+
+def test_events_are_listed_paginated_and_have_snapshots(with_apps: Api) -> None:
+    client, viewer = with_apps.client, with_apps.viewer
+
+    def events() -> list[dict[str, object]]:
+        items: list[dict[str, object]] = client.get(
+            "/api/events?app=trains", headers=viewer
+        ).json()["items"]
+        return items
+
+    assert wait_for(lambda: bool(events()), timeout=30)
+    event = events()[0]
+    assert event["app"] == "trains" and event["camera"] == "synthetic"
+    one = client.get(f"/api/events/{event['id']}", headers=viewer)
+    assert one.status_code == 200 and one.json()["id"] == event["id"]
+    snapshot = client.get(f"/api/events/{event['id']}/snapshot.jpg", headers=viewer)
+    assert snapshot.headers["content-type"] == "image/jpeg" and snapshot.content[:2] == b"\xff\xd8"
+
+    page = client.get("/api/events?limit=1", headers=viewer).json()
+    assert len(page["items"]) == 1 and page["next_offset"] == 1
+    late = client.get("/api/events?since=2999-01-01T00:00:00Z", headers=viewer).json()
+    assert late["items"] == []
+    assert client.get("/api/events?since=soon", headers=viewer).status_code == 422
+    assert client.get("/api/events?limit=0", headers=viewer).status_code == 422
+    assert client.get("/api/events/nope", headers=viewer).status_code == 404
+
+
+# ---------------------------------------------------------------------------------------------
+# System
+
+
+def test_stats_schema_and_docs(with_apps: Api) -> None:
+    client, viewer = with_apps.client, with_apps.viewer
+    stats = client.get("/api/stats", headers=viewer).json()
+    assert stats["node"] == "test-node" and "synthetic" in stats["cameras"]
+    assert stats["plan"]["status"] == "ok"
+    schema = client.get("/api/config/schema", headers=viewer).json()
+    assert {"data_dir", "api", "runtime", "cameras"} <= set(schema["properties"])
+    assert "admin_token" not in schema["properties"]
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/api/packages", "/api/apps/{name}", "/api/schedule/dry-run", "/metrics"} <= set(paths)
+    assert client.get("/docs").status_code == 200
+    metrics = client.get("/metrics", headers=viewer).text
+    assert 'mainstream_app_planned_fps{app="trains",camera="synthetic"}' in metrics
+
+
+def test_server_errors_hide_their_details(api: Api) -> None:
+    app = create_app(api.node, manage_node=False)
+
+    @app.get("/api/boom")
+    def boom() -> None:
+        raise RuntimeError("database password is hunter2")
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        answer = client.get("/api/boom")
+    assert answer.status_code == 500
+    body = answer.json()
+    assert body["error"] == "internal_error" and len(body["error_id"]) == 12
+    assert "hunter2" not in answer.text

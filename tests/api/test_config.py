@@ -1,0 +1,112 @@
+"""Node configuration: file + environment, secrets from the environment only, the config CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from mainstream.cli.main import cli
+from mainstream.settings import ConfigError, Settings, load_settings, settings_json_schema
+
+
+def write(path: Path, document: object) -> Path:
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def test_the_environment_overrides_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write(
+        tmp_path / "node.yaml",
+        {
+            "data_dir": str(tmp_path / "data"),
+            "api": {"port": 9000, "open_metrics": True},
+            "cameras": [{"id": "door", "url": "synthetic://?fps=5"}],
+        },
+    )
+    monkeypatch.setenv("MAINSTREAM_API__HOST", "0.0.0.0")
+    monkeypatch.setenv("MAINSTREAM_API__PORT", "9100")
+    monkeypatch.setenv("MAINSTREAM_ADMIN_TOKEN", "from-the-environment")
+    settings = load_settings(config)
+    assert (settings.api.host, settings.api.port, settings.api.open_metrics) == (
+        "0.0.0.0",
+        9100,
+        True,
+    )
+    assert settings.admin_token is not None
+    assert settings.admin_token.get_secret_value() == "from-the-environment"
+    assert "from-the-environment" not in repr(settings)
+    assert [camera.id for camera in settings.startup_cameras()] == ["door", "synthetic"]
+    assert settings.bases_dir == tmp_path / "data" / "bases"
+
+    alone = load_settings(config, environment=False)
+    assert (alone.api.port, alone.admin_token) == (9000, None)
+
+
+def test_defaults_keep_working_without_a_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    monkeypatch.delenv("MAINSTREAM_DATA_DIR", raising=False)
+    settings = Settings()
+    assert settings.data_dir == tmp_path / "mainstream"
+    assert settings.api.port == 8780 and settings.api.max_upload_bytes == 256 * 1024 * 1024
+    assert settings.runtime.budget_ms_per_s is None and settings.runtime.utilisation == 0.8
+    assert settings.default_camera is not None
+    assert settings.default_camera.url.startswith("synthetic://")
+
+
+def test_errors_name_every_bad_field(tmp_path: Path) -> None:
+    config = write(
+        tmp_path / "bad.yaml",
+        {
+            "api": {"port": 70000, "colour": "blue"},
+            "runtime": {"engine": "tpu", "utilisation": 1.5},
+            "cameras": [{"id": "a", "url": "synthetic://"}, {"id": "a", "url": "synthetic://"}],
+        },
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, environment=False)
+    fields = {problem.split(":")[0] for problem in caught.value.problems}
+    assert fields == {
+        "api.port",
+        "api.colour",
+        "runtime.engine",
+        "runtime.utilisation",
+        "cameras",
+    }
+    assert caught.value.exit_code == 2
+
+
+def test_secrets_in_the_file_are_refused(tmp_path: Path) -> None:
+    config = write(tmp_path / "node.yaml", {"admin_token": "oops"})
+    with pytest.raises(ConfigError, match=r"environment only.*MAINSTREAM_ADMIN_TOKEN"):
+        load_settings(config)
+    assert "admin_token" not in settings_json_schema()["properties"]
+
+
+def test_config_cli_validates_and_prints_the_schema(tmp_path: Path) -> None:
+    runner = CliRunner()
+    good = write(tmp_path / "good.yaml", {"data_dir": str(tmp_path), "node_name": "edge-1"})
+    result = runner.invoke(cli, ["config", "validate", str(good)])
+    assert result.exit_code == 0 and result.output.startswith("OK")
+
+    bad = write(tmp_path / "bad.yaml", {"api": {"port": "eighty"}})
+    result = runner.invoke(cli, ["config", "validate", str(bad)], standalone_mode=False)
+    assert isinstance(result.exception, ConfigError)
+    assert result.exception.exit_code == 2
+    assert "api.port" in str(result.exception)
+
+    not_yaml = tmp_path / "broken.yaml"
+    not_yaml.write_text("api: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings(not_yaml)
+
+    schema = json.loads(runner.invoke(cli, ["config", "schema"]).output)
+    assert schema["properties"]["api"]["$ref"].endswith("ApiSettings")
+    assert schema["$defs"]["ApiSettings"]["properties"]["port"]["default"] == 8780

@@ -1,0 +1,388 @@
+"""Node services on a real node: uploads, live re-planning, dry runs, cameras, restarts, tokens.
+
+The node runs the synthetic camera and real (untrained) Keras packages; nothing is stubbed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mainstream.bases import load_registered_base
+from mainstream.errors import (
+    AuthError,
+    ConflictError,
+    ForbiddenError,
+    InfeasibleError,
+    NotFoundError,
+    PackageError,
+)
+from mainstream.node import Node, NotReadyError
+from mainstream.services import (
+    AppCreate,
+    AppUpdate,
+    CameraCreate,
+    DryRunRequest,
+    InvalidRequestError,
+    Services,
+    TooLargeError,
+    parse_time,
+    require_role,
+    verify_token,
+)
+from mainstream.settings import Settings
+from scheduler.problem import Profile
+from tests.api.fixtures import (
+    CUTS,
+    TinyPackages,
+    bad_packages,
+    node_config,
+    tiny_packages_fixture,  # noqa: F401 - the `tiny_packages` fixture
+    wait_for,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def measured_profile(
+    tiny_packages: TinyPackages, tmp_path_factory: pytest.TempPathFactory
+) -> Profile:
+    """Measure the base's profile once; other nodes start with it stored, as after a restart."""
+    node = start_node(tmp_path_factory.mktemp("profile-node"), tiny_packages)
+    try:
+        services = Services(node)
+        services.upload_package(tiny_packages.trains)
+        services.create_app(AppCreate(name="trains"))
+        profile = node.registry.get_profile(
+            f"mobilenet_v1@{tiny_packages.fingerprint[:12]}", "keras"
+        )
+        assert profile is not None
+        assert {cut.name for cut in profile.cut_points} == {"input", *CUTS}
+        return profile
+    finally:
+        node.stop()
+
+
+def start_node(
+    data_dir: Path,
+    tiny: TinyPackages,
+    profile: Profile | None = None,
+    register_base: bool = True,
+    **overrides: Any,
+) -> Node:
+    if register_base:
+        tiny.register_base(data_dir)
+    node = Node(Settings(**node_config(data_dir, **overrides)))
+    if profile is not None:
+        with node.registry.transaction() as transaction:
+            transaction.save_profile(profile.base_model, "keras", profile)
+    node.start()
+    return node
+
+
+@pytest.fixture
+def node(
+    tmp_path: Path,
+    tiny_packages: TinyPackages,
+    measured_profile: Profile,
+) -> Iterator[Node]:
+    node = start_node(tmp_path / "node", tiny_packages, measured_profile)
+    yield node
+    node.stop()
+
+
+def snapshot(node: Node) -> dict[str, Any]:
+    """Everything an upload may change."""
+    data = node.settings.data_dir
+
+    def files(folder: Path) -> list[str]:
+        return (
+            sorted(str(p.relative_to(data)) for p in folder.rglob("*")) if folder.exists() else []
+        )
+
+    return {
+        "packages": node.registry.list_packages(),
+        "bases": node.registry.list_bases(),
+        "plan": node.registry.current_plan(),
+        "blobs": files(node.settings.blobs_dir),
+        "base files": files(node.settings.bases_dir),
+        "cache": files(node.settings.cache_dir),
+        "staging": files(data / "tmp"),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Packages
+
+
+def test_an_upload_is_stored_once_and_versioned(node: Node, tiny_packages: TinyPackages) -> None:
+    services = Services(node)
+    first = services.upload_package(tiny_packages.trains)
+    assert first.created and (first.package.app, first.package.version) == ("trains", 1)
+    assert node.registry.blobs.path(first.package.sha256).is_file()
+    assert node.registry.get_base(tiny_packages.fingerprint) is not None
+
+    again = services.upload_package(tiny_packages.trains.read_bytes())
+    assert not again.created and again.package.sha256 == first.package.sha256
+
+    second = services.upload_package(tiny_packages.trains_v2)
+    assert second.package.version == 2 and second.package.latest
+    summaries = services.list_packages("trains")
+    assert [(s.version, s.latest) for s in summaries] == [(1, False), (2, True)]
+    assert summaries[0].cut_points == list(CUTS)
+
+
+def test_bad_uploads_are_refused_and_change_nothing(
+    node: Node,
+    tiny_packages: TinyPackages,
+    tmp_path: Path,
+) -> None:
+    services = Services(node)
+    services.upload_package(tiny_packages.buses)
+    before = snapshot(node)
+    for name, (path, reason) in bad_packages(tiny_packages, tmp_path / "bad").items():
+        with pytest.raises(PackageError, match=reason):
+            services.upload_package(path)
+        assert snapshot(node) == before, name
+    with pytest.raises(PackageError, match="empty"):
+        services.upload_package(b"")
+    node.settings.api.max_upload_bytes = 1000
+    with pytest.raises(TooLargeError, match="accepts 1000"):
+        services.upload_package(tiny_packages.trains)
+    assert snapshot(node) == before
+
+
+def test_a_bundled_base_is_checked_and_registered(
+    tmp_path: Path,
+    tiny_packages: TinyPackages,
+    measured_profile: Profile,
+) -> None:
+    node = start_node(tmp_path / "fresh", tiny_packages, measured_profile, register_base=False)
+    try:
+        assert node.registry.list_bases() == []
+        Services(node).upload_package(tiny_packages.trains)
+        base = node.registry.get_base(tiny_packages.fingerprint)
+        assert base is not None and base.info.name == "mobilenet_v1"
+        # the stored weights rebuild a base with the very fingerprint (checked on load)
+        load_registered_base(tiny_packages.fingerprint, node.settings.bases_dir)
+    finally:
+        node.stop()
+
+
+def test_a_package_in_use_cannot_be_deleted(node: Node, tiny_packages: TinyPackages) -> None:
+    services = Services(node)
+    sha = services.upload_package(tiny_packages.trains).package.sha256
+    services.create_app(AppCreate(name="trains"))
+    with pytest.raises(ConflictError, match="used by app"):
+        services.delete_package("trains", 1)
+    assert node.registry.blobs.exists(sha)
+    services.delete_app("trains")
+    services.delete_package("trains", "latest")
+    assert not node.registry.blobs.exists(sha)
+    assert not (node.settings.cache_dir / "packages" / sha).exists()
+    with pytest.raises(NotFoundError):
+        services.get_package("trains", 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Apps and the plan in force
+
+
+def test_registering_apps_replans_and_deploys_without_restarting_the_camera(
+    node: Node,
+    tiny_packages: TinyPackages,
+) -> None:
+    services = Services(node)
+    services.upload_package(tiny_packages.trains)
+    services.upload_package(tiny_packages.buses)
+    camera = node.cameras.get("synthetic")
+    empty = services.schedule()
+    assert empty.status == "empty"
+
+    trains = services.create_app(AppCreate(name="trains", threshold=0.0))
+    assert trains.planned is not None and trains.planned.name == "trains"
+    one = services.schedule()
+    assert one.status == "ok" and one.plan is not None and one.id != empty.id
+    assert set(one.plan.baselines) == {"max_sharing", "no_sharing"}
+    assert node.runtime.deployment("synthetic") is not None
+
+    services.create_app(AppCreate(name="buses", x_vote="auto"))
+    two = services.schedule()
+    assert two.plan is not None and {app.name for app in two.plan.apps} == {"trains", "buses"}
+    deployment = node.runtime.deployment("synthetic")
+    assert deployment is not None and set(deployment.detectors) == {"trains", "buses"}
+    assert node.cameras.get("synthetic") is camera  # the same camera kept streaming
+
+    # threshold 0: every analysed frame fires, so the app opens an event
+    assert wait_for(lambda: services.events(app="trains").items != [], timeout=30)
+    event = services.events(app="trains").items[0]
+    assert event.open and services.event_snapshot(event.id)[:2] == b"\xff\xd8"
+    assert services.schedule().measured is not None
+
+    with pytest.raises(ConflictError, match="already exists"):
+        services.create_app(AppCreate(name="trains"))
+    with pytest.raises(NotFoundError, match="upload it first"):
+        services.create_app(AppCreate(name="trams"))
+
+
+def test_an_app_that_does_not_fit_is_refused_and_nothing_changes(
+    tmp_path: Path,
+    tiny_packages: TinyPackages,
+    measured_profile: Profile,
+) -> None:
+    node = start_node(
+        tmp_path / "small", tiny_packages, measured_profile, runtime={"budget_ms_per_s": 0.01}
+    )
+    try:
+        services = Services(node)
+        services.upload_package(tiny_packages.trains)
+        plan_before = node.registry.current_plan()
+        with pytest.raises(InfeasibleError):
+            services.create_app(AppCreate(name="trains"))
+        assert node.registry.list_apps() == []
+        assert node.registry.current_plan() == plan_before
+        assert node.runtime.deployment("synthetic") is None
+    finally:
+        node.stop()
+
+
+def test_a_dry_run_plans_without_deploying(node: Node, tiny_packages: TinyPackages) -> None:
+    services = Services(node)
+    services.upload_package(tiny_packages.trains)
+    services.upload_package(tiny_packages.buses)
+    services.create_app(AppCreate(name="trains"))
+    in_force = services.schedule()
+
+    both = services.dry_run(DryRunRequest(add_apps=[AppCreate(name="buses")]))
+    assert both.plan is not None and {a.name for a in both.plan.apps} == {"trains", "buses"}
+    assert both.plan.baselines["no_sharing"].value <= both.plan.value + 1e-9
+    assert both.current_value == pytest.approx(in_force.plan.value if in_force.plan else -1)
+
+    tight_budget = both.plan.total_cost / 2
+    tight = services.dry_run(DryRunRequest(add_apps=[AppCreate(name="buses")], budget=tight_budget))
+    assert tight.plan is not None and tight.plan.total_cost <= tight_budget
+    with pytest.raises(InfeasibleError):
+        services.dry_run(DryRunRequest(budget=1e-6))
+    assert services.dry_run(DryRunRequest(remove_apps=["trains"])).status == "empty"
+
+    assert services.schedule().id == in_force.id
+    assert [app.name for app in node.registry.list_apps()] == ["trains"]
+    deployment = node.runtime.deployment("synthetic")
+    assert deployment is not None and set(deployment.detectors) == {"trains"}
+
+
+def test_changing_and_disabling_an_app_redeploys_it(
+    node: Node, tiny_packages: TinyPackages
+) -> None:
+    services = Services(node)
+    services.upload_package(tiny_packages.trains)
+    services.create_app(AppCreate(name="trains"))
+    deployments = node.runtime.stats().deployments
+
+    changed = services.update_app("trains", AppUpdate(threshold=0.9, quiet_time_s=0.5))
+    assert (changed.app.threshold, changed.app.quiet_time_s) == (0.9, 0.5)
+    deployment = node.runtime.deployment("synthetic")
+    assert deployment is not None and deployment.detectors["trains"].threshold == 0.9
+    assert node.runtime.stats().deployments > deployments
+
+    services.upload_package(tiny_packages.trains_v2)
+    assert services.update_app("trains", AppUpdate(version="latest")).app.package_version == 2
+
+    services.update_app("trains", AppUpdate(enabled=False))
+    assert node.runtime.deployment("synthetic") is None
+    assert services.schedule().status == "empty"
+
+
+def test_cameras_can_be_added_changed_and_removed_live(
+    node: Node,
+    tiny_packages: TinyPackages,
+) -> None:
+    services = Services(node)
+    services.upload_package(tiny_packages.trains)
+    services.create_camera(CameraCreate(id="yard", url="synthetic://?fps=10&size=64x48&seed=3"))
+
+    def has_frame() -> bool:
+        try:
+            return services.latest_jpeg("yard")[:2] == b"\xff\xd8"
+        except NotReadyError:
+            return False
+
+    assert wait_for(has_frame)
+    services.create_app(AppCreate(name="trains", camera="yard"))
+    assert node.runtime.deployment("yard") is not None
+    assert node.runtime.deployment("synthetic") is None
+    assert services.get_camera("yard").apps == ["trains"]
+
+    with pytest.raises(ConflictError, match="used by app"):
+        services.delete_camera("yard")
+    with pytest.raises(InvalidRequestError, match="url"):
+        services.update_camera("yard", {"url": "nonsense://x"})
+    assert services.get_camera("yard").camera.config.url.startswith("synthetic://")
+
+    services.update_app("trains", AppUpdate(camera="synthetic"))
+    services.update_camera("yard", {"enabled": False})
+    assert "yard" not in node.cameras
+    services.delete_camera("yard")
+    assert [view.camera.id for view in services.list_cameras()] == ["synthetic"]
+
+
+def test_a_restarted_node_keeps_its_state_and_closes_open_events(
+    tmp_path: Path,
+    tiny_packages: TinyPackages,
+    measured_profile: Profile,
+) -> None:
+    data = tmp_path / "restart"
+    node = start_node(data, tiny_packages, measured_profile)
+    services = Services(node)
+    services.upload_package(tiny_packages.trains)
+    services.create_app(AppCreate(name="trains", threshold=0.0, quiet_time_s=60))
+    _, secret = services.create_token("viewer", "dashboard")
+    plan_id = services.schedule().id
+    assert wait_for(lambda: services.events().items != [], timeout=30)
+    node.stop()
+
+    again = start_node(data, tiny_packages)
+    try:
+        services = Services(again)
+        events = services.events().items
+        assert events and all(not event.open for event in events)
+        assert [app.app.name for app in services.list_apps()] == ["trains"]
+        assert services.schedule().id == plan_id  # same problem: the stored plan is reused
+        assert again.runtime.deployment("synthetic") is not None
+        assert services.verify_token(f"Bearer {secret}").role == "viewer"
+    finally:
+        again.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokens and small helpers
+
+
+def test_tokens_have_roles(node: Node) -> None:
+    services = Services(node)
+    _, admin_secret = services.create_token("admin", "ops")
+    _, viewer_secret = services.create_token("viewer")
+    admin = services.verify_token(f"Bearer {admin_secret}")
+    viewer = services.verify_token(f"bearer {viewer_secret}")
+    assert (admin.name, admin.role, viewer.role) == ("ops", "admin", "viewer")
+    require_role(admin, "admin")
+    with pytest.raises(ForbiddenError, match="viewer token"):
+        require_role(viewer, "admin")
+    for header in (None, "", "Bearer", "Basic abc", f"Bearer {admin_secret}x"):
+        with pytest.raises(AuthError):
+            services.verify_token(header)
+    principal = verify_token(node.registry, "Bearer from-env", admin_secret="from-env")
+    assert principal.role == "admin"
+
+
+def test_times_are_epoch_seconds_or_iso_8601() -> None:
+    assert parse_time("since", "12.5") == 12.5
+    assert parse_time("since", "1970-01-01T00:01:00Z") == 60.0
+    assert parse_time("since", "1970-01-01T01:01:00+01:00") == 60.0
+    assert parse_time("since", None) is None
+    with pytest.raises(ValueError, match="since='yesterday'"):
+        parse_time("since", "yesterday")
