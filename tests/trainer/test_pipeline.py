@@ -1,0 +1,316 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from mainstream.bases import (
+    BaseConfig,
+    build_base,
+    preprocess,
+    save_base,
+    save_weights_atomically,
+    weights_fingerprint,
+)
+from mainstream.cli.main import main
+from mainstream.errors import InvalidParameterError
+from mainstream.package import read_package, verify_package
+from trainer.pipeline import BaseRequest, TrainRequest, train_package
+from trainer.synth import SynthConfig, generate_image_dataset, generate_video
+
+CONFIG = BaseConfig("mobilenet_v1", input_size=96, alpha=0.25)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("pipeline")
+
+
+@pytest.fixture(scope="module")
+def base_model(workspace: Path):
+    """A random base with BatchNorm statistics fitted to noise (a stand-in for a pretrained one)."""
+    import keras
+
+    from trainer.finetune import calibrate_batchnorm
+
+    keras.utils.set_random_seed(0)
+    model = build_base(CONFIG)
+    noise = np.random.default_rng(0).integers(0, 256, (32, 96, 96, 3)).astype(np.uint8)
+    calibrate_batchnorm(model, preprocess(CONFIG, noise))
+    return model
+
+
+@pytest.fixture(scope="module")
+def base_weights(workspace: Path, base_model) -> Path:
+    path = workspace / "base.weights.h5"
+    save_weights_atomically(base_model, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def video(workspace: Path):
+    config = SynthConfig(duration_s=16, fps=10, event_length_s=1.5, event_frequency=0.35, seed=3)
+    return generate_video(
+        workspace / "trains.avi", workspace / "trains.csv", config, show_progress=False
+    )
+
+
+@pytest.fixture(scope="module")
+def image_folder(workspace: Path) -> Path:
+    folder = workspace / "shapes"
+    generate_image_dataset(folder, ["background", "circle"], 24, 96, seed=0, show_progress=False)
+    return folder
+
+
+# --- requests (no training) -------------------------------------------------------------------
+
+
+def test_freeze_points_accept_a_count_or_names(tmp_path: Path) -> None:
+    common = {"data": tmp_path, "positive_class": "car", "output": tmp_path / "a.mpkg"}
+    assert TrainRequest.model_validate({**common, "freeze_points": "3"}).freeze_points == 3
+    names = TrainRequest.model_validate({**common, "freeze_points": "input, conv_pw_6_relu"})
+    assert names.freeze_points == ["input", "conv_pw_6_relu"]
+    for bad in (0, "", "a,a"):
+        with pytest.raises(ValueError, match="freeze_points"):
+            TrainRequest.model_validate({**common, "freeze_points": bad})
+    with pytest.raises(ValueError, match="app_name"):
+        TrainRequest.model_validate({**common, "app_name": "../evil"})
+    with pytest.raises(ValueError, match="strategy"):
+        TrainRequest.model_validate({**common, "strategy": "fast"})
+
+
+def test_image_folder_needs_event_statistics(image_folder: Path, tmp_path: Path) -> None:
+    request = TrainRequest(
+        data=image_folder, positive_class="circle", output=tmp_path / "a.mpkg", progress=False
+    )
+    with pytest.raises(InvalidParameterError, match="--event-length, --event-frequency"):
+        train_package(request)
+    assert not (tmp_path / "a.mpkg").exists()
+
+
+def test_video_needs_its_labels(workspace: Path, video, tmp_path: Path) -> None:
+    request = TrainRequest(
+        data=Path(video.video_path),
+        labels=tmp_path / "missing.csv",
+        positive_class="train",
+        output=tmp_path / "a.mpkg",
+    )
+    with pytest.raises(InvalidParameterError, match="label CSV"):
+        train_package(request)
+
+
+def test_cli_reports_bad_values_with_the_field_name(
+    workspace: Path, video, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "train",
+                "--data",
+                video.video_path,
+                "--positive-class",
+                "train",
+                "--epochs",
+                "0",
+                "-o",
+                str(tmp_path / "a.mpkg"),
+            ]
+        )
+    assert exit_info.value.code == 2
+    assert "epochs" in capsys.readouterr().err
+
+
+# --- whole jobs -------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_cli_trains_a_video_into_a_verified_package(
+    workspace: Path,
+    video,
+    base_model,
+    base_weights: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config_file = workspace / "train.yaml"
+    config_file.write_text(
+        yaml.safe_dump(
+            {
+                "base": {"name": "mobilenet_v1", "alpha": 0.25, "input_size": 96},
+                "epochs": 5,  # overridden by the flag below
+                "batch_size": 16,
+                "learning_rate": 0.003,
+            }
+        )
+    )
+    output = workspace / "trains.mpkg"
+    main(
+        [
+            "train",
+            "--config",
+            str(config_file),
+            "--data",
+            video.video_path,
+            "--positive-class",
+            "train",
+            "--weights",
+            str(base_weights),
+            "--freeze-points",
+            "conv_pw_10_relu,conv_pw_13_relu",
+            "--epochs",
+            "1",
+            "--quiet",
+            "-o",
+            str(output),
+        ]
+    )
+    assert capsys.readouterr().out.strip() == str(output)
+
+    report = verify_package(output)
+    manifest = report.manifest
+    assert manifest.app.name == "trains"
+    assert manifest.app.classes == ["background", "train"]
+    assert [c.cut_point for c in manifest.candidates] == ["conv_pw_10_relu", "conv_pw_13_relu"]
+    assert manifest.base_model.weights_fingerprint == weights_fingerprint(base_model)
+    assert manifest.base_weights is not None  # bundled: no node can rebuild this base itself
+    stats = manifest.event_stats
+    assert stats.event_length_s == pytest.approx(video.mean_event_length_s)
+    assert stats.event_frequency == pytest.approx(video.realised_event_frequency)
+    assert stats.camera_fps == 10
+    assert 0 <= stats.correlation <= 1
+    assert "held-out fires of candidate" in stats.how_measured
+    assert manifest.training.epochs == 1
+    assert manifest.training.strategy == "standard"
+    assert manifest.training.dataset["held_out"]["frames"] > 0  # type: ignore[index]
+    assert {"tensorflow", "keras", "numpy"} <= set(manifest.training.library_versions)
+    for candidate in manifest.candidates:
+        held_out = candidate.model_extra["held_out_frames"]  # type: ignore[index]
+        assert held_out == manifest.training.dataset["held_out"]["frames"]  # type: ignore[index]
+
+    # The packaged base weights rebuild exactly the base the candidates were trained on.
+    with read_package(output) as package:
+        rebuilt = build_base(
+            BaseConfig("mobilenet_v1", 96, 0.25, weights=str(package.root / "base/weights.h5"))
+        )
+    assert weights_fingerprint(rebuilt) == manifest.base_model.weights_fingerprint
+
+
+def test_registered_base_image_folder_and_selective_backprop(
+    workspace: Path, image_folder: Path, base_model
+) -> None:
+    bases_dir = workspace / "bases"
+    info = save_base(base_model, CONFIG, bases_dir, weights_source="pretrained:noise")
+    common = {
+        "data": image_folder,
+        "positive_class": "circle",
+        "base": {"weights": info.weights_fingerprint},
+        "bases_dir": bases_dir,
+        "freeze_points": 1,  # the deepest cut point only
+        "epochs": 2,
+        "batch_size": 8,
+        "learning_rate": 0.003,
+        "strategy": "selective-backprop",
+        "event_length_s": 2.0,
+        "event_frequency": 0.2,
+        "correlation": 0.3,
+        "camera_fps": 15,
+        "bundle_base_weights": False,
+        "progress": False,
+    }
+    result = train_package(TrainRequest.model_validate({**common, "output": workspace / "c.mpkg"}))
+    manifest = verify_package(result.package_path).manifest
+    assert manifest.base_model.weights_fingerprint == info.weights_fingerprint
+    assert manifest.base_model.weights_source == "pretrained:noise"
+    assert manifest.base_weights is None
+    assert [c.cut_point for c in manifest.candidates] == ["conv_pw_13_relu"]
+    assert manifest.event_stats.correlation == 0.3
+    assert "given explicitly" in manifest.event_stats.how_measured
+    assert manifest.training.strategy == "selective-backprop"
+    counters = manifest.candidates[0].model_extra["training"]  # type: ignore[index]
+    assert counters["examples_selected"] < counters["examples_scored"]
+
+    # A registered base brings its own architecture: asking for another one is an error.
+    clash = {**common, "base": {"weights": info.weights_fingerprint, "alpha": 0.5}}
+    with pytest.raises(InvalidParameterError, match=r"base\.alpha"):
+        train_package(TrainRequest.model_validate({**clash, "output": workspace / "d.mpkg"}))
+
+
+def test_interrupted_job_leaves_no_package(
+    workspace: Path, image_folder: Path, base_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trainer.finetune
+
+    saved = []
+    real_save = trainer.finetune.save_candidate
+
+    def save_then_interrupt(model, path):
+        saved.append(real_save(model, path))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer.finetune, "save_candidate", save_then_interrupt)
+    output = workspace / "interrupted" / "app.mpkg"
+    request = TrainRequest(
+        data=image_folder,
+        positive_class="circle",
+        base=BaseRequest(weights=str(base_weights), alpha=0.25, input_size=96),
+        freeze_points=["conv_pw_13_relu"],
+        epochs=1,
+        event_length_s=2.0,
+        event_frequency=0.2,
+        correlation=0.3,
+        camera_fps=15,
+        output=output,
+        progress=False,
+    )
+    with pytest.raises(KeyboardInterrupt):
+        train_package(request)
+    scratch_folder = saved[0].parent.parent
+    assert scratch_folder.name.startswith("mainstream-train-")
+    assert not scratch_folder.exists()
+    assert not output.exists()
+    assert not output.parent.exists() or not any(output.parent.iterdir())
+
+
+@pytest.mark.slow
+def test_cli_default_spread_cut_points_with_input(
+    workspace: Path, video, base_weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The documented example: 3 spread-out freeze points, from the input to the deepest."""
+    output = workspace / "spread.mpkg"
+    main(
+        [
+            "train",
+            "--data",
+            video.video_path,
+            "--positive-class",
+            "train",
+            "--base",
+            "mobilenet_v1",
+            "--weights",
+            str(base_weights),
+            "--alpha",
+            "0.25",
+            "--input-size",
+            "96",
+            "--freeze-points",
+            "3",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--quiet",
+            "--json",
+            "-o",
+            str(output),
+        ]
+    )
+    result = json.loads(capsys.readouterr().out)
+    assert [c["cut_point"] for c in result["candidates"]] == [
+        "input",
+        "conv_pw_6_relu",
+        "conv_pw_13_relu",
+    ]
+    manifest = verify_package(output).manifest
+    assert manifest.candidates[0].frozen_layers == 0
+    assert manifest.candidates[0].input_shape == (96, 96, 3)
+    assert manifest.event_stats.how_measured

@@ -1,0 +1,651 @@
+"""From labelled data to an M-Package: the whole M-Trainer job.
+
+`train_package(request)` loads the data (an image folder, or a video with its label CSV),
+splits it by time, builds the shared base, fine-tunes one candidate per freeze depth
+(:mod:`trainer.finetune`), measures the app's event statistics and writes the package
+atomically (:func:`mainstream.package.write_package`): an interrupted job leaves nothing at the
+output path.
+
+TensorFlow is imported only when a job runs; importing this module (for `TrainRequest`) is
+cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import platform
+import re
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from mainstream.errors import InvalidParameterError
+from mainstream.manifest import (
+    AppInfo,
+    BaseModelInfo,
+    CandidateInfo,
+    EventStats,
+    Manifest,
+    TrainingInfo,
+)
+from trainer.selective_backprop import DEFAULT_BETA, DEFAULT_HISTORY_SIZE
+
+if TYPE_CHECKING:
+    import keras
+
+    from mainstream.bases import BaseConfig
+    from trainer.datasets import FrameDataset, LabelledVideo
+    from trainer.finetune import FinetuneResult, TrainedCandidate
+
+logger = logging.getLogger(__name__)
+
+BASE_WEIGHTS_ARCHIVE_NAME = "base/weights.h5"
+_FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
+_APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class BaseRequest(BaseModel):
+    """Which shared base to fine-tune from.
+
+    `weights`: "none" (random init), "imagenet", the path of a weights file, or the
+    fingerprint (64 hex digits) of a base registered with `mainstream base pretrain`; a
+    registered base brings its own name, alpha and input size.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "mobilenet_v1"
+    weights: str = "none"
+    alpha: float = 1.0
+    input_size: int = Field(default=224, ge=32)
+
+
+class TrainRequest(BaseModel):
+    """Everything one training job needs (CLI flags, a YAML config, or an API body)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: Path = Field(description="Image folder (one subfolder per class) or a video file")
+    labels: Path | None = Field(
+        default=None, description="Label CSV of the video [default: the video's name + .csv]"
+    )
+    positive_class: str = Field(min_length=1, description="The class whose frames are events")
+    app_name: str | None = Field(
+        default=None, description="App name in the manifest [default: the output file's stem]"
+    )
+    base: BaseRequest = Field(default_factory=BaseRequest)
+    freeze_points: int | list[str] = Field(
+        default=3, description="N spread-out default cut points, or a list of cut-point names"
+    )
+    epochs: int = Field(default=2, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    strategy: Literal["standard", "selective-backprop"] = "standard"
+    selective_backprop_beta: float = Field(default=DEFAULT_BETA, ge=0)
+    selective_backprop_history: int = Field(default=DEFAULT_HISTORY_SIZE, ge=1)
+    cache: bool = Field(default=True, description="Train on cached stem features")
+    augment_copies: int = Field(default=0, ge=0, description="Augmented copies per frame")
+    seed: int = 0
+    validation_fraction: float = Field(default=0.25, gt=0, lt=1)
+    frame_step: int = Field(default=1, ge=1, description="Use every N-th frame of a video")
+    event_length_s: float | None = Field(default=None, gt=0)
+    event_frequency: float | None = Field(default=None, gt=0, lt=1)
+    correlation: float | None = Field(default=None, ge=0, le=1)
+    camera_fps: float | None = Field(default=None, gt=0)
+    mixed_precision: bool = False
+    bundle_base_weights: bool | None = Field(
+        default=None, description="Put the base weights in the package [default: unless imagenet]"
+    )
+    bases_dir: Path | None = Field(
+        default=None, description="Registry of pretrained bases [default: from the settings]"
+    )
+    output: Path
+    progress: bool = True
+
+    @field_validator("freeze_points", mode="before")
+    @classmethod
+    def _parse_freeze_points(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.isdigit():
+                return int(text)
+            return [name.strip() for name in text.split(",") if name.strip()]
+        return value
+
+    @field_validator("freeze_points")
+    @classmethod
+    def _freeze_points_valid(cls, value: int | list[str]) -> int | list[str]:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("freeze_points must be >= 1 or a list of cut-point names")
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("freeze_points is an empty list")
+            if len(set(value)) != len(value):
+                raise ValueError(f"freeze_points repeats a cut point: {value}")
+        return value
+
+    @field_validator("app_name")
+    @classmethod
+    def _app_name_valid(cls, value: str | None) -> str | None:
+        if value is not None and not _APP_NAME.match(value):
+            raise ValueError(
+                f"app_name {value!r} must start with a letter or digit and use only letters, "
+                "digits, '_', '.' and '-'"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _output_is_a_file(self) -> TrainRequest:
+        if self.output.exists() and self.output.is_dir():
+            raise ValueError(f"output {str(self.output)!r} is a folder; give a file name")
+        return self
+
+    def training_options(self) -> Any:
+        """The training-loop options (a `TrainingOptions`)."""
+        from trainer.selective_backprop import TrainingOptions
+
+        return TrainingOptions(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            strategy=self.strategy,
+            beta=self.selective_backprop_beta,
+            history_size=self.selective_backprop_history,
+            seed=self.seed,
+        )
+
+
+class CandidateSummary(BaseModel):
+    cut_point: str
+    frozen_layers: int
+    recall: float
+    false_positive_rate: float
+    accuracy: float
+    optimizer_steps: int
+    examples_backpropagated: int
+    wall_time_s: float
+
+
+class TrainResult(BaseModel):
+    """What a finished job produced."""
+
+    package_path: Path
+    manifest: Manifest
+    candidates: list[CandidateSummary]
+    correlation_candidate: str | None
+    device: str
+    stem_seconds: float
+    wall_time_s: float
+
+
+# ---------------------------------------------------------------------------------------------
+# The job
+
+
+def train_package(request: TrainRequest) -> TrainResult:
+    """Run one training job end to end and write the M-Package to `request.output`."""
+    # Problems with the request are reported before anything slow is imported or run.
+    labels_path = _labels_path(request)
+    explicit_stats = _explicit_event_stats(request)
+
+    import tensorflow as tf
+
+    from mainstream.bases import spread_cut_points
+    from mainstream.package import sha256_file, write_package
+    from trainer.datasets import LabelledVideo, split_by_time
+    from trainer.finetune import FinetuneOptions, finetune_candidates
+
+    started = time.perf_counter()
+    device = _describe_device(tf)
+    logger.info("training on %s", device)
+
+    with _precision_policy(request.mixed_precision), _quiet_retracing_warnings():
+        config, base, base_description = _load_base(request)
+        dataset = _load_data(request, config, labels_path)
+        if request.positive_class not in dataset.class_names:
+            raise InvalidParameterError(
+                "positive_class", request.positive_class, f"one of {list(dataset.class_names)}"
+            )
+        train, validation = split_by_time(dataset, request.validation_fraction)
+        cut_points = (
+            spread_cut_points(config, base, request.freeze_points)
+            if isinstance(request.freeze_points, int)
+            else list(request.freeze_points)
+        )
+        logger.info(
+            "%d training and %d held-out frames; cut points %s",
+            len(train),
+            len(validation),
+            ", ".join(cut_points),
+        )
+        options = FinetuneOptions(
+            training=request.training_options(),
+            cache=request.cache,
+            augment_copies=request.augment_copies,
+            progress=request.progress,
+        )
+        result = finetune_candidates(
+            base, config, cut_points, train, validation, request.positive_class, options
+        )
+        chosen: str | None = None
+        if isinstance(dataset, LabelledVideo) and isinstance(validation, LabelledVideo):
+            event_stats, chosen = _measured_event_stats(request, dataset, validation, result)
+        elif explicit_stats is not None:
+            event_stats = explicit_stats
+        else:  # unreachable: _explicit_event_stats raises for image folders without stats
+            raise InvalidParameterError("event_stats", None, "measured or given statistics")
+
+        with tempfile.TemporaryDirectory(prefix="mainstream-train-") as folder:
+            files, candidate_infos = _save_candidates(result, Path(folder), base)
+            base_weights = None
+            if _bundle_base(request, config):
+                from mainstream.bases import save_weights_atomically
+
+                weights_path = Path(folder) / "base.weights.h5"
+                save_weights_atomically(base, weights_path)
+                files[BASE_WEIGHTS_ARCHIVE_NAME] = weights_path
+                base_weights = {
+                    "file": BASE_WEIGHTS_ARCHIVE_NAME,
+                    "sha256": sha256_file(weights_path),
+                }
+            wall_time = time.perf_counter() - started
+            manifest = Manifest(
+                app=AppInfo(
+                    name=_app_name(request),
+                    classes=list(dataset.class_names),
+                    positive_class=request.positive_class,
+                ),
+                base_model=base_description,
+                event_stats=event_stats,
+                candidates=candidate_infos,
+                training=_training_info(
+                    request, dataset, train, validation, result, wall_time, device
+                ),
+                base_weights=base_weights,
+            )
+            package_path = write_package(request.output, manifest, files)
+    logger.info("wrote %s in %.1f s", package_path, time.perf_counter() - started)
+    return TrainResult(
+        package_path=package_path,
+        manifest=manifest,
+        candidates=[_candidate_summary(candidate) for candidate in result.candidates],
+        correlation_candidate=chosen,
+        device=device,
+        stem_seconds=result.stem_seconds,
+        wall_time_s=time.perf_counter() - started,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps
+
+
+def _describe_device(tf: Any) -> str:
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        return f"GPU ({', '.join(gpu.name for gpu in gpus)})"
+    return f"CPU ({platform.processor() or platform.machine()})"
+
+
+@contextmanager
+def _precision_policy(mixed: bool) -> Iterator[None]:
+    """float16 compute with float32 weights for the job, then the previous policy again."""
+    import keras
+
+    if not mixed:
+        yield
+        return
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+class _RetracingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+@contextmanager
+def _quiet_retracing_warnings() -> Iterator[None]:
+    """Hide TensorFlow's retracing warning during a job.
+
+    Every candidate is a different model with its own compiled steps, so TensorFlow sees
+    "retracing" that is expected and harmless; the warning would only alarm users.
+    """
+    tf_logger = logging.getLogger("tensorflow")
+    retracing_filter = _RetracingFilter()
+    tf_logger.addFilter(retracing_filter)
+    try:
+        yield
+    finally:
+        tf_logger.removeFilter(retracing_filter)
+
+
+def _load_base(request: TrainRequest) -> tuple[BaseConfig, keras.Model, BaseModelInfo]:
+    """Build (or load the registered) base; returns its config, model and manifest entry."""
+    import keras
+
+    from mainstream.bases import (
+        BaseConfig,
+        base_info,
+        build_base,
+        load_registered_base,
+        registered_base_record,
+    )
+
+    wanted = request.base
+    if _FINGERPRINT.match(wanted.weights) and not Path(wanted.weights).exists():
+        bases_dir = request.bases_dir or _default_bases_dir()
+        config, model = load_registered_base(wanted.weights, bases_dir)
+        for field in sorted(wanted.model_fields_set - {"weights"}):
+            asked, registered = getattr(wanted, field), getattr(config, field)
+            if float(asked) != float(registered) if field == "alpha" else asked != registered:
+                raise InvalidParameterError(
+                    f"base.{field}",
+                    asked,
+                    f"{registered!r}, the value of registered base {wanted.weights[:12]}",
+                )
+        record = registered_base_record(wanted.weights, bases_dir)
+        return config, model, record.info
+    config = BaseConfig(
+        name=wanted.name, input_size=wanted.input_size, alpha=wanted.alpha, weights=wanted.weights
+    )
+    if wanted.weights == "none":
+        keras.utils.set_random_seed(request.seed)  # the same request builds the same base
+        logger.warning(
+            "base %s has random weights and untrained BatchNorm statistics: its features "
+            "carry little information and the candidates will be weak. Pretrain a base first "
+            "(`mainstream base pretrain`) or use ImageNet weights.",
+            wanted.name,
+        )
+    model = build_base(config)
+    return config, model, base_info(config, model)
+
+
+def _default_bases_dir() -> Path:
+    from mainstream.settings import Settings
+
+    return Settings().bases_dir
+
+
+def _labels_path(request: TrainRequest) -> Path | None:
+    """The video's label CSV (None for an image folder); errors for missing files."""
+    data = request.data
+    if data.is_dir():
+        if request.labels is not None:
+            raise InvalidParameterError(
+                "labels", str(request.labels), "no label CSV with an image folder"
+            )
+        return None
+    if not data.is_file():
+        raise InvalidParameterError("data", str(data), "an existing image folder or video file")
+    labels = request.labels or data.with_suffix(".csv")
+    if not labels.is_file():
+        raise InvalidParameterError(
+            "labels", str(labels), "the label CSV of the video (start_frame,end_frame,label)"
+        )
+    return labels
+
+
+def _load_data(request: TrainRequest, config: BaseConfig, labels: Path | None) -> FrameDataset:
+    """An image folder, or a labelled video (binary: background / positive class)."""
+    from trainer.datasets import load_image_folder, load_labelled_video
+
+    if labels is None:
+        return load_image_folder(request.data, config.input_size, show_progress=request.progress)
+    return load_labelled_video(
+        request.data,
+        labels,
+        config.input_size,
+        positive_label=request.positive_class,
+        frame_step=request.frame_step,
+        fps=request.camera_fps,
+        show_progress=request.progress,
+    )
+
+
+def _explicit_event_stats(request: TrainRequest) -> EventStats | None:
+    """Event statistics given on the command line; all four are required for image folders.
+
+    None for a video: its statistics are measured (explicit values override them later).
+    """
+    given = {
+        "event_length_s": request.event_length_s,
+        "event_frequency": request.event_frequency,
+        "correlation": request.correlation,
+        "camera_fps": request.camera_fps,
+    }
+    if not request.data.is_dir():
+        return None
+    missing = [name for name, value in given.items() if value is None]
+    if missing:
+        flags = ", ".join("--" + name.replace("_s", "").replace("_", "-") for name in missing)
+        raise InvalidParameterError(
+            missing[0],
+            None,
+            f"a value: an image folder has no timing, so give the event statistics ({flags})",
+        )
+    return EventStats(
+        event_length_s=float(given["event_length_s"]),  # type: ignore[arg-type]
+        event_frequency=float(given["event_frequency"]),  # type: ignore[arg-type]
+        correlation=float(given["correlation"]),  # type: ignore[arg-type]
+        camera_fps=float(given["camera_fps"]),  # type: ignore[arg-type]
+        how_measured="given explicitly (image folder: no timing to measure)",
+    )
+
+
+def choose_correlation_candidate(candidates: list[TrainedCandidate]) -> TrainedCandidate:
+    """The candidate whose fires measure the correlation: the most accurate (deepest on ties)."""
+    return max(enumerate(candidates), key=lambda item: (item[1].quality.accuracy, item[0]))[1]
+
+
+def _measured_event_stats(
+    request: TrainRequest,
+    video: LabelledVideo,
+    validation: LabelledVideo,
+    result: FinetuneResult,
+) -> tuple[EventStats, str | None]:
+    """Event length and frequency from the labels; correlation from held-out fires.
+
+    Values given explicitly in the request replace the measured ones (and say so).
+    """
+    from trainer.event_stats import event_statistics
+
+    if not video.intervals:
+        raise InvalidParameterError(
+            "labels", str(request.labels or request.data), f"a {request.positive_class!r} event"
+        )
+    assert video.fps is not None
+    statistics = event_statistics(video.intervals, video.total_frames, video.fps)
+    notes = [
+        f"event length and frequency from {statistics.event_count} labelled events over "
+        f"{video.total_frames} frames at {video.fps:g} fps"
+    ]
+    chosen: str | None = None
+    if request.correlation is not None:
+        correlation = request.correlation
+        notes.append("correlation given explicitly")
+    else:
+        candidate = choose_correlation_candidate(result.candidates)
+        chosen = candidate.cut_point
+        correlation, method = _held_out_correlation(
+            video, validation, candidate, request.frame_step, request.positive_class
+        )
+        notes.append(f"correlation from the held-out fires of candidate {chosen!r}: {method}")
+    stats = statistics.to_manifest(correlation, "; ".join(notes))
+    overrides = {
+        name: value
+        for name, value in (
+            ("event_length_s", request.event_length_s),
+            ("event_frequency", request.event_frequency),
+        )
+        if value is not None
+    }
+    if overrides:
+        stats = stats.model_copy(update=overrides)
+        stats.how_measured += "; given explicitly: " + ", ".join(sorted(overrides))
+    return EventStats.model_validate(stats.model_dump()), chosen
+
+
+def _held_out_correlation(
+    video: LabelledVideo,
+    validation: LabelledVideo,
+    candidate: TrainedCandidate,
+    frame_step: int,
+    positive_class: str,
+) -> tuple[float, str]:
+    """Fit c to the candidate's fires on the held-out frames (on the decoded frame grid).
+
+    With `frame_step` > 1 only every step-th camera frame was decoded: the fit then runs on
+    that grid (rate fps / step), i.e. it measures the correlation of frames `step` apart.
+    """
+    from trainer.event_stats import EventInterval, estimate_correlation
+
+    assert video.fps is not None
+    positive_index = list(video.class_names).index(positive_class)
+    grid_length = math.ceil(video.total_frames / frame_step)
+    fires = np.zeros(grid_length, dtype=bool)
+    evaluated = np.zeros(grid_length, dtype=bool)
+    positions = validation.order // frame_step
+    fires[positions] = candidate.held_out_predictions == positive_index
+    evaluated[positions] = True
+    intervals = []
+    for interval in validation.intervals:
+        first = math.ceil(interval.start_frame / frame_step)
+        last = interval.end_frame // frame_step
+        if last >= first:
+            intervals.append(EventInterval(first, last, interval.label))
+    if not intervals:
+        raise InvalidParameterError(
+            "validation_fraction",
+            f"{len(validation)} held-out frames without a whole event",
+            "a split that holds out at least one whole event (more data, a larger fraction), "
+            "or give --correlation",
+        )
+    estimate = estimate_correlation(fires, intervals, video.fps / frame_step, evaluated=evaluated)
+    method = estimate.method
+    if frame_step > 1:
+        method += f"; frames {frame_step} camera frames apart"
+    return estimate.correlation, method
+
+
+def _save_candidates(
+    result: FinetuneResult, folder: Path, base: keras.Model
+) -> tuple[dict[str, Path], list[CandidateInfo]]:
+    from mainstream.bases import cut_output_shape
+    from mainstream.package import candidate_archive_name, sha256_file
+    from trainer.finetune import save_candidate
+
+    files: dict[str, Path] = {}
+    infos = []
+    for candidate in result.candidates:
+        archive_name = candidate_archive_name(candidate.cut_point)
+        local = save_candidate(candidate.model, folder / archive_name)
+        files[archive_name] = local
+        infos.append(
+            CandidateInfo(
+                cut_point=candidate.cut_point,
+                frozen_layers=candidate.frozen_layers,
+                recall=candidate.quality.recall,
+                false_positive_rate=candidate.quality.false_positive_rate,
+                accuracy=candidate.quality.accuracy,
+                file=archive_name,
+                sha256=sha256_file(local),
+                input_shape=cut_output_shape(base, candidate.cut_point),
+                held_out_frames=candidate.quality.positive_frames
+                + candidate.quality.negative_frames,
+                training=candidate.counters.as_dict(),
+            )
+        )
+    return files, infos
+
+
+def _bundle_base(request: TrainRequest, config: BaseConfig) -> bool:
+    if request.bundle_base_weights is not None:
+        return request.bundle_base_weights
+    return request.base.weights != "imagenet"
+
+
+def _app_name(request: TrainRequest) -> str:
+    if request.app_name:
+        return request.app_name
+    stem = request.output.name.split(".")[0]
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", stem).lstrip("_.-")
+    return name or "app"
+
+
+def _training_info(
+    request: TrainRequest,
+    dataset: FrameDataset,
+    train: FrameDataset,
+    validation: FrameDataset,
+    result: FinetuneResult,
+    wall_time_s: float,
+    device: str,
+) -> TrainingInfo:
+    return TrainingInfo(
+        dataset={
+            "source": request.data.name,
+            "kind": "image folder" if request.data.is_dir() else "labelled video",
+            "frame_step": request.frame_step,
+            "all": dataset.summary(),
+            "train": train.summary(),
+            "held_out": validation.summary(),
+            "split": f"by time, validation fraction {request.validation_fraction:g}",
+        },
+        epochs=request.epochs,
+        strategy=request.strategy,
+        wall_time_s=round(wall_time_s, 3),
+        library_versions=library_versions(),
+        device=device,
+        batch_size=request.batch_size,
+        learning_rate=request.learning_rate,
+        seed=request.seed,
+        cache=request.cache,
+        augment_copies=request.augment_copies,
+        mixed_precision=request.mixed_precision,
+        stem_seconds=round(result.stem_seconds, 3),
+        selective_backprop=(
+            {"beta": request.selective_backprop_beta, "history": request.selective_backprop_history}
+            if request.strategy == "selective-backprop"
+            else None
+        ),
+    )
+
+
+def library_versions() -> dict[str, str]:
+    import keras
+    import tensorflow as tf
+
+    from mainstream import __version__
+
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "mainstream": __version__,
+    }
+
+
+def _candidate_summary(candidate: TrainedCandidate) -> CandidateSummary:
+    return CandidateSummary(
+        cut_point=candidate.cut_point,
+        frozen_layers=candidate.frozen_layers,
+        recall=candidate.quality.recall,
+        false_positive_rate=candidate.quality.false_positive_rate,
+        accuracy=candidate.quality.accuracy,
+        optimizer_steps=candidate.counters.optimizer_steps,
+        examples_backpropagated=candidate.counters.examples_backpropagated,
+        wall_time_s=candidate.wall_time_s,
+    )
