@@ -1,0 +1,187 @@
+"""Runtime throughput benchmark: No-Sharing vs Max-Sharing vs the scheduler's plan, both engines.
+
+For 1, 2, 4 and 8 apps on one base model, every app analyses every frame; the table gives
+frames per second through the whole DAG, the ideal fps computed from each node timed in
+isolation (so `ratio` shows the executor's own overhead), the speed-up over No-Sharing, and the
+process RSS. Run: `python bench/runtime.py [--input-size 224 --alpha 1.0 --frames 30]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+from typing import Any
+
+import numpy as np
+
+from edge_runtime.dag import CameraDag, HeadSpec, build_camera_dag, segment_model
+from edge_runtime.engines import compile_model, openvino_available
+from edge_runtime.profiler import measure_profile, time_per_call_ms
+
+
+def rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def calibrated_base(config: Any, images: np.ndarray) -> Any:
+    """Random-init base with data-matched BatchNorm statistics (no pretrained weights offline)."""
+    import keras
+
+    from mainstream.bases import build_base, preprocess
+
+    model = build_base(config)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.0
+    model(preprocess(config, images[:8]), training=True)
+    return model
+
+
+def head_at(base: Any, cut_point: str, seed: int) -> Any:
+    import keras
+
+    from mainstream.bases import split_model
+
+    keras.utils.set_random_seed(seed)
+    copy = keras.models.clone_model(base)
+    copy.set_weights(base.get_weights())
+    _, suffix = split_model(copy, cut_point)
+    pooled = keras.layers.GlobalAveragePooling2D()(suffix.output)
+    return keras.Model(suffix.input, keras.layers.Dense(2, activation="softmax")(pooled))
+
+
+def planned_cuts(profile: Any, apps: int, seed: int) -> list[str]:
+    """The cut points the scheduler picks for a generated workload on the measured profile."""
+    from scheduler.planner import make_plan
+
+    from scheduler.workload import generate_problem
+
+    problem = generate_problem(apps, seed=seed)
+    cut_names = [cut.name for cut in profile.cut_points]
+    # Map the generated apps' candidates onto this machine's cut points, keeping curve shapes.
+    for app in problem.apps:
+        for index, candidate in enumerate(app.candidates):
+            candidate.cut_point = cut_names[
+                min(index * len(cut_names) // len(app.candidates), len(cut_names) - 1)
+            ]
+        unique = {candidate.cut_point: candidate for candidate in app.candidates}
+        app.candidates = list(unique.values())
+        app.base_model = profile.base_model
+    problem = problem.model_copy(
+        update={"profile": profile, "profiles": None, "budget": problem.budget}
+    )
+    problem.budget = 0.6 * apps * profile.total_cost * problem.camera_fps
+    plan = make_plan(problem, with_baselines=False)
+    return [app.cut_point for app in plan.apps]
+
+
+def run_dag(dag: CameraDag, images: np.ndarray) -> float:
+    for index in range(3):
+        dag.process(images[index], index, 0.0)
+    started = time.perf_counter()
+    for index, image in enumerate(images):
+        dag.process(image, index, index / 10)
+    return len(images) / (time.perf_counter() - started)
+
+
+def ideal_fps(dag: CameraDag, sample: np.ndarray) -> float:
+    """Each node timed alone on the tensor it receives; the ideal is the sum of those times."""
+    total_ms = 0.0
+    tensor = dag.preprocess(sample[np.newaxis])
+    for segment in dag.segments():
+        if segment.run is not None:
+            run, inputs = segment.run, tensor
+            total_ms += time_per_call_ms(lambda run=run, inputs=inputs: run(inputs))  # type: ignore[misc]
+            tensor = segment.run(tensor)
+        for head in segment.heads:
+            run, inputs = head.run, tensor
+            total_ms += time_per_call_ms(lambda run=run, inputs=inputs: run(inputs))  # type: ignore[misc]
+    return 1000.0 / total_ms
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--input-size", type=int, default=224)
+    parser.add_argument("--alpha", type=float, default=1.0)
+    parser.add_argument("--frames", type=int, default=30)
+    parser.add_argument("--apps", default="1,2,4,8")
+    parser.add_argument("--engines", default="keras,openvino")
+    arguments = parser.parse_args()
+
+    from mainstream.bases import (
+        BaseConfig,
+        cut_output_shape,
+        discover_cut_points,
+        preprocess,
+        weights_fingerprint,
+    )
+
+    config = BaseConfig("mobilenet_v1", input_size=arguments.input_size, alpha=arguments.alpha)
+    images = np.random.default_rng(0).integers(
+        0, 255, (arguments.frames, config.input_size, config.input_size, 3), dtype=np.uint8
+    )
+    base = calibrated_base(config, images)
+    fingerprint = weights_fingerprint(base)
+    order = discover_cut_points(base)
+    engines = [
+        name for name in arguments.engines.split(",") if name != "openvino" or openvino_available()
+    ]
+    app_counts = [int(count) for count in arguments.apps.split(",")]
+
+    print(
+        f"MobileNet v1 alpha {config.alpha} at {config.input_size} px, {arguments.frames} frames per run"
+    )
+    rows = []
+    for engine in engines:
+        profile = measure_profile(config, engine, base_model=base, repeats=9)  # type: ignore[arg-type]
+        for apps in app_counts:
+            strategies = {
+                "no-sharing": ["input"] * apps,
+                "max-sharing": [order[-1]] * apps,
+                "mainstream": planned_cuts(profile, apps, seed=apps),
+            }
+            fps_by_strategy: dict[str, float] = {}
+            for strategy, cuts in strategies.items():
+                heads = [
+                    HeadSpec(f"app{i}", cut, 10.0, 1, head_at(base, cut, i), fingerprint)
+                    for i, cut in enumerate(cuts)
+                ]
+                dag = build_camera_dag(
+                    "bench",
+                    10.0,
+                    heads,
+                    base,
+                    fingerprint,
+                    order,
+                    segment_model,
+                    cut_output_shape,
+                    lambda model, engine=engine: compile_model(model, engine),  # type: ignore[misc]
+                    lambda batch: preprocess(config, batch),
+                )
+                measured = run_dag(dag, images)
+                ideal = ideal_fps(dag, images[0])
+                fps_by_strategy[strategy] = measured
+                rows.append(
+                    (
+                        engine,
+                        apps,
+                        strategy,
+                        measured,
+                        ideal,
+                        measured / ideal,
+                        rss_mib(),
+                        sorted(set(cuts)),
+                    )
+                )
+            for row in rows[-3:]:
+                speedup = row[3] / fps_by_strategy["no-sharing"]
+                print(
+                    f"{row[0]:<9} apps={row[1]:<2} {row[2]:<12} fps {row[3]:7.1f}  ideal {row[4]:7.1f}  "
+                    f"ratio {row[5]:4.2f}  vs no-sharing {speedup:5.2f}x  rss {row[6]:6.0f} MiB  cuts {row[7]}",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+"""The one entry point that turns a scheduling problem into a plan (DESIGN §4).
+
+`make_plan` builds every app's option table, searches for the best schedule and reports it
+together with the two baselines, planned with the same event model, budget and solver:
+No-Sharing (each app's most accurate candidate run end to end, nothing shared) and
+Max-Sharing (every app on its deepest cut point, only the head specialised).
+
+`evaluate_assignment` prices and scores a schedule given from outside, so that re-planning and
+replay can compare the model's prediction with what was measured.
+
+An app's `cost` in a plan is its share of the total: its own branch, plus an even part of
+every stem and decode computation it consumes (each analysed frame of a shared segment is
+split evenly among the apps that analyse it). The shares add up to `total_cost`.
+
+Pure logic: no I/O.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Literal
+
+from mainstream.errors import InfeasibleError, InvalidParameterError
+from scheduler.cost_model import Placement, schedule_cost
+from scheduler.event_model import EventParams, event_quality
+from scheduler.greedy import greedy_choice
+from scheduler.options import (
+    Option,
+    SearchSpace,
+    Sharing,
+    build_option_tables,
+    build_search_space,
+)
+from scheduler.problem import AppPlan, BaselinePlan, Objective, Plan, Problem
+from scheduler.search import (
+    Solution,
+    make_solution,
+    min_cost_choice,
+    search_arrays,
+    solve_exact,
+    solve_milp,
+)
+
+Solver = Literal["exact", "greedy", "milp"]
+SOLVERS: tuple[Solver, ...] = ("exact", "greedy", "milp")
+
+
+def make_plan(
+    problem: Problem, solver: Solver = "exact", with_baselines: bool = True
+) -> Plan:
+    """Plan `problem`: the best schedule found by `solver`, with the baselines if asked.
+
+    Raises InfeasibleError, with the minimum cost needed, when no schedule fits the budget.
+    A baseline that does not fit is reported with feasible=False and value 0.
+    """
+    if solver not in SOLVERS:
+        raise InvalidParameterError("solver", solver, f"one of {SOLVERS}")
+    started = time.perf_counter()
+    space = build_search_space(problem, build_option_tables(problem, "shared"))
+    solution = _solve(space, problem.objective, solver)
+    if solution is None:
+        raise InfeasibleError(_infeasible_message(problem, space))
+    apps, total_cost = _app_plans(problem, space, solution, shared=True)
+    plan = Plan(
+        objective=problem.objective,
+        value=solution.value(problem.objective),
+        budget=problem.budget,
+        total_cost=total_cost,
+        solver=solver,
+        solve_time_s=time.perf_counter() - started,
+        apps=apps,
+    )
+    if with_baselines:
+        plan.baselines = {
+            "max_sharing": _baseline(problem, "max_sharing", solver),
+            "no_sharing": _baseline(problem, "no_sharing", solver),
+        }
+    return plan
+
+
+def _solve(space: SearchSpace, objective: Objective, solver: Solver) -> Solution | None:
+    if solver == "milp":
+        return solve_milp(space, objective)
+    choice = greedy_choice(search_arrays(space), objective)
+    if choice is None:
+        return None
+    if solver == "greedy":
+        return make_solution(space, choice)
+    return solve_exact(space, objective, incumbent=choice)
+
+
+def _baseline(problem: Problem, sharing: Sharing, solver: Solver) -> BaselinePlan:
+    space = build_search_space(problem, build_option_tables(problem, sharing))
+    solution = _solve(space, problem.objective, solver)
+    if solution is None:
+        return BaselinePlan(value=0.0, feasible=False)
+    apps, total_cost = _app_plans(problem, space, solution, shared=sharing != "no_sharing")
+    return BaselinePlan(
+        value=solution.value(problem.objective), total_cost=total_cost, apps=apps
+    )
+
+
+def _infeasible_message(problem: Problem, space: SearchSpace) -> str:
+    arrays = search_arrays(space)
+    cheapest = min_cost_choice(arrays, arrays.valid)
+    needed = f"{cheapest[0]:.6g}" if cheapest is not None else "unknown"
+    unit = problem.all_profiles()[0].cost_unit
+    return (
+        f"no schedule fits the budget of {problem.budget:g} {unit}/s: even the cheapest "
+        f"schedule (every app at its cheapest option, sharing all it can) costs {needed} "
+        f"{unit}/s; raise the budget to at least that or remove apps"
+    )
+
+
+def _app_plans(
+    problem: Problem, space: SearchSpace, solution: Solution, shared: bool
+) -> tuple[list[AppPlan], float]:
+    options = [space.option(app, position) for app, position in enumerate(solution.choice)]
+    return _describe(problem, options, shared)
+
+
+def _describe(
+    problem: Problem, options: list[Option], shared: bool
+) -> tuple[list[AppPlan], float]:
+    """AppPlans for one option per app (problem order) and the schedule's total cost."""
+    placements = {
+        app.name: Placement(
+            camera=app.camera,
+            base_model=app.base_model or "",
+            stem_depth=option.stem_depth,
+            fps=option.fps,
+            shared=shared,
+        )
+        for app, option in zip(problem.apps, options, strict=True)
+    }
+    breakdown = schedule_cost(problem, placements)
+    apps = [
+        AppPlan(
+            name=app.name,
+            camera=app.camera,
+            base_model=app.base_model or "",
+            cut_point=option.cut_point,
+            fps=option.fps,
+            x_vote=option.x_vote,
+            recall=option.recall,
+            precision=option.precision,
+            f1=option.f1,
+            cost=breakdown.app_shares[app.name],
+        )
+        for app, option in zip(problem.apps, options, strict=True)
+    ]
+    return apps, breakdown.total
+
+
+def evaluate_assignment(
+    problem: Problem, assignment: Mapping[str, tuple[str, float, int]]
+) -> Plan:
+    """Predicted cost and F1 of a given schedule: {app name: (cut_point, fps, x_vote)}.
+
+    Every app of the problem must be assigned, to one of its candidates' cut points, a rate in
+    (0, camera_fps] (not necessarily one of `fps_options`) and a vote >= 1. The result is a
+    Plan with solver "given"; it fits the budget iff `cost_model.fits(total_cost, budget)`.
+    """
+    names = {app.name for app in problem.apps}
+    unknown = sorted(set(assignment) - names)
+    if unknown:
+        raise InvalidParameterError("assignment", unknown, f"names of the problem's apps {sorted(names)}")
+    missing = sorted(names - set(assignment))
+    if missing:
+        raise InvalidParameterError("assignment", missing, "an entry for every app (these have none)")
+
+    options = []
+    for app in problem.apps:
+        cut_point, fps, x_vote = assignment[app.name]
+        candidate = next((c for c in app.candidates if c.cut_point == cut_point), None)
+        if candidate is None:
+            raise InvalidParameterError(
+                f"assignment[{app.name!r}].cut_point",
+                cut_point,
+                f"one of the app's candidate cut points {[c.cut_point for c in app.candidates]}",
+            )
+        quality = event_quality(
+            EventParams(
+                camera_fps=problem.camera_fps,
+                analysis_fps=fps,
+                event_length_s=app.event_length_s,
+                event_frequency=app.event_frequency,
+                correlation=app.correlation,
+                recall=candidate.recall,
+                false_positive_rate=candidate.false_positive_rate,
+                x_vote=x_vote,
+            )
+        )
+        profile = problem.profile_for(app.base_model or "")
+        depth = profile.index_of(cut_point)
+        options.append(
+            Option(
+                cut_index=depth,
+                cut_point=cut_point,
+                stem_depth=depth,
+                fps=float(fps),
+                x_vote=int(x_vote),
+                recall=quality.recall,
+                precision=quality.precision,
+                f1=quality.f1,
+                branch_cost=0.0,  # priced by the cost model below
+            )
+        )
+    apps, total_cost = _describe(problem, options, shared=True)
+    total_weight = sum(app.weight for app in problem.apps)
+    mean_f1 = sum(app.weight * plan.f1 for app, plan in zip(problem.apps, apps, strict=True))
+    value = (
+        mean_f1 / total_weight
+        if problem.objective == "mean_f1"
+        else min(plan.f1 for plan in apps)
+    )
+    return Plan(
+        objective=problem.objective,
+        value=value,
+        budget=problem.budget,
+        total_cost=total_cost,
+        solver="given",
+        solve_time_s=0.0,
+        apps=apps,
+    )

@@ -1,0 +1,942 @@
+"""Exact search for the best schedule (DESIGN §3-4).
+
+The problem: every app picks one of its options (cut point, rate, vote); stem segments run at
+the highest rate of the apps below them; the total cost must fit the budget. Objectives:
+`mean_f1` (weighted mean of the apps' F1) or `min_f1` (the worst app's F1, ties broken by the
+mean).
+
+Solvers:
+- `solve_milp`: a mixed-integer program for scipy's HiGHS; slow but independent, kept as the
+  reference the tests compare against.
+
+Pure logic: numpy/scipy only, no I/O.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import Bounds, LinearConstraint, milp
+from scipy.sparse import coo_matrix
+
+from scheduler.cost_model import budget_limit
+from scheduler.options import SearchSpace
+from scheduler.problem import Objective
+
+
+@dataclass
+class Solution:
+    """One option per app (position among its kept options) and what it achieves."""
+
+    choice: list[int]
+    cost: float
+    mean_f1: float  # weighted by app weight
+    min_f1: float
+    stats: dict[str, float] = field(default_factory=dict)
+
+    def value(self, objective: Objective) -> float:
+        return self.mean_f1 if objective == "mean_f1" else self.min_f1
+
+
+def segment_levels(space: SearchSpace) -> list[np.ndarray]:
+    """Rates each segment may usefully run at: 0 and the rates of options below it."""
+    below: list[set[float]] = [set() for _ in space.segments]
+    for segments, rates in zip(space.segment_of, space.rate, strict=True):
+        for segment, rate in zip(segments.tolist(), rates.tolist(), strict=True):
+            while segment >= 0:
+                below[segment].add(rate)
+                segment = space.segments[segment].parent
+    return [np.array(sorted(levels | {0.0})) for levels in below]
+
+
+def schedule_cost_of(space: SearchSpace, choice: list[int]) -> float:
+    """Total cost of a choice: branches plus every segment at the highest rate below it."""
+    running = np.zeros(len(space.segments))
+    branches = 0.0
+    for app, position in enumerate(choice):
+        branches += float(space.cost[app][position])
+        rate = float(space.rate[app][position])
+        segment = int(space.segment_of[app][position])
+        while segment >= 0 and running[segment] < rate:
+            running[segment] = rate
+            segment = space.segments[segment].parent
+    weights = np.array([segment.cost_per_frame for segment in space.segments])
+    return branches + float(weights @ running)
+
+
+def make_solution(space: SearchSpace, choice: list[int], **stats: float) -> Solution:
+    f1 = [float(space.f1[app][position]) for app, position in enumerate(choice)]
+    score = sum(float(space.score[app][position]) for app, position in enumerate(choice))
+    return Solution(
+        choice=list(choice),
+        cost=schedule_cost_of(space, choice),
+        mean_f1=score,
+        min_f1=min(f1),
+        stats=dict(stats),
+    )
+
+
+
+# --------------------------------------------------------------------------------------------
+# Padded arrays: one row per app, one column per kept option.
+# --------------------------------------------------------------------------------------------
+
+PRUNE_EPS = 1e-12
+"""A branch is dropped when its bound does not beat the incumbent by more than this."""
+
+
+@dataclass(frozen=True)
+class SearchArrays:
+    """The search space as padded matrices, with the stem forest reduced to costly segments.
+
+    Segments that cost nothing (no decode cost, equal cumulative costs) are merged into the
+    segment above them: an option's `segment` is the nearest costly segment it needs, or -1
+    when it needs none. Padding columns have rate +inf, score -inf and are not `valid`.
+    """
+
+    segment: np.ndarray  # (apps, width) int
+    rate: np.ndarray  # (apps, width)
+    level: np.ndarray  # (apps, width) int: index of the rate in `levels`
+    score: np.ndarray  # (apps, width)
+    f1: np.ndarray  # (apps, width)
+    cost: np.ndarray  # (apps, width)
+    valid: np.ndarray  # (apps, width) bool
+    weight: np.ndarray  # (segments,) cost per frame of each costly segment
+    parent: np.ndarray  # (segments,) int, -1 for a root
+    children: list[list[int]]
+    levels: np.ndarray  # every rate any option uses, with 0, ascending
+    limit: float  # the largest total cost that fits the budget
+    # needs[t, s]: an option on segment t needs segment s (s is t or above it). One extra
+    # last row, all False, is what segment -1 reads.
+    needs: np.ndarray
+
+    @property
+    def num_apps(self) -> int:
+        return int(self.rate.shape[0])
+
+    @property
+    def num_segments(self) -> int:
+        return int(self.weight.shape[0])
+
+    def ancestors(self, segment: int) -> list[int]:
+        chain = []
+        while segment >= 0:
+            chain.append(segment)
+            segment = int(self.parent[segment])
+        return chain
+
+    def post_order(self) -> list[int]:
+        """Every segment after all segments below it."""
+        order: list[int] = []
+
+        def visit(segment: int) -> None:
+            for child in self.children[segment]:
+                visit(child)
+            order.append(segment)
+
+        for root in np.nonzero(self.parent < 0)[0].tolist():
+            visit(root)
+        return order
+
+    def stem_rates(self, choice: list[int]) -> np.ndarray:
+        """The rate each segment must run at for a choice: the highest below it."""
+        rows = np.arange(self.num_apps)
+        demand = self.rate[rows, choice][:, None] * self.needs[self.segment[rows, choice]]
+        return demand.max(axis=0, initial=0.0)
+
+    def total_cost(self, choice: list[int]) -> float:
+        branches = sum(float(self.cost[app, position]) for app, position in enumerate(choice))
+        return branches + float(self.weight @ self.stem_rates(choice))
+
+    def admissible(self, sigma: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+        """Options that run within the stem rates `sigma` (-1 segments need nothing)."""
+        padded = np.append(sigma, np.inf)  # segment -1 reads the +inf at the end
+        return allowed & (self.rate <= padded[self.segment])
+
+
+def search_arrays(space: SearchSpace) -> SearchArrays:
+    costly = [segment.cost_per_frame > 0 for segment in space.segments]
+    # Map every original segment to the nearest costly one at or above it (-1: none).
+    nearest: list[int] = []
+    for index, segment in enumerate(space.segments):
+        if costly[index]:
+            nearest.append(index)
+        else:
+            nearest.append(nearest[segment.parent] if segment.parent >= 0 else -1)
+    kept_segments = [index for index, flag in enumerate(costly) if flag]
+    renumber = {old: new for new, old in enumerate(kept_segments)}
+    renumber[-1] = -1
+    parent = np.array(
+        [
+            renumber[nearest[space.segments[old].parent]] if space.segments[old].parent >= 0 else -1
+            for old in kept_segments
+        ],
+        dtype=np.int64,
+    )
+    weight = np.array([space.segments[old].cost_per_frame for old in kept_segments])
+    children: list[list[int]] = [[] for _ in kept_segments]
+    for child, above in enumerate(parent.tolist()):
+        if above >= 0:
+            children[above].append(child)
+
+    apps = space.num_apps
+    width = max(len(rates) for rates in space.rate)
+    levels = np.array(sorted({0.0} | {float(r) for rates in space.rate for r in rates}))
+    segment = np.full((apps, width), -1, dtype=np.int64)
+    rate = np.full((apps, width), np.inf)
+    score = np.full((apps, width), -np.inf)
+    f1 = np.full((apps, width), -np.inf)
+    cost = np.full((apps, width), np.inf)
+    for app in range(apps):
+        count = len(space.rate[app])
+        segment[app, :count] = [renumber[nearest[s]] for s in space.segment_of[app].tolist()]
+        rate[app, :count] = space.rate[app]
+        score[app, :count] = space.score[app]
+        f1[app, :count] = space.f1[app]
+        cost[app, :count] = space.cost[app]
+    # Options of one app that share a costly segment and a rate cost exactly the same (their
+    # cut points differ only by free layers): keep the best of them.
+    for app in range(apps):
+        best_at: dict[tuple[int, float], int] = {}
+        for column in range(len(space.rate[app])):
+            key = (int(segment[app, column]), float(rate[app, column]))
+            if key not in best_at or score[app, column] > score[app, best_at[key]]:
+                best_at[key] = column
+        for column in set(range(len(space.rate[app]))) - set(best_at.values()):
+            segment[app, column], rate[app, column] = -1, np.inf
+            score[app, column] = f1[app, column] = -np.inf
+            cost[app, column] = np.inf
+    valid = np.isfinite(rate)
+    level = np.zeros((apps, width), dtype=np.int64)
+    level[valid] = np.searchsorted(levels, rate[valid])
+    needs = np.zeros((len(kept_segments) + 1, len(kept_segments)), dtype=bool)
+    for index in range(len(kept_segments)):
+        above = index
+        while above >= 0:
+            needs[index, above] = True
+            above = int(parent[above])
+    return SearchArrays(
+        segment=segment,
+        rate=rate,
+        level=level,
+        score=score,
+        f1=f1,
+        cost=cost,
+        valid=valid,
+        weight=weight,
+        parent=parent,
+        children=children,
+        levels=levels,
+        limit=budget_limit(space.budget),
+        needs=needs,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Minimum cost with a floor on every app's F1: an exact dynamic programme over the stem.
+# --------------------------------------------------------------------------------------------
+
+
+def min_cost_choice(arrays: SearchArrays, allowed: np.ndarray) -> tuple[float, list[int]] | None:
+    """The cheapest schedule using only `allowed` options; None if some app has none.
+
+    For the cheapest schedule each app only ever needs, per segment, its slowest allowed
+    option there; and an option is useless when a deeper one is no faster (the deeper one
+    never costs more). What is left of an app is a chain whose rates rise with depth, so
+    under any stem rates the options an app can use are a prefix of its chain: its cost is
+    its first option's branch minus the savings of each further option the stem admits. That
+    makes the total a sum over segments of terms in the segment's own rate, minimised
+    exactly by a dynamic programme over the stem forest with rates falling with depth.
+    """
+    apps, num_levels = arrays.num_apps, len(arrays.levels)
+    segments = arrays.num_segments
+    if not allowed.any(axis=1).all():
+        return None
+    per_level = np.zeros((segments + 1, num_levels))  # last row: segment -1 (needs nothing)
+    required = np.zeros(segments + 1, dtype=np.int64)
+    base_cost = 0.0
+    chains: list[list[tuple[int, int, float]]] = []  # per app: (segment, level, saving) ...
+    firsts: list[tuple[int, float]] = []
+    for app in range(apps):
+        columns = np.nonzero(allowed[app])[0]
+        # Slowest allowed option per segment (ties: cheapest).
+        slowest: dict[int, int] = {}
+        for column in columns[np.lexsort((arrays.cost[app, columns], arrays.rate[app, columns]))]:
+            slowest.setdefault(int(arrays.segment[app, column]), int(column))
+        deepest = max(slowest)
+        path = np.nonzero(arrays.needs[deepest])[0].tolist() if deepest >= 0 else []
+        ordered = [slowest[s] for s in [-1, *path] if s in slowest]
+        # Drop options that a deeper, no faster option makes useless.
+        chain: list[int] = []
+        for column in reversed(ordered):
+            if not chain or arrays.rate[app, column] < arrays.rate[app, chain[-1]]:
+                chain.append(column)
+        chain.reverse()
+        first = chain[0]
+        base_cost += float(arrays.cost[app, first])
+        first_segment = int(arrays.segment[app, first])
+        required[first_segment] = max(required[first_segment], int(arrays.level[app, first]))
+        best_so_far = float(arrays.cost[app, first])
+        links = []
+        for column in chain[1:]:
+            saving = max(0.0, best_so_far - float(arrays.cost[app, column]))
+            best_so_far = min(best_so_far, float(arrays.cost[app, column]))
+            links.append((int(arrays.segment[app, column]), int(arrays.level[app, column]), saving))
+            per_level[int(arrays.segment[app, column]), int(arrays.level[app, column])] -= saving
+        chains.append(links)
+        firsts.append((first, float(arrays.cost[app, first])))
+    per_level = np.cumsum(per_level, axis=1)
+    per_level[:segments] += arrays.weight[:, None] * arrays.levels[None, :]
+    for segment in range(segments):
+        per_level[segment, : required[segment]] = np.inf
+
+    # Tree DP: best[s, l] = cost of s's subtree with s at level l; children at most l.
+    best = per_level[:segments].copy()
+    for segment in arrays.post_order():
+        for child in arrays.children[segment]:
+            best[segment] += np.minimum.accumulate(best[child])
+    sigma_level = np.zeros(segments, dtype=np.int64)
+    total = base_cost + float(per_level[segments, -1])
+    for root in np.nonzero(arrays.parent < 0)[0].tolist():
+        stack = [(root, num_levels - 1)]
+        while stack:
+            segment, ceiling = stack.pop()
+            chosen = int(np.argmin(best[segment, : ceiling + 1]))
+            sigma_level[segment] = chosen
+            if segment == root:
+                total += float(best[segment, chosen])
+            stack.extend((child, chosen) for child in arrays.children[segment])
+    if not np.isfinite(total):
+        return None
+    sigma = arrays.levels[sigma_level]
+    usable = arrays.admissible(sigma, allowed)
+    cost = np.where(usable, arrays.cost, np.inf)
+    choice = [int(np.argmin(cost[app])) for app in range(apps)]
+    return arrays.total_cost(choice), choice
+
+
+# --------------------------------------------------------------------------------------------
+# Multiple-choice knapsack for fixed stem rates: exact, by merging Pareto frontiers.
+# --------------------------------------------------------------------------------------------
+
+
+def _lagrangian_grid(center: float, steps: int = 13, spread: float = 4.0) -> np.ndarray:
+    return center * np.power(2.0, np.linspace(-spread / 2, spread / 2, steps))
+
+
+def _knapsack(
+    arrays: SearchArrays,
+    admissible: np.ndarray,
+    capacity: float,
+    floor: float,
+    multiplier: float,
+) -> tuple[float, list[int]] | None:
+    """Best total score with one admissible option per app and branch cost <= capacity.
+
+    Returns (score, choice) only if the score beats `floor`; None otherwise. Apps are merged
+    one by one into a Pareto frontier of (cost, score) partial choices; a partial choice is
+    dropped as soon as a Lagrangian bound on what the remaining apps can add cannot beat the
+    best complete choice known. `multiplier` centres the grid of Lagrange multipliers.
+    """
+    apps = arrays.num_apps
+    rows = np.arange(apps)
+    costs_all = np.where(admissible, arrays.cost, np.inf)
+    min_costs = costs_all.min(axis=1)
+    if not np.isfinite(min_costs).all() or min_costs.sum() > capacity:
+        return None
+
+    # Lagrangian bound of apps k.. with capacity r: min over lambda of lambda*r + S_k(lambda).
+    multipliers = np.concatenate(([0.0], _lagrangian_grid(max(multiplier, 1e-12), 9, 6.0)))
+    gains = np.where(admissible, arrays.score, -np.inf)[None] - multipliers[:, None, None] * (
+        np.where(admissible, arrays.cost, 0.0)[None]
+    )
+    best_terms = gains.max(axis=2)  # (multipliers, apps)
+    suffix_terms = np.concatenate(
+        (np.cumsum(best_terms[:, ::-1], axis=1)[:, ::-1], np.zeros((len(multipliers), 1))), axis=1
+    )
+    suffix_min_cost = np.concatenate((np.cumsum(min_costs[::-1])[::-1], [0.0]))
+
+    def upper_bound(k: int, room: np.ndarray) -> np.ndarray:
+        bound = np.min(multipliers[:, None] * room[None, :] + suffix_terms[:, k : k + 1], axis=0)
+        return np.where(room >= suffix_min_cost[k] - 1e-12, bound, -np.inf)
+
+    if float(upper_bound(0, np.array([capacity]))[0]) <= floor + PRUNE_EPS:
+        return None
+
+    # Each app's admissible options that are Pareto-optimal in (cost, score), by cost.
+    items: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for app in range(apps):
+        columns = np.nonzero(admissible[app])[0]
+        costs, scores = arrays.cost[app, columns], arrays.score[app, columns]
+        order = np.lexsort((-scores, costs))
+        costs, scores, columns = costs[order], scores[order], columns[order]
+        previous_best = np.maximum.accumulate(np.concatenate(([-np.inf], scores[:-1])))
+        keep = scores > previous_best
+        items.append((costs[keep], scores[keep], columns[keep]))
+    min_scores = np.array([scores[0] for _, scores, _ in items])
+    suffix_min_score = np.concatenate((np.cumsum(min_scores[::-1])[::-1], [0.0]))
+
+    # Incumbent: the best Lagrangian choice that fits, or every app at its cheapest.
+    incumbent_value = float(min_scores.sum())
+    incumbent = [int(columns[0]) for _, _, columns in items]
+    picks = gains.argmax(axis=2)  # (multipliers, apps)
+    pick_costs = arrays.cost[rows[None, :], picks].sum(axis=1)
+    pick_scores = arrays.score[rows[None, :], picks].sum(axis=1)
+    fitting = np.nonzero(pick_costs <= capacity)[0]
+    if len(fitting) and pick_scores[fitting].max() > incumbent_value:
+        best_pick = int(fitting[np.argmax(pick_scores[fitting])])
+        incumbent_value = float(pick_scores[best_pick])
+        incumbent = [int(column) for column in picks[best_pick]]
+    best_value = max(floor, incumbent_value)
+
+    frontier_cost = np.zeros(1)
+    frontier_score = np.zeros(1)
+    history: list[tuple[np.ndarray, np.ndarray]] = []  # per app: (parent index, item index)
+    for k, (costs, scores, _) in enumerate(items):
+        cand_cost = (frontier_cost[:, None] + costs[None, :]).ravel()
+        cand_score = (frontier_score[:, None] + scores[None, :]).ravel()
+        room = capacity - cand_cost
+        keep = room >= suffix_min_cost[k + 1] - 1e-12
+        keep &= cand_score + upper_bound(k + 1, room) > best_value + PRUNE_EPS
+        indices = np.nonzero(keep)[0]
+        if len(indices) == 0:
+            break
+        cand_cost, cand_score = cand_cost[indices], cand_score[indices]
+        # A partial choice completed with every later app's cheapest option fits: use it.
+        completed = cand_score + suffix_min_score[k + 1]
+        top = int(np.argmax(completed))
+        if completed[top] > best_value + PRUNE_EPS:
+            best_value = float(completed[top])
+            tail = [int(columns[0]) for _, _, columns in items[k + 1 :]]
+            incumbent = _backtrack(history, items, int(indices[top]), len(costs), k) + tail
+            incumbent_value = best_value
+        order = np.lexsort((-cand_score, cand_cost))
+        sorted_score = cand_score[order]
+        previous_best = np.maximum.accumulate(np.concatenate(([-np.inf], sorted_score[:-1])))
+        pareto = order[sorted_score > previous_best]
+        chosen = indices[pareto]
+        history.append((chosen // len(costs), chosen % len(costs)))
+        frontier_cost, frontier_score = cand_cost[pareto], cand_score[pareto]
+
+    if incumbent_value <= floor + PRUNE_EPS:
+        return None
+    return incumbent_value, incumbent
+
+
+def _backtrack(
+    history: list[tuple[np.ndarray, np.ndarray]],
+    items: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    flat_index: int,
+    width: int,
+    stage: int,
+) -> list[int]:
+    """Columns chosen for apps 0..stage by the candidate `flat_index` of merge `stage`."""
+    parent, item = flat_index // width, flat_index % width
+    picks = [int(items[stage][2][item])]
+    for k in range(stage - 1, -1, -1):
+        parents, chosen_items = history[k]
+        picks.append(int(items[k][2][chosen_items[parent]]))
+        parent = int(parents[parent])
+    return picks[::-1]
+
+# --------------------------------------------------------------------------------------------
+# Branch and bound over the stem rates.
+# --------------------------------------------------------------------------------------------
+
+
+class _StemSearch:
+    """Depth-first branch and bound over the rate of every costly stem segment.
+
+    Segments are fixed deepest first (post-order), so a fixed segment's rate is a lower bound
+    for every segment above it: the bound of a node already pays those segments at that rate.
+    The bound of a node is a Lagrangian relaxation of the budget with:
+    options on fixed segments limited to the fixed rate, options on unfixed segments free,
+    and the stem paid at the lower bounds. Once every segment is fixed, what is left is a
+    multiple-choice knapsack, solved exactly by `_knapsack`.
+    """
+
+    def __init__(
+        self,
+        arrays: SearchArrays,
+        allowed: np.ndarray,
+        incumbent: tuple[float, list[int]] | None,
+    ) -> None:
+        self.arrays = arrays
+        self.allowed = allowed & arrays.valid
+        self.order = arrays.post_order()
+        self.best_value = incumbent[0] if incumbent else -np.inf
+        self.best_choice = incumbent[1] if incumbent else None
+        self.nodes = 0
+        self.leaves = 0
+        segments = arrays.num_segments
+        self.is_ancestor = arrays.needs[:segments].copy()  # [s, u]: u strictly above s
+        self.is_ancestor[np.arange(segments), np.arange(segments)] = False
+        # Levels worth trying per segment: 0 and the rates of allowed options below it.
+        self.useful = np.zeros((segments, len(arrays.levels)), dtype=bool)
+        self.useful[:, 0] = True
+        apps, columns = np.nonzero(self.allowed)
+        below = arrays.needs[arrays.segment[apps, columns]]  # (options, segments)
+        for segment in range(segments):
+            self.useful[segment, arrays.level[apps, columns][below[:, segment]]] = True
+        self.score_allowed = np.where(self.allowed, arrays.score, -np.inf)
+        # The root (a camera's decode segment, or the top of a stem) of every segment's tree,
+        # and each app's tree (-1: the app needs no costly segment at all).
+        self.tree_of = np.array(
+            [int(np.nonzero(arrays.needs[segment])[0][0]) for segment in range(segments)] + [-1],
+            dtype=np.int64,
+        )
+        self.app_tree = np.max(np.where(arrays.valid, self.tree_of[arrays.segment], -1), axis=1)
+        self.cost_allowed = np.where(self.allowed, arrays.cost, 0.0)
+
+    def run(self) -> tuple[float, list[int]] | None:
+        arrays = self.arrays
+        multiplier = self._root_multiplier()
+        if arrays.num_segments == 0:
+            self._leaf(np.zeros(0), multiplier)
+        else:
+            segments = arrays.num_segments
+            self._expand(
+                0,
+                sigma=np.zeros(segments),
+                fixed=np.zeros(segments, dtype=bool),
+                lower=np.zeros(segments),
+                multiplier=multiplier,
+            )
+        if self.best_choice is None:
+            return None
+        return self.best_value, self.best_choice
+
+    def _root_multiplier(self) -> float:
+        """A Lagrange multiplier for the budget that roughly minimises the root bound."""
+        arrays = self.arrays
+        cost_scale = max(arrays.limit, 1e-12)
+        grid = np.geomspace(1e-6, 1e3, 64) / cost_scale
+        scores = np.where(self.allowed, arrays.score, -np.inf)
+        costs = np.where(self.allowed, arrays.cost, 0.0)
+        values = grid * arrays.limit + np.array(
+            [np.max(scores - lam * costs, axis=1).sum() for lam in grid]
+        )
+        return float(grid[int(np.argmin(values))])
+
+    def _expand(
+        self,
+        position: int,
+        sigma: np.ndarray,
+        fixed: np.ndarray,
+        lower: np.ndarray,
+        multiplier: float,
+    ) -> None:
+        arrays = self.arrays
+        self.nodes += 1
+        if self._stem_bound(sigma, fixed, lower, multiplier) <= self.best_value + PRUNE_EPS:
+            return
+        if self._no_step_can_win(sigma, fixed, lower, multiplier):
+            self._leaf(self._without_steps(sigma, fixed), multiplier)
+            return
+        segment = self.order[position]
+        levels = arrays.levels
+        # Candidate rates for this segment: useful ones at or above what the segments below need.
+        floor_level = int(np.searchsorted(levels, lower[segment] - 1e-12))
+        candidates = np.nonzero(self.useful[segment])[0]
+        candidates = np.union1d(candidates[candidates >= floor_level], [floor_level])
+
+        # Stem already paid (fixed segments) and owed at least (lower bounds of the others).
+        unfixed = ~fixed
+        unfixed[segment] = False
+        ancestors = self.is_ancestor[segment]
+        fixed_cost = float(arrays.weight[fixed] @ sigma[fixed])
+        others_cost = float(arrays.weight[unfixed & ~ancestors] @ lower[unfixed & ~ancestors])
+        rates = levels[candidates]
+        above = unfixed & ancestors
+        above_cost = np.maximum(lower[above][None, :], rates[:, None]) @ arrays.weight[above]
+        capacity = (
+            arrays.limit - fixed_cost - others_cost - arrays.weight[segment] * rates - above_cost
+        )
+
+        # Options elsewhere are admissible as the node stands; options on this segment by rate.
+        padded_sigma = np.append(np.where(fixed, sigma, np.inf), np.inf)
+        on_segment = self.allowed & (arrays.segment == segment)
+        elsewhere = self.allowed & ~on_segment & (arrays.rate <= padded_sigma[arrays.segment])
+        grid = _lagrangian_grid(multiplier, 9, 4.0)
+        lam = grid[:, None, None]
+        score_elsewhere = np.where(elsewhere, self.score_allowed, -np.inf)
+        best_elsewhere = np.max(score_elsewhere[None] - lam * self.cost_allowed[None], axis=2)
+        exact = np.full((len(grid), arrays.num_apps, len(levels)), -np.inf)
+        apps, columns = np.nonzero(on_segment)
+        exact[:, apps, arrays.level[apps, columns]] = (
+            arrays.score[apps, columns][None, :] - grid[:, None] * arrays.cost[apps, columns][None, :]
+        )
+        by_level = np.maximum.accumulate(exact, axis=2)[:, :, candidates]
+        exact = exact[:, :, candidates]
+        per_app = np.maximum(best_elsewhere[:, :, None], by_level)  # (grid, apps, candidates)
+        bounds_by_lam = per_app.sum(axis=1) + grid[:, None] * capacity[None, :]
+        # A segment set faster than every segment below it is only worth it if some app runs
+        # right there at exactly that rate; otherwise a slower setting does the same for less.
+        # So one app must take that option: charge the cheapest such switch.
+        step = rates > lower[segment] + 1e-12
+        switch_loss = np.min(
+            np.where(np.isfinite(exact), per_app - np.where(np.isfinite(exact), exact, 0.0), np.inf),
+            axis=1,
+        )  # (grid, candidates)
+        bounds_by_lam[:, step] -= switch_loss[:, step]
+        best_lam = np.argmin(bounds_by_lam, axis=0)
+        bounds = bounds_by_lam[best_lam, np.arange(len(candidates))]
+
+        # The cheapest each app can be must fit too (with the witness of a step).
+        cheapest_elsewhere = np.min(np.where(elsewhere, arrays.cost, np.inf), axis=1)
+        exact_cost = np.full((arrays.num_apps, len(levels)), np.inf)
+        exact_cost[apps, arrays.level[apps, columns]] = arrays.cost[apps, columns]
+        cost_by_level = np.minimum.accumulate(exact_cost, axis=1)[:, candidates]
+        per_app_cost = np.minimum(cheapest_elsewhere[:, None], cost_by_level)
+        cheapest = per_app_cost.sum(axis=0)
+        exact_at = exact_cost[:, candidates]
+        extra = np.min(
+            np.where(np.isfinite(exact_at), exact_at - np.where(np.isfinite(per_app_cost), per_app_cost, 0.0), np.inf),
+            axis=0,
+        )
+        cheapest[step] += extra[step]
+        feasible = (cheapest <= capacity + 1e-12) & np.isfinite(bounds)
+
+        for index in np.argsort(-bounds):
+            if not feasible[index] or bounds[index] <= self.best_value + PRUNE_EPS:
+                continue
+            rate = float(rates[index])
+            child_sigma = sigma.copy()
+            child_sigma[segment] = rate
+            child_fixed = fixed.copy()
+            child_fixed[segment] = True
+            child_lower = lower.copy()
+            child_lower[ancestors] = np.maximum(child_lower[ancestors], rate)
+            child_multiplier = float(grid[best_lam[index]])
+            if position + 1 == len(self.order):
+                self._leaf(child_sigma, child_multiplier)
+            else:
+                self._expand(position + 1, child_sigma, child_fixed, child_lower, child_multiplier)
+
+    def _stem_bound(
+        self, sigma: np.ndarray, fixed: np.ndarray, lower: np.ndarray, multiplier: float
+    ) -> float:
+        """A Lagrangian bound of the node that also charges the unfixed stem.
+
+        The unfixed segments of a tree must run at least as fast as every option below them
+        needs: in each tree, the stem beyond the lower bounds costs at least the largest
+        `excess` any single app's option adds (what it would cost were that app alone).
+        For a threshold t on that excess, each app takes its best option within t and the
+        tree pays t; maximising over t (in bins, rounding in the bound's favour) keeps the
+        bound valid while charging the shared stem once.
+        """
+        arrays = self.arrays
+        levels = arrays.levels
+        unfixed = ~fixed
+        padded_sigma = np.append(np.where(fixed, sigma, np.inf), np.inf)
+        admissible = self.allowed & (arrays.rate <= padded_sigma[arrays.segment])
+        grid = _lagrangian_grid(multiplier, 9, 4.0)
+        gain = (
+            np.where(admissible, self.score_allowed, -np.inf)[None]
+            - grid[:, None, None] * self.cost_allowed[None]
+        )  # (grid, apps, width)
+        owed = float(arrays.weight[fixed] @ sigma[fixed] + arrays.weight[unfixed] @ lower[unfixed])
+        total = grid * (arrays.limit - owed)
+
+        raise_to = np.maximum(levels[None, :] - lower[:, None], 0.0) * arrays.weight[:, None]
+        raise_to[fixed] = 0.0
+        per_level = np.vstack((arrays.needs[:-1].astype(float) @ raise_to, np.zeros(len(levels))))
+        excess = np.where(admissible, per_level[arrays.segment, arrays.level], 0.0)
+
+        open_trees = [tree for tree in np.unique(self.app_tree) if tree >= 0 and unfixed[tree]]
+        in_open_tree = np.isin(self.app_tree, open_trees)
+        total = total + gain[:, ~in_open_tree].max(axis=2).sum(axis=1)
+        bins = 24
+        for tree in open_trees:
+            members = np.nonzero(self.app_tree == tree)[0]
+            member_excess = excess[members]
+            positive = member_excess[admissible[members] & (member_excess > 0)]
+            thresholds = np.unique(
+                np.concatenate(([0.0], np.quantile(positive, np.linspace(0, 1, bins))))
+                if len(positive)
+                else np.zeros(1)
+            )
+            position = np.searchsorted(thresholds, member_excess)  # bin of each option
+            best = np.full((len(grid), len(members), len(thresholds)), -np.inf)
+            rows, columns = np.nonzero(admissible[members])
+            np.maximum.at(
+                best,
+                (slice(None), rows, position[rows, columns]),
+                gain[:, members[rows], columns],
+            )
+            best = np.maximum.accumulate(best, axis=2).sum(axis=1)  # (grid, bins)
+            penalty = np.concatenate(([0.0], thresholds[:-1]))
+            total = total + np.max(best - grid[:, None] * penalty[None, :], axis=1)
+        return float(np.min(total))
+
+    def _no_step_can_win(
+        self, sigma: np.ndarray, fixed: np.ndarray, lower: np.ndarray, multiplier: float
+    ) -> bool:
+        """True when no unfixed segment can run faster than the segments below it.
+
+        Such a step at segment u and rate r needs some app right on u at exactly r (see the
+        witness in `_expand`), and the stem from u up at r at least. If the Lagrangian bound
+        of every such (u, r) is below the incumbent, only the schedule without steps is left.
+        """
+        arrays = self.arrays
+        levels = arrays.levels
+        unfixed = ~fixed
+        padded_sigma = np.append(np.where(fixed, sigma, np.inf), np.inf)
+        admissible = self.allowed & (arrays.rate <= padded_sigma[arrays.segment])
+        grid = _lagrangian_grid(multiplier, 9, 4.0)
+        score = np.where(admissible, self.score_allowed, -np.inf)
+        best = np.max(score[None] - grid[:, None, None] * self.cost_allowed[None], axis=2)
+
+        # Gain of each app's option right on unfixed segment u at level l, if it is a step.
+        apps, columns = np.nonzero(admissible & unfixed[arrays.segment] & (arrays.segment >= 0))
+        segments, option_levels = arrays.segment[apps, columns], arrays.level[apps, columns]
+        is_step = levels[option_levels] > lower[segments] + 1e-12
+        apps, columns = apps[is_step], columns[is_step]
+        segments, option_levels = segments[is_step], option_levels[is_step]
+        if len(apps) == 0:
+            return True
+        loss = np.full((len(grid), arrays.num_apps, arrays.num_segments, len(levels)), np.inf)
+        gains = arrays.score[apps, columns][None, :] - grid[:, None] * arrays.cost[apps, columns]
+        loss[:, apps, segments, option_levels] = best[:, apps] - gains
+        witness_loss = loss.min(axis=1)  # (grid, segments, levels)
+
+        # Stem owed with a step at (u, l): the lower bounds, with u and the unfixed above it at l.
+        owed = float(arrays.weight[fixed] @ sigma[fixed] + arrays.weight[unfixed] @ lower[unfixed])
+        raise_to = np.maximum(levels[None, :] - lower[:, None], 0.0) * arrays.weight[:, None]
+        raise_to[fixed] = 0.0
+        extra = arrays.needs[:-1].astype(float) @ raise_to  # (segments u, levels)
+        capacity = arrays.limit - owed - extra
+        bounds = (
+            best.sum(axis=1)[:, None, None] + grid[:, None, None] * capacity[None] - witness_loss
+        )
+        return bool(np.max(np.min(bounds, axis=0)) <= self.best_value + PRUNE_EPS)
+
+    def _without_steps(self, sigma: np.ndarray, fixed: np.ndarray) -> np.ndarray:
+        """Stem rates when every unfixed segment runs just as fast as the fastest below it."""
+        result = sigma.copy()
+        for segment in self.order:
+            if not fixed[segment]:
+                children = self.arrays.children[segment]
+                result[segment] = max((result[child] for child in children), default=0.0)
+        return result
+
+    def _leaf(self, sigma: np.ndarray, multiplier: float) -> None:
+        arrays = self.arrays
+        self.leaves += 1
+        admissible = arrays.admissible(sigma, self.allowed)
+        capacity = arrays.limit - float(arrays.weight @ sigma)
+        result = _knapsack(arrays, admissible, capacity, self.best_value, multiplier)
+        if result is not None:
+            self.best_value, self.best_choice = result
+
+
+def _best_mean(
+    arrays: SearchArrays, allowed: np.ndarray, incumbent: list[int] | None
+) -> tuple[list[int], dict[str, float]] | None:
+    """The choice with the highest total score among `allowed` options that fits."""
+    start: tuple[float, list[int]] | None = None
+    if incumbent is not None and allowed[np.arange(arrays.num_apps), incumbent].all():
+        if arrays.total_cost(incumbent) <= arrays.limit:
+            start = (float(arrays.score[np.arange(arrays.num_apps), incumbent].sum()), incumbent)
+    search = _StemSearch(arrays, allowed, start)
+    result = search.run()
+    if result is None:
+        return None
+    return result[1], {"nodes": float(search.nodes), "leaves": float(search.leaves)}
+
+
+def best_min_f1_floor(arrays: SearchArrays, allowed: np.ndarray) -> float | None:
+    """The highest F1 that every app can reach at once within the budget (None: nothing fits).
+
+    The answer is one of the options' F1 values; a binary search over them asks the exact
+    minimum-cost programme whether all apps at or above a floor fit.
+    """
+    allowed = allowed & arrays.valid
+    ceiling = float(np.min(np.max(np.where(allowed, arrays.f1, -np.inf), axis=1)))
+    values = np.unique(arrays.f1[allowed])
+    values = values[values <= ceiling]
+
+    def fits_floor(floor: float) -> bool:
+        result = min_cost_choice(arrays, allowed & (arrays.f1 >= floor))
+        return result is not None and result[0] <= arrays.limit
+
+    if len(values) == 0 or not fits_floor(float(values[0])):
+        return None
+    low, high = 0, len(values) - 1  # values[low] fits; find the last that does
+    while low < high:
+        middle = (low + high + 1) // 2
+        if fits_floor(float(values[middle])):
+            low = middle
+        else:
+            high = middle - 1
+    return float(values[low])
+
+
+def solve_exact(
+    space: SearchSpace, objective: Objective, incumbent: list[int] | None = None
+) -> Solution | None:
+    """The proven optimum of `objective` within the budget; None when nothing fits.
+
+    `incumbent`, a feasible choice (e.g. the greedy's), only speeds the search up.
+    `min_f1` first finds the best floor on every app's F1, then the best mean above it.
+    """
+    started = time.perf_counter()
+    arrays = search_arrays(space)
+    allowed = arrays.valid.copy()
+    cheapest = min_cost_choice(arrays, allowed)
+    if cheapest is None or cheapest[0] > arrays.limit:
+        return None
+    if objective == "min_f1":
+        floor = best_min_f1_floor(arrays, allowed)
+        if floor is None:
+            return None
+        allowed &= arrays.f1 >= floor
+    result = _best_mean(arrays, allowed, incumbent)
+    if result is None:
+        return None
+    choice, stats = result
+    stats["solve_time_s"] = time.perf_counter() - started
+    return make_solution(space, choice, **stats)
+
+
+def solve_milp(
+    space: SearchSpace, objective: Objective, time_limit_s: float = 600.0
+) -> Solution | None:
+    """Solve with scipy's MILP (HiGHS). Returns None when nothing fits the budget.
+
+    Variables: x[a, o] = app a runs option o; y[s, l] = segment s runs at >= its l-th level.
+    Each app's demand for a segment is linked to y level by level, which keeps the relaxation
+    tight. `min_f1` is solved in two stages: the best worst F1, then the best mean with every
+    app at least that good.
+    """
+    started = time.perf_counter()
+    first = _milp_stage(space, objective, minimum_f1=None, time_limit_s=time_limit_s)
+    if first is None:
+        return None
+    if objective == "min_f1":
+        floor = first.min_f1
+        second = _milp_stage(space, "mean_f1", minimum_f1=floor, time_limit_s=time_limit_s)
+        if second is not None and second.min_f1 >= floor - 1e-12:
+            first = second
+    first.stats["solve_time_s"] = time.perf_counter() - started
+    return first
+
+
+def _milp_stage(
+    space: SearchSpace, objective: Objective, minimum_f1: float | None, time_limit_s: float
+) -> Solution | None:
+    levels = segment_levels(space)
+    level_offset = []
+    x_offset, count = [], 0
+    for rates in space.rate:
+        x_offset.append(count)
+        count += len(rates)
+    num_x = count
+    for segment_levels_ in levels:
+        level_offset.append(count)
+        count += len(segment_levels_) - 1  # level 0 needs no variable
+    use_t = objective == "min_f1"
+    t_index = count
+    num_vars = count + (1 if use_t else 0)
+
+    rows: list[int] = []
+    cols: list[int] = []
+    vals: list[float] = []
+    lower: list[float] = []
+    upper: list[float] = []
+
+    def add_row(entries: list[tuple[int, float]], lo: float, hi: float) -> None:
+        row = len(lower)
+        for col, value in entries:
+            rows.append(row)
+            cols.append(col)
+            vals.append(value)
+        lower.append(lo)
+        upper.append(hi)
+
+    def y(segment: int, rate: float) -> int:
+        position = int(np.searchsorted(levels[segment], rate))
+        return level_offset[segment] + position - 1
+
+    # One option per app.
+    for app, rates in enumerate(space.rate):
+        add_row([(x_offset[app] + o, 1.0) for o in range(len(rates))], 1.0, 1.0)
+    # Levels are nested: y[s, l+1] <= y[s, l] and y[s, l] <= y[parent, same rate].
+    for segment, segment_levels_ in enumerate(levels):
+        parent = space.segments[segment].parent
+        for position in range(1, len(segment_levels_)):
+            here = level_offset[segment] + position - 1
+            if position > 1:
+                add_row([(here, 1.0), (here - 1, -1.0)], -np.inf, 0.0)
+            if parent >= 0:
+                add_row([(here, 1.0), (y(parent, segment_levels_[position]), -1.0)], -np.inf, 0.0)
+    # Demand: app a's options at or below segment s with rate >= level l need y[s, l].
+    ancestors = [_ancestors(space, segment) for segment in range(len(space.segments))]
+    for app, (segments, rates) in enumerate(zip(space.segment_of, space.rate, strict=True)):
+        demand: dict[int, list[tuple[int, float]]] = {}
+        for o, (segment, rate) in enumerate(zip(segments.tolist(), rates.tolist(), strict=True)):
+            for above in ancestors[segment]:
+                for position in range(1, len(levels[above])):
+                    if levels[above][position] <= rate:
+                        key = level_offset[above] + position - 1
+                        demand.setdefault(key, []).append((x_offset[app] + o, 1.0))
+        for key, entries in demand.items():
+            add_row([*entries, (key, -1.0)], -np.inf, 0.0)
+    # Budget.
+    budget_row: list[tuple[int, float]] = []
+    for app, costs in enumerate(space.cost):
+        budget_row.extend((x_offset[app] + o, float(c)) for o, c in enumerate(costs.tolist()))
+    for segment, segment_levels_ in enumerate(levels):
+        weight = space.segments[segment].cost_per_frame
+        for position in range(1, len(segment_levels_)):
+            step = float(segment_levels_[position] - segment_levels_[position - 1])
+            budget_row.append((level_offset[segment] + position - 1, weight * step))
+    add_row(budget_row, -np.inf, budget_limit(space.budget))
+
+    objective_vector = np.zeros(num_vars)
+    integrality = np.ones(num_vars)
+    bounds_low = np.zeros(num_vars)
+    bounds_high = np.ones(num_vars)
+    if use_t:
+        objective_vector[t_index] = -1.0
+        integrality[t_index] = 0
+        for app, f1 in enumerate(space.f1):
+            add_row(
+                [(t_index, 1.0)] + [(x_offset[app] + o, -float(v)) for o, v in enumerate(f1)],
+                -np.inf,
+                0.0,
+            )
+    else:
+        for app, score in enumerate(space.score):
+            objective_vector[x_offset[app] : x_offset[app] + len(score)] = -score
+    if minimum_f1 is not None:
+        for app, f1 in enumerate(space.f1):
+            too_low = np.nonzero(f1 < minimum_f1)[0]
+            bounds_high[x_offset[app] + too_low] = 0.0
+
+    matrix = coo_matrix((vals, (rows, cols)), shape=(len(lower), num_vars)).tocsr()
+    result = milp(
+        objective_vector,
+        constraints=LinearConstraint(matrix, np.array(lower), np.array(upper)),
+        integrality=integrality,
+        bounds=Bounds(bounds_low, bounds_high),
+        options={"time_limit": time_limit_s, "mip_rel_gap": 0.0},
+    )
+    if result.x is None:
+        return None
+    choice = [
+        int(np.argmax(result.x[x_offset[app] : x_offset[app] + len(rates)]))
+        for app, rates in enumerate(space.rate)
+    ]
+    return make_solution(space, choice)
+
+
+def _ancestors(space: SearchSpace, segment: int) -> list[int]:
+    """The segment itself and every segment above it."""
+    chain = []
+    while segment >= 0:
+        chain.append(segment)
+        segment = space.segments[segment].parent
+    return chain
