@@ -108,4 +108,3 @@ def _compile_openvino(model: Any, options: EngineOptions) -> CompiledModel:
         return np.asarray(outputs[compiled.output(0)])
 
     return run
-

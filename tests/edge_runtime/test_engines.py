@@ -37,7 +37,9 @@ def test_keras_engine_matches_a_direct_call(stem_and_batch: tuple[object, np.nda
 
 
 @pytest.mark.skipif(not openvino_available(), reason="openvino is not installed")
-def test_openvino_engine_matches_keras_within_tolerance(stem_and_batch: tuple[object, np.ndarray]) -> None:
+def test_openvino_engine_matches_keras_within_tolerance(
+    stem_and_batch: tuple[object, np.ndarray],
+) -> None:
     stem, batch = stem_and_batch
     expected = np.asarray(stem(batch, training=False))  # type: ignore[operator]
     compiled = compile_model(stem, "openvino")
