@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import argparse
 import resource
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edge_runtime.dag import CameraDag, HeadSpec, build_camera_dag, segment_model
-from edge_runtime.engines import compile_model, openvino_available
-from edge_runtime.profiler import measure_profile, time_per_call_ms
+# Run as `python bench/runtime.py`, this folder comes first on the import path and its sibling
+# `scheduler.py` / `trainer.py` would hide the packages of the same name.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _HERE]
+
+from edge_runtime.dag import CameraDag, HeadSpec, build_camera_dag, segment_model  # noqa: E402
+from edge_runtime.engines import compile_model, openvino_available  # noqa: E402
+from edge_runtime.profiler import measure_profile, time_per_call_ms  # noqa: E402
 
 
 def rss_mib() -> float:
@@ -54,7 +61,6 @@ def head_at(base: Any, cut_point: str, seed: int) -> Any:
 def planned_cuts(profile: Any, apps: int, seed: int) -> list[str]:
     """The cut points the scheduler picks for a generated workload on the measured profile."""
     from scheduler.planner import make_plan
-
     from scheduler.workload import generate_problem
 
     problem = generate_problem(apps, seed=seed)
