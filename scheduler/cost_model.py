@@ -146,9 +146,7 @@ def schedule_cost(problem: Problem, placements: Mapping[str, Placement]) -> Cost
     branches: dict[str, float] = {}
     for name, placement in placements.items():
         profile = problem.profile_for(placement.base_model)
-        branches[name] = branch_cost(
-            profile, placement.stem_depth, placement.fps, placement.shared
-        )
+        branches[name] = branch_cost(profile, placement.stem_depth, placement.fps, placement.shared)
         groups[(placement.camera, placement.base_model)][name] = (
             placement.stem_depth,
             placement.fps,

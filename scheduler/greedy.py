@@ -20,7 +20,7 @@ from scheduler.problem import Objective
 from scheduler.search import SearchArrays, Solution, make_solution, min_cost_choice, search_arrays
 
 
-class _Upgrades:
+class UpgradeCosts:
     """Cost of switching any one app to any one of its options, given everyone else's."""
 
     def __init__(self, arrays: SearchArrays) -> None:
@@ -36,11 +36,8 @@ class _Upgrades:
             arrays.rate[rows, choice][:, None] * arrays.needs[arrays.segment[rows, choice]]
         )  # (apps, segments): what each app's current option needs
         # The stem each app would leave behind: the highest demand among the other apps.
-        if arrays.num_apps > 1:
-            ordered = np.sort(demand, axis=0)
-            top, second = ordered[-1], ordered[-2]
-        else:
-            top = second = np.zeros(arrays.num_segments)
+        ordered = np.sort(np.vstack((demand, np.zeros((1, arrays.num_segments)))), axis=0)
+        top, second = ordered[-1], ordered[-2]
         is_top = demand >= top[None, :]
         unique_top = is_top & (is_top.sum(axis=0) == 1)[None, :]
         without = np.where(unique_top, second[None, :], top[None, :])  # (apps, segments)
@@ -66,7 +63,7 @@ def greedy_choice(
     if start is None or start[0] > arrays.limit:
         return None
     choice = start[1]
-    upgrades = _Upgrades(arrays)
+    upgrades = UpgradeCosts(arrays)
     if objective == "min_f1":
         choice = _raise_floor(arrays, upgrades, choice, allowed)
         floor = min(float(arrays.f1[app, position]) for app, position in enumerate(choice))
@@ -75,7 +72,7 @@ def greedy_choice(
 
 
 def _raise_mean(
-    arrays: SearchArrays, upgrades: _Upgrades, choice: list[int], allowed: np.ndarray
+    arrays: SearchArrays, upgrades: UpgradeCosts, choice: list[int], allowed: np.ndarray
 ) -> list[int]:
     rows = np.arange(arrays.num_apps)
     cost = arrays.total_cost(choice)
@@ -97,7 +94,7 @@ def _raise_mean(
 
 
 def _raise_floor(
-    arrays: SearchArrays, upgrades: _Upgrades, choice: list[int], allowed: np.ndarray
+    arrays: SearchArrays, upgrades: UpgradeCosts, choice: list[int], allowed: np.ndarray
 ) -> list[int]:
     rows = np.arange(arrays.num_apps)
     cost = arrays.total_cost(choice)

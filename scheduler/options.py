@@ -157,7 +157,9 @@ class _QualityTable:
         windows = [samples_per_window(app.event_length_s, camera_fps, fps) for fps in rates]
         self.whole = np.array([window[0][0] for window in windows])
         self.first_share = np.array([window[0][1] for window in windows])
-        self.second_share = np.array([window[1][1] if len(window) > 1 else 0.0 for window in windows])
+        self.second_share = np.array(
+            [window[1][1] if len(window) > 1 else 0.0 for window in windows]
+        )
         self.max_samples = int(self.whole.max()) + 1
         self.correlation = app.correlation
         self.event_frequency = app.event_frequency
@@ -211,9 +213,9 @@ def prune_dominated(depth: np.ndarray, rate_index: np.ndarray, f1: np.ndarray) -
     order = np.lexsort((np.arange(len(f1)), -f1, cell))
     cells, first = np.unique(cell[order], return_index=True)
     which = order[first]
-    best = np.full(len(depths) * num_rates, -np.inf)
-    best[cells] = f1[which]
-    best = best.reshape(len(depths), num_rates)
+    flat_best = np.full(len(depths) * num_rates, -np.inf)
+    flat_best[cells] = f1[which]
+    best = flat_best.reshape(len(depths), num_rates)
 
     # cover[d, r] = best F1 at any (depth >= d, rate <= r); an option survives only if it
     # beats every other option in that quadrant.

@@ -46,9 +46,7 @@ Solver = Literal["exact", "greedy", "milp"]
 SOLVERS: tuple[Solver, ...] = ("exact", "greedy", "milp")
 
 
-def make_plan(
-    problem: Problem, solver: Solver = "exact", with_baselines: bool = True
-) -> Plan:
+def make_plan(problem: Problem, solver: Solver = "exact", with_baselines: bool = True) -> Plan:
     """Plan `problem`: the best schedule found by `solver`, with the baselines if asked.
 
     Raises InfeasibleError, with the minimum cost needed, when no schedule fits the budget.
@@ -96,9 +94,7 @@ def _baseline(problem: Problem, sharing: Sharing, solver: Solver) -> BaselinePla
     if solution is None:
         return BaselinePlan(value=0.0, feasible=False)
     apps, total_cost = _app_plans(problem, space, solution, shared=sharing != "no_sharing")
-    return BaselinePlan(
-        value=solution.value(problem.objective), total_cost=total_cost, apps=apps
-    )
+    return BaselinePlan(value=solution.value(problem.objective), total_cost=total_cost, apps=apps)
 
 
 def _infeasible_message(problem: Problem, space: SearchSpace) -> str:
@@ -120,9 +116,7 @@ def _app_plans(
     return _describe(problem, options, shared)
 
 
-def _describe(
-    problem: Problem, options: list[Option], shared: bool
-) -> tuple[list[AppPlan], float]:
+def _describe(problem: Problem, options: list[Option], shared: bool) -> tuple[list[AppPlan], float]:
     """AppPlans for one option per app (problem order) and the schedule's total cost."""
     placements = {
         app.name: Placement(
@@ -153,9 +147,7 @@ def _describe(
     return apps, breakdown.total
 
 
-def evaluate_assignment(
-    problem: Problem, assignment: Mapping[str, tuple[str, float, int]]
-) -> Plan:
+def evaluate_assignment(problem: Problem, assignment: Mapping[str, tuple[str, float, int]]) -> Plan:
     """Predicted cost and F1 of a given schedule: {app name: (cut_point, fps, x_vote)}.
 
     Every app of the problem must be assigned, to one of its candidates' cut points, a rate in
@@ -165,10 +157,14 @@ def evaluate_assignment(
     names = {app.name for app in problem.apps}
     unknown = sorted(set(assignment) - names)
     if unknown:
-        raise InvalidParameterError("assignment", unknown, f"names of the problem's apps {sorted(names)}")
+        raise InvalidParameterError(
+            "assignment", unknown, f"names of the problem's apps {sorted(names)}"
+        )
     missing = sorted(names - set(assignment))
     if missing:
-        raise InvalidParameterError("assignment", missing, "an entry for every app (these have none)")
+        raise InvalidParameterError(
+            "assignment", missing, "an entry for every app (these have none)"
+        )
 
     options = []
     for app in problem.apps:
@@ -211,9 +207,7 @@ def evaluate_assignment(
     total_weight = sum(app.weight for app in problem.apps)
     mean_f1 = sum(app.weight * plan.f1 for app, plan in zip(problem.apps, apps, strict=True))
     value = (
-        mean_f1 / total_weight
-        if problem.objective == "mean_f1"
-        else min(plan.f1 for plan in apps)
+        mean_f1 / total_weight if problem.objective == "mean_f1" else min(plan.f1 for plan in apps)
     )
     return Plan(
         objective=problem.objective,

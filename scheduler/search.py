@@ -3,19 +3,37 @@
 The problem: every app picks one of its options (cut point, rate, vote); stem segments run at
 the highest rate of the apps below them; the total cost must fit the budget. Objectives:
 `mean_f1` (weighted mean of the apps' F1) or `min_f1` (the worst app's F1, ties broken by the
-mean).
+weighted mean).
 
-Solvers:
-- `solve_milp`: a mixed-integer program for scipy's HiGHS; slow but independent, kept as the
-  reference the tests compare against.
+How `solve_exact` proves its optimum, in short:
+- Fix the rate of every stem segment and the rest is a multiple-choice knapsack (one option
+  per app, branch costs only), which `_knapsack` solves exactly by merging Pareto frontiers
+  of (cost, score) with Lagrangian bounds. `_StemSearch` is a branch and bound over the stem
+  rates, fixed deepest segment first, whose bounds charge the stem in three ways: a segment
+  set faster than the ones below it must be the exact rate of some app right there (a
+  "witness"); every tree owes at least the largest stem any single option needs; and once no
+  such step can pay off, the rest of the stem is settled at once.
+- `min_f1`: the cheapest schedule with every app at or above an F1 floor is an exact dynamic
+  programme over the stem (`min_cost_choice`), so a binary search finds the best floor; then
+  the best weighted mean is searched among options at or above it.
+- Apps on different cameras (or base models without decode cost) share nothing but the
+  budget; each such part lists its candidate sub-schedules and a knapsack joins them
+  (`_best_mean_by_parts`), instead of multiplying their search trees.
+- `solve_milp`: a mixed-integer program for scipy's HiGHS, independent of all the above and
+  kept as the reference the tests compare against (several seconds at 10+ apps).
+
+Costs fit when at most `budget * (1 + 1e-9)` (cost_model.budget_limit), in every solver.
 
 Pure logic: numpy/scipy only, no I/O.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Literal
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
@@ -78,7 +96,6 @@ def make_solution(space: SearchSpace, choice: list[int], **stats: float) -> Solu
     )
 
 
-
 # --------------------------------------------------------------------------------------------
 # Padded arrays: one row per app, one column per kept option.
 # --------------------------------------------------------------------------------------------
@@ -93,7 +110,8 @@ class SearchArrays:
 
     Segments that cost nothing (no decode cost, equal cumulative costs) are merged into the
     segment above them: an option's `segment` is the nearest costly segment it needs, or -1
-    when it needs none. Padding columns have rate +inf, score -inf and are not `valid`.
+    when it needs none. A segment's parent always has a smaller index. Padding columns have
+    rate +inf, score -inf and are not `valid`.
     """
 
     segment: np.ndarray  # (apps, width) int
@@ -120,13 +138,6 @@ class SearchArrays:
     def num_segments(self) -> int:
         return int(self.weight.shape[0])
 
-    def ancestors(self, segment: int) -> list[int]:
-        chain = []
-        while segment >= 0:
-            chain.append(segment)
-            segment = int(self.parent[segment])
-        return chain
-
     def post_order(self) -> list[int]:
         """Every segment after all segments below it."""
         order: list[int] = []
@@ -149,6 +160,39 @@ class SearchArrays:
     def total_cost(self, choice: list[int]) -> float:
         branches = sum(float(self.cost[app, position]) for app, position in enumerate(choice))
         return branches + float(self.weight @ self.stem_rates(choice))
+
+    def tree_root(self) -> np.ndarray:
+        """(segments,): the root of each segment's tree (parents have smaller indices)."""
+        if self.num_segments == 0:
+            return np.zeros(0, dtype=np.int64)
+        return np.argmax(self.needs[:-1], axis=1)
+
+    def restrict(self, apps: np.ndarray, limit: float) -> SearchArrays:
+        """The same arrays for a subset of apps, keeping only the segments they can need."""
+        used = self.needs[self.segment[apps][self.valid[apps]]].any(axis=0)
+        kept = np.nonzero(used)[0]
+        renumber = np.full(self.num_segments + 1, -1, dtype=np.int64)
+        renumber[kept] = np.arange(len(kept))
+        parent = renumber[self.parent[kept]]
+        children: list[list[int]] = [[] for _ in kept]
+        for child, above in enumerate(parent.tolist()):
+            if above >= 0:
+                children[above].append(child)
+        return SearchArrays(
+            segment=renumber[self.segment[apps]],
+            rate=self.rate[apps],
+            level=self.level[apps],
+            score=self.score[apps],
+            f1=self.f1[apps],
+            cost=self.cost[apps],
+            valid=self.valid[apps],
+            weight=self.weight[kept],
+            parent=parent,
+            children=children,
+            levels=self.levels,
+            limit=limit,
+            needs=np.vstack((self.needs[np.ix_(kept, kept)], np.zeros((1, len(kept)), dtype=bool))),
+        )
 
     def admissible(self, sigma: np.ndarray, allowed: np.ndarray) -> np.ndarray:
         """Options that run within the stem rates `sigma` (-1 segments need nothing)."""
@@ -184,14 +228,14 @@ def search_arrays(space: SearchSpace) -> SearchArrays:
     apps = space.num_apps
     width = max(len(rates) for rates in space.rate)
     levels = np.array(sorted({0.0} | {float(r) for rates in space.rate for r in rates}))
-    segment = np.full((apps, width), -1, dtype=np.int64)
+    segment_of = np.full((apps, width), -1, dtype=np.int64)
     rate = np.full((apps, width), np.inf)
     score = np.full((apps, width), -np.inf)
     f1 = np.full((apps, width), -np.inf)
     cost = np.full((apps, width), np.inf)
     for app in range(apps):
         count = len(space.rate[app])
-        segment[app, :count] = [renumber[nearest[s]] for s in space.segment_of[app].tolist()]
+        segment_of[app, :count] = [renumber[nearest[s]] for s in space.segment_of[app].tolist()]
         rate[app, :count] = space.rate[app]
         score[app, :count] = space.score[app]
         f1[app, :count] = space.f1[app]
@@ -201,11 +245,11 @@ def search_arrays(space: SearchSpace) -> SearchArrays:
     for app in range(apps):
         best_at: dict[tuple[int, float], int] = {}
         for column in range(len(space.rate[app])):
-            key = (int(segment[app, column]), float(rate[app, column]))
+            key = (int(segment_of[app, column]), float(rate[app, column]))
             if key not in best_at or score[app, column] > score[app, best_at[key]]:
                 best_at[key] = column
         for column in set(range(len(space.rate[app]))) - set(best_at.values()):
-            segment[app, column], rate[app, column] = -1, np.inf
+            segment_of[app, column], rate[app, column] = -1, np.inf
             score[app, column] = f1[app, column] = -np.inf
             cost[app, column] = np.inf
     valid = np.isfinite(rate)
@@ -218,7 +262,7 @@ def search_arrays(space: SearchSpace) -> SearchArrays:
             needs[index, above] = True
             above = int(parent[above])
     return SearchArrays(
-        segment=segment,
+        segment=segment_of,
         rate=rate,
         level=level,
         score=score,
@@ -335,94 +379,148 @@ def _knapsack(
 ) -> tuple[float, list[int]] | None:
     """Best total score with one admissible option per app and branch cost <= capacity.
 
-    Returns (score, choice) only if the score beats `floor`; None otherwise. Apps are merged
-    one by one into a Pareto frontier of (cost, score) partial choices; a partial choice is
-    dropped as soon as a Lagrangian bound on what the remaining apps can add cannot beat the
-    best complete choice known. `multiplier` centres the grid of Lagrange multipliers.
+    Returns (score, columns) only if the score beats `floor`; None otherwise.
+    `multiplier` centres the grid of Lagrange multipliers used for bounds.
     """
     apps = arrays.num_apps
     rows = np.arange(apps)
-    costs_all = np.where(admissible, arrays.cost, np.inf)
-    min_costs = costs_all.min(axis=1)
+    min_costs = np.where(admissible, arrays.cost, np.inf).min(axis=1)
     if not np.isfinite(min_costs).all() or min_costs.sum() > capacity:
         return None
-
-    # Lagrangian bound of apps k.. with capacity r: min over lambda of lambda*r + S_k(lambda).
     multipliers = np.concatenate(([0.0], _lagrangian_grid(max(multiplier, 1e-12), 9, 6.0)))
-    gains = np.where(admissible, arrays.score, -np.inf)[None] - multipliers[:, None, None] * (
-        np.where(admissible, arrays.cost, 0.0)[None]
+    gains = (
+        np.where(admissible, arrays.score, -np.inf)[None]
+        - multipliers[:, None, None] * (np.where(admissible, arrays.cost, 0.0)[None])
     )
     best_terms = gains.max(axis=2)  # (multipliers, apps)
+    if float(np.min(multipliers * capacity + best_terms.sum(axis=1))) <= floor + PRUNE_EPS:
+        return None  # the Lagrangian bound cannot beat the floor
+
+    items = [
+        _pareto_items(
+            arrays.cost[app, admissible[app]],
+            arrays.score[app, admissible[app]],
+            np.nonzero(admissible[app])[0],
+        )
+        for app in range(apps)
+    ]
+    # First guess: the best Lagrangian choice that fits.
+    picks = gains.argmax(axis=2)  # (multipliers, apps)
+    pick_costs = arrays.cost[rows[None, :], picks].sum(axis=1)
+    pick_scores = arrays.score[rows[None, :], picks].sum(axis=1)
+    fitting = np.nonzero(pick_costs <= capacity)[0]
+    start = None
+    if len(fitting):
+        best_pick = int(fitting[np.argmax(pick_scores[fitting])])
+        start = (float(pick_scores[best_pick]), [int(column) for column in picks[best_pick]])
+    return _merge_frontiers(items, capacity, floor, multipliers, best_terms, start)
+
+
+def _merge_classes(
+    costs: list[np.ndarray],
+    scores: list[np.ndarray],
+    capacity: float,
+    floor: float,
+    multiplier: float,
+) -> tuple[float, list[int]] | None:
+    """Multiple-choice knapsack over plain item lists: one item per class, total cost within
+    `capacity`, best total score if it beats `floor`. Returns (score, item index per class)."""
+    items = [
+        _pareto_items(class_costs, class_scores, np.arange(len(class_costs)))
+        for class_costs, class_scores in zip(costs, scores, strict=True)
+    ]
+    if any(len(class_costs) == 0 for class_costs, _, _ in items):
+        return None
+    multipliers = np.concatenate(([0.0], _lagrangian_grid(max(multiplier, 1e-12), 9, 6.0)))
+    best_terms = np.array(
+        [
+            [
+                float(np.max(class_scores - lam * class_costs))
+                for class_costs, class_scores, _ in items
+            ]
+            for lam in multipliers
+        ]
+    )
+    return _merge_frontiers(items, capacity, floor, multipliers, best_terms, None)
+
+
+def _pareto_items(
+    costs: np.ndarray, scores: np.ndarray, ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The items no other item beats on both cost and score, by increasing cost."""
+    order = np.lexsort((-scores, costs))
+    costs, scores, ids = costs[order], scores[order], ids[order]
+    previous_best = np.maximum.accumulate(np.append(-np.inf, scores[:-1]))
+    keep = scores > previous_best
+    return costs[keep], scores[keep], ids[keep]
+
+
+def _merge_frontiers(
+    items: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    capacity: float,
+    floor: float,
+    multipliers: np.ndarray,
+    best_terms: np.ndarray,
+    start: tuple[float, list[int]] | None,
+) -> tuple[float, list[int]] | None:
+    """Exact multiple-choice knapsack by merging Pareto frontiers, class by class.
+
+    `items` per class: (costs, scores, ids) Pareto-sorted. Partial choices form a frontier of
+    (cost, score); one is dropped when even the Lagrangian bound of the remaining classes
+    (`best_terms[m, k]` = max over class k's items of score - multipliers[m] * cost) cannot
+    lift it above the best complete choice known. Returns (score, ids) above `floor`, or None.
+    """
+    min_costs = np.array([class_costs[0] for class_costs, _, _ in items])
+    min_scores = np.array([class_scores[0] for _, class_scores, _ in items])
     suffix_terms = np.concatenate(
         (np.cumsum(best_terms[:, ::-1], axis=1)[:, ::-1], np.zeros((len(multipliers), 1))), axis=1
     )
-    suffix_min_cost = np.concatenate((np.cumsum(min_costs[::-1])[::-1], [0.0]))
+    suffix_min_cost = np.append(np.cumsum(min_costs[::-1])[::-1], 0.0)
+    suffix_min_score = np.append(np.cumsum(min_scores[::-1])[::-1], 0.0)
+    if suffix_min_cost[0] > capacity:
+        return None
 
     def upper_bound(k: int, room: np.ndarray) -> np.ndarray:
         bound = np.min(multipliers[:, None] * room[None, :] + suffix_terms[:, k : k + 1], axis=0)
         return np.where(room >= suffix_min_cost[k] - 1e-12, bound, -np.inf)
 
-    if float(upper_bound(0, np.array([capacity]))[0]) <= floor + PRUNE_EPS:
-        return None
-
-    # Each app's admissible options that are Pareto-optimal in (cost, score), by cost.
-    items: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    for app in range(apps):
-        columns = np.nonzero(admissible[app])[0]
-        costs, scores = arrays.cost[app, columns], arrays.score[app, columns]
-        order = np.lexsort((-scores, costs))
-        costs, scores, columns = costs[order], scores[order], columns[order]
-        previous_best = np.maximum.accumulate(np.concatenate(([-np.inf], scores[:-1])))
-        keep = scores > previous_best
-        items.append((costs[keep], scores[keep], columns[keep]))
-    min_scores = np.array([scores[0] for _, scores, _ in items])
-    suffix_min_score = np.concatenate((np.cumsum(min_scores[::-1])[::-1], [0.0]))
-
-    # Incumbent: the best Lagrangian choice that fits, or every app at its cheapest.
-    incumbent_value = float(min_scores.sum())
-    incumbent = [int(columns[0]) for _, _, columns in items]
-    picks = gains.argmax(axis=2)  # (multipliers, apps)
-    pick_costs = arrays.cost[rows[None, :], picks].sum(axis=1)
-    pick_scores = arrays.score[rows[None, :], picks].sum(axis=1)
-    fitting = np.nonzero(pick_costs <= capacity)[0]
-    if len(fitting) and pick_scores[fitting].max() > incumbent_value:
-        best_pick = int(fitting[np.argmax(pick_scores[fitting])])
-        incumbent_value = float(pick_scores[best_pick])
-        incumbent = [int(column) for column in picks[best_pick]]
-    best_value = max(floor, incumbent_value)
+    best_value = float(min_scores.sum())  # every class at its cheapest item fits
+    best_ids = [int(ids[0]) for _, _, ids in items]
+    if start is not None and start[0] > best_value:
+        best_value, best_ids = start
+    bar = max(floor, best_value)
 
     frontier_cost = np.zeros(1)
     frontier_score = np.zeros(1)
-    history: list[tuple[np.ndarray, np.ndarray]] = []  # per app: (parent index, item index)
+    history: list[tuple[np.ndarray, np.ndarray]] = []  # per class: (parent index, item index)
     for k, (costs, scores, _) in enumerate(items):
         cand_cost = (frontier_cost[:, None] + costs[None, :]).ravel()
         cand_score = (frontier_score[:, None] + scores[None, :]).ravel()
         room = capacity - cand_cost
         keep = room >= suffix_min_cost[k + 1] - 1e-12
-        keep &= cand_score + upper_bound(k + 1, room) > best_value + PRUNE_EPS
+        keep &= cand_score + upper_bound(k + 1, room) > bar + PRUNE_EPS
         indices = np.nonzero(keep)[0]
         if len(indices) == 0:
             break
         cand_cost, cand_score = cand_cost[indices], cand_score[indices]
-        # A partial choice completed with every later app's cheapest option fits: use it.
+        # A partial choice completed with every later class's cheapest item fits: use it.
         completed = cand_score + suffix_min_score[k + 1]
         top = int(np.argmax(completed))
-        if completed[top] > best_value + PRUNE_EPS:
-            best_value = float(completed[top])
-            tail = [int(columns[0]) for _, _, columns in items[k + 1 :]]
-            incumbent = _backtrack(history, items, int(indices[top]), len(costs), k) + tail
-            incumbent_value = best_value
+        if completed[top] > bar + PRUNE_EPS:
+            bar = best_value = float(completed[top])
+            tail = [int(ids[0]) for _, _, ids in items[k + 1 :]]
+            best_ids = _backtrack(history, items, int(indices[top]), len(costs), k) + tail
         order = np.lexsort((-cand_score, cand_cost))
         sorted_score = cand_score[order]
-        previous_best = np.maximum.accumulate(np.concatenate(([-np.inf], sorted_score[:-1])))
+        previous_best = np.maximum.accumulate(np.append(-np.inf, sorted_score[:-1]))
         pareto = order[sorted_score > previous_best]
         chosen = indices[pareto]
         history.append((chosen // len(costs), chosen % len(costs)))
         frontier_cost, frontier_score = cand_cost[pareto], cand_score[pareto]
 
-    if incumbent_value <= floor + PRUNE_EPS:
+    if best_value <= floor + PRUNE_EPS:
         return None
-    return incumbent_value, incumbent
+    return best_value, best_ids
 
 
 def _backtrack(
@@ -441,6 +539,7 @@ def _backtrack(
         parent = int(parents[parent])
     return picks[::-1]
 
+
 # --------------------------------------------------------------------------------------------
 # Branch and bound over the stem rates.
 # --------------------------------------------------------------------------------------------
@@ -449,12 +548,18 @@ def _backtrack(
 class _StemSearch:
     """Depth-first branch and bound over the rate of every costly stem segment.
 
-    Segments are fixed deepest first (post-order), so a fixed segment's rate is a lower bound
-    for every segment above it: the bound of a node already pays those segments at that rate.
-    The bound of a node is a Lagrangian relaxation of the budget with:
-    options on fixed segments limited to the fixed rate, options on unfixed segments free,
-    and the stem paid at the lower bounds. Once every segment is fixed, what is left is a
-    multiple-choice knapsack, solved exactly by `_knapsack`.
+    Segments are fixed deepest first (children before parents), so a fixed segment's rate is
+    a lower bound for every segment above it: the bound of a node already pays those
+    segments at that rate. Bounds are Lagrangian relaxations of the budget in which options
+    on fixed segments are limited to the fixed rate and options on unfixed segments are not
+    (see `_expand`, `_stem_bound` and `_no_step_can_win` for what keeps them tight).
+
+    The search has three goals:
+    - "best": the highest total score within `limit`; leaves are multiple-choice knapsacks
+      solved exactly by `_knapsack`;
+    - "reduced": the highest `score - multiplier * cost`, no budget (a Lagrangian dual value);
+    - "window": every Pareto-optimal (cost, score) within `limit` whose reduced value is at
+      least `threshold` (see `_best_mean_by_parts`).
     """
 
     def __init__(
@@ -462,12 +567,26 @@ class _StemSearch:
         arrays: SearchArrays,
         allowed: np.ndarray,
         incumbent: tuple[float, list[int]] | None,
+        goal: Literal["best", "reduced", "window"] = "best",
+        multiplier: float | None = None,
+        threshold: float = -np.inf,
     ) -> None:
         self.arrays = arrays
         self.allowed = allowed & arrays.valid
         self.order = arrays.post_order()
+        self.goal = goal
+        self.fixed_multiplier = multiplier
+        # Bounds read `limit` as the budget; with no budget (reduced) they bound the reduced
+        # value directly. A window prunes what cannot reach the threshold, a fixed floor.
+        self.limit = 0.0 if goal == "reduced" else arrays.limit
+        self.check_budget = goal != "reduced"
         self.best_value = incumbent[0] if incumbent else -np.inf
         self.best_choice = incumbent[1] if incumbent else None
+        self.threshold = threshold
+        if goal == "window":
+            assert multiplier is not None
+            self.best_value = threshold + multiplier * self.limit
+        self.points: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # window results
         self.nodes = 0
         self.leaves = 0
         segments = arrays.num_segments
@@ -481,22 +600,22 @@ class _StemSearch:
         for segment in range(segments):
             self.useful[segment, arrays.level[apps, columns][below[:, segment]]] = True
         self.score_allowed = np.where(self.allowed, arrays.score, -np.inf)
-        # The root (a camera's decode segment, or the top of a stem) of every segment's tree,
-        # and each app's tree (-1: the app needs no costly segment at all).
-        self.tree_of = np.array(
-            [int(np.nonzero(arrays.needs[segment])[0][0]) for segment in range(segments)] + [-1],
-            dtype=np.int64,
-        )
-        self.app_tree = np.max(np.where(arrays.valid, self.tree_of[arrays.segment], -1), axis=1)
         self.cost_allowed = np.where(self.allowed, arrays.cost, 0.0)
+        # The root of every segment's tree, and each app's tree (-1: needs no costly segment).
+        self.tree_of = np.append(arrays.tree_root(), -1)
+        self.app_tree = np.max(np.where(arrays.valid, self.tree_of[arrays.segment], -1), axis=1)
 
-    def run(self) -> tuple[float, list[int]] | None:
+    def run(self) -> None:
         arrays = self.arrays
-        multiplier = self._root_multiplier()
-        if arrays.num_segments == 0:
+        multiplier = (
+            self.fixed_multiplier
+            if self.fixed_multiplier is not None
+            else _root_multiplier(arrays, self.allowed)
+        )
+        segments = arrays.num_segments
+        if segments == 0:
             self._leaf(np.zeros(0), multiplier)
         else:
-            segments = arrays.num_segments
             self._expand(
                 0,
                 sigma=np.zeros(segments),
@@ -504,21 +623,11 @@ class _StemSearch:
                 lower=np.zeros(segments),
                 multiplier=multiplier,
             )
-        if self.best_choice is None:
-            return None
-        return self.best_value, self.best_choice
 
-    def _root_multiplier(self) -> float:
-        """A Lagrange multiplier for the budget that roughly minimises the root bound."""
-        arrays = self.arrays
-        cost_scale = max(arrays.limit, 1e-12)
-        grid = np.geomspace(1e-6, 1e3, 64) / cost_scale
-        scores = np.where(self.allowed, arrays.score, -np.inf)
-        costs = np.where(self.allowed, arrays.cost, 0.0)
-        values = grid * arrays.limit + np.array(
-            [np.max(scores - lam * costs, axis=1).sum() for lam in grid]
-        )
-        return float(grid[int(np.argmin(values))])
+    def _grid(self, multiplier: float) -> np.ndarray:
+        if self.fixed_multiplier is not None:
+            return np.array([self.fixed_multiplier])
+        return _lagrangian_grid(multiplier, 9, 4.0)
 
     def _expand(
         self,
@@ -552,21 +661,22 @@ class _StemSearch:
         above = unfixed & ancestors
         above_cost = np.maximum(lower[above][None, :], rates[:, None]) @ arrays.weight[above]
         capacity = (
-            arrays.limit - fixed_cost - others_cost - arrays.weight[segment] * rates - above_cost
+            self.limit - fixed_cost - others_cost - arrays.weight[segment] * rates - above_cost
         )
 
         # Options elsewhere are admissible as the node stands; options on this segment by rate.
         padded_sigma = np.append(np.where(fixed, sigma, np.inf), np.inf)
         on_segment = self.allowed & (arrays.segment == segment)
         elsewhere = self.allowed & ~on_segment & (arrays.rate <= padded_sigma[arrays.segment])
-        grid = _lagrangian_grid(multiplier, 9, 4.0)
+        grid = self._grid(multiplier)
         lam = grid[:, None, None]
         score_elsewhere = np.where(elsewhere, self.score_allowed, -np.inf)
         best_elsewhere = np.max(score_elsewhere[None] - lam * self.cost_allowed[None], axis=2)
         exact = np.full((len(grid), arrays.num_apps, len(levels)), -np.inf)
         apps, columns = np.nonzero(on_segment)
         exact[:, apps, arrays.level[apps, columns]] = (
-            arrays.score[apps, columns][None, :] - grid[:, None] * arrays.cost[apps, columns][None, :]
+            arrays.score[apps, columns][None, :]
+            - grid[:, None] * arrays.cost[apps, columns][None, :]
         )
         by_level = np.maximum.accumulate(exact, axis=2)[:, :, candidates]
         exact = exact[:, :, candidates]
@@ -577,7 +687,9 @@ class _StemSearch:
         # So one app must take that option: charge the cheapest such switch.
         step = rates > lower[segment] + 1e-12
         switch_loss = np.min(
-            np.where(np.isfinite(exact), per_app - np.where(np.isfinite(exact), exact, 0.0), np.inf),
+            np.where(
+                np.isfinite(exact), per_app - np.where(np.isfinite(exact), exact, 0.0), np.inf
+            ),
             axis=1,
         )  # (grid, candidates)
         bounds_by_lam[:, step] -= switch_loss[:, step]
@@ -593,11 +705,17 @@ class _StemSearch:
         cheapest = per_app_cost.sum(axis=0)
         exact_at = exact_cost[:, candidates]
         extra = np.min(
-            np.where(np.isfinite(exact_at), exact_at - np.where(np.isfinite(per_app_cost), per_app_cost, 0.0), np.inf),
+            np.where(
+                np.isfinite(exact_at),
+                exact_at - np.where(np.isfinite(per_app_cost), per_app_cost, 0.0),
+                np.inf,
+            ),
             axis=0,
         )
         cheapest[step] += extra[step]
-        feasible = (cheapest <= capacity + 1e-12) & np.isfinite(bounds)
+        feasible = np.isfinite(bounds)
+        if self.check_budget:
+            feasible &= cheapest <= capacity + 1e-12
 
         for index in np.argsort(-bounds):
             if not feasible[index] or bounds[index] <= self.best_value + PRUNE_EPS:
@@ -632,13 +750,13 @@ class _StemSearch:
         unfixed = ~fixed
         padded_sigma = np.append(np.where(fixed, sigma, np.inf), np.inf)
         admissible = self.allowed & (arrays.rate <= padded_sigma[arrays.segment])
-        grid = _lagrangian_grid(multiplier, 9, 4.0)
+        grid = self._grid(multiplier)
         gain = (
             np.where(admissible, self.score_allowed, -np.inf)[None]
             - grid[:, None, None] * self.cost_allowed[None]
         )  # (grid, apps, width)
         owed = float(arrays.weight[fixed] @ sigma[fixed] + arrays.weight[unfixed] @ lower[unfixed])
-        total = grid * (arrays.limit - owed)
+        total = grid * (self.limit - owed)
 
         raise_to = np.maximum(levels[None, :] - lower[:, None], 0.0) * arrays.weight[:, None]
         raise_to[fixed] = 0.0
@@ -659,14 +777,10 @@ class _StemSearch:
                 else np.zeros(1)
             )
             position = np.searchsorted(thresholds, member_excess)  # bin of each option
-            best = np.full((len(grid), len(members), len(thresholds)), -np.inf)
+            best = np.full((len(members), len(thresholds), len(grid)), -np.inf)
             rows, columns = np.nonzero(admissible[members])
-            np.maximum.at(
-                best,
-                (slice(None), rows, position[rows, columns]),
-                gain[:, members[rows], columns],
-            )
-            best = np.maximum.accumulate(best, axis=2).sum(axis=1)  # (grid, bins)
+            np.maximum.at(best, (rows, position[rows, columns]), gain[:, members[rows], columns].T)
+            best = np.maximum.accumulate(best, axis=1).sum(axis=0).T  # (grid, bins)
             penalty = np.concatenate(([0.0], thresholds[:-1]))
             total = total + np.max(best - grid[:, None] * penalty[None, :], axis=1)
         return float(np.min(total))
@@ -685,7 +799,7 @@ class _StemSearch:
         unfixed = ~fixed
         padded_sigma = np.append(np.where(fixed, sigma, np.inf), np.inf)
         admissible = self.allowed & (arrays.rate <= padded_sigma[arrays.segment])
-        grid = _lagrangian_grid(multiplier, 9, 4.0)
+        grid = self._grid(multiplier)
         score = np.where(admissible, self.score_allowed, -np.inf)
         best = np.max(score[None] - grid[:, None, None] * self.cost_allowed[None], axis=2)
 
@@ -707,7 +821,7 @@ class _StemSearch:
         raise_to = np.maximum(levels[None, :] - lower[:, None], 0.0) * arrays.weight[:, None]
         raise_to[fixed] = 0.0
         extra = arrays.needs[:-1].astype(float) @ raise_to  # (segments u, levels)
-        capacity = arrays.limit - owed - extra
+        capacity = self.limit - owed - extra
         bounds = (
             best.sum(axis=1)[:, None, None] + grid[:, None, None] * capacity[None] - witness_loss
         )
@@ -726,25 +840,266 @@ class _StemSearch:
         arrays = self.arrays
         self.leaves += 1
         admissible = arrays.admissible(sigma, self.allowed)
-        capacity = arrays.limit - float(arrays.weight @ sigma)
-        result = _knapsack(arrays, admissible, capacity, self.best_value, multiplier)
-        if result is not None:
-            self.best_value, self.best_choice = result
+        stem = float(arrays.weight @ sigma)
+        if self.goal == "reduced":
+            lam = multiplier
+            gain = np.where(admissible, arrays.score - lam * self.cost_allowed, -np.inf)
+            value = float(gain.max(axis=1).sum()) - lam * stem
+            if value > self.best_value:
+                self.best_value = value
+                self.best_choice = [int(column) for column in gain.argmax(axis=1)]
+        elif self.goal == "window":
+            lam = multiplier
+            found = _frontier_window(
+                arrays, admissible, self.limit - stem, lam, self.threshold + lam * stem
+            )
+            if found is not None:
+                costs, scores, picks = found
+                self.points.append((costs + stem, scores, picks))
+        else:
+            result = _knapsack(arrays, admissible, self.limit - stem, self.best_value, multiplier)
+            if result is not None:
+                self.best_value, self.best_choice = result
+
+
+def _root_multiplier(arrays: SearchArrays, allowed: np.ndarray) -> float:
+    """A Lagrange multiplier for the budget that roughly minimises the root bound."""
+    grid = np.geomspace(1e-6, 1e3, 64) / max(arrays.limit, 1e-12)
+    scores = np.where(allowed, arrays.score, -np.inf)
+    costs = np.where(allowed, arrays.cost, 0.0)
+    values = grid * arrays.limit + np.max(
+        scores[None] - grid[:, None, None] * costs[None], axis=2
+    ).sum(axis=1)
+    return float(grid[int(np.argmin(values))])
+
+
+def _frontier_window(
+    arrays: SearchArrays,
+    admissible: np.ndarray,
+    capacity: float,
+    multiplier: float,
+    threshold: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Every Pareto-optimal (branch cost, score) choice within `capacity` whose reduced value
+    `score - multiplier * cost` reaches `threshold`: (costs, scores, columns per app)."""
+    apps = arrays.num_apps
+    costs_all = np.where(admissible, arrays.cost, np.inf)
+    min_costs = costs_all.min(axis=1)
+    if not np.isfinite(min_costs).all() or min_costs.sum() > capacity:
+        return None
+    reduced = np.where(
+        admissible, arrays.score - multiplier * np.where(admissible, arrays.cost, 0.0), -np.inf
+    )
+    best_reduced = reduced.max(axis=1)
+    suffix_reduced = np.append(np.cumsum(best_reduced[::-1])[::-1], 0.0)
+    suffix_min_cost = np.append(np.cumsum(min_costs[::-1])[::-1], 0.0)
+    if suffix_reduced[0] < threshold:
+        return None
+    frontier_cost, frontier_score = np.zeros(1), np.zeros(1)
+    frontier_picks = np.zeros((1, 0), dtype=np.int64)
+    for app in range(apps):
+        columns = np.nonzero(admissible[app])[0]
+        cand_cost = (frontier_cost[:, None] + arrays.cost[app, columns][None, :]).ravel()
+        cand_score = (frontier_score[:, None] + arrays.score[app, columns][None, :]).ravel()
+        keep = cand_cost + suffix_min_cost[app + 1] <= capacity
+        keep &= cand_score - multiplier * cand_cost + suffix_reduced[app + 1] >= threshold
+        indices = np.nonzero(keep)[0]
+        if len(indices) == 0:
+            return None
+        cand_cost, cand_score = cand_cost[indices], cand_score[indices]
+        order = np.lexsort((-cand_score, cand_cost))
+        sorted_score = cand_score[order]
+        previous_best = np.maximum.accumulate(np.append(-np.inf, sorted_score[:-1]))
+        pareto = order[sorted_score > previous_best]
+        chosen = indices[pareto]
+        frontier_picks = np.column_stack(
+            (frontier_picks[chosen // len(columns)], columns[chosen % len(columns)])
+        )
+        frontier_cost, frontier_score = cand_cost[pareto], cand_score[pareto]
+    return frontier_cost, frontier_score, frontier_picks
 
 
 def _best_mean(
     arrays: SearchArrays, allowed: np.ndarray, incumbent: list[int] | None
 ) -> tuple[list[int], dict[str, float]] | None:
     """The choice with the highest total score among `allowed` options that fits."""
-    start: tuple[float, list[int]] | None = None
-    if incumbent is not None and allowed[np.arange(arrays.num_apps), incumbent].all():
-        if arrays.total_cost(incumbent) <= arrays.limit:
-            start = (float(arrays.score[np.arange(arrays.num_apps), incumbent].sum()), incumbent)
-    search = _StemSearch(arrays, allowed, start)
-    result = search.run()
-    if result is None:
+    allowed = allowed & arrays.valid
+    rows = np.arange(arrays.num_apps)
+    if incumbent is None or not allowed[rows, incumbent].all():
+        cheapest = min_cost_choice(arrays, allowed)
+        incumbent = cheapest[1] if cheapest is not None else None
+    if incumbent is None or arrays.total_cost(incumbent) > arrays.limit:
         return None
-    return result[1], {"nodes": float(search.nodes), "leaves": float(search.leaves)}
+    start = (float(arrays.score[rows, incumbent].sum()), list(incumbent))
+    parts = _independent_parts(arrays, allowed)
+    if len(parts) > 1:
+        return _best_mean_by_parts(arrays, allowed, start, parts)
+    search = _StemSearch(arrays, allowed, start)
+    search.run()
+    assert search.best_choice is not None
+    return search.best_choice, {"nodes": float(search.nodes), "leaves": float(search.leaves)}
+
+
+def _independent_parts(arrays: SearchArrays, allowed: np.ndarray) -> list[np.ndarray]:
+    """Groups of apps that share no stem segment: one per tree, one per app needing none."""
+    roots = np.append(arrays.tree_root(), -1)
+    app_tree = np.max(np.where(allowed, roots[arrays.segment], -1), axis=1)
+    parts = [np.nonzero(app_tree == tree)[0] for tree in np.unique(app_tree[app_tree >= 0])]
+    parts += [np.array([app]) for app in np.nonzero(app_tree < 0)[0]]
+    return parts
+
+
+ENUMERATE_LIMIT = 200_000
+"""A part with at most this many assignments has its cost-score frontier listed outright."""
+
+
+def _best_mean_by_parts(
+    arrays: SearchArrays,
+    allowed: np.ndarray,
+    incumbent: tuple[float, list[int]],
+    parts: list[np.ndarray],
+) -> tuple[list[int], dict[str, float]]:
+    """Best choice when the apps form independent parts (cameras) linked only by the budget.
+
+    Searching all parts' stems together would multiply their search trees. Instead each part
+    lists the Pareto-optimal (cost, score) sub-choices that could belong to a choice better
+    than the incumbent, and a knapsack over the parts picks one per part. Small parts list
+    every assignment. For the others, with a Lagrange multiplier `lam` for the budget: let L_k
+    be the best `score - lam * cost` of part k alone (exact, from a "reduced" search) and z
+    the incumbent's score; a choice better than z uses, in part k, a sub-choice whose reduced
+    value is at least `L_k - gap`, gap = lam * limit + sum(L) - z, and only those are listed.
+    """
+    zero = float(incumbent[0])
+    stats = {"nodes": 0.0, "leaves": 0.0}
+    subsets = [arrays.restrict(apps, arrays.limit) for apps in parts]
+    sub_allowed = [allowed[apps] for apps in parts]
+    min_costs = []
+    for sub, sub_ok in zip(subsets, sub_allowed, strict=True):
+        cheapest = min_cost_choice(sub, sub_ok)
+        assert cheapest is not None
+        min_costs.append(cheapest[0])
+    rooms = [arrays.limit - (sum(min_costs) - own) for own in min_costs]
+
+    listed: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    for index, (sub, sub_ok) in enumerate(zip(subsets, sub_allowed, strict=True)):
+        if math.prod(int(count) for count in sub_ok.sum(axis=1)) <= ENUMERATE_LIMIT:
+            listed[index] = _every_assignment(sub, sub_ok, rooms[index])
+
+    def reduced_values(lam: float) -> list[float]:
+        values = []
+        for index, (sub, sub_ok, apps) in enumerate(zip(subsets, sub_allowed, parts, strict=True)):
+            if index in listed:
+                costs, scores, _ = listed[index]
+                values.append(float(np.max(scores - lam * costs)))
+                continue
+            known = [incumbent[1][app] for app in apps]
+            known_value = float(
+                sub.score[np.arange(len(apps)), known].sum() - lam * sub.total_cost(known)
+            )
+            search = _StemSearch(sub, sub_ok, (known_value, known), "reduced", lam)
+            search.run()
+            stats["nodes"] += search.nodes
+            stats["leaves"] += search.leaves
+            values.append(search.best_value)
+        return values
+
+    multiplier, reduced_best = _best_multiplier(
+        reduced_values, _root_multiplier(arrays, allowed), arrays.limit
+    )
+    gap = max(0.0, multiplier * arrays.limit + sum(reduced_best) - zero)
+
+    classes: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for index, (sub, sub_ok) in enumerate(zip(subsets, sub_allowed, strict=True)):
+        threshold = reduced_best[index] - gap - 1e-12
+        if index in listed:
+            costs, scores, picks = listed[index]
+            inside = scores - multiplier * costs >= threshold
+            classes.append((costs[inside], scores[inside], picks[inside]))
+            continue
+        window = _StemSearch(
+            replace(sub, limit=rooms[index]), sub_ok, None, "window", multiplier, threshold
+        )
+        window.run()
+        stats["nodes"] += window.nodes
+        stats["leaves"] += window.leaves
+        if not window.points:
+            return list(incumbent[1]), stats  # nothing in this part can beat the incumbent
+        costs = np.concatenate([points[0] for points in window.points])
+        scores = np.concatenate([points[1] for points in window.points])
+        picks = np.vstack([points[2] for points in window.points])
+        costs, scores, keep = _pareto_items(costs, scores, np.arange(len(costs)))
+        classes.append((costs, scores, picks[keep]))
+
+    merged = _merge_classes(
+        [costs for costs, _, _ in classes],
+        [scores for _, scores, _ in classes],
+        arrays.limit,
+        zero,
+        multiplier,
+    )
+    if merged is None:
+        return list(incumbent[1]), stats
+    choice = list(incumbent[1])
+    for apps, (_, _, picks), pick in zip(parts, classes, merged[1], strict=True):
+        for app, column in zip(apps.tolist(), picks[pick].tolist(), strict=True):
+            choice[app] = int(column)
+    return choice, stats
+
+
+def _best_multiplier(
+    reduced_values: Callable[[float], list[float]], guess: float, limit: float, steps: int = 8
+) -> tuple[float, list[float]]:
+    """Roughly minimise the Lagrangian dual lam * limit + sum(reduced_values(lam)).
+
+    The dual is convex in lam; a golden-section search on log(lam) around `guess` is enough,
+    since any multiplier gives a valid (if wider) window.
+    """
+
+    def dual(log_lam: float) -> tuple[float, float, list[float]]:
+        lam = math.exp(log_lam)
+        values = reduced_values(lam)
+        return lam * limit + sum(values), lam, values
+
+    low, high = math.log(guess) - 2.0, math.log(guess) + 3.0
+    ratio = (math.sqrt(5.0) - 1.0) / 2.0
+    left, right = high - ratio * (high - low), low + ratio * (high - low)
+    best_left, best_right = dual(left), dual(right)
+    best = min(best_left, best_right, key=lambda item: item[0])
+    for _ in range(steps):
+        if best_left[0] <= best_right[0]:
+            high, right, best_right = right, left, best_left
+            left = high - ratio * (high - low)
+            best_left = dual(left)
+        else:
+            low, left, best_left = left, right, best_right
+            right = low + ratio * (high - low)
+            best_right = dual(right)
+        best = min(best, best_left, best_right, key=lambda item: item[0])
+    return best[1], best[2]
+
+
+def _every_assignment(
+    arrays: SearchArrays, allowed: np.ndarray, room: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pareto-optimal (cost, score, columns) over every assignment of a small part."""
+    columns = [np.nonzero(allowed[app])[0] for app in range(arrays.num_apps)]
+    grids = np.meshgrid(*columns, indexing="ij")
+    picks = np.stack([grid.ravel() for grid in grids], axis=1)  # (assignments, apps)
+    cost = np.zeros(len(picks))
+    score = np.zeros(len(picks))
+    stem = np.zeros((len(picks), arrays.num_segments))
+    for app in range(arrays.num_apps):
+        chosen = picks[:, app]
+        cost += arrays.cost[app, chosen]
+        score += arrays.score[app, chosen]
+        stem = np.maximum(
+            stem, arrays.rate[app, chosen][:, None] * arrays.needs[arrays.segment[app, chosen]]
+        )
+    cost += stem @ arrays.weight
+    fits = cost <= room
+    cost, score, picks = cost[fits], score[fits], picks[fits]
+    cost, score, keep = _pareto_items(cost, score, np.arange(len(cost)))
+    return cost, score, picks[keep]
 
 
 def best_min_f1_floor(arrays: SearchArrays, allowed: np.ndarray) -> float | None:
@@ -833,7 +1188,6 @@ def _milp_stage(
     for rates in space.rate:
         x_offset.append(count)
         count += len(rates)
-    num_x = count
     for segment_levels_ in levels:
         level_offset.append(count)
         count += len(segment_levels_) - 1  # level 0 needs no variable

@@ -37,7 +37,9 @@ def every_assignment(
 
     groups = {(table.camera, table.base_model) for table in tables}
     for camera, base_model in groups:
-        members = [a for a, t in enumerate(tables) if (t.camera, t.base_model) == (camera, base_model)]
+        members = [
+            a for a, t in enumerate(tables) if (t.camera, t.base_model) == (camera, base_model)
+        ]
         cumulative = [cut.cumulative_cost for cut in problem.profile_for(base_model).cut_points]
         for j in range(1, len(cumulative)):
             running = np.zeros(len(combos))

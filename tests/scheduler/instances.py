@@ -8,10 +8,9 @@ import math
 
 import numpy as np
 
-from tests.scheduler.brute_force import every_assignment
-
 from scheduler.options import build_option_tables
 from scheduler.problem import AppSpec, Candidate, CutPoint, Problem, Profile
+from tests.scheduler.brute_force import every_assignment
 
 
 def random_profile(rng: np.random.Generator, base_model: str, num_cuts: int) -> Profile:
@@ -48,9 +47,7 @@ def random_problem(
     ]
     camera_fps = float(rng.choice([5.0, 10.0, 15.0]))
     num_rates = int(rng.integers(1, max_rates + 1))
-    fps_options = sorted(
-        {float(round(r, 2)) for r in rng.uniform(0.2, camera_fps, size=num_rates)}
-    )
+    fps_options = sorted({float(round(r, 2)) for r in rng.uniform(0.2, camera_fps, size=num_rates)})
     apps = []
     for index in range(int(rng.integers(1, max_apps + 1))):
         profile = profiles[int(rng.integers(num_bases))]
