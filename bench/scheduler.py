@@ -20,9 +20,11 @@ import time
 from pathlib import Path
 
 # Run as `python bench/scheduler.py`, this folder comes first on the import path and the file's
-# name would hide the `scheduler` package.
+# name would hide the `scheduler` package; measure the checkout this file belongs to.
 _HERE = Path(__file__).resolve().parent
-sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _HERE]
+sys.path[:] = [str(_HERE.parent)] + [
+    entry for entry in sys.path if Path(entry or ".").resolve() != _HERE
+]
 
 from scheduler.planner import make_plan  # noqa: E402
 from scheduler.workload import generate_problem, no_sharing_full_rate_cost  # noqa: E402

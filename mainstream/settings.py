@@ -1,8 +1,8 @@
 """The one settings object of a node.
 
 Values come from the defaults, then a YAML file (`load_settings(path)`), then `MAINSTREAM_*`
-environment variables (nested fields with `__`: `MAINSTREAM_API__PORT=9000`). Secrets such as
-`admin_token` are read from the environment only; a config file that contains one is rejected,
+environment variables (nested fields with `__`: `MAINSTREAM_API__PORT=9000`). Secrets (`admin_token`,
+`mqtt.password`, `webhooks.secret`, `trainer.worker_token`) are read from the environment only; a config file that contains one is rejected,
 so that secrets never end up in files that get copied around or committed.
 
 Every way a config can be wrong becomes one :class:`ConfigError` whose `problems` name each bad
@@ -19,18 +19,32 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 from edge_runtime.camera import CameraConfig
+from edge_runtime.sinks.settings import MqttSettings, WebhookSettings
 from mainstream.errors import MainstreamError
 
 MiB = 1024 * 1024
 DEFAULT_PORT = 8780
 DEFAULT_SYNTHETIC_CAMERA_URL = "synthetic://?fps=10&size=320x240"
 ENV_PREFIX = "MAINSTREAM_"
-SECRET_FIELDS: tuple[str, ...] = ("admin_token",)
-"""Top-level fields that may only come from the environment."""
+SECRET_FIELDS: tuple[str, ...] = (
+    "admin_token",
+    "mqtt.password",
+    "webhooks.secret",
+    "trainer.worker_token",
+)
+"""Fields (dotted paths) that may only come from the environment."""
 
 _NODE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
@@ -108,6 +122,37 @@ class RuntimeSettings(BaseModel):
     )
 
 
+class TrainerSettings(BaseModel):
+    """Where training jobs run: in a child process of this node, or on a remote trainer worker."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["local", "remote"] = Field(
+        default="local", description="local: a child process here; remote: `worker_url`"
+    )
+    worker_url: str | None = Field(
+        default=None, description="Base URL of a `mainstream trainer worker` (mode remote)"
+    )
+    worker_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token the worker expects; from the environment only "
+        "(MAINSTREAM_TRAINER__WORKER_TOKEN)",
+    )
+    max_concurrent_jobs: int = Field(default=1, ge=1, le=16)
+    datasets_dir: Path | None = Field(
+        default=None,
+        description="Folder that dataset references are resolved in; default: <data_dir>/datasets",
+    )
+
+    @model_validator(mode="after")
+    def _remote_needs_url(self) -> TrainerSettings:
+        if self.mode == "remote" and not self.worker_url:
+            raise ValueError("mode 'remote' needs worker_url")
+        if self.worker_url and not self.worker_url.lower().startswith(("http://", "https://")):
+            raise ValueError(f"worker_url {self.worker_url!r} is not an http(s) URL")
+        return self
+
+
 class NodeConfig(BaseModel):
     """The fields of a node's configuration, as a config file holds them.
 
@@ -124,8 +169,16 @@ class NodeConfig(BaseModel):
         pattern=_NODE_NAME_PATTERN,
         description="Name of this node in events and topics",
     )
+    role: Literal["node", "registry"] = Field(
+        default="node",
+        description="node: API + cameras + runtime; registry: API and package store only "
+        "(a fleet's shared registry)",
+    )
     api: ApiSettings = Field(default_factory=ApiSettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    trainer: TrainerSettings = Field(default_factory=TrainerSettings)
     cameras: list[CameraConfig] = Field(
         default_factory=list,
         description="Cameras registered at start when the registry does not have them yet",
@@ -209,6 +262,15 @@ def validation_problems(error: ValidationError) -> list[str]:
     return problems
 
 
+def _has_path(document: Mapping[str, Any], dotted: str) -> bool:
+    """Whether `document` holds a (non-null) value at `a.b.c`."""
+    head, _, rest = dotted.partition(".")
+    value = document.get(head)
+    if not rest:
+        return value is not None
+    return isinstance(value, Mapping) and _has_path(value, rest)
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
     """The mapping in a YAML (or JSON) config file; secrets in it are refused."""
     source = str(path)
@@ -222,13 +284,13 @@ def read_config_file(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(document, dict):
         raise ConfigError(source, [f"(root): expected a mapping, got {type(document).__name__}"])
-    secrets = [name for name in SECRET_FIELDS if name in document]
+    secrets = [name for name in SECRET_FIELDS if _has_path(document, name)]
     if secrets:
         raise ConfigError(
             source,
             [
                 f"{name}: secrets are read from the environment only "
-                f"({ENV_PREFIX}{name.upper()}); remove it from the file"
+                f"({ENV_PREFIX}{name.replace('.', '__').upper()}); remove it from the file"
                 for name in secrets
             ],
         )
@@ -260,5 +322,11 @@ def load_settings(
 def settings_json_schema() -> dict[str, Any]:
     """The JSON schema of the config file (served at /api/config/schema)."""
     schema = NodeConfig.model_json_schema()
-    schema["properties"].pop("admin_token", None)  # environment only, never in the file
+    for dotted in SECRET_FIELDS:  # environment only, never in the file
+        *parents, name = dotted.split(".")
+        properties = schema["properties"]
+        for parent in parents:
+            reference = properties[parent].get("$ref", "")
+            properties = schema["$defs"][reference.rsplit("/", 1)[-1]]["properties"]
+        properties.pop(name, None)
     return schema

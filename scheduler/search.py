@@ -103,6 +103,9 @@ def make_solution(space: SearchSpace, choice: list[int], **stats: float) -> Solu
 PRUNE_EPS = 1e-12
 """A branch is dropped when its bound does not beat the incumbent by more than this."""
 
+ENUMERATE_LIMIT = 200_000
+"""Problems (or independent parts) with at most this many assignments are listed outright."""
+
 
 @dataclass(frozen=True)
 class SearchArrays:
@@ -920,7 +923,10 @@ def _frontier_window(
 
 
 def _best_mean(
-    arrays: SearchArrays, allowed: np.ndarray, incumbent: list[int] | None
+    arrays: SearchArrays,
+    allowed: np.ndarray,
+    incumbent: list[int] | None,
+    enumerate_limit: int = ENUMERATE_LIMIT,
 ) -> tuple[list[int], dict[str, float]] | None:
     """The choice with the highest total score among `allowed` options that fits."""
     allowed = allowed & arrays.valid
@@ -931,9 +937,13 @@ def _best_mean(
     if incumbent is None or arrays.total_cost(incumbent) > arrays.limit:
         return None
     start = (float(arrays.score[rows, incumbent].sum()), list(incumbent))
+    if math.prod(int(count) for count in allowed.sum(axis=1)) <= enumerate_limit:
+        _, scores, picks = _every_assignment(arrays, allowed, arrays.limit)
+        best = int(np.argmax(scores))  # never empty: the incumbent fits
+        return [int(column) for column in picks[best]], {"nodes": 0.0, "leaves": 0.0}
     parts = _independent_parts(arrays, allowed)
     if len(parts) > 1:
-        return _best_mean_by_parts(arrays, allowed, start, parts)
+        return _best_mean_by_parts(arrays, allowed, start, parts, enumerate_limit)
     search = _StemSearch(arrays, allowed, start)
     search.run()
     assert search.best_choice is not None
@@ -949,15 +959,12 @@ def _independent_parts(arrays: SearchArrays, allowed: np.ndarray) -> list[np.nda
     return parts
 
 
-ENUMERATE_LIMIT = 200_000
-"""A part with at most this many assignments has its cost-score frontier listed outright."""
-
-
 def _best_mean_by_parts(
     arrays: SearchArrays,
     allowed: np.ndarray,
     incumbent: tuple[float, list[int]],
     parts: list[np.ndarray],
+    enumerate_limit: int,
 ) -> tuple[list[int], dict[str, float]]:
     """Best choice when the apps form independent parts (cameras) linked only by the budget.
 
@@ -982,7 +989,7 @@ def _best_mean_by_parts(
 
     listed: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for index, (sub, sub_ok) in enumerate(zip(subsets, sub_allowed, strict=True)):
-        if math.prod(int(count) for count in sub_ok.sum(axis=1)) <= ENUMERATE_LIMIT:
+        if math.prod(int(count) for count in sub_ok.sum(axis=1)) <= enumerate_limit:
             listed[index] = _every_assignment(sub, sub_ok, rooms[index])
 
     def reduced_values(lam: float) -> list[float]:
@@ -1130,12 +1137,16 @@ def best_min_f1_floor(arrays: SearchArrays, allowed: np.ndarray) -> float | None
 
 
 def solve_exact(
-    space: SearchSpace, objective: Objective, incumbent: list[int] | None = None
+    space: SearchSpace,
+    objective: Objective,
+    incumbent: list[int] | None = None,
+    enumerate_limit: int = ENUMERATE_LIMIT,
 ) -> Solution | None:
     """The proven optimum of `objective` within the budget; None when nothing fits.
 
     `incumbent`, a feasible choice (e.g. the greedy's), only speeds the search up.
     `min_f1` first finds the best floor on every app's F1, then the best mean above it.
+    Below `enumerate_limit` assignments every assignment is simply scored (0: always search).
     """
     started = time.perf_counter()
     arrays = search_arrays(space)
@@ -1148,7 +1159,7 @@ def solve_exact(
         if floor is None:
             return None
         allowed &= arrays.f1 >= floor
-    result = _best_mean(arrays, allowed, incumbent)
+    result = _best_mean(arrays, allowed, incumbent, enumerate_limit)
     if result is None:
         return None
     choice, stats = result
