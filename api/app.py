@@ -16,7 +16,19 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.errors import install_error_handlers
 from api.metrics import metrics_registry
-from api.routes import apps, cameras, events, packages, schedule, system
+from api.roles import api_description, runtime_router_options
+from api.routes import (
+    apps,
+    bases,
+    cameras,
+    dashboard,
+    events,
+    live,
+    packages,
+    schedule,
+    system,
+    training,
+)
 from mainstream import __version__
 from mainstream.node import Node
 from mainstream.services import Services
@@ -35,19 +47,24 @@ def create_app(node: Node, manage_node: bool = True) -> FastAPI:
             if manage_node:
                 await run_in_threadpool(node.stop)
 
+    role = node.settings.role
     app = FastAPI(
-        title="Mainstream",
+        title="Mainstream registry" if role == "registry" else "Mainstream",
         version=__version__,
-        description=(
-            "Edge video analytics with shared CNN stems. Send `Authorization: Bearer <token>`; "
-            "viewer tokens read, admin tokens change."
-        ),
+        description=api_description(role),
         lifespan=lifespan,
     )
     app.state.node = node
     app.state.services = Services(node)
     app.state.metrics = metrics_registry(node)
     install_error_handlers(app)
-    for module in (packages, apps, cameras, schedule, events, system):
+    for module in (packages, bases, system):
         app.include_router(module.router)
+    # Cameras, apps, plan and events need a runtime: 409 on a shared registry (api/roles.py).
+    runtime_only = runtime_router_options(role)
+    for module in (apps, cameras, schedule, events):
+        app.include_router(module.router, **runtime_only)
+    app.include_router(live.router, **runtime_only)
+    app.include_router(dashboard.router)  # the web page at /ui/ and GET /api/whoami
+    app.include_router(training.router)  # training jobs; their own lifespan starts the service
     return app

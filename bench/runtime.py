@@ -58,8 +58,12 @@ def head_at(base: Any, cut_point: str, seed: int) -> Any:
     return keras.Model(suffix.input, keras.layers.Dense(2, activation="softmax")(pooled))
 
 
-def planned_cuts(profile: Any, apps: int, seed: int) -> list[str]:
-    """The cut points the scheduler picks for a generated workload on the measured profile."""
+def planned_cuts(profile: Any, apps: int, seed: int, budget_fraction: float) -> list[str]:
+    """The cut points the scheduler picks for a generated workload on the measured profile.
+
+    The budget is `budget_fraction` of what No-Sharing needs to run every app on every frame,
+    the same scale as `bench/scheduler.py`; a loose budget lets every app keep its whole model.
+    """
     from scheduler.planner import make_plan
     from scheduler.workload import generate_problem
 
@@ -77,7 +81,7 @@ def planned_cuts(profile: Any, apps: int, seed: int) -> list[str]:
     problem = problem.model_copy(
         update={"profile": profile, "profiles": None, "budget": problem.budget}
     )
-    problem.budget = 0.6 * apps * profile.total_cost * problem.camera_fps
+    problem.budget = budget_fraction * apps * profile.total_cost * problem.camera_fps
     plan = make_plan(problem, with_baselines=False)
     return [app.cut_point for app in plan.apps]
 
@@ -113,6 +117,12 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=30)
     parser.add_argument("--apps", default="1,2,4,8")
     parser.add_argument("--engines", default="keras,openvino")
+    parser.add_argument(
+        "--budget-fraction",
+        type=float,
+        default=0.25,
+        help="Budget of the 'mainstream' row, as a fraction of No-Sharing's cost",
+    )
     arguments = parser.parse_args()
 
     from mainstream.bases import (
@@ -145,7 +155,9 @@ def main() -> None:
             strategies = {
                 "no-sharing": ["input"] * apps,
                 "max-sharing": [order[-1]] * apps,
-                "mainstream": planned_cuts(profile, apps, seed=apps),
+                "mainstream": planned_cuts(
+                    profile, apps, seed=apps, budget_fraction=arguments.budget_fraction
+                ),
             }
             fps_by_strategy: dict[str, float] = {}
             for strategy, cuts in strategies.items():

@@ -5,6 +5,10 @@ the pieces between consecutive cuts are *segments*, chained from the input. An a
 specialised suffix from the package) hangs off the segment that ends at its cut point. Each node
 selects frames with a nested rate accumulator, so a segment runs on a frame only when some app
 below it wants that frame, and at exactly the highest rate among those apps.
+
+Frames of several cameras can be analysed together (:func:`process_together`): a segment that
+several cameras' DAGs run on the same base, between the same cut points, runs once on the
+batch of their frames instead of once per camera.
 """
 
 from __future__ import annotations
@@ -89,7 +93,11 @@ class AppScore:
 
 
 class CameraDag:
-    """Runs one camera's frames through the shared segments and the apps' heads."""
+    """Runs one camera's frames through the shared segments and the apps' heads.
+
+    `base_fingerprint` names the base weights; DAGs of the same base may batch their segments
+    (empty: never batched with another DAG).
+    """
 
     def __init__(
         self,
@@ -97,11 +105,13 @@ class CameraDag:
         camera_fps: float,
         root: SegmentNode,
         preprocess: Callable[[np.ndarray], np.ndarray],
+        base_fingerprint: str = "",
     ) -> None:
         self.camera = camera
         self.camera_fps = camera_fps
         self.root = root
         self.preprocess = preprocess
+        self.base_fingerprint = base_fingerprint
         self.frames_seen = 0
 
     def segments(self) -> list[SegmentNode]:
@@ -112,27 +122,80 @@ class CameraDag:
 
     def process(self, image: np.ndarray, frame_index: int, timestamp: float) -> list[AppScore]:
         """Analyse one camera frame (uint8 RGB); returns a score for each app that analysed it."""
-        self.frames_seen += 1
-        scores: list[AppScore] = []
-        tensor: np.ndarray | None = None
-        segment: SegmentNode | None = self.root
-        while segment is not None and segment.selector.offer():
-            started = time.perf_counter()
-            if segment.run is None:
-                tensor = self.preprocess(image[np.newaxis])
-            else:
-                assert tensor is not None
-                tensor = segment.run(tensor)
-            segment.timing.add((time.perf_counter() - started) * 1000.0, 1)
-            for head in segment.heads:
-                if head.selector.offer():
-                    started = time.perf_counter()
-                    probabilities = head.run(tensor)
-                    head.timing.add((time.perf_counter() - started) * 1000.0, 1)
-                    score = float(probabilities[0, head.spec.positive_index])
-                    scores.append(AppScore(head.spec.app, frame_index, timestamp, score))
-            segment = segment.child
-        return scores
+        return process_together([DagFrame(self, image, frame_index, timestamp)])[0]
+
+
+@dataclass(frozen=True)
+class DagFrame:
+    """One camera frame offered to its camera's DAG."""
+
+    dag: CameraDag
+    image: np.ndarray  # uint8 RGB at the base's input size
+    frame_index: int
+    timestamp: float
+
+
+def process_together(frames: Sequence[DagFrame]) -> list[list[AppScore]]:
+    """Analyse one frame of each of several DAGs; the scores of each frame, in order.
+
+    Every DAG selects frames exactly as it would alone. The DAGs walk their chains in step; at
+    each step the segments due on the same base between the same cut points (and with the same
+    tensor shape) run once on the stacked tensors of their frames, and the results are split
+    back. Heads are per app and run per frame. A batched call's time is shared evenly among
+    the frames in it.
+    """
+    scores: list[list[AppScore]] = [[] for _ in frames]
+    active: list[tuple[int, SegmentNode, np.ndarray | None]] = []
+    for position, item in enumerate(frames):
+        item.dag.frames_seen += 1
+        active.append((position, item.dag.root, None))
+    while active:
+        groups: dict[tuple[object, ...], list[tuple[int, SegmentNode, np.ndarray | None]]] = {}
+        for position, segment, tensor in active:
+            if not segment.selector.offer():
+                continue
+            dag = frames[position].dag
+            shape = frames[position].image.shape if tensor is None else tensor.shape[1:]
+            owner: object = dag.base_fingerprint or id(dag)
+            key = (owner, segment.start_cut, segment.end_cut, tuple(shape))
+            groups.setdefault(key, []).append((position, segment, tensor))
+        active = []
+        for members in groups.values():
+            outputs = _run_batched(members, frames)
+            for (position, segment, _), output in zip(members, outputs, strict=True):
+                item = frames[position]
+                for head in segment.heads:
+                    if head.selector.offer():
+                        started = time.perf_counter()
+                        probabilities = head.run(output)
+                        head.timing.add((time.perf_counter() - started) * 1000.0, 1)
+                        score = float(probabilities[0, head.spec.positive_index])
+                        scores[position].append(
+                            AppScore(head.spec.app, item.frame_index, item.timestamp, score)
+                        )
+                if segment.child is not None:
+                    active.append((position, segment.child, output))
+    return scores
+
+
+def _run_batched(
+    members: list[tuple[int, SegmentNode, np.ndarray | None]], frames: Sequence[DagFrame]
+) -> list[np.ndarray]:
+    """Run one segment once on the frames of `members`; one (1, ...) tensor per member."""
+    position, segment, _ = members[0]
+    started = time.perf_counter()
+    if segment.run is None:  # the input node: prepare the frames
+        images = np.stack([frames[p].image for p, _, _ in members])
+        batch = frames[position].dag.preprocess(images)
+    else:
+        inputs = [tensor for _, _, tensor in members]
+        assert all(tensor is not None for tensor in inputs)
+        stacked = inputs[0] if len(inputs) == 1 else np.concatenate(inputs)  # type: ignore[arg-type]
+        batch = segment.run(stacked)  # type: ignore[arg-type]
+    share_ms = (time.perf_counter() - started) * 1000.0 / len(members)
+    for _, member, _ in members:
+        member.timing.add(share_ms, 1)
+    return [batch[index : index + 1] for index in range(len(members))]
 
 
 def build_camera_dag(
@@ -208,7 +271,7 @@ def build_camera_dag(
                         selector=RateAccumulator(head.fps, segment.rate),
                     )
                 )
-    return CameraDag(camera, camera_fps, root, preprocess)
+    return CameraDag(camera, camera_fps, root, preprocess, base_fingerprint)
 
 
 def _chain(root: SegmentNode) -> list[SegmentNode]:

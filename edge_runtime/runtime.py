@@ -1,7 +1,10 @@
 """The live runtime: camera frames -> shared-stem DAG -> detectors -> event store -> sinks.
 
 One worker thread per camera takes frames from the camera's bounded queue (capture never waits
-for inference) and runs them through that camera's current DAG. Deploying a new plan swaps the
+for inference) and runs them through that camera's current DAG. Cameras whose DAGs run the same
+base (same weights fingerprint) share one worker instead: at each tick it takes the frames the
+cameras have ready and runs every segment they have in common once, on the batch of their
+frames (:func:`edge_runtime.dag.process_together`). Deploying a new plan swaps the
 DAG between two frames: cameras keep streaming, and detectors of apps that stay keep their open
 events. Every event transition is committed to the store before listeners (MQTT, webhooks,
 WebSocket) hear of it.
@@ -14,11 +17,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
-from edge_runtime.camera import CameraManager
-from edge_runtime.dag import CameraDag
+from edge_runtime.camera import Camera, CameraManager
+from edge_runtime.dag import CameraDag, DagFrame, process_together
 from edge_runtime.detector import DetectorConfig, EventChange, EventDetector, Transition
 from edge_runtime.event_store import EventStore
 from edge_runtime.sources import Frame, encode_jpeg
@@ -26,6 +30,9 @@ from edge_runtime.sources import Frame, encode_jpeg
 logger = logging.getLogger(__name__)
 
 EventListener = Callable[[EventChange], None]
+
+IDLE_POLL_S = 0.2  # how long a worker waits for a frame before it looks around again
+GATHER_S = 0.01  # how long a batching worker waits for the other cameras' frames of a tick
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,7 @@ class RuntimeStats:
     node_ms_per_frame: dict[str, float] = field(default_factory=dict)
     measured_cost_ms_per_s: float = 0.0
     deployments: int = 0
+    busy_ms_total: float = 0.0  # inference time since the runtime was made; never reset
 
 
 class EdgeRuntime:
@@ -65,10 +73,18 @@ class EdgeRuntime:
         cameras: CameraManager,
         store: EventStore,
         listeners: list[EventListener] | None = None,
+        batch_cameras: bool = True,
+        event_clock: Literal["wall", "media"] = "wall",
     ) -> None:
+        """`event_clock` "wall": events carry wall-clock times even for files and synthetic
+        cameras, whose frames count media time from 0 (their media time is anchored to the wall
+        clock at their first frame, so durations stay those of the video); "media": the
+        frames' own timestamps, for offline runs that compare events with a video's labels.
+        """
         self.cameras = cameras
         self.store = store
         self.listeners: list[EventListener] = list(listeners or [])
+        self.batch_cameras = batch_cameras
         self._lock = threading.Lock()
         self._deployments: dict[str, CameraDeployment] = {}
         self._detectors: dict[tuple[str, str], EventDetector] = {}
@@ -76,8 +92,11 @@ class EdgeRuntime:
         self._stop = threading.Event()
         self._stats = RuntimeStats()
         self._busy_ms = 0.0
+        self._busy_ms_total = 0.0
         self._busy_since = time.monotonic()
         self._running = False
+        self.event_clock = event_clock
+        self._clock_anchor: dict[str, tuple[float, float]] = {}  # camera -> (offset, last time)
 
     # -- deployment ----------------------------------------------------------------------------
 
@@ -105,13 +124,13 @@ class EdgeRuntime:
                     del self._stats.apps[name]
             self._deployments[deployment.camera] = deployment
             self._stats.deployments += 1
-            start_worker = (
-                not self._stop.is_set() and self._running and deployment.camera not in self._workers
-            )
+            worker = None
+            if not self._stop.is_set() and self._running:
+                worker = self._new_worker(self._group_of(deployment))
         for change in closed:
             self._handle(change, None)
-        if start_worker:
-            self._start_worker(deployment.camera)
+        if worker is not None:
+            worker.start()
 
     def undeploy(self, camera: str) -> None:
         """Stop analysing a camera; its open events end now."""
@@ -135,15 +154,18 @@ class EdgeRuntime:
         with self._lock:
             self._running = True
             self._stop.clear()
-            cameras = list(self._deployments)
-        for camera in cameras:
-            self._start_worker(camera)
+            groups = {self._group_of(deployment) for deployment in self._deployments.values()}
+            workers = [self._new_worker(group) for group in sorted(groups)]
+        for worker in workers:
+            if worker is not None:
+                worker.start()
 
     def stop(self) -> None:
         """Stop the workers, then close every open event (nothing is left dangling)."""
         self._stop.set()
         for worker in list(self._workers.values()):
-            worker.join(timeout=10)
+            if worker.ident is not None:  # registered by a deploy that has not started it yet
+                worker.join(timeout=10)
         self._workers.clear()
         with self._lock:
             self._running = False
@@ -153,63 +175,150 @@ class EdgeRuntime:
         for change in closed:
             self._handle(change, None)
 
-    def _start_worker(self, camera: str) -> None:
+    def _event_time(self, frame: Frame) -> float:
+        """The time events see for `frame` (caller holds the lock); see `event_clock`."""
+        if self.event_clock == "media":
+            return frame.timestamp
+        anchor = self._clock_anchor.get(frame.camera_id)
+        offset = anchor[0] if anchor is not None else frame.wall_time - frame.timestamp
+        event_time = frame.timestamp + offset
+        if anchor is not None and event_time < anchor[1]:  # the source started again from 0
+            offset = frame.wall_time - frame.timestamp
+            event_time = max(frame.timestamp + offset, anchor[1])
+        self._clock_anchor[frame.camera_id] = (offset, event_time)
+        return event_time
+
+    def _group_of(self, deployment: CameraDeployment) -> str:
+        """The worker a camera's frames go to: one per base when batching, else one per camera."""
+        fingerprint = deployment.dag.base_fingerprint
+        if self.batch_cameras and fingerprint:
+            return f"base:{fingerprint}"
+        return f"camera:{deployment.camera}"
+
+    def _new_worker(self, group: str) -> threading.Thread | None:
+        """Register (call under the lock) a worker for a group that has none; the caller starts it."""
+        if group in self._workers:
+            return None
         worker = threading.Thread(
-            target=self._work, args=(camera,), name=f"runtime-{camera}", daemon=True
+            target=self._work, args=(group,), name=f"runtime-{group[:40]}", daemon=True
         )
-        self._workers[camera] = worker
-        worker.start()
+        self._workers[group] = worker
+        return worker
 
-    # -- the per-camera loop -------------------------------------------------------------------
+    # -- the worker loop -----------------------------------------------------------------------
 
-    def _work(self, camera_id: str) -> None:
+    def _work(self, group: str) -> None:
+        last_frame: dict[str, float] = {}
         while not self._stop.is_set():
-            deployment = self.deployment(camera_id)
-            if deployment is None:
-                break
-            try:
-                camera = self.cameras.get(camera_id)
-            except Exception:  # the camera was removed: wait for it or for a new deployment
-                time.sleep(0.2)
+            with self._lock:
+                members = {
+                    camera: deployment
+                    for camera, deployment in self._deployments.items()
+                    if self._group_of(deployment) == group
+                }
+                if not members:
+                    self._workers.pop(group, None)
+                    return
+            cameras: dict[str, Camera] = {}
+            for camera_id in sorted(members):
+                try:
+                    cameras[camera_id] = self.cameras.get(camera_id)
+                except Exception:  # the camera was removed: wait for it or for a new deployment
+                    continue
+            if not cameras:
+                time.sleep(IDLE_POLL_S)
                 continue
-            frame = camera.get(timeout=0.2)
-            if frame is None:
-                self._advance_clocks(camera_id, time.time())
+            frames = self._gather(cameras)
+            now = time.monotonic()
+            for camera_id, _ in frames:
+                last_frame[camera_id] = now
+            for camera_id in cameras:
+                stalled = now - last_frame.setdefault(camera_id, now) >= IDLE_POLL_S
+                if stalled and self.event_clock == "wall":  # media time stands still
+                    self._advance_clocks(camera_id, time.time())
+            if not frames:
                 continue
             try:
-                self.process_frame(deployment, frame)
+                self.process_frames([(members[camera_id], frame) for camera_id, frame in frames])
             except Exception:
-                logger.exception("camera %s: frame %d failed in the DAG", camera_id, frame.sequence)
+                logger.exception(
+                    "frames %s failed in the DAG",
+                    ", ".join(f"{camera_id}#{frame.sequence}" for camera_id, frame in frames),
+                )
         with self._lock:
-            self._workers.pop(camera_id, None)
+            if self._workers.get(group) is threading.current_thread():
+                del self._workers[group]
+
+    def _gather(self, cameras: dict[str, Camera]) -> list[tuple[str, Frame]]:
+        """The frames of one tick: at most one (the oldest queued) per camera.
+
+        Waits up to IDLE_POLL_S for a first frame, then GATHER_S for the other cameras' frames,
+        so that cameras streaming in step are analysed together.
+        """
+        ids = list(cameras)
+        if len(ids) == 1:
+            frame = cameras[ids[0]].get(timeout=IDLE_POLL_S)
+            return [] if frame is None else [(ids[0], frame)]
+        ready: dict[str, Frame] = {}
+        deadline = time.monotonic() + IDLE_POLL_S
+        turn = 0
+        while not ready and not self._stop.is_set():
+            for camera_id in ids:
+                frame = cameras[camera_id].get(timeout=0)
+                if frame is not None:
+                    ready[camera_id] = frame
+            if ready or time.monotonic() >= deadline:
+                break
+            waited = ids[turn % len(ids)]
+            turn += 1
+            frame = cameras[waited].get(timeout=GATHER_S)
+            if frame is not None:
+                ready[waited] = frame
+        gather_until = time.monotonic() + GATHER_S
+        for camera_id in ids:
+            if ready and camera_id not in ready:
+                frame = cameras[camera_id].get(timeout=max(0.0, gather_until - time.monotonic()))
+                if frame is not None:
+                    ready[camera_id] = frame
+        return [(camera_id, ready[camera_id]) for camera_id in ids if camera_id in ready]
 
     def process_frame(self, deployment: CameraDeployment, frame: Frame) -> None:
         """Analyse one frame with a deployment; public so replay and tests can drive it directly."""
+        self.process_frames([(deployment, frame)])
+
+    def process_frames(self, items: list[tuple[CameraDeployment, Frame]]) -> None:
+        """Analyse one frame of each of several cameras together (shared segments batched)."""
         import cv2
 
-        size = deployment.input_size
-        image = frame.image
-        if image.shape[0] != size or image.shape[1] != size:
-            image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+        inputs = []
+        for deployment, frame in items:
+            size = deployment.input_size
+            image = frame.image
+            if image.shape[0] != size or image.shape[1] != size:
+                image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+            inputs.append(DagFrame(deployment.dag, image, frame.sequence, frame.timestamp))
         started = time.perf_counter()
-        scores = deployment.dag.process(image, frame.sequence, frame.timestamp)
+        all_scores = process_together(inputs)
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         changes: list[tuple[EventChange, np.ndarray]] = []
         with self._lock:
             self._busy_ms += elapsed_ms
-            self._stats.cameras[deployment.camera] = (
-                self._stats.cameras.get(deployment.camera, 0) + 1
-            )
-            for score in scores:
-                detector = self._detectors.get((deployment.camera, score.app))
-                if detector is None:
-                    continue
-                stats = self._stats.apps[f"{deployment.camera}/{score.app}"]
-                stats.frames_analysed += 1
-                stats.last_score = score.score
-                for change in detector.observe(frame.timestamp, frame.sequence, score.score):
-                    changes.append((change, frame.image))
-                stats.active = detector.is_active
+            self._busy_ms_total += elapsed_ms
+            for (deployment, frame), scores in zip(items, all_scores, strict=True):
+                self._stats.cameras[deployment.camera] = (
+                    self._stats.cameras.get(deployment.camera, 0) + 1
+                )
+                event_time = self._event_time(frame)
+                for score in scores:
+                    detector = self._detectors.get((deployment.camera, score.app))
+                    if detector is None:
+                        continue
+                    stats = self._stats.apps[f"{deployment.camera}/{score.app}"]
+                    stats.frames_analysed += 1
+                    stats.last_score = score.score
+                    for change in detector.observe(event_time, frame.sequence, score.score):
+                        changes.append((change, frame.image))
+                    stats.active = detector.is_active
         for change, full_image in changes:
             snapshot = encode_jpeg(full_image) if change.peak_improved else None
             self._handle(change, snapshot)
@@ -262,6 +371,7 @@ class EdgeRuntime:
                 node_ms_per_frame=node_ms,
                 measured_cost_ms_per_s=self._busy_ms / elapsed_s,
                 deployments=self._stats.deployments,
+                busy_ms_total=self._busy_ms_total,
             )
 
     def reset_cost_window(self) -> None:

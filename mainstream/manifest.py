@@ -52,16 +52,21 @@ class BaseModelInfo(BaseModel):
     weights_source: str = "none"
 
 
+MAX_EVENT_LENGTH_S = 3600.0
+"""The longest mean event an app may declare (one hour)."""
+
+
 class EventStats(BaseModel):
     """The app's event statistics, as the scheduler's event model needs them (DESIGN §2)."""
 
     model_config = ConfigDict(extra="allow")
 
-    event_length_s: float = Field(gt=0)
-    min_event_length_s: float | None = Field(default=None, ge=0)
+    # Bounds keep the event model's work (samples per event window) reasonable.
+    event_length_s: float = Field(gt=0, le=MAX_EVENT_LENGTH_S)
+    min_event_length_s: float | None = Field(default=None, ge=0, le=MAX_EVENT_LENGTH_S)
     event_frequency: float = Field(gt=0, lt=1)
     correlation: float = Field(ge=0, le=1)
-    camera_fps: float = Field(gt=0)
+    camera_fps: float = Field(gt=0, le=1000)
     how_measured: str = ""
 
 

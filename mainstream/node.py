@@ -20,6 +20,8 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
+import resource
 import shutil
 import threading
 import time
@@ -29,7 +31,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from edge_runtime.camera import CameraConfig, CameraManager
+from edge_runtime.camera import CameraConfig, CameraManager, StateChange
 from edge_runtime.deployer import (
     BaseProvider,
     DeployedApp,
@@ -37,8 +39,11 @@ from edge_runtime.deployer import (
     problem_for,
     profile_key,
 )
+from edge_runtime.detector import EventChange
 from edge_runtime.event_store import EventStore
+from edge_runtime.live import LiveHub
 from edge_runtime.runtime import CameraDeployment, EdgeRuntime
+from edge_runtime.sinks import SinkFanOut, build_sinks
 from edge_runtime.sources import SyntheticSourceConfig, encode_jpeg
 from mainstream import __version__
 from mainstream.errors import InfeasibleError, MainstreamError, ModelError, NotFoundError
@@ -54,6 +59,7 @@ from mainstream.registry import (
     Transaction,
     utc_now,
 )
+from mainstream.replanner import ReplanConfig, ReplanMonitor
 from mainstream.settings import Settings
 from scheduler.problem import Objective, Plan, Problem, Profile
 
@@ -88,6 +94,16 @@ class Proposal:
 
 
 @dataclass
+class SchedulerCounters:
+    """How often and how long the scheduler ran on this node since start."""
+
+    solves: int = 0  # problems solved (dry runs included)
+    solve_seconds_total: float = 0.0
+    last_solve_seconds: float = 0.0
+    replans: int = 0  # new plans put in force (the first one included)
+
+
+@dataclass
 class _Measurement:
     """What the runtime had counted when the plan in force was applied."""
 
@@ -104,8 +120,16 @@ class Node:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.registry = Registry(settings.registry_path, settings.blobs_dir)
         self.events = EventStore(settings.events_path)
-        self.cameras = CameraManager()
-        self.runtime = EdgeRuntime(self.cameras, self.events)
+        self.cameras = CameraManager(on_state_change=self._publish_camera_state)
+        self.runtime = EdgeRuntime(
+            self.cameras,
+            self.events,
+            listeners=[self._publish_event],
+            batch_cameras=settings.runtime.batch_cameras,
+        )
+        self.sinks = SinkFanOut()  # MQTT and webhooks, built by start()
+        self.live = LiveHub()  # the /api/live stream
+        self.scheduler = SchedulerCounters()
         self.bases = BaseProvider(settings.bases_dir)
         self.started_at: float | None = None
         self.last_error: str | None = None
@@ -116,6 +140,7 @@ class Node:
         self._plan: PlanRecord | None = None
         self._measurement: _Measurement | None = None
         self._stopped = False
+        self.replanner = ReplanMonitor(self, ReplanConfig.from_settings(settings.runtime))
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -124,8 +149,16 @@ class Node:
 
         A state that cannot be deployed (say, the budget no longer fits the apps) does not stop
         the node: the API stays up to fix it, and readiness reports the problem.
+        In the registry role (a fleet's shared registry) the node only stores and serves
+        packages: no cameras, runtime, sinks, profiles or plan.
         """
         with self._change_lock:
+            if self.settings.role == "registry":
+                self._collect_garbage()
+                self.started_at = time.time()
+                logger.info("running as a shared registry: no cameras, runtime or plan")
+                return
+            self.sinks = self._build_sinks()
             self._collect_garbage()
             self._register_startup_cameras()
             self.runtime.start()
@@ -143,18 +176,48 @@ class Node:
             with self.registry.transaction() as transaction:
                 self.record(transaction, proposal)
             self.apply(proposal)
+        if self.settings.runtime.replan:
+            self.replanner.start()
 
     def stop(self) -> None:
-        """Stop analysing (open events are closed and stored), then the cameras; close files."""
+        """Stop analysing (open events are closed and stored), then the cameras; then the sinks,
+        so that the end of every event closed here still goes out; close files."""
+        self.replanner.stop()  # outside the lock: the monitor takes it to re-plan
         with self._change_lock:
             if self._stopped:
                 return
             self._stopped = True
             self.runtime.stop()
             self.cameras.stop_all()
+            self.sinks.close()
+            self.live.close()
             self.events.close()
             self.registry.close()
             self._packages.clear()
+
+    def _build_sinks(self) -> SinkFanOut:
+        """The configured sinks, started; a sink that cannot be built is logged, never fatal."""
+        settings = self.settings
+        try:
+            return build_sinks(
+                node=settings.node_name,
+                data_dir=settings.data_dir,
+                mqtt=settings.mqtt,
+                webhooks=settings.webhooks,
+                base_url=public_url(settings),
+            )
+        except Exception:
+            logger.exception("the event sinks could not be started; events are only stored")
+            return SinkFanOut()
+
+    def _publish_event(self, change: EventChange) -> None:
+        """Runtime listener: a committed event change goes to the sinks and the live stream."""
+        self.sinks(change)
+        self.live(change)
+
+    def _publish_camera_state(self, change: StateChange) -> None:
+        self.sinks.on_camera_state(change)
+        self.live.on_camera_state(change)
 
     @property
     def running(self) -> bool:
@@ -262,7 +325,9 @@ class Node:
         else:
             from scheduler.planner import make_plan
 
+            solve_started = time.perf_counter()
             plan = make_plan(problem, solver=self.settings.runtime.solver, with_baselines=True)
+            self._count_solve(time.perf_counter() - solve_started)
             new_plan = True
         proposal = Proposal(
             reason=reason,
@@ -290,6 +355,11 @@ class Node:
                     plan, deployed, loaded, self.bases, used_fps, self.settings.runtime.engine
                 )
         return proposal
+
+    def _count_solve(self, seconds: float) -> None:
+        self.scheduler.solves += 1
+        self.scheduler.solve_seconds_total += seconds
+        self.scheduler.last_solve_seconds = seconds
 
     def _with_new_detectors(
         self, plan: Plan, apps: Mapping[str, DeployedApp]
@@ -463,6 +533,8 @@ class Node:
                 self.runtime.undeploy(camera_id)
             self.cameras.remove(camera_id)
         self._plan = self.registry.current_plan()
+        if proposal.new_plan:
+            self.scheduler.replans += 1
         if proposal.status in ("ok", "empty"):
             self.last_error = None
 
@@ -525,8 +597,11 @@ class Node:
             return None
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
-        """Ready when started, the registry answers and the registered apps are deployed."""
-        checks: dict[str, Any] = {"started": self.running}
+        """Ready when started, the registry answers and the registered apps are deployed.
+
+        A node in the registry role has no apps nor plan: it is ready when its database answers.
+        """
+        checks: dict[str, Any] = {"started": self.running, "role": self.settings.role}
         try:
             self.registry.schema_version()
             checks["registry"] = "ok"
@@ -546,11 +621,20 @@ class Node:
         return ready, checks
 
     def stats(self) -> dict[str, Any]:
+        """Everything /api/stats, /metrics and the live stream report, as one JSON-ready dict."""
         runtime = self.runtime.stats()
         plan = self._plan
+        planned = {app.name: app for app in plan.plan.apps} if plan and plan.plan else {}
+        measured = self.measured()
+        measured_apps = measured["apps"] if measured else {}
+        dag_latency_ms: dict[str, dict[str, float]] = {}
+        for key, ms in runtime.node_ms_per_frame.items():
+            camera, dag_node = key.split(":", 1)
+            dag_latency_ms.setdefault(camera, {})[dag_node] = ms
         return {
             "node": self.settings.node_name,
             "version": __version__,
+            "role": self.settings.role,
             "uptime_s": time.time() - self.started_at if self.started_at else 0.0,
             "budget_ms_per_s": self.budget(),
             "engine": self.settings.runtime.engine,
@@ -561,6 +645,7 @@ class Node:
                 "status": plan.status,
                 "value": plan.plan.value if plan.plan else None,
                 "predicted_cost_ms_per_s": plan.plan.total_cost if plan.plan else 0.0,
+                "solve_time_s": plan.plan.solve_time_s if plan.plan else 0.0,
             },
             "measured_cost_ms_per_s": runtime.measured_cost_ms_per_s,
             "cameras": {camera_id: s.to_dict() for camera_id, s in self.cameras.stats().items()},
@@ -572,14 +657,49 @@ class Node:
                     "events": s.events,
                     "active": s.active,
                     "last_score": s.last_score,
+                    "fps": measured_apps.get(s.app, {}).get("fps", 0.0),
+                    "planned_fps": planned[s.app].fps if s.app in planned else None,
+                    "cut_point": planned[s.app].cut_point if s.app in planned else None,
+                    "predicted_f1": planned[s.app].f1 if s.app in planned else None,
                 }
                 for name, s in runtime.apps.items()
             },
             "frames_processed": dict(runtime.cameras),
             "node_ms_per_frame": dict(runtime.node_ms_per_frame),
+            "dag_latency_ms": dag_latency_ms,
             "deployments": runtime.deployments,
             "events_stored": self.events.count(),
+            "replans": self.replanner.stats(),
+            "scheduler": dataclasses.asdict(self.scheduler),
+            "process": process_usage(),
+            "sinks": {sink.name: sink.stats() for sink in self.sinks.sinks},
+            "live": self.live.stats(),
         }
+
+
+def public_url(settings: Settings) -> str:
+    """The URL others reach this node's API under (links in MQTT and webhook messages):
+    `api.public_url`, else the listening address; "" (paths only) on a wildcard address."""
+    if settings.api.public_url:
+        return settings.api.public_url.rstrip("/")
+    host = settings.api.host
+    if host in ("", "0.0.0.0", "::"):
+        return ""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.api.port}"
+
+
+def process_usage() -> dict[str, float]:
+    """CPU seconds and resident memory of this process, as Prometheus' process collector
+    reports them (process_cpu_seconds_total, process_resident_memory_bytes)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        rss_bytes = float(pages * os.sysconf("SC_PAGE_SIZE"))
+    except (OSError, ValueError, IndexError):  # no /proc: the peak is the best there is
+        rss_bytes = float(usage.ru_maxrss * 1024)
+    return {"cpu_seconds": usage.ru_utime + usage.ru_stime, "rss_bytes": rss_bytes}
 
 
 def _same(stored: Problem, current: Problem) -> bool:

@@ -514,11 +514,15 @@ class Transaction:
 
     # -- packages ------------------------------------------------------------------------------
 
-    def add_package(self, manifest: Manifest, sha256: str, size_bytes: int) -> PackageRecord:
+    def add_package(
+        self, manifest: Manifest, sha256: str, size_bytes: int, version: int | None = None
+    ) -> PackageRecord:
         """Record an archive already in the blob store as the next version of its app.
 
         The new version becomes `latest`. The base must be recorded first. Versions count from 1
-        per app and are never reused.
+        per app and are never reused. A package pulled from a fleet's shared registry keeps the
+        shared registry's number instead (`version`), so that a version names the same archive
+        on every node; `latest` is then the highest version held.
         """
         if not self.registry.blobs.exists(sha256):
             raise RegistryError(f"package blob {sha256} is not in the blob store")
@@ -526,26 +530,45 @@ class Transaction:
         if self.registry.get_base(fingerprint) is None:
             raise NotFoundError(f"base {fingerprint[:12]}… is not registered")
         app = manifest.app.name
-        # Version numbers are never reused, even after deletions: a number names one archive.
-        self._execute(
-            "INSERT INTO package_versions (app, last_version) VALUES (?, 1) "
-            "ON CONFLICT (app) DO UPDATE SET last_version = last_version + 1",
-            (app,),
-        )
-        row = self._execute(
-            "SELECT last_version FROM package_versions WHERE app = ?", (app,)
-        ).fetchone()
-        version = int(row[0])
+        if version is None:
+            # Version numbers are never reused, even after deletions: a number names one archive.
+            self._execute(
+                "INSERT INTO package_versions (app, last_version) VALUES (?, 1) "
+                "ON CONFLICT (app) DO UPDATE SET last_version = last_version + 1",
+                (app,),
+            )
+            row = self._execute(
+                "SELECT last_version FROM package_versions WHERE app = ?", (app,)
+            ).fetchone()
+            version = int(row[0])
+        else:
+            if version < 1:
+                raise InvalidParameterError("version", version, "a version number >= 1")
+            taken = self._execute(
+                "SELECT sha256 FROM packages WHERE app = ? AND version = ?", (app, version)
+            ).fetchone()
+            if taken is not None:
+                raise ConflictError(
+                    f"package {app} version {version} is already stored here with another "
+                    f"archive ({taken[0][:12]}…, not {sha256[:12]}…)"
+                )
+            self._execute(
+                "INSERT INTO package_versions (app, last_version) VALUES (?, ?) "
+                "ON CONFLICT (app) DO UPDATE "
+                "SET last_version = MAX(last_version, excluded.last_version)",
+                (app, version),
+            )
         now = utc_now()
         self._execute(
             "INSERT INTO packages (sha256, app, version, base_fingerprint, manifest_json, "
             "size_bytes, uploaded_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (sha256, app, version, fingerprint, manifest.model_dump_json(), size_bytes, _iso(now)),
         )
+        newest = self._execute("SELECT MAX(version) FROM packages WHERE app = ?", (app,)).fetchone()
         self._execute(
             "INSERT INTO package_latest (app, version) VALUES (?, ?) "
             "ON CONFLICT (app) DO UPDATE SET version = excluded.version",
-            (app, version),
+            (app, int(newest[0])),
         )
         return self.registry.get_package(app, version)
 

@@ -15,10 +15,11 @@ import hmac
 import logging
 import secrets
 import tempfile
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -35,10 +36,11 @@ from mainstream.errors import (
     NotFoundError,
     PackageError,
 )
-from mainstream.manifest import BaseModelInfo, Manifest
+from mainstream.manifest import MAX_EVENT_LENGTH_S, BaseModelInfo, Manifest
 from mainstream.package import read_package, verify_package
 from mainstream.registry import (
     AppRecord,
+    BaseRecord,
     CameraRecord,
     PackageRecord,
     PlanRecord,
@@ -52,6 +54,7 @@ from mainstream.settings import Settings, validation_problems
 from scheduler.problem import AppPlan, Objective, Plan
 
 if TYPE_CHECKING:
+    from mainstream.fleet import RegistryClient
     from mainstream.node import Node
 
 logger = logging.getLogger(__name__)
@@ -59,6 +62,12 @@ logger = logging.getLogger(__name__)
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 TOKEN_PREFIX = "mst_"
 MAX_EVENT_PAGE = 1000
+MAX_ROW_NUMBER = 2**63 - 1  # SQLite's largest INTEGER: ids, versions and offsets beyond it fail
+PackageVersion = Annotated[int, Field(ge=1, le=MAX_ROW_NUMBER)] | Literal["latest"]
+# The event model's work grows with vote X times the frames in an event window; beyond these
+# the scheduler would spend minutes (or all memory) on one request, so the API refuses them.
+MAX_X_VOTE = 100
+MAX_WEIGHT = 1e6  # beyond it the weighted objective loses all precision
 
 
 class TooLargeError(MainstreamError):
@@ -88,7 +97,7 @@ class EventOverrides(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    event_length_s: float | None = Field(default=None, gt=0)
+    event_length_s: float | None = Field(default=None, gt=0, le=MAX_EVENT_LENGTH_S)
     event_frequency: float | None = Field(default=None, gt=0, lt=1)
     correlation: float | None = Field(default=None, ge=0, le=1)
 
@@ -105,12 +114,14 @@ class AppCreate(BaseModel):
     package: str | None = Field(
         default=None, description="App name of the package to run; default: `name`"
     )
-    version: int | Literal["latest"] = Field(default="latest", description="Package version")
+    version: PackageVersion = Field(default="latest", description="Package version")
     camera: str | None = Field(
         default=None, description="Camera id; default: the node's default camera"
     )
     event_overrides: EventOverrides = Field(default_factory=EventOverrides)
-    weight: float = Field(default=1.0, gt=0, description="Weight of the app's F1 in the plan")
+    weight: float = Field(
+        default=1.0, gt=0, le=MAX_WEIGHT, description="Weight of the app's F1 in the plan"
+    )
     x_vote: XVote = Field(default=1, description="Consecutive fires that open an event, or auto")
     threshold: float = Field(default=0.5, ge=0, le=1, description="Score that counts as a fire")
     quiet_time_s: float = Field(default=2.0, ge=0, description="Seconds without fire to end")
@@ -128,10 +139,10 @@ class AppUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     package: str | None = None
-    version: int | Literal["latest"] | None = None
+    version: PackageVersion | None = None
     camera: str | None = None
     event_overrides: EventOverrides | None = None
-    weight: float | None = Field(default=None, gt=0)
+    weight: float | None = Field(default=None, gt=0, le=MAX_WEIGHT)
     x_vote: XVote | None = None
     threshold: float | None = Field(default=None, ge=0, le=1)
     quiet_time_s: float | None = Field(default=None, ge=0)
@@ -144,8 +155,8 @@ class AppUpdate(BaseModel):
 
 
 def _positive_vote(value: XVote) -> XVote:
-    if isinstance(value, int) and value < 1:
-        raise ValueError("x_vote must be >= 1 or 'auto'")
+    if isinstance(value, int) and not 1 <= value <= MAX_X_VOTE:
+        raise ValueError(f"x_vote must be 1 to {MAX_X_VOTE} or 'auto'")
     return value
 
 
@@ -366,12 +377,21 @@ class Services:
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
-    def upload_package(self, source: Path | bytes) -> UploadResult:
+    def upload_package(
+        self,
+        source: Path | bytes,
+        *,
+        version: int | None = None,
+        expected_app: str | None = None,
+        load_models: bool = True,
+    ) -> UploadResult:
         """Verify an M-Package completely, then store it as the next version of its app.
 
         Nothing is stored unless every check passes: archive and manifest checks, checksums,
         every model loaded in Keras safe mode, and a base the node knows or that the package
-        bundles (bundled weights must have the fingerprint the manifest claims).
+        bundles (bundled weights must have the fingerprint the manifest claims). A package
+        pulled from the shared registry keeps the registry's `version` and must be of the
+        `expected_app`.
         """
         if isinstance(source, bytes):
             with tempfile.NamedTemporaryFile(
@@ -380,7 +400,9 @@ class Services:
                 handle.write(source)
             path = Path(handle.name)
             try:
-                return self.upload_package(path)
+                return self.upload_package(
+                    path, version=version, expected_app=expected_app, load_models=load_models
+                )
             finally:
                 path.unlink(missing_ok=True)
 
@@ -393,8 +415,14 @@ class Services:
             raise TooLargeError(f"the package has {size} bytes; this node accepts {limit} at most")
         if size == 0:
             raise PackageError("the upload is empty")
-        report = verify_package(path, load_models=True)
+        # load_models=False only for a package whose models this node's own trainer process
+        # has just loaded (training jobs): the API process then needs no TensorFlow.
+        report = verify_package(path, load_models=load_models)
         manifest, sha256 = report.manifest, report.archive_sha256
+        if expected_app is not None and manifest.app.name != expected_app:
+            raise PackageError(
+                f"the archive is a package of app {manifest.app.name!r}, not of {expected_app!r}"
+            )
 
         with self.node.changes():
             existing = self.registry.package_by_sha(sha256)
@@ -406,7 +434,7 @@ class Services:
                 with self.registry.transaction() as transaction:
                     if base is not None:
                         transaction.add_base(*base)
-                    record = transaction.add_package(manifest, sha256, size)
+                    record = transaction.add_package(manifest, sha256, size, version)
             except BaseException:
                 if blob_created:
                     self.registry.blobs.delete(sha256)
@@ -443,9 +471,31 @@ class Services:
         self, path: Path, manifest: Manifest
     ) -> tuple[tuple[BaseModelInfo, str], list[Path]]:
         """Check the bundled base weights against the fingerprint, then save them as a base."""
+        with read_package(path) as package:
+            weights = package.base_weights_path
+            assert weights is not None  # the caller checked manifest.base_weights
+            return self._save_checked_base(
+                weights,
+                manifest.base_model,
+                what="the bundled base weights",
+                blame="the package is inconsistent or was tampered with",
+                provenance={"bundled_in_package": manifest.app.name},
+            )
+
+    def _save_checked_base(
+        self,
+        weights: Path,
+        info: BaseModelInfo,
+        what: str,
+        blame: str,
+        provenance: dict[str, str],
+    ) -> tuple[tuple[BaseModelInfo, str], list[Path]]:
+        """Save base weights as a registered base once they have the fingerprint `info` names.
+
+        Returns the base row to record and the files created (to remove if the change fails).
+        """
         from mainstream.bases import BaseConfig, build_base, save_base, weights_fingerprint
 
-        info = manifest.base_model
         height, width, _ = info.input_shape
         if height != width:
             raise PackageError(f"base input shape {info.input_shape} is not square")
@@ -453,29 +503,22 @@ class Services:
         fingerprint = info.weights_fingerprint
         targets = [bases_dir / f"{fingerprint}.weights.h5", bases_dir / f"{fingerprint}.json"]
         existed = {target for target in targets if target.exists()}
-        with read_package(path) as package:
-            weights = package.base_weights_path
-            assert weights is not None  # the caller checked manifest.base_weights
-            try:
-                config = BaseConfig(
-                    name=info.name, input_size=height, alpha=info.alpha or 1.0, weights=str(weights)
-                )
-                model = build_base(config)
-            except (InvalidParameterError, ModelError) as error:
-                raise PackageError(f"the bundled base weights cannot be used: {error}") from error
-            actual = weights_fingerprint(model)
-            if actual != fingerprint:
-                raise PackageError(
-                    f"the bundled base weights have fingerprint {actual[:12]}… but the manifest "
-                    f"says {fingerprint[:12]}…; the package is inconsistent or was tampered with"
-                )
-            saved = save_base(
-                model,
-                config,
-                bases_dir,
-                weights_source=info.weights_source,
-                provenance={"bundled_in_package": manifest.app.name},
+        try:
+            config = BaseConfig(
+                name=info.name, input_size=height, alpha=info.alpha or 1.0, weights=str(weights)
             )
+            model = build_base(config)
+        except (InvalidParameterError, ModelError) as error:
+            raise PackageError(f"{what} cannot be used: {error}") from error
+        actual = weights_fingerprint(model)
+        if actual != fingerprint:
+            raise PackageError(
+                f"{what} have fingerprint {actual[:12]}… but the manifest says "
+                f"{fingerprint[:12]}…; {blame}"
+            )
+        saved = save_base(
+            model, config, bases_dir, weights_source=info.weights_source, provenance=provenance
+        )
         created = [target for target in targets if target not in existed]
         return (saved, targets[0].name), created
 
@@ -493,6 +536,99 @@ class Services:
             self.registry.blobs.delete(record.sha256)
             self.node.forget_package(record.sha256)
         logger.info("deleted package %s v%d", record.app, record.version)
+
+    def package_archive(
+        self, app: str, version: int | Literal["latest"]
+    ) -> tuple[PackageRecord, Path]:
+        """A stored package version and the path of its archive (what nodes pull)."""
+        record = self.registry.get_package(app, version)
+        blob = self.registry.blobs.path(record.sha256)
+        if not blob.is_file():
+            raise NotFoundError(f"package {record.app} v{record.version}: its archive is missing")
+        return record, blob
+
+    def pull_package(self, app: str, version: int | Literal["latest"]) -> UploadResult:
+        """Fetch a package version from the fleet's shared registry (`registry_url`) and store it.
+
+        The archive is streamed to the staging folder under `api.max_upload_bytes`, must hash to
+        the sha256 the shared registry lists, and is then stored exactly like an upload (same
+        validation), under the shared registry's version number. A base the node lacks and the
+        package does not bundle is pulled too, and kept only if the package is stored.
+        """
+        from mainstream.fleet import RegistryClient
+
+        staging = self.staging_dir() / f"pull-{uuid.uuid4().hex}.mpkg"
+        base_files: list[Path] = []
+        try:
+            with RegistryClient.from_settings(self.settings) as client:
+                listed = client.package(app, version)
+                client.download(listed, staging, self.settings.api.max_upload_bytes)
+                base_files = self._pull_base(client, listed.manifest)
+            result = self.upload_package(staging, version=listed.version, expected_app=listed.app)
+        except BaseException:
+            for created in base_files:
+                created.unlink(missing_ok=True)
+            raise
+        finally:
+            staging.unlink(missing_ok=True)
+        logger.info(
+            "pulled package %s v%d (%s) from the shared registry",
+            listed.app,
+            listed.version,
+            listed.sha256[:12],
+        )
+        return result
+
+    def _pull_base(self, client: RegistryClient, manifest: Manifest) -> list[Path]:
+        """Fetch the base of `manifest` when this node lacks it and the package does not bundle
+        it; the weights must have the manifest's fingerprint. Returns the files created."""
+        fingerprint = manifest.base_model.weights_fingerprint
+        if (
+            manifest.base_weights is not None
+            or self.registry.get_base(fingerprint) is not None
+            or (self.settings.bases_dir / f"{fingerprint}.json").is_file()
+        ):
+            return []
+        staging = self.staging_dir() / f"base-{uuid.uuid4().hex}.weights.h5"
+        try:
+            client.download_base_weights(fingerprint, staging, self.settings.api.max_upload_bytes)
+            _, created = self._save_checked_base(
+                staging,
+                manifest.base_model,
+                what="the base weights sent by the shared registry",
+                blame="they were corrupted or tampered with",
+                provenance={"pulled_from": client.url},
+            )
+        finally:
+            staging.unlink(missing_ok=True)
+        logger.info("pulled base %s from the shared registry", fingerprint[:12])
+        return created
+
+    def list_bases(self) -> list[BaseRecord]:
+        return self.registry.list_bases()
+
+    def base_weights(self, fingerprint: str) -> tuple[BaseRecord, Path]:
+        """A registered base and the path of its weights file (what nodes pull)."""
+        record = self.registry.get_base(fingerprint)
+        if record is None:
+            raise NotFoundError(f"no base with weights fingerprint {fingerprint!r}")
+        path = self.settings.bases_dir / record.weights_file
+        if not path.is_file():
+            raise NotFoundError(f"base {fingerprint[:12]}…: its weights file is missing")
+        return record, path
+
+    def _ensure_package(self, app: str, version: int | Literal["latest"]) -> None:
+        """Pull a package version this node does not hold, when a shared registry is set.
+
+        `latest` means the newest version held here; only a node that holds no version of the
+        app asks the shared registry for its latest.
+        """
+        if self.settings.registry_url is None:
+            return
+        try:
+            self.registry.get_package(app, version)
+        except NotFoundError:
+            self.pull_package(app, version)
 
     # -- cameras -------------------------------------------------------------------------------
 
@@ -607,8 +743,10 @@ class Services:
         try:
             return self.registry.get_package(package, version)
         except NotFoundError:
+            where = "" if self.settings.registry_url is None else " nor in the shared registry"
             raise NotFoundError(
-                f"no package for app {package!r} version {version}; upload it first"
+                f"no package for app {package!r} version {version} on this node{where}; "
+                "upload it first"
             ) from None
 
     def _default_camera(self) -> str:
@@ -639,7 +777,14 @@ class Services:
         )
 
     def create_app(self, request: AppCreate) -> AppView:
-        """Register an app; the node re-plans and runs it without a restart."""
+        """Register an app; the node re-plans and runs it without a restart.
+
+        A package the node does not hold is pulled from the shared registry first (when
+        `registry_url` is set), outside the change lock: downloads do not hold up other changes.
+        """
+        if self.registry.has_app(request.name):  # checked again under the lock
+            raise ConflictError(f"app {request.name!r} already exists")
+        self._ensure_package(request.package or request.name, request.version)
         with self.node.changes():
             if self.registry.has_app(request.name):
                 raise ConflictError(f"app {request.name!r} already exists")
@@ -656,6 +801,9 @@ class Services:
         return self.get_app(record.name)
 
     def update_app(self, name: str, request: AppUpdate) -> AppView:
+        if request.package is not None or request.version is not None:
+            before = self.registry.get_app(name)
+            self._ensure_package(request.package or before.package_app, request.version or "latest")
         with self.node.changes():
             current = self.registry.get_app(name)
             changes: dict[str, Any] = {}
@@ -718,8 +866,8 @@ class Services:
     def plan_history(self, limit: int = 20, offset: int = 0) -> list[PlanRecord]:
         if not 1 <= limit <= 200:
             raise InvalidParameterError("limit", limit, "1 to 200")
-        if offset < 0:
-            raise InvalidParameterError("offset", offset, ">= 0")
+        if not 0 <= offset <= MAX_ROW_NUMBER:
+            raise InvalidParameterError("offset", offset, f"0 to {MAX_ROW_NUMBER}")
         return self.registry.plan_history(limit, offset)
 
     def dry_run(self, request: DryRunRequest) -> DryRunResult:
@@ -766,8 +914,8 @@ class Services:
     ) -> EventPage:
         if not 1 <= limit <= MAX_EVENT_PAGE:
             raise InvalidParameterError("limit", limit, f"1 to {MAX_EVENT_PAGE}")
-        if offset < 0:
-            raise InvalidParameterError("offset", offset, ">= 0")
+        if not 0 <= offset <= MAX_ROW_NUMBER:
+            raise InvalidParameterError("offset", offset, f"0 to {MAX_ROW_NUMBER}")
         query = EventQuery(
             app=app,
             camera=camera,
@@ -812,6 +960,8 @@ class Services:
         return self.registry.list_tokens()
 
     def delete_token(self, token_id: int) -> None:
+        if not 1 <= token_id <= MAX_ROW_NUMBER:
+            raise NotFoundError(f"no token with id {token_id}")
         with self.registry.transaction() as transaction:
             transaction.delete_token(token_id)
 

@@ -2,7 +2,8 @@
 
 Values come from the defaults, then a YAML file (`load_settings(path)`), then `MAINSTREAM_*`
 environment variables (nested fields with `__`: `MAINSTREAM_API__PORT=9000`). Secrets (`admin_token`,
-`mqtt.password`, `webhooks.secret`, `trainer.worker_token`) are read from the environment only; a config file that contains one is rejected,
+`mqtt.password`, `webhooks.secret`, `trainer.worker_token`,
+`registry_token`) are read from the environment only; a config file that contains one is rejected,
 so that secrets never end up in files that get copied around or committed.
 
 Every way a config can be wrong becomes one :class:`ConfigError` whose `problems` name each bad
@@ -43,6 +44,7 @@ SECRET_FIELDS: tuple[str, ...] = (
     "mqtt.password",
     "webhooks.secret",
     "trainer.worker_token",
+    "registry_token",
 )
 """Fields (dotted paths) that may only come from the environment."""
 
@@ -86,7 +88,7 @@ class ApiSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     host: str = Field(default="127.0.0.1", description="Address to listen on")
-    port: int = Field(default=DEFAULT_PORT, ge=1, le=65535)
+    port: int = Field(default=DEFAULT_PORT, ge=1, le=65535, description="Port to listen on")
     open_health: bool = Field(
         default=True, description="Serve /api/health/* without a token (for load balancers)"
     )
@@ -96,6 +98,12 @@ class ApiSettings(BaseModel):
     max_upload_bytes: int = Field(
         default=256 * MiB, gt=0, description="Largest package upload accepted"
     )
+    public_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="URL others reach this API under, for links in MQTT and webhook messages; "
+        "default: http://<host>:<port> (paths only when listening on 0.0.0.0 or ::)",
+    )
 
 
 class RuntimeSettings(BaseModel):
@@ -103,7 +111,9 @@ class RuntimeSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    engine: Literal["keras", "openvino"] = "keras"
+    engine: Literal["keras", "openvino"] = Field(
+        default="keras", description="Inference engine; openvino is faster on Intel CPUs"
+    )
     budget_ms_per_s: float | None = Field(
         default=None,
         gt=0,
@@ -112,13 +122,44 @@ class RuntimeSettings(BaseModel):
     utilisation: float = Field(
         default=0.8, gt=0, le=1, description="Share of one core the derived budget may use"
     )
-    objective: Literal["mean_f1", "min_f1"] = "mean_f1"
-    solver: Literal["exact", "greedy", "milp"] = "exact"
+    objective: Literal["mean_f1", "min_f1"] = Field(
+        default="mean_f1", description="What the plan maximises: mean or worst app event F1"
+    )
+    solver: Literal["exact", "greedy", "milp"] = Field(
+        default="exact", description="Plan search; greedy for very many apps"
+    )
     default_camera_fps: float = Field(
         default=10.0, gt=0, description="Camera rate F assumed when a camera does not say"
     )
     profile_repeats: int = Field(
         default=7, ge=1, le=1000, description="Timed calls per cut point when measuring"
+    )
+    batch_cameras: bool = Field(
+        default=True,
+        description="Run a shared segment once on the frames of all cameras on the same base",
+    )
+    replan: bool = Field(
+        default=True,
+        description="Re-plan with the measured cost when the runtime runs over the budget "
+        "(and grow back when there is headroom)",
+    )
+    replan_interval_s: float = Field(
+        default=10.0, gt=0, description="Length of one measurement window for re-planning"
+    )
+    replan_min_interval_s: float = Field(
+        default=60.0, ge=0, description="Least time between two re-plans"
+    )
+    replan_windows: int = Field(
+        default=2,
+        ge=1,
+        le=100,
+        description="Consecutive windows out of the band before re-planning",
+    )
+    replan_over_margin: float = Field(
+        default=1.1, ge=1, description="Re-plan down when measured cost > this x budget"
+    )
+    replan_headroom_margin: float = Field(
+        default=0.7, gt=0, lt=1, description="Try to grow when measured cost < this x budget"
     )
 
 
@@ -138,7 +179,9 @@ class TrainerSettings(BaseModel):
         description="Bearer token the worker expects; from the environment only "
         "(MAINSTREAM_TRAINER__WORKER_TOKEN)",
     )
-    max_concurrent_jobs: int = Field(default=1, ge=1, le=16)
+    max_concurrent_jobs: int = Field(
+        default=1, ge=1, le=16, description="Training jobs run at once; more wait in a queue"
+    )
     datasets_dir: Path | None = Field(
         default=None,
         description="Folder that dataset references are resolved in; default: <data_dir>/datasets",
@@ -174,6 +217,16 @@ class NodeConfig(BaseModel):
         description="node: API + cameras + runtime; registry: API and package store only "
         "(a fleet's shared registry)",
     )
+    registry_url: str | None = Field(
+        default=None,
+        description="Base URL of the fleet's shared registry (`mainstream serve --role "
+        "registry`); packages this node lacks are pulled from it when an app needs them",
+    )
+    registry_token: SecretStr | None = Field(
+        default=None,
+        description="Viewer token of the shared registry; from the environment only "
+        "(MAINSTREAM_REGISTRY_TOKEN)",
+    )
     api: ApiSettings = Field(default_factory=ApiSettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
@@ -191,6 +244,13 @@ class NodeConfig(BaseModel):
         default=None,
         description="An admin bearer token; from the environment only (MAINSTREAM_ADMIN_TOKEN)",
     )
+
+    @field_validator("registry_url")
+    @classmethod
+    def _registry_url_is_http(cls, url: str | None) -> str | None:
+        if url is not None and not url.lower().startswith(("http://", "https://")):
+            raise ValueError(f"registry_url {url!r} is not an http(s) URL")
+        return url.rstrip("/") if url else None
 
     @field_validator("cameras")
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Response
 
 from api.deps import ServicesDep, Viewer
-from mainstream.services import MAX_EVENT_PAGE, EventPage, EventView
+from mainstream.services import MAX_EVENT_PAGE, MAX_ROW_NUMBER, EventPage, EventView
 
 router = APIRouter(prefix="/api/events", tags=["events"])
 
@@ -20,7 +20,7 @@ def list_events(
     ),
     until: str | None = Query(default=None, description="Start time before this"),
     limit: int = Query(default=100, ge=1, le=MAX_EVENT_PAGE),
-    offset: int = Query(default=0, ge=0),
+    offset: int = Query(default=0, ge=0, le=MAX_ROW_NUMBER),
 ) -> EventPage:
     """Events in order of start time; follow `next_offset` for the next page."""
     return services.events(app, camera, since, until, limit, offset)

@@ -7,20 +7,25 @@ from typing import Literal
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import Admin, ServicesDep, Viewer
 from api.uploads import receive_upload
 from mainstream.errors import InvalidParameterError
 from mainstream.registry import PackageRecord
-from mainstream.services import PackageSummary, UploadResult
+from mainstream.services import MAX_ROW_NUMBER, PackageSummary, PackageVersion, UploadResult
 
 router = APIRouter(prefix="/api/packages", tags=["packages"])
+
+ARCHIVE_MEDIA_TYPE = "application/zip"
 
 
 def parse_version(version: str) -> int | Literal["latest"]:
     if version == "latest":
         return "latest"
-    if version.isdigit() and int(version) >= 1:
+    # isascii: str.isdigit() also accepts digits such as '²' that int() refuses
+    if version.isascii() and version.isdigit() and 1 <= int(version) <= MAX_ROW_NUMBER:
         return int(version)
     raise InvalidParameterError("version", version, "a version number >= 1 or 'latest'")
 
@@ -65,6 +70,35 @@ async def upload_package(
     return result
 
 
+class PullRequest(BaseModel):
+    """A package version to fetch from the fleet's shared registry (`registry_url`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    app: str = Field(description="App name of the package")
+    version: PackageVersion = Field(default="latest", description="Version, or latest")
+
+
+@router.post(
+    "/pull",
+    response_model=UploadResult,
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[Admin],
+)
+async def pull_package(
+    request: PullRequest, response: Response, services: ServicesDep
+) -> UploadResult:
+    """Fetch a package version from the shared registry now (apps pull what they need anyway).
+
+    Validated exactly like an upload; 200 when the node already holds that archive, 409 when no
+    shared registry is configured, 502 when it cannot be reached.
+    """
+    result = await run_in_threadpool(services.pull_package, request.app, request.version)
+    if not result.created:
+        response.status_code = status.HTTP_200_OK
+    return result
+
+
 @router.get("", response_model=list[PackageSummary], dependencies=[Viewer])
 def list_packages(
     services: ServicesDep, app: str | None = Query(default=None)
@@ -77,6 +111,27 @@ def list_packages(
 def get_package(app: str, version: str, services: ServicesDep) -> PackageRecord:
     """One package version (a number or `latest`) with its manifest."""
     return services.get_package(app, parse_version(version))
+
+
+@router.get(
+    "/{app}/{version}/archive",
+    response_class=FileResponse,
+    responses={200: {"content": {ARCHIVE_MEDIA_TYPE: {}}, "description": "The .mpkg archive"}},
+    dependencies=[Viewer],
+)
+def download_package(app: str, version: str, services: ServicesDep) -> FileResponse:
+    """The package's `.mpkg` archive, as uploaded (edge nodes pull packages from here).
+
+    The `X-Mainstream-Sha256` header carries the archive's sha256; a node checks the archive
+    against it and validates it completely before storing it.
+    """
+    record, path = services.package_archive(app, parse_version(version))
+    return FileResponse(
+        path,
+        media_type=ARCHIVE_MEDIA_TYPE,
+        filename=f"{record.app}-v{record.version}.mpkg",
+        headers={"X-Mainstream-Sha256": record.sha256},
+    )
 
 
 @router.delete("/{app}/{version}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[Admin])

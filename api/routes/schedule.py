@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query
 
 from api.deps import ServicesDep, Viewer
 from mainstream.registry import PlanRecord
-from mainstream.services import DryRunRequest, DryRunResult, ScheduleView
+from mainstream.services import MAX_ROW_NUMBER, DryRunRequest, DryRunResult, ScheduleView
 
 router = APIRouter(prefix="/api/schedule", tags=["schedule"])
 
@@ -21,7 +21,7 @@ def schedule(services: ServicesDep) -> ScheduleView:
 def history(
     services: ServicesDep,
     limit: int = Query(default=20, ge=1, le=200),
-    offset: int = Query(default=0, ge=0),
+    offset: int = Query(default=0, ge=0, le=MAX_ROW_NUMBER),
 ) -> list[PlanRecord]:
     """Earlier plans, newest first."""
     return services.plan_history(limit, offset)

@@ -23,10 +23,10 @@ class MqttSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = False
+    enabled: bool = Field(default=False, description="Publish events over MQTT")
     host: str = Field(default="localhost", min_length=1, description="Broker host name or address")
-    port: int = Field(default=1883, ge=1, le=65535)
-    username: str | None = None
+    port: int = Field(default=1883, ge=1, le=65535, description="Broker port")
+    username: str | None = Field(default=None, description="Broker user name, if it needs one")
     password: SecretStr | None = Field(
         default=None, description="From the environment only (MAINSTREAM_MQTT__PASSWORD)"
     )
@@ -38,8 +38,8 @@ class MqttSettings(BaseModel):
     client_id: str | None = Field(
         default=None, description="MQTT client id; default: mainstream-<node name>"
     )
-    keepalive_s: int = Field(default=30, ge=5, le=3600)
-    tls: bool = False
+    keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keep-alive interval")
+    tls: bool = Field(default=False, description="Connect with TLS")
     ca_file: Path | None = Field(
         default=None, description="CA bundle for TLS; default: the system's trusted CAs"
     )
@@ -49,8 +49,12 @@ class MqttSettings(BaseModel):
         le=1_000_000,
         description="Messages kept while the broker is unreachable; beyond it the oldest go",
     )
-    reconnect_min_delay_s: int = Field(default=1, ge=1)
-    reconnect_max_delay_s: int = Field(default=30, ge=1)
+    reconnect_min_delay_s: int = Field(
+        default=1, ge=1, description="First wait before reconnecting; doubles up to the max"
+    )
+    reconnect_max_delay_s: int = Field(
+        default=30, ge=1, description="Longest wait between reconnection attempts"
+    )
     publish_updates: bool = Field(
         default=True, description="Also publish 'update' messages (a better peak), not only new/end"
     )
@@ -100,7 +104,9 @@ class WebhookSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    targets: list[WebhookTarget] = Field(default_factory=list)
+    targets: list[WebhookTarget] = Field(
+        default_factory=list, description="Receivers: url, apps (empty: all), transitions"
+    )
     secret: SecretStr | None = Field(
         default=None,
         description="HMAC-SHA256 signing key; from the environment only "

@@ -1,7 +1,8 @@
-"""`mainstream config`: check a node's config file, print its JSON schema.
+"""`mainstream config`: check a node's config file, print its JSON schema and reference.
 
 mainstream config validate node.yaml
 mainstream config schema > node.schema.json
+mainstream config reference          # the Markdown table in the README
 """
 
 from __future__ import annotations
@@ -38,3 +39,11 @@ def schema() -> None:
     from mainstream.settings import settings_json_schema
 
     click.echo(json.dumps(settings_json_schema(), indent=2))
+
+
+@config.command()
+def reference() -> None:
+    """Print the configuration reference (Markdown table) that the README embeds."""
+    from mainstream.settings_reference import config_reference_markdown
+
+    click.echo(config_reference_markdown(), nl=False)

@@ -2,6 +2,7 @@
 API tokens.
 
     mainstream serve --config node.yaml
+    mainstream serve --role registry --config registry.yaml    # a fleet's shared registry
     mainstream token create --role admin --name laptop
 
 The config file can also be named by MAINSTREAM_CONFIG. `serve` shuts down cleanly on SIGTERM
@@ -10,8 +11,10 @@ or SIGINT: the runtime stops, open events are closed and stored, cameras are rel
 
 from __future__ import annotations
 
-import logging
+import threading
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import click
 
@@ -32,42 +35,81 @@ _config_option = click.option(
     "--port", type=click.IntRange(1, 65535), default=None, help="Port (overrides api.port)."
 )
 @click.option(
+    "--role",
+    type=click.Choice(["node", "registry"]),
+    default=None,
+    help="node: cameras, runtime and API; registry: a fleet's shared package registry "
+    "(overrides the `role` setting).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
     show_default=True,
 )
-def serve(config_path: Path | None, host: str | None, port: int | None, log_level: str) -> None:
-    """Run this node: the REST API, the cameras and the apps, until SIGTERM or Ctrl-C."""
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    envvar="MAINSTREAM_LOG_FORMAT",
+    help="json: one JSON object per line (time, level, logger, message, extra fields).",
+)
+def serve(
+    config_path: Path | None,
+    host: str | None,
+    port: int | None,
+    role: str | None,
+    log_level: str,
+    log_format: str,
+) -> None:
+    """Run this node: the REST API, the cameras and the apps, until SIGTERM or Ctrl-C.
+
+    With `--role registry` it is a fleet's shared registry instead: it stores packages and base
+    weights and serves them to the edge nodes, with no cameras, runtime or plan.
+    """
     from mainstream.settings import load_settings
 
     api_overrides = {key: value for key, value in (("host", host), ("port", port)) if value}
-    settings = load_settings(config_path)
+    role_override: dict[str, Any] = {"role": role} if role else {}
+    settings = load_settings(config_path, **role_override)
     if api_overrides:
         settings = settings.model_copy(
             update={"api": settings.api.model_copy(update=api_overrides)}
         )
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from mainstream.logs import configure_logging
+
+    configure_logging(log_level, "json" if log_format == "json" else "text")
     import uvicorn
 
     from api.app import create_app
     from mainstream.node import Node
 
     node = Node(settings)
+    what = "shared registry" if settings.role == "registry" else "node"
     click.echo(
-        f"node {settings.node_name!r}: data in {settings.data_dir}, API on "
+        f"{what} {settings.node_name!r}: data in {settings.data_dir}, API on "
         f"http://{settings.api.host}:{settings.api.port}/docs",
         err=True,
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(node),
         host=settings.api.host,
         port=settings.api.port,
         log_level=log_level,
+        log_config=None,  # configure_logging() has set up every logger
         timeout_graceful_shutdown=10,
     )
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            # Live streams never end on their own: end them, so that the graceful shutdown need
+            # not wait its whole timeout for open dashboards. (On a thread: a signal handler
+            # must not take the hub's locks.)
+            threading.Thread(target=node.live.close, name="close-live", daemon=True).start()
+            super().handle_exit(sig, frame)
+
+    Server(config).run()
 
 
 @click.group()

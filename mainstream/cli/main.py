@@ -26,6 +26,12 @@ SUBCOMMANDS: dict[str, str] = {
     "serve": "mainstream.cli.daemon:serve",
     "token": "mainstream.cli.daemon:token",
     "config": "mainstream.cli.config:config",
+    "demo": "mainstream.cli.demo:demo",
+    "apps": "mainstream.cli.client:apps",
+    "cameras": "mainstream.cli.client:cameras",
+    "events": "mainstream.cli.client:events",
+    "trainer": "mainstream.cli.trainer:trainer",
+    "jobs": "mainstream.cli.trainer:jobs",
 }
 
 

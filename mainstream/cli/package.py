@@ -1,8 +1,9 @@
-"""`mainstream package ...`: look inside and verify M-Packages.
+"""`mainstream package ...`: look inside, verify and upload M-Packages.
 
 `inspect` reads only the archive's directory and manifest; `verify` extracts the package to a
 temp directory, checks every sha256 and loads every candidate in Keras safe mode (TensorFlow
-is imported only then).
+is imported only then); `upload` sends the package to a running node, which verifies it the
+same way before storing it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from mainstream.cli.client import echo_json, open_client, remote_options
 from mainstream.errors import PackageError
 from mainstream.package import PackageListing, describe_size, inspect_package, verify_package
 
@@ -22,7 +24,7 @@ _PACKAGE_ARGUMENT = click.argument(
 
 @click.group()
 def package() -> None:
-    """Inspect and verify M-Packages (.mpkg)."""
+    """Inspect, verify and upload M-Packages (.mpkg)."""
 
 
 @package.command("inspect")
@@ -58,6 +60,25 @@ def verify_command(package_path: Path, no_load: bool) -> None:
         # where ctx.exit's code would be returned and lost instead of becoming the exit status.
         sys.exit(error.exit_code)
     click.echo(report.summary())
+
+
+@package.command("upload")
+@_PACKAGE_ARGUMENT
+@remote_options
+def upload_command(package_path: Path, server: str, token: str | None, as_json: bool) -> None:
+    """Upload a package to a node (admin token); it becomes the app's next version.
+
+    The node verifies the package completely before storing anything; uploading the same
+    archive again changes nothing and names the version already stored.
+    """
+    with open_client(server, token) as client:
+        result = client.upload_package(package_path)
+    if as_json:
+        echo_json(result)
+        return
+    record = result["package"]
+    verb = "stored" if result["created"] else "already stored as"
+    click.echo(f"{verb} {record['app']} v{record['version']} (sha256 {record['sha256'][:12]})")
 
 
 def _summary_lines(listing: PackageListing) -> list[str]:

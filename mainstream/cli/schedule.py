@@ -6,11 +6,18 @@
     mainstream schedule sweep examples/problem.json --budget-range 20:200:10
     mainstream schedule sweep --apps 1,2,5,10 --report sweep.html
 
+With a running node (`--server URL`, env MAINSTREAM_SERVER), `show` prints the plan in force
+and `dry-run` without a PROBLEM file asks the node what it would plan after a change:
+
+    mainstream schedule show --server http://edge-1:8780
+    mainstream schedule dry-run --add-app buses=buses:2 --remove-app trains --budget 200
+
 Only the scheduler (numpy/scipy) is imported here: no TensorFlow, no OpenCV.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -21,10 +28,19 @@ from typing import Any, cast
 import click
 from tqdm import tqdm
 
+from mainstream.cli.client import (
+    DEFAULT_SERVER,
+    echo_json,
+    json_option,
+    number,
+    open_client,
+    server_option,
+    token_option,
+)
 from mainstream.errors import NotFoundError
 from mainstream.problem_files import load_problem
 from scheduler.planner import make_plan
-from scheduler.problem import Objective
+from scheduler.problem import Objective, Plan
 from scheduler.report import format_plan, format_sweep, html_report, sweep_html_report
 from scheduler.sweep import (
     Solver,
@@ -68,32 +84,93 @@ def schedule() -> None:
     """Choose each app's cut point and frame rate to maximise event F1 under a budget."""
 
 
+@schedule.command("show")
+@server_option
+@token_option
+@json_option
+def show(server: str, token: str | None, as_json: bool) -> None:
+    """The plan a running node is following, and what its runtime measured since."""
+    with open_client(server, token) as client:
+        view = client.schedule()
+    if as_json:
+        echo_json(view)
+        return
+    click.echo(_describe_schedule(view), nl=False)
+
+
 @schedule.command("dry-run")
-@click.argument("problem_path", metavar="PROBLEM", type=_problem_argument)
+@click.argument("problem_path", metavar="[PROBLEM]", type=_problem_argument, required=False)
 @_solver_option
 @click.option(
     "--budget",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
-    help="Override the problem's compute budget (cost units per second).",
+    help="Override the problem's (or the node's) compute budget (cost units per second).",
 )
 @_objective_option
 @click.option("--json", "as_json", is_flag=True, help="Print only the plan as JSON on stdout.")
 @_report_option
+@click.option(
+    "--server",
+    envvar="MAINSTREAM_SERVER",
+    default=None,
+    show_envvar=True,
+    help=f"Ask this node instead of planning a file (default without PROBLEM: {DEFAULT_SERVER}).",
+)
+@token_option
+@click.option(
+    "--add-app",
+    "add_apps",
+    multiple=True,
+    metavar="NAME[=APP[:VERSION]][@CAMERA]",
+    help="Node mode: plan as if this app were added (or a JSON object as `apps add` takes).",
+)
+@click.option(
+    "--remove-app",
+    "remove_apps",
+    multiple=True,
+    metavar="NAME",
+    help="Node mode: plan as if this app were removed.",
+)
+@click.pass_context
 def dry_run(
-    problem_path: Path,
+    ctx: click.Context,
+    problem_path: Path | None,
     solver: str,
     budget: float | None,
     objective: str | None,
     as_json: bool,
     report_path: Path | None,
+    server: str | None,
+    token: str | None,
+    add_apps: tuple[str, ...],
+    remove_apps: tuple[str, ...],
 ) -> None:
     """Plan PROBLEM (a .json or .yaml file) and print the schedule; nothing is deployed.
 
     The table shows, per app, the cut point (how much of the base network it shares), the
     frame rate, the vote X and the predicted event recall, precision and F1, next to the
     Max-Sharing and No-Sharing baselines at the same budget.
+
+    Without PROBLEM (or with --server) the running node plans its own apps, changed by
+    --add-app / --remove-app / --budget, and deploys nothing.
     """
+    server_on_command_line = (
+        ctx.get_parameter_source("server") == click.core.ParameterSource.COMMANDLINE
+    )
+    if problem_path is None or server_on_command_line:
+        if problem_path is not None:
+            raise click.UsageError("give either PROBLEM (plan a file) or --server, not both")
+        if report_path is not None:
+            raise click.UsageError("--report needs a PROBLEM file")
+        if ctx.get_parameter_source("solver") == click.core.ParameterSource.COMMANDLINE:
+            raise click.UsageError("--solver needs a PROBLEM file (the node uses its own)")
+        _dry_run_on_node(
+            server or DEFAULT_SERVER, token, add_apps, remove_apps, budget, objective, as_json
+        )
+        return
+    if add_apps or remove_apps:
+        raise click.UsageError("--add-app / --remove-app ask a node: leave out PROBLEM")
     problem = load_problem(problem_path, budget=budget, objective=_objective(objective))
     plan = make_plan(problem, solver=_solver(solver), with_baselines=True)
     if report_path is not None:
@@ -198,6 +275,92 @@ def sweep(
         click.echo(result.model_dump_json(indent=2))
     else:
         click.echo(format_sweep(result), nl=False)
+
+
+def _dry_run_on_node(
+    server: str,
+    token: str | None,
+    add_apps: tuple[str, ...],
+    remove_apps: tuple[str, ...],
+    budget: float | None,
+    objective: str | None,
+    as_json: bool,
+) -> None:
+    """POST /api/schedule/dry-run and print the answer."""
+    additions = [_app_addition(spec) for spec in add_apps]
+    with open_client(server, token) as client:
+        result = client.dry_run(
+            additions, list(remove_apps), budget=budget, objective=_objective(objective)
+        )
+    if as_json:
+        echo_json(result)
+        return
+    changes = [f"+{spec['name']}" for spec in additions] + [f"-{name}" for name in remove_apps]
+    click.echo(
+        f"Dry run on {server}"
+        + (f" ({', '.join(changes)})" if changes else "")
+        + f", budget {number(result['budget'])}; nothing deployed"
+    )
+    click.echo("")
+    if result["plan"] is None:
+        click.echo("  no apps would run: nothing to plan")
+    else:
+        click.echo(format_plan(Plan.model_validate(result["plan"])), nl=False)
+    current = result.get("current_value")
+    click.echo(f"  Plan in force: objective {'-' if current is None else f'{current:.3f}'}")
+
+
+def _app_addition(spec: str) -> dict[str, Any]:
+    """NAME[=APP[:VERSION]][@CAMERA], or a JSON object with the fields of `apps add`."""
+    from mainstream.cli.client import PackageSpec
+    from mainstream.client import app_request
+
+    if spec.lstrip().startswith("{"):
+        try:
+            body = json.loads(spec)
+        except ValueError as error:
+            raise click.BadParameter(f"not valid JSON: {error}", param_hint="--add-app") from None
+        if not isinstance(body, dict) or not isinstance(body.get("name"), str):
+            raise click.BadParameter("a JSON app needs a 'name'", param_hint="--add-app")
+        return body
+    rest, _, camera = spec.partition("@")
+    name, _, package_text = rest.partition("=")
+    if not name:
+        raise click.BadParameter(f"{spec!r} has no app name", param_hint="--add-app")
+    package, version = PackageSpec().convert(package_text or name, None, None)
+    return app_request(
+        name,
+        package=package,
+        version=version,  # type: ignore[arg-type]
+        camera=camera or None,
+    )
+
+
+def _describe_schedule(view: dict[str, Any]) -> str:
+    """The ScheduleView of a node as text: which plan, why, its table, what was measured."""
+    status = view["status"]
+    if status == "none":
+        return "no plan yet: the node has not planned (is it started?)\n"
+    lines = [f"Plan {view['id']} ({status}), {view['created_at']}: {view['reason']}"]
+    if view.get("message"):
+        lines.append(f"  {view['message']}")
+    lines.append("")
+    if view.get("plan") is None:
+        lines.append("  no apps run" if status == "empty" else "  no plan in force")
+        return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n" + format_plan(Plan.model_validate(view["plan"]))
+    measured = view.get("measured")
+    if measured:
+        text += (
+            f"\n  Measured over {measured['seconds']:.0f} s: cost "
+            f"{number(measured.get('cost_ms_per_s'), 1)} ms/s\n"
+        )
+        for name, app in sorted(measured["apps"].items()):
+            text += (
+                f"    {name}: {number(app['fps'], 2)} fps analysed, {app['events']} events"
+                f"{', event open' if app.get('active') else ''}\n"
+            )
+    return text
 
 
 def _solver(name: str) -> Solver:

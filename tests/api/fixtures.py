@@ -11,11 +11,16 @@ One MobileNet (alpha 0.25, 96 px, random weights) is registered as a base with
 from __future__ import annotations
 
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from mainstream.manifest import (
@@ -267,3 +272,89 @@ def bad_packages(tiny: TinyPackages, folder: Path) -> dict[str, tuple[Path, str]
         "unknown base": (tiny.unknown_base, "unknown base"),
         "bundled base does not match": (tiny.wrong_bundle, "bundled base weights have"),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# A real `mainstream serve` process (end-to-end tests)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def mainstream(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mainstream.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@dataclass
+class Daemon:
+    """One `mainstream serve` process and a client for it."""
+
+    config: Path
+    log: Path
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "mainstream.cli.main",
+                    "serve",
+                    "--config",
+                    str(self.config),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+        def live() -> bool:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"serve exited early:\n{self.log_tail()}")
+            try:
+                return httpx.get(f"{self.url}/api/health/live", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        assert wait_for(live, timeout=90, poll=0.25), self.log_tail()
+
+    def stop(self) -> bool:
+        """SIGTERM, then True when the node shut down cleanly (uvicorn re-raises the signal
+        after its graceful shutdown, so the exit status is 0 or -SIGTERM)."""
+        assert self.process is not None
+        shutdowns = self.log_tail().count("Application shutdown complete")
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            status = self.process.wait(timeout=30)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+        clean = self.log_tail().count("Application shutdown complete") == shutdowns + 1
+        return clean and status in (0, -signal.SIGTERM)
+
+    def log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
+
+
+def cli_token(config: Path, role: str) -> str:
+    """A new token made by `mainstream token create` against the node's config."""
+    created = mainstream("token", "create", "--role", role, "--config", str(config))
+    assert created.returncode == 0, created.stderr
+    secret = created.stdout.strip()
+    assert secret.startswith("mst_") and "\n" not in secret
+    return secret

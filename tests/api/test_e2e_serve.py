@@ -4,12 +4,7 @@ rejected packages, events, and a restart that keeps every piece of state."""
 from __future__ import annotations
 
 import re
-import signal
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +13,12 @@ import pytest
 import yaml
 
 from tests.api.fixtures import (
+    Daemon,
     TinyPackages,
     bad_packages,
+    cli_token,
+    free_port,
+    mainstream,
     node_config,
     tiny_packages_fixture,  # noqa: F401 - the `tiny_packages` fixture
     wait_for,
@@ -28,79 +27,6 @@ from tests.api.fixtures import (
 pytestmark = pytest.mark.slow
 
 UPLOAD_LIMIT = 4 * 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def mainstream(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mainstream.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-@dataclass
-class Daemon:
-    """One `mainstream serve` process and a client for it."""
-
-    config: Path
-    log: Path
-    port: int
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "mainstream.cli.main",
-                    "serve",
-                    "--config",
-                    str(self.config),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-        def live() -> bool:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise AssertionError(f"serve exited early:\n{self.log_tail()}")
-            try:
-                return httpx.get(f"{self.url}/api/health/live", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        assert wait_for(live, timeout=90, poll=0.25), self.log_tail()
-
-    def stop(self) -> bool:
-        """SIGTERM, then True when the node shut down cleanly (uvicorn re-raises the signal
-        after its graceful shutdown, so the exit status is 0 or -SIGTERM)."""
-        assert self.process is not None
-        shutdowns = self.log_tail().count("Application shutdown complete")
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            status = self.process.wait(timeout=30)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-        clean = self.log_tail().count("Application shutdown complete") == shutdowns + 1
-        return clean and status in (0, -signal.SIGTERM)
-
-    def log_tail(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
 
 
 @pytest.fixture
@@ -121,11 +47,7 @@ def daemon(tmp_path: Path, tiny_packages: TinyPackages) -> Iterator[Daemon]:
 
 
 def create_token(config: Path, role: str) -> dict[str, str]:
-    created = mainstream("token", "create", "--role", role, "--config", str(config))
-    assert created.returncode == 0, created.stderr
-    secret = created.stdout.strip()
-    assert secret.startswith("mst_") and "\n" not in secret
-    return {"Authorization": f"Bearer {secret}"}
+    return {"Authorization": f"Bearer {cli_token(config, role)}"}
 
 
 def upload(client: httpx.Client, headers: dict[str, str], content: bytes) -> httpx.Response:

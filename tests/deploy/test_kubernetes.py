@@ -458,7 +458,9 @@ def test_kustomize_build_renders_valid_objects(tmp_path: Path) -> None:
     kubectl = kubectl_with_kustomize()
     work = tmp_path / "kubernetes"
     shutil.copytree(KUBERNETES_DIR, work)
-    (work / "secrets.env").write_text("admin-token=test-admin\nregistry-token=test-viewer\n")
+    (work / "secrets.env").write_text(
+        "admin-token=test-admin\nregistry-token=test-viewer\ntrainer-token=test-trainer\n"
+    )
     kustomization = read_yaml_documents(work / "kustomization.yaml")[0]
     kustomization["components"] = ["gpu-trainer", "monitoring"]
     (work / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))

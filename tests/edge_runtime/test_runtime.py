@@ -15,6 +15,7 @@ from edge_runtime.detector import DetectorConfig, EventChange, Transition
 from edge_runtime.engines import compile_model
 from edge_runtime.event_store import EventQuery, EventStore
 from edge_runtime.runtime import CameraDeployment, EdgeRuntime
+from edge_runtime.sources import Frame
 
 cv2 = pytest.importorskip("cv2")
 keras = pytest.importorskip("keras")
@@ -88,7 +89,7 @@ def test_events_are_detected_stored_and_published(tmp_path: Path, base: tuple[An
     store = EventStore(tmp_path / "events.db")
     heard: list[EventChange] = []
     manager = CameraManager()
-    runtime = EdgeRuntime(manager, store, listeners=[heard.append])
+    runtime = EdgeRuntime(manager, store, listeners=[heard.append], event_clock="media")
     runtime.deploy(deployment(base, {"lights": 2}))
     runtime.start()
     manager.add(
@@ -119,7 +120,7 @@ def test_plan_swap_keeps_the_camera_and_open_events(tmp_path: Path, base: tuple[
     write_video(video)
     store = EventStore(tmp_path / "events.db")
     manager = CameraManager()
-    runtime = EdgeRuntime(manager, store)
+    runtime = EdgeRuntime(manager, store, event_clock="media")
     first = deployment(base, {"lights": 1})
     runtime.deploy(first)
     manager.add(
@@ -145,3 +146,22 @@ def test_plan_swap_keeps_the_camera_and_open_events(tmp_path: Path, base: tuple[
     assert round(lights[0].start_time * 10) == 10 and round((lights[0].end_time or 0) * 10) == 19
     assert [round(e.start_time * 10) for e in also] == [16, 40]
     assert [f.sequence for f in frames] == list(range(60))
+
+
+def test_wall_event_clock_anchors_media_time_and_never_goes_back(tmp_path: Path) -> None:
+    runtime = EdgeRuntime(CameraManager(), EventStore(tmp_path / "events.db"))
+    image = np.zeros((4, 4, 3), np.uint8)
+
+    def frame(sequence: int, media_s: float, wall_s: float) -> Frame:
+        return Frame("cam0", sequence, media_s, image, 0.0, wall_s)
+
+    wall = 1_800_000_000.0
+    first = runtime._event_time(frame(0, 0.0, wall))
+    later = runtime._event_time(frame(1, 2.5, wall + 2.6))  # decoding jitter is ignored
+    assert first == wall and later == wall + 2.5
+    restarted = runtime._event_time(frame(2, 0.0, wall + 9.0))  # the file source reopened
+    assert restarted == wall + 9.0
+    assert runtime._event_time(frame(3, 0.5, wall + 9.5)) == wall + 9.5
+
+    media = EdgeRuntime(CameraManager(), EventStore(tmp_path / "media.db"), event_clock="media")
+    assert media._event_time(frame(0, 3.0, wall)) == 3.0

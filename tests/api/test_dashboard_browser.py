@@ -1,0 +1,177 @@
+"""The web dashboard in a real headless Chromium against a real `mainstream serve` process.
+
+Signs in with tokens, sees the synthetic camera streaming with a live frame, an event with its
+snapshot, the plan's DAG and comparison chart, plans a what-if with a hypothetical app, and
+checks that a viewer token gets no admin controls, and that the page falls back to polling
+when the live stream is unavailable. Screenshots are written to
+$MAINSTREAM_TEST_ARTIFACTS (default: `test-artifacts/` in pytest's temp folder).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.api.fixtures import (
+    TinyPackages,
+    node_config,
+    tiny_packages_fixture,  # noqa: F401 - the `tiny_packages` fixture
+    wait_for,
+)
+from tests.api.test_e2e_serve import Daemon, create_token, free_port, upload
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Containers usually run as root without user namespaces: Chromium's sandbox cannot start.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"]
+
+FRAME_LOADED = """() => {
+  const image = document.querySelector('img[data-camera-frame="synthetic"]');
+  return image !== null && image.complete && image.naturalWidth > 0 && image.offsetWidth > 0;
+}"""
+EVENT_SHOT_LOADED = """() => [...document.querySelectorAll('img[data-event-shot]')]
+  .some((image) => image.complete && image.naturalWidth > 0 && image.offsetWidth > 0)"""
+
+
+@pytest.fixture
+def artifacts(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("MAINSTREAM_TEST_ARTIFACTS") or tmp_path / "test-artifacts")
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"\ndashboard screenshots: {folder}")
+    return folder
+
+
+@pytest.fixture
+def running_node(tmp_path: Path, tiny_packages: TinyPackages) -> Iterator[tuple[Daemon, str, str]]:
+    """A serving node with the `trains` app deployed on the synthetic camera; yields the
+    daemon and an admin and a viewer token."""
+    data = tmp_path / "data"
+    tiny_packages.register_base(data)
+    config = tmp_path / "node.yaml"
+    port = free_port()
+    config.write_text(yaml.safe_dump(node_config(data, api={"host": "127.0.0.1", "port": port})))
+    admin = create_token(config, "admin")
+    viewer = create_token(config, "viewer")
+    daemon = Daemon(config=config, log=tmp_path / "serve.log", port=port)
+    daemon.start()
+    try:
+        with httpx.Client(base_url=daemon.url, timeout=180) as client:
+            answer = upload(client, admin, tiny_packages.trains.read_bytes())
+            assert answer.status_code == 201, answer.text
+            created = client.post(
+                "/api/apps",
+                # threshold 0: every analysed frame fires, so an event opens at once
+                json={"name": "trains", "threshold": 0.0, "quiet_time_s": 120},
+                headers=admin,
+            )
+            assert created.status_code == 201, created.text
+            assert wait_for(
+                lambda: bool(client.get("/api/events", headers=viewer).json()["items"]),
+                timeout=60,
+            ), daemon.log_tail()
+        yield daemon, admin["Authorization"][7:], viewer["Authorization"][7:]
+    finally:
+        daemon.stop()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (apt-get install chromium)")
+def test_dashboard_in_a_real_browser(
+    running_node: tuple[Daemon, str, str], artifacts: Path
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    daemon, admin_token, viewer_token = running_node
+    page_errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 1000})
+            page.on("pageerror", lambda error: page_errors.append(str(error)))
+            page.set_default_timeout(20_000)
+
+            # `/` sends the browser to the dashboard, which asks for a token.
+            page.goto(daemon.url + "/")
+            assert page.url == daemon.url + "/ui/"
+            expect(page.get_by_label("API token")).to_be_visible()
+            page.get_by_label("API token").fill("mst_not-a-real-token")
+            page.get_by_role("button", name="Sign in").click()
+            expect(page.locator("#login-error")).to_contain_text("not accepted")
+            page.screenshot(path=artifacts / "01-sign-in-refused.png")
+
+            # Admin: camera streaming with a frame, the app, the plan, an event, admin controls.
+            page.get_by_label("API token").fill(admin_token)
+            page.get_by_role("button", name="Sign in").click()
+            expect(page.locator("#role-badge")).to_have_text("admin")
+            camera = page.locator('[data-camera="synthetic"]')
+            expect(camera.locator(".pill")).to_have_attribute("data-state", "streaming")
+            page.wait_for_function(FRAME_LOADED)
+            planned = httpx.get(
+                f"{daemon.url}/api/schedule", headers={"Authorization": f"Bearer {viewer_token}"}
+            ).json()["plan"]["apps"][0]
+            expect(page.locator('tr[data-app="trains"] .mono')).to_have_text(planned["cut_point"])
+            expect(page.locator("#dag svg.dag")).to_be_visible()
+            expect(page.locator("#comparison svg.bars")).to_be_visible()
+            expect(page.locator("#event-list li.event").first).to_contain_text("trains")
+            page.wait_for_function(EVENT_SHOT_LOADED)
+            expect(page.get_by_text("Add camera")).to_be_visible()
+            expect(page.get_by_role("button", name="Remove app trains")).to_be_visible()
+            expect(page.locator("#live-indicator")).to_have_class(re.compile(r"\blive\b"))
+            page.screenshot(path=artifacts / "02-dashboard-admin.png", full_page=True)
+
+            # Admin controls work: add a camera, disable it, remove it.
+            page.on("dialog", lambda dialog: dialog.accept())
+            page.get_by_text("Add camera").click()
+            form = page.locator("#camera-form")
+            form.get_by_label("Id").fill("yard")
+            form.get_by_label("URL").fill("synthetic://?fps=5&size=160x120")
+            form.get_by_role("button", name="Add").click()
+            yard = page.locator('[data-camera="yard"]')
+            expect(yard.locator(".pill")).to_have_attribute("data-state", "streaming")
+            yard.get_by_role("button", name="Disable camera yard").click()
+            expect(yard.locator(".pill")).to_have_attribute("data-state", "disabled")
+            yard.get_by_role("button", name="Remove camera yard").click()
+            expect(yard).to_have_count(0)
+
+            # What-if: keep trains, add a second, hypothetical app of the same package (the
+            # form names it trains-2); nothing gets deployed.
+            page.locator("#what-if").scroll_into_view_if_needed()
+            page.locator("#what-if").get_by_label("Package").select_option("trains")
+            page.get_by_role("button", name="Add to what-if").click()
+            expect(page.locator("#hypo-list")).to_contain_text("trains-2")
+            page.get_by_role("button", name="Plan it").click()
+            plan = page.locator('[data-testid="dry-run-plan"]')
+            expect(plan.locator("tbody tr")).to_have_count(2)
+            expect(plan).to_contain_text("trains-2")
+            expect(page.locator("#dry-run-result svg.bars")).to_be_visible()
+            expect(page.locator("#toasts .toast")).to_have_count(0, timeout=10_000)
+            page.locator("#what-if").screenshot(path=artifacts / "03-what-if.png")
+            expect(page.locator("#app-rows tr")).to_have_count(1)
+
+            # A viewer sees everything but no admin controls (phone-sized screen). The live
+            # stream is blocked this time: the page falls back to polling and still shows events.
+            page.get_by_role("button", name="Sign out").click()
+            page.route(re.compile(r".*/api/live\b.*"), lambda route: route.abort())
+            page.set_viewport_size({"width": 390, "height": 844})
+            page.get_by_label("API token").fill(viewer_token)
+            page.get_by_role("button", name="Sign in").click()
+            expect(page.locator("#role-badge")).to_have_text("viewer")
+            expect(camera.locator(".pill")).to_have_attribute("data-state", "streaming")
+            page.wait_for_function(FRAME_LOADED)
+            expect(page.locator("#live-indicator")).to_have_class(re.compile(r"\bpolling\b"))
+            expect(page.locator("#event-list li.event").first).to_contain_text("trains")
+            expect(page.get_by_text("Add camera")).to_be_hidden()
+            expect(page.get_by_role("button", name="Remove app trains")).to_be_hidden()
+            page.screenshot(path=artifacts / "04-viewer-phone.png", full_page=True)
+        finally:
+            browser.close()
+    assert page_errors == [], page_errors
