@@ -1,15 +1,21 @@
 """Trainer benchmark: stem-feature caching, and Selective-Backprop against standard training.
 
-1. Caching. Builds the candidates of one app (5 spread-out cut points, "input" to the deepest)
-   from a labelled synthetic video, once naive (images through the whole network every epoch)
-   and once on cached stem features. Reports wall time per candidate and in total, and the
-   held-out accuracy of each candidate in both modes (they should agree within 1 point).
-   The "input" candidate trains the whole network in both modes (there is no frozen stem to
-   cache), so the table also gives the total over the candidates that do share a stem.
+1. Caching. Builds the candidates of one app from a labelled synthetic video, once naive (every
+   candidate trained end to end from the images, the frozen layers recomputed every epoch, as
+   the original system did) and once on cached stem features (one multi-output pass of the
+   frozen base gives the features at every cut; each candidate trains only its suffix). Same
+   epochs, batch size, optimizer, data and seed in both modes. The candidates are the default
+   `--freeze-points 5` set (five frozen depths) plus the fully unfrozen "input" candidate,
+   which trains from the images in both modes; totals are given without and with it. Times
+   are wall seconds and CPU seconds of the process: other work on a shared machine inflates
+   wall time, CPU time much less, so the CPU ratio is the steadier figure. Held-out accuracy
+   of each candidate is given in both modes (they should agree within 1 point).
 2. Selective-Backprop. On cached features at one cut point, trains with the standard loop and
-   with Selective-Backprop (beta 3, history 1024) for several seeds. For each seed, the target
-   is the standard run's final held-out accuracy; the table gives the backward passes
-   (examples backpropagated) and training time each strategy needed to first reach it.
+   with Selective-Backprop in a few settings (beta, warm-up epochs on every example) for
+   several seeds; Selective-Backprop gets `--sb-epoch-factor` times the epochs, as it skips
+   most backward passes. For each seed, the target is the standard run's final held-out
+   accuracy; the table gives the backward passes (examples backpropagated), forward passes
+   and training time each run needed to first reach it.
 
 The base is a random MobileNet whose BatchNorm statistics are fitted to the video (no
 pretrained weights offline). Run: `python bench/trainer.py [--quick]` (or
@@ -82,177 +88,263 @@ def prepare(duration_s: float, input_size: int, alpha: float, folder: Path) -> D
     return Data(config, base, train, held_out)
 
 
-def caching_benchmark(data: Data, epochs: int, batch_size: int, candidates: int) -> None:
-    from mainstream.bases import spread_cut_points
+def caching_benchmark(
+    data: Data, epochs: int, batch_size: int, candidates: int, rounds: int = 2
+) -> None:
+    """Naive and cached builds of the same candidates, `rounds` times in alternating order.
+
+    Each figure is the fastest of the rounds (the least disturbed by other work on the
+    machine); the order alternates (naive first, then cached first) so that neither mode
+    always runs on a warmer or quieter machine.
+    """
     from trainer.finetune import FinetuneOptions, finetune_candidates
+    from trainer.pipeline import default_freeze_points
     from trainer.selective_backprop import TrainingOptions
 
-    cuts = spread_cut_points(data.config, data.base, candidates)
+    frozen_cuts = default_freeze_points(data.config, data.base, candidates)
+    cuts = ["input", *frozen_cuts]
+    positive = data.train.class_names[1]
     # Warm up TensorFlow (thread pools, kernels) so that neither mode pays for it.
-    finetune_candidates(
-        data.base,
-        data.config,
-        cuts[-1:],
-        data.train,
-        data.held_out,
-        data.train.class_names[1],
-        FinetuneOptions(training=TrainingOptions(epochs=1), progress=False),
-    )
-    runs: dict[str, FinetuneResult] = {}
-    for mode, cache in (("naive", False), ("cached", True)):
-        options = FinetuneOptions(
-            training=TrainingOptions(epochs=epochs, batch_size=batch_size, learning_rate=0.003),
-            cache=cache,
-            progress=False,
-        )
-        started = time.perf_counter()
-        runs[mode] = finetune_candidates(
+    for cache in (False, True):
+        finetune_candidates(
             data.base,
             data.config,
-            cuts,
+            frozen_cuts[-1:],
             data.train,
             data.held_out,
-            data.train.class_names[1],
-            options,
+            positive,
+            FinetuneOptions(training=TrainingOptions(epochs=1), cache=cache, progress=False),
         )
-        runs[mode].wall_time_s = time.perf_counter() - started
+    runs: dict[str, list[FinetuneResult]] = {"naive": [], "cached": []}
+    for round_index in range(rounds):
+        modes = ["naive", "cached"] if round_index % 2 == 0 else ["cached", "naive"]
+        for mode in modes:
+            options = FinetuneOptions(
+                training=TrainingOptions(epochs=epochs, batch_size=batch_size, learning_rate=0.003),
+                cache=mode == "cached",
+                progress=False,
+            )
+            runs[mode].append(
+                finetune_candidates(
+                    data.base, data.config, cuts, data.train, data.held_out, positive, options
+                )
+            )
 
-    naive, cached = runs["naive"], runs["cached"]
-    print(
-        f"\n1. Building a {len(cuts)}-candidate package: naive vs cached stem features "
-        f"({len(data.train)} training / {len(data.held_out)} held-out frames, {epochs} epochs, "
-        f"batch {batch_size}, {data.config.name} alpha {data.config.alpha} "
-        f"{data.config.input_size}px)"
-    )
-    print(
-        f"{'cut point':<18} {'naive s':>8} {'cached s':>9} {'speed-up':>9} "
-        f"{'naive acc':>10} {'cached acc':>11} {'diff pts':>9}"
-    )
-    for slow, fast in zip(naive.candidates, cached.candidates, strict=True):
-        difference = 100 * (fast.quality.accuracy - slow.quality.accuracy)
-        print(
-            f"{slow.cut_point:<18} {slow.wall_time_s:>8.1f} {fast.wall_time_s:>9.1f} "
-            f"{slow.wall_time_s / fast.wall_time_s:>8.1f}x {slow.quality.accuracy:>10.3f} "
-            f"{fast.quality.accuracy:>11.3f} {difference:>+9.1f}"
+    def fastest(mode: str, index: int) -> tuple[float, float]:
+        return (
+            min(run.candidates[index].wall_time_s for run in runs[mode]),
+            min(run.candidates[index].cpu_seconds for run in runs[mode]),
         )
-    print(f"{'stem pass (cached)':<18} {'':>8} {cached.stem_seconds:>9.1f}")
+
+    def total(mode: str, with_input: bool) -> tuple[float, float]:
+        def one(run: FinetuneResult) -> tuple[float, float]:
+            chosen = [c for c in run.candidates if with_input or c.cut_point != "input"]
+            return (
+                run.stem_seconds + sum(c.wall_time_s for c in chosen),
+                run.stem_cpu_seconds + sum(c.cpu_seconds for c in chosen),
+            )
+
+        per_round = [one(run) for run in runs[mode]]
+        return min(wall for wall, _ in per_round), min(cpu for _, cpu in per_round)
+
     print(
-        f"{'TOTAL':<18} {naive.wall_time_s:>8.1f} {cached.wall_time_s:>9.1f} "
-        f"{naive.wall_time_s / cached.wall_time_s:>8.1f}x"
+        f"\n1. Building the candidates: naive vs cached stem features ({len(data.train)} "
+        f"training / {len(data.held_out)} held-out frames, {epochs} epochs, batch {batch_size}, "
+        f"Adam 0.003, {data.config.name} alpha {data.config.alpha} {data.config.input_size}px; "
+        f"fastest of {rounds} alternating rounds; wall s and CPU s of the process)"
     )
-    shared = [index for index, cut in enumerate(cuts) if cut != "input"]
-    naive_shared = sum(naive.candidates[i].wall_time_s for i in shared)
-    cached_shared = cached.stem_seconds + sum(cached.candidates[i].wall_time_s for i in shared)
     print(
-        f"{'stem-sharing only':<18} {naive_shared:>8.1f} {cached_shared:>9.1f} "
-        f"{naive_shared / cached_shared:>8.1f}x   (the {len(shared)} candidates with a frozen "
-        "stem, stem pass included)"
+        f"{'cut point':<24} {'naive s':>8} {'cached s':>9} {'wall x':>7} {'naive cpu':>10} "
+        f"{'cached cpu':>11} {'cpu x':>6} {'naive acc':>10} {'cached acc':>11} {'diff pts':>9}"
     )
+
+    def row(label: str, slow: tuple[float, float], fast: tuple[float, float], tail: str) -> None:
+        print(
+            f"{label:<24} {slow[0]:>8.1f} {fast[0]:>9.1f} {slow[0] / fast[0]:>6.2f}x "
+            f"{slow[1]:>10.1f} {fast[1]:>11.1f} {slow[1] / fast[1]:>5.2f}x {tail}"
+        )
+
+    differences = []
+    naive, cached = runs["naive"][0], runs["cached"][0]
+    for index, (slow, fast) in enumerate(zip(naive.candidates, cached.candidates, strict=True)):
+        difference = 100 * (fast.quality.accuracy - slow.quality.accuracy)
+        if slow.cut_point != "input":
+            differences.append(difference)
+        row(
+            slow.cut_point,
+            fastest("naive", index),
+            fastest("cached", index),
+            f"{slow.quality.accuracy:>10.3f} {fast.quality.accuracy:>11.3f} {difference:>+9.1f}",
+        )
+    print(
+        f"{'stem pass (cached, once)':<24} {'':>8} "
+        f"{min(run.stem_seconds for run in runs['cached']):>9.1f} {'':>7} {'':>10} "
+        f"{min(run.stem_cpu_seconds for run in runs['cached']):>11.1f}"
+    )
+    row(
+        f"TOTAL {len(frozen_cuts)} frozen (default)",
+        total("naive", False),
+        total("cached", False),
+        f"{'':>10} {'':>11} {max(differences, key=abs):>+9.1f} (largest difference)",
+    )
+    row(f"TOTAL input + {len(frozen_cuts)} frozen", total("naive", True), total("cached", True), "")
+    accuracies = {
+        (mode, run_index): [c.quality.accuracy for c in run.candidates]
+        for mode, mode_runs in runs.items()
+        for run_index, run in enumerate(mode_runs)
+    }
+    if len({tuple(values) for values in accuracies.values()}) > 1:
+        print(f"note: held-out accuracies differ between rounds or modes: {accuracies}")
 
 
 @dataclass
 class Reached:
+    """When a run first reached the target accuracy (None: never), and what it cost in all."""
+
     backward: int | None
+    forward: int | None
     seconds: float | None
+    cpu_seconds: float | None
     final_accuracy: float
     total_backward: int
     total_seconds: float
 
 
 def first_reaching(counters: TrainingCounters, target: float) -> Reached:
+    final = counters.checkpoints[-1].validation_accuracy
     for checkpoint in counters.checkpoints:
         if checkpoint.validation_accuracy >= target - 1e-9:
             return Reached(
                 checkpoint.examples_backpropagated,
+                checkpoint.examples_forwarded,
                 checkpoint.train_seconds,
-                counters.checkpoints[-1].validation_accuracy,
+                checkpoint.train_cpu_seconds,
+                final,
                 counters.examples_backpropagated,
                 counters.train_seconds,
             )
     return Reached(
-        None,
-        None,
-        counters.checkpoints[-1].validation_accuracy,
-        counters.examples_backpropagated,
-        counters.train_seconds,
+        None, None, None, None, final, counters.examples_backpropagated, counters.train_seconds
     )
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    strategy: str
+    beta: float = 3.0
+    unselective_epochs: int = 1
+
+
+SETTINGS = (
+    Setting("standard", "standard"),
+    Setting("SB beta 3, warm-up 1", "selective-backprop", 3.0, 1),
+    Setting("SB beta 3, no warm-up", "selective-backprop", 3.0, 0),
+    Setting("SB beta 1, warm-up 1", "selective-backprop", 1.0, 1),
+)
 
 
 def selective_backprop_benchmark(
-    data: Data, cut: str, epochs: int, batch_size: int, seeds: int, evaluate_every_steps: int = 4
+    data: Data,
+    cut: str,
+    epochs: int,
+    batch_size: int,
+    seeds: int,
+    epoch_factor: int = 3,
+    evaluate_every_steps: int = 4,
 ) -> None:
-    from trainer.finetune import FinetuneOptions, finetune_candidates
-    from trainer.selective_backprop import TrainingOptions
+    """Standard training for `epochs`; Selective-Backprop for `epoch_factor` times as many.
 
+    Selective-Backprop skips most backward passes, so (as in the paper) it is given more
+    epochs; what is compared is the work needed to reach the standard run's final accuracy.
+    """
+    from trainer.finetune import build_candidate, make_predictor, stem_features
+    from trainer.selective_backprop import ArraySource, TrainingOptions, train_model
+
+    # One stem pass for every run: the runs differ only in how the suffix is trained.
+    both = np.concatenate([data.train.images, data.held_out.images])
+    features = stem_features(data.base, [cut], both, data.config)[cut]
+    train_features = ArraySource(features[: len(data.train)])
+    held_out_features = features[len(data.train) :]
+    class_count = len(data.train.class_names)
     print(
-        f"\n2. Standard vs Selective-Backprop (beta 3, R 1024) at {cut}, cached features, "
-        f"{epochs} epochs, batch {batch_size}; target = the standard run's final held-out "
-        "accuracy"
+        f"\n2. Standard vs Selective-Backprop (history 1024) at {cut}, cached features, standard "
+        f"{epochs} epochs, Selective-Backprop (SB) {epoch_factor * epochs} epochs, batch "
+        f"{batch_size}, Adam 0.003; target = the standard run's final held-out "
+        f"accuracy; evaluated every {evaluate_every_steps} optimizer steps; warm-up = epochs "
+        "that backpropagate every example"
     )
     print(
-        f"{'seed':>4} {'strategy':<19} {'final acc':>9} {'target':>7} {'backward to target':>19} "
-        f"{'s to target':>12} {'backward total':>15} {'train s':>8}"
+        f"{'seed':>4} {'setting':<22} {'final acc':>9} {'target':>7} {'bwd to target':>14} "
+        f"{'fwd to target':>14} {'s to target':>12} {'cpu s to tgt':>13} {'bwd total':>10}"
     )
-    finals: dict[str, list[float]] = {"standard": [], "selective-backprop": []}
-    totals: dict[str, list[int]] = {"standard": [], "selective-backprop": []}
-    to_target: list[tuple[Reached, Reached]] = []
+    outcomes: dict[str, list[Reached]] = {setting.name: [] for setting in SETTINGS}
     for seed in range(seeds):
-        results = {}
-        for strategy in ("standard", "selective-backprop"):
-            options = FinetuneOptions(
-                training=TrainingOptions(
-                    epochs=epochs,
+        results: dict[str, TrainingCounters] = {}
+        for setting in SETTINGS:
+            candidate = build_candidate(data.base, cut, class_count, seed=seed)
+            predict = make_predictor(candidate)
+
+            def accuracy(predict: Any = predict) -> float:
+                scores = predict(held_out_features)
+                return float((scores.argmax(axis=1) == data.held_out.labels).mean())
+
+            results[setting.name] = train_model(
+                candidate,
+                train_features,
+                data.train.labels,
+                TrainingOptions(
+                    epochs=epochs if setting.strategy == "standard" else epoch_factor * epochs,
                     batch_size=batch_size,
                     learning_rate=0.003,
-                    strategy=strategy,
+                    strategy=setting.strategy,
+                    beta=setting.beta,
+                    unselective_epochs=setting.unselective_epochs,
                     seed=seed,
                 ),
-                progress=False,
-            )
-            result = finetune_candidates(
-                data.base,
-                data.config,
-                [cut],
-                data.train,
-                data.held_out,
-                data.train.class_names[1],
-                options,
-                evaluate_during_training=True,
+                evaluate=accuracy,
                 evaluate_every_steps=evaluate_every_steps,
             )
-            results[strategy] = result.candidates[0].counters
         target = results["standard"].checkpoints[-1].validation_accuracy
-        reached = {name: first_reaching(c, target) for name, c in results.items()}
-        for name, outcome in reached.items():
-            backward = "not reached" if outcome.backward is None else str(outcome.backward)
-            seconds = "-" if outcome.seconds is None else f"{outcome.seconds:.2f}"
+        for name, counters in results.items():
+            outcome = first_reaching(counters, target)
+            outcomes[name].append(outcome)
+            reached = outcome.backward is not None
             print(
-                f"{seed:>4} {name:<19} {outcome.final_accuracy:>9.3f} {target:>7.3f} "
-                f"{backward:>19} {seconds:>12} {outcome.total_backward:>15} "
-                f"{outcome.total_seconds:>8.2f}"
+                f"{seed:>4} {name:<22} {outcome.final_accuracy:>9.3f} {target:>7.3f} "
+                f"{outcome.backward if reached else 'not reached':>14} "
+                f"{outcome.forward if reached else '-':>14} "
+                f"{f'{outcome.seconds:.2f}' if reached else '-':>12} "
+                f"{f'{outcome.cpu_seconds:.2f}' if reached else '-':>13} "
+                f"{outcome.total_backward:>10}"
             )
-            finals[name].append(outcome.final_accuracy)
-            totals[name].append(outcome.total_backward)
-        if reached["selective-backprop"].backward is not None:
-            to_target.append((reached["standard"], reached["selective-backprop"]))
     print(
-        f"mean final accuracy: standard {np.mean(finals['standard']):.3f}, "
-        f"selective-backprop {np.mean(finals['selective-backprop']):.3f}; backward passes in "
-        f"all: {np.mean(totals['standard']):.0f} vs {np.mean(totals['selective-backprop']):.0f}"
+        "\nmeans over seeds (to-target figures over the seeds that reached the target; "
+        "standard over the same seeds in brackets):"
     )
-    if to_target:
-        standard_backward = np.mean([pair[0].backward or 0 for pair in to_target])
-        selective_backward = np.mean([pair[1].backward or 0 for pair in to_target])
-        standard_seconds = np.mean([pair[0].seconds or 0.0 for pair in to_target])
-        selective_seconds = np.mean([pair[1].seconds or 0.0 for pair in to_target])
-        print(
-            f"to reach the standard run's final accuracy ({len(to_target)}/{seeds} seeds "
-            f"reached it): backward passes {standard_backward:.0f} (standard) vs "
-            f"{selective_backward:.0f} (selective-backprop), training time "
-            f"{standard_seconds:.2f} s vs {selective_seconds:.2f} s"
+    for name, runs in outcomes.items():
+        reached_seeds = [index for index, run in enumerate(runs) if run.backward is not None]
+        line = (
+            f"  {name:<22} final acc {np.mean([run.final_accuracy for run in runs]):.3f}, "
+            f"backward in all {np.mean([run.total_backward for run in runs]):.0f}, "
+            f"reached {len(reached_seeds)}/{len(runs)}"
         )
-    else:
-        print(f"Selective-Backprop did not reach the standard accuracy in any of {seeds} seeds")
+        if reached_seeds:
+            standard = [outcomes["standard"][index] for index in reached_seeds]
+            mine = [runs[index] for index in reached_seeds]
+
+            def mean(values: list[Any]) -> float:
+                return float(np.mean(values))
+
+            line += (
+                f"; to target: backward {mean([r.backward for r in mine]):.0f} "
+                f"[{mean([r.backward for r in standard]):.0f}], forward "
+                f"{mean([r.forward for r in mine]):.0f} [{mean([r.forward for r in standard]):.0f}]"
+                f", cpu s {mean([r.cpu_seconds for r in mine]):.2f} "
+                f"[{mean([r.cpu_seconds for r in standard]):.2f}], wall s "
+                f"{mean([r.seconds for r in mine]):.2f} [{mean([r.seconds for r in standard]):.2f}]"
+            )
+        print(line)
 
 
 def main() -> None:
@@ -263,20 +355,29 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=0.25)
     parser.add_argument("--epochs", type=int, default=3, help="Epochs of the caching run.")
     parser.add_argument("--candidates", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=2, help="Naive/cached rounds (fastest).")
     parser.add_argument("--sb-cut", default="conv_pw_6_relu")
     parser.add_argument("--sb-epochs", type=int, default=8)
+    parser.add_argument(
+        "--sb-epoch-factor", type=int, default=3, help="Selective-Backprop epochs / standard's."
+    )
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--part", choices=["all", "caching", "sb"], default="all")
     args = parser.parse_args()
     if args.quick:
-        args.duration, args.epochs, args.sb_epochs, args.seeds = 16.0, 1, 2, 1
+        args.duration, args.epochs, args.sb_epochs, args.seeds, args.rounds = 16.0, 1, 2, 1, 1
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mainstream-bench-") as folder:
         data = prepare(args.duration, args.input_size, args.alpha, Path(folder))
-    caching_benchmark(data, args.epochs, args.batch_size, args.candidates)
-    selective_backprop_benchmark(data, args.sb_cut, args.sb_epochs, args.batch_size, args.seeds)
+    if args.part in ("all", "caching"):
+        caching_benchmark(data, args.epochs, args.batch_size, args.candidates, args.rounds)
+    if args.part in ("all", "sb"):
+        selective_backprop_benchmark(
+            data, args.sb_cut, args.sb_epochs, args.batch_size, args.seeds, args.sb_epoch_factor
+        )
     print(f"\nbenchmark wall time {time.perf_counter() - started:.0f} s")
 
 

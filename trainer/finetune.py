@@ -15,6 +15,14 @@ Two ways to train, same result:
 - naive: train the full model (frozen stem + suffix) on images, every epoch through the whole
   network. Kept for the benchmark and as a reference.
 
+What caching saves is the frozen stem's forward pass, per candidate and epoch. It cannot save a
+candidate's own forward and backward passes through its trainable suffix, so the gain of one
+candidate is about (stem forward + suffix forward + suffix backward) / (suffix forward + suffix
+backward): large for deep cuts (the head-only candidate is nearly all stem), close to 1 for a
+cut after the first block, and exactly 1 for "input". That is why the default candidate set
+(:func:`trainer.pipeline.default_freeze_points`) holds frozen depths only; `bench/trainer.py`
+measures the gains.
+
 BatchNorm layers always run in inference mode (see :mod:`trainer.selective_backprop`): the
 frozen stem keeps exactly the base's weights and statistics, which is checked by fingerprint
 after training.
@@ -85,6 +93,7 @@ class TrainedCandidate:
     stem_fingerprint: str  # weights of the frozen part it was trained against
     counters: TrainingCounters
     wall_time_s: float
+    cpu_seconds: float = 0.0  # CPU time of the process (all threads) for this candidate
 
 
 @dataclass
@@ -93,6 +102,8 @@ class FinetuneResult:
     mode: str  # "cached" or "naive"
     stem_seconds: float  # computing the cached features (0 in naive mode)
     wall_time_s: float
+    stem_cpu_seconds: float = 0.0
+    cpu_seconds: float = 0.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -449,7 +460,7 @@ def finetune_candidates(
             )
     ordered_cuts = check_cut_points(base, cut_points)
     base_fingerprint = weights_fingerprint(base)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     seed = options.training.seed
 
     def preprocessed(images: np.ndarray) -> np.ndarray:
@@ -460,7 +471,7 @@ def finetune_candidates(
     train_images = VariantSource(train_variants, seed, preprocessed)
     train_features: dict[str, np.ndarray] = {}
     held_out_features: dict[str, np.ndarray] = {}
-    stem_started = time.perf_counter()
+    stem_started, stem_cpu_started = time.perf_counter(), time.process_time()
     if options.cache:
         # One pass over the training variants and the held-out frames together.
         flat_train = train_variants.reshape(-1, *train_variants.shape[2:])
@@ -478,6 +489,7 @@ def finetune_candidates(
             )
             held_out_features[cut] = values[len(flat_train) :]
     stem_seconds = time.perf_counter() - stem_started if options.cache else 0.0
+    stem_cpu_seconds = time.process_time() - stem_cpu_started if options.cache else 0.0
 
     candidates = []
     for index, cut in enumerate(ordered_cuts):
@@ -511,6 +523,8 @@ def finetune_candidates(
         mode="cached" if options.cache else "naive",
         stem_seconds=stem_seconds,
         wall_time_s=time.perf_counter() - started,
+        stem_cpu_seconds=stem_cpu_seconds,
+        cpu_seconds=time.process_time() - cpu_started,
     )
 
 
@@ -536,7 +550,7 @@ def _train_candidate(
 ) -> TrainedCandidate:
     from mainstream.bases import frozen_layer_count, weights_fingerprint
 
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     candidate = build_candidate(base, cut, class_count, seed=seed)
     expected_stem = stem_fingerprint(base, cut)
     model = naive_model(base, cut, candidate) if inputs.naive else candidate
@@ -576,4 +590,5 @@ def _train_candidate(
         stem_fingerprint=trained_stem,
         counters=counters,
         wall_time_s=time.perf_counter() - started,
+        cpu_seconds=time.process_time() - cpu_started,
     )

@@ -82,7 +82,9 @@ class TrainRequest(BaseModel):
     )
     base: BaseRequest = Field(default_factory=BaseRequest)
     freeze_points: int | list[str] = Field(
-        default=3, description="N spread-out default cut points, or a list of cut-point names"
+        default=3,
+        description="N spread-out frozen cut points (see default_freeze_points), or a list of "
+        'cut-point names ("input" = nothing frozen)',
     )
     epochs: int = Field(default=2, ge=1)
     batch_size: int = Field(default=32, ge=1)
@@ -197,7 +199,6 @@ def train_package(request: TrainRequest) -> TrainResult:
 
     import tensorflow as tf
 
-    from mainstream.bases import spread_cut_points
     from mainstream.package import sha256_file, write_package
     from trainer.datasets import LabelledVideo, split_by_time
     from trainer.finetune import FinetuneOptions, finetune_candidates
@@ -215,7 +216,7 @@ def train_package(request: TrainRequest) -> TrainResult:
             )
         train, validation = split_by_time(dataset, request.validation_fraction)
         cut_points = (
-            spread_cut_points(config, base, request.freeze_points)
+            default_freeze_points(config, base, request.freeze_points)
             if isinstance(request.freeze_points, int)
             else list(request.freeze_points)
         )
@@ -281,6 +282,31 @@ def train_package(request: TrainRequest) -> TrainResult:
         stem_seconds=result.stem_seconds,
         wall_time_s=time.perf_counter() - started,
     )
+
+
+def default_freeze_points(config: BaseConfig, base: keras.Model, count: int) -> list[str]:
+    """`count` cut points spread evenly over the base's curated block boundaries, all FROZEN.
+
+    The spread runs from the first block boundary (only the first block frozen: close to full
+    fine-tuning, little to share) to the last layer (only the head specialised: everything
+    shared), so the package still spans the paper's range from "almost no sharing" to
+    "max sharing". The fully unfrozen candidate ("input") is left out of the default because
+    it shares nothing at run time, runs only a little slower than the first-block candidate,
+    and is the one candidate whose training cannot use the cached stem features (it costs as
+    much as in naive training and would bound the whole package's training time). It is
+    still available by name: `--freeze-points input,conv_pw_13_relu`.
+    """
+    from mainstream.bases import INPUT_CUT, default_cut_points
+
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise InvalidParameterError("freeze_points", count, "an integer >= 1")
+    frozen = [cut for cut in default_cut_points(config, base) if cut != INPUT_CUT]
+    if count >= len(frozen):
+        return frozen
+    if count == 1:
+        return frozen[-1:]
+    picks = np.linspace(0, len(frozen) - 1, count).round().astype(int)
+    return [frozen[index] for index in sorted(set(picks.tolist()))]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -219,7 +219,8 @@ _BASE_FLAG_FIELDS: dict[str, str] = {
 @click.option("--input-size", type=int, help="Square input size in pixels.")
 @click.option(
     "--freeze-points",
-    help="N (spread-out default cut points) or comma-separated cut-point names.",
+    help="N (spread-out frozen cut points, first block to head only) or comma-separated "
+    "cut-point names ('input' = nothing frozen).",
 )
 @click.option("--epochs", type=int)
 @click.option("--batch-size", type=int)

@@ -128,6 +128,20 @@ def test_one_stem_pass_gives_every_cut(base) -> None:
         np.testing.assert_allclose(features[cut], expected, rtol=1e-5, atol=1e-6)
 
 
+def test_stem_pass_over_augmented_variants_matches_each_cut_stem(base) -> None:
+    """The cache of (variants x frames) images holds, per cut, what that cut's own stem gives."""
+    variants = image_variants(textured_or_flat(4, seed=8).images, copies=2, seed=0)
+    cuts = ["conv_pw_1_relu", "conv_pw_7_relu", "conv_pw_13_relu"]
+    features = stem_features(base, cuts, variants, CONFIG, batch_size=5)  # batches straddle
+    for cut in cuts:
+        stem, _ = split_model(base, cut)
+        assert stem is not None
+        assert features[cut].shape == (3, 4, *cut_output_shape(base, cut))
+        for variant in range(3):
+            expected = np.asarray(stem(preprocess(CONFIG, variants[variant]), training=False))
+            np.testing.assert_allclose(features[cut][variant], expected, rtol=1e-5, atol=1e-5)
+
+
 def test_candidate_is_a_copy_of_the_suffix_with_a_new_head(base) -> None:
     import keras
 
@@ -205,6 +219,22 @@ def test_naive_training_matches_cached_and_keeps_the_stem(cached_run, base) -> N
         assert slow.stem_fingerprint == stems_before[slow.cut_point]
         assert slow.quality.accuracy >= 0.75
         assert abs(slow.quality.accuracy - fast.quality.accuracy) <= 0.03
+
+
+@pytest.mark.slow
+def test_input_candidate_trains_on_images_next_to_cached_ones(base) -> None:
+    """By name, "input" (nothing frozen) still works in cached mode: it trains on the images."""
+    train, held_out = textured_or_flat(48, seed=10), textured_or_flat(24, seed=11)
+    result = finetune_candidates(
+        base, CONFIG, ["conv_pw_13_relu", "input"], train, held_out, "event", options(epochs=1)
+    )
+    assert [c.cut_point for c in result.candidates] == ["input", "conv_pw_13_relu"]
+    full, head_only = result.candidates
+    assert full.frozen_layers == 0
+    assert tuple(full.model.input_shape[1:]) == (96, 96, 3)
+    assert full.counters.examples_backpropagated == 48
+    assert full.cpu_seconds > head_only.cpu_seconds > 0
+    assert result.stem_cpu_seconds > 0 and result.cpu_seconds >= full.cpu_seconds
 
 
 def test_selective_backprop_on_cached_features(base) -> None:

@@ -16,7 +16,7 @@ from mainstream.bases import (
 from mainstream.cli.main import main
 from mainstream.errors import InvalidParameterError
 from mainstream.package import read_package, verify_package
-from trainer.pipeline import BaseRequest, TrainRequest, train_package
+from trainer.pipeline import BaseRequest, TrainRequest, default_freeze_points, train_package
 from trainer.synth import SynthConfig, generate_image_dataset, generate_video
 
 CONFIG = BaseConfig("mobilenet_v1", input_size=96, alpha=0.25)
@@ -271,11 +271,32 @@ def test_interrupted_job_leaves_no_package(
     assert not output.parent.exists() or not any(output.parent.iterdir())
 
 
+def test_default_freeze_points_are_spread_frozen_depths(base_model) -> None:
+    frozen = [f"conv_pw_{block}_relu" for block in range(1, 14)]
+    assert default_freeze_points(CONFIG, base_model, 1) == ["conv_pw_13_relu"]
+    assert default_freeze_points(CONFIG, base_model, 3) == [
+        "conv_pw_1_relu",
+        "conv_pw_7_relu",
+        "conv_pw_13_relu",
+    ]
+    five = default_freeze_points(CONFIG, base_model, 5)
+    assert five == [
+        "conv_pw_1_relu",
+        "conv_pw_4_relu",
+        "conv_pw_7_relu",
+        "conv_pw_10_relu",
+        "conv_pw_13_relu",
+    ]
+    assert default_freeze_points(CONFIG, base_model, 99) == frozen  # never "input"
+    with pytest.raises(InvalidParameterError, match="freeze_points"):
+        default_freeze_points(CONFIG, base_model, 0)
+
+
 @pytest.mark.slow
-def test_cli_default_spread_cut_points_with_input(
+def test_cli_default_spread_cut_points_are_frozen(
     workspace: Path, video, base_weights: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The documented example: 3 spread-out freeze points, from the input to the deepest."""
+    """The documented example: 3 spread-out frozen cut points, first block to head only."""
     output = workspace / "spread.mpkg"
     main(
         [
@@ -306,11 +327,11 @@ def test_cli_default_spread_cut_points_with_input(
     )
     result = json.loads(capsys.readouterr().out)
     assert [c["cut_point"] for c in result["candidates"]] == [
-        "input",
-        "conv_pw_6_relu",
+        "conv_pw_1_relu",
+        "conv_pw_7_relu",
         "conv_pw_13_relu",
     ]
     manifest = verify_package(output).manifest
-    assert manifest.candidates[0].frozen_layers == 0
-    assert manifest.candidates[0].input_shape == (96, 96, 3)
+    assert all(candidate.frozen_layers > 0 for candidate in manifest.candidates)
+    assert manifest.candidates[0].input_shape == (48, 48, 16)
     assert manifest.event_stats.how_measured

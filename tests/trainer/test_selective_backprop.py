@@ -173,6 +173,25 @@ def test_checkpoints_track_accuracy_without_counting_evaluation_time() -> None:
     assert steps == sorted(steps) and steps[-1] == 8
     assert all(0 <= c.validation_accuracy <= 1 for c in counters.checkpoints)
     assert counters.checkpoints[-1].train_seconds <= counters.train_seconds + 1e-9
+    cpu = [checkpoint.train_cpu_seconds for checkpoint in counters.checkpoints]
+    assert cpu == sorted(cpu) and 0 < cpu[-1] <= counters.train_cpu_seconds + 1e-9
+
+
+def test_selective_backprop_without_warm_up_filters_from_the_first_epoch() -> None:
+    features, labels = easy_features(256, seed=0)
+    options = TrainingOptions(
+        epochs=2,
+        batch_size=16,
+        learning_rate=0.05,
+        strategy="selective-backprop",
+        unselective_epochs=0,
+    )
+    counters = train_model(head_model(), ArraySource(features), labels, options)
+    for epoch in counters.epochs:
+        assert epoch.examples_scored == 256
+        assert epoch.examples_selected < epoch.examples_scored
+    # Every example was scored by a separate forward pass before its backward pass.
+    assert counters.examples_forwarded == 2 * 256 + counters.examples_backpropagated
 
 
 def test_labels_must_match_the_examples() -> None:
