@@ -33,7 +33,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mainstream.errors import InvalidParameterError, MainstreamError, PackageError
-from trainer.pipeline import BaseRequest, TrainRequest
+from trainer.pipeline import BaseRequest, TrainRequest, checked_app_name
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,6 @@ LOG_FILE = "job.log"
 EXIT_CANCELLED = 143
 PARENT_PID_VARIABLE = "MAINSTREAM_JOB_PARENT_PID"
 _FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
-_APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 # Share of the whole job each phase starts at; training fills the space up to "writing".
 _PHASE_START = {
@@ -132,12 +131,7 @@ class TrainingJobSpec(BaseModel):
     @field_validator("app_name")
     @classmethod
     def _app_name_valid(cls, value: str | None) -> str | None:
-        if value is not None and not _APP_NAME.match(value):
-            raise ValueError(
-                f"app_name {value!r} must start with a letter or digit and use only letters, "
-                "digits, '_', '.' and '-'"
-            )
-        return value
+        return checked_app_name(value)
 
     @field_validator("base")
     @classmethod

@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 
 BASE_WEIGHTS_ARCHIVE_NAME = "base/weights.h5"
 _FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
-_APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 class BaseRequest(BaseModel):
@@ -65,6 +65,16 @@ class BaseRequest(BaseModel):
     weights: str = "none"
     alpha: float = 1.0
     input_size: int = Field(default=224, ge=32)
+
+
+def checked_app_name(value: str | None) -> str | None:
+    """`value` if it is a valid app name (or None), else a ValueError saying what is allowed."""
+    if value is not None and not _APP_NAME.match(value):
+        raise ValueError(
+            f"app_name {value!r} must start with a letter or digit and use only letters, "
+            "digits, '_', '.' and '-'"
+        )
+    return value
 
 
 class TrainRequest(BaseModel):
@@ -136,12 +146,7 @@ class TrainRequest(BaseModel):
     @field_validator("app_name")
     @classmethod
     def _app_name_valid(cls, value: str | None) -> str | None:
-        if value is not None and not _APP_NAME.match(value):
-            raise ValueError(
-                f"app_name {value!r} must start with a letter or digit and use only letters, "
-                "digits, '_', '.' and '-'"
-            )
-        return value
+        return checked_app_name(value)
 
     @model_validator(mode="after")
     def _output_is_a_file(self) -> TrainRequest:
