@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from mainstream.node import Node
     from mainstream.services import Services
     from scheduler.problem import Plan, Profile
+    from trainer.synth import SynthConfig
 
 logger = logging.getLogger(__name__)
 
@@ -213,9 +214,26 @@ def load_cached_assets(folder: Path) -> DemoAssets | None:
     return assets if all(path.is_file() for path in files) else None
 
 
+def scene_video_config(config: DemoConfig, duration_s: float, seed: int) -> SynthConfig:
+    """One video of the demo's scene: same camera and object kinds, its own length and seed."""
+    from trainer.synth import SynthConfig
+
+    return SynthConfig(
+        duration_s=duration_s,
+        fps=config.fps,
+        width=config.width,
+        height=config.height,
+        kinds=config.kinds,
+        event_length_s=config.event_length_s,
+        event_frequency=config.event_frequency,
+        noise=config.noise,
+        seed=seed,
+    )
+
+
 def build_scene(config: DemoConfig, folder: Path, progress: bool) -> dict[str, Path]:
     """The training and held-out videos with their label CSVs (skipped when already there)."""
-    from trainer.synth import SynthConfig, generate_video
+    from trainer.synth import generate_video
 
     paths: dict[str, Path] = {}
     for name, duration, seed in (
@@ -227,17 +245,7 @@ def build_scene(config: DemoConfig, folder: Path, progress: bool) -> dict[str, P
             generate_video(
                 video,
                 labels,
-                SynthConfig(
-                    duration_s=duration,
-                    fps=config.fps,
-                    width=config.width,
-                    height=config.height,
-                    kinds=config.kinds,
-                    event_length_s=config.event_length_s,
-                    event_frequency=config.event_frequency,
-                    noise=config.noise,
-                    seed=seed,
-                ),
+                scene_video_config(config, duration, seed),
                 show_progress=progress,
             )
         paths[f"{name}_video"], paths[f"{name}_labels"] = video, labels

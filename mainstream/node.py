@@ -144,6 +144,21 @@ class Node:
 
     # -- life cycle ----------------------------------------------------------------------------
 
+    def _configure_threads(self) -> None:
+        """Apply the configured TensorFlow thread pools before any model runs."""
+        runtime = self.settings.runtime
+        if runtime.tf_intra_op_threads is None and runtime.tf_inter_op_threads is None:
+            return
+        from edge_runtime.engines import EngineOptions, configure_tensorflow_threads
+
+        defaults = EngineOptions()
+        configure_tensorflow_threads(
+            EngineOptions(
+                intra_op_threads=runtime.tf_intra_op_threads or defaults.intra_op_threads,
+                inter_op_threads=runtime.tf_inter_op_threads or defaults.inter_op_threads,
+            )
+        )
+
     def start(self) -> None:
         """Register the configured cameras, start the runtime and deploy the registered apps.
 
@@ -158,6 +173,7 @@ class Node:
                 self.started_at = time.time()
                 logger.info("running as a shared registry: no cameras, runtime or plan")
                 return
+            self._configure_threads()
             self.sinks = self._build_sinks()
             self._collect_garbage()
             self._register_startup_cameras()

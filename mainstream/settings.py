@@ -134,6 +134,18 @@ class RuntimeSettings(BaseModel):
     profile_repeats: int = Field(
         default=7, ge=1, le=1000, description="Timed calls per cut point when measuring"
     )
+    tf_intra_op_threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="TensorFlow threads per op; None: TensorFlow's default (1 suits 2-core boxes)",
+    )
+    tf_inter_op_threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="TensorFlow ops run at once; None: TensorFlow's default",
+    )
     batch_cameras: bool = Field(
         default=True,
         description="Run a shared segment once on the frames of all cameras on the same base",
