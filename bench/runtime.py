@@ -58,8 +58,8 @@ def head_at(base: Any, cut_point: str, seed: int) -> Any:
     return keras.Model(suffix.input, keras.layers.Dense(2, activation="softmax")(pooled))
 
 
-def planned_cuts(profile: Any, apps: int, seed: int, budget_fraction: float) -> list[str]:
-    """The cut points the scheduler picks for a generated workload on the measured profile.
+def planned(profile: Any, apps: int, seed: int, budget_fraction: float) -> Any:
+    """The plan the scheduler picks for a generated workload on the measured profile.
 
     The budget is `budget_fraction` of what No-Sharing needs to run every app on every frame,
     the same scale as `bench/scheduler.py`; a loose budget lets every app keep its whole model.
@@ -78,12 +78,16 @@ def planned_cuts(profile: Any, apps: int, seed: int, budget_fraction: float) -> 
         unique = {candidate.cut_point: candidate for candidate in app.candidates}
         app.candidates = list(unique.values())
         app.base_model = profile.base_model
+    # The bench feeds decoded frames: no decode cost in the plan either.
     problem = problem.model_copy(
-        update={"profile": profile, "profiles": None, "budget": problem.budget}
+        update={
+            "profile": profile.model_copy(update={"decode_cost": 0.0}),
+            "profiles": None,
+            "budget": problem.budget,
+        }
     )
     problem.budget = budget_fraction * apps * profile.total_cost * problem.camera_fps
-    plan = make_plan(problem, with_baselines=False)
-    return [app.cut_point for app in plan.apps]
+    return make_plan(problem, with_baselines=False)
 
 
 def run_dag(dag: CameraDag, images: np.ndarray) -> float:
@@ -93,6 +97,17 @@ def run_dag(dag: CameraDag, images: np.ndarray) -> float:
     for index, image in enumerate(images):
         dag.process(image, index, index / 10)
     return len(images) / (time.perf_counter() - started)
+
+
+def cost_ms_per_s(dag: CameraDag, images: np.ndarray, seconds: float) -> float:
+    """Compute per second of video when every app runs at its planned rate (camera at 10 fps)."""
+    frames = int(seconds * 10)
+    for index in range(3):
+        dag.process(images[index], index, 0.0)
+    started = time.perf_counter()
+    for index in range(frames):
+        dag.process(images[index % len(images)], index, 1.0 + index / 10)
+    return (time.perf_counter() - started) * 1000.0 / seconds
 
 
 def ideal_fps(dag: CameraDag, sample: np.ndarray) -> float:
@@ -114,7 +129,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--input-size", type=int, default=224)
     parser.add_argument("--alpha", type=float, default=1.0)
-    parser.add_argument("--frames", type=int, default=30)
+    parser.add_argument("--frames", type=int, default=60)
+    parser.add_argument(
+        "--plan-seconds",
+        type=float,
+        default=30.0,
+        help="Video seconds run at the plan's rates to compare measured with predicted cost",
+    )
     parser.add_argument("--apps", default="1,2,4,8")
     parser.add_argument("--engines", default="keras,openvino")
     parser.add_argument(
@@ -152,12 +173,11 @@ def main() -> None:
     for engine in engines:
         profile = measure_profile(config, engine, base_model=base, repeats=9)  # type: ignore[arg-type]
         for apps in app_counts:
+            plan = planned(profile, apps, seed=apps, budget_fraction=arguments.budget_fraction)
             strategies = {
                 "no-sharing": ["input"] * apps,
                 "max-sharing": [order[-1]] * apps,
-                "mainstream": planned_cuts(
-                    profile, apps, seed=apps, budget_fraction=arguments.budget_fraction
-                ),
+                "mainstream": [app.cut_point for app in plan.apps],
             }
             fps_by_strategy: dict[str, float] = {}
             for strategy, cuts in strategies.items():
@@ -199,6 +219,36 @@ def main() -> None:
                     f"ratio {row[5]:4.2f}  vs no-sharing {speedup:5.2f}x  rss {row[6]:6.0f} MiB  cuts {row[7]}",
                     flush=True,
                 )
+            at_rates = [
+                HeadSpec(
+                    f"app{i}",
+                    app.cut_point,
+                    app.fps,
+                    1,
+                    head_at(base, app.cut_point, i),
+                    fingerprint,
+                )
+                for i, app in enumerate(plan.apps)
+            ]
+            dag = build_camera_dag(
+                "bench",
+                10.0,
+                at_rates,
+                base,
+                fingerprint,
+                order,
+                segment_model,
+                cut_output_shape,
+                lambda model, engine=engine: compile_model(model, engine),  # type: ignore[misc]
+                lambda batch: preprocess(config, batch),
+            )
+            measured_cost = cost_ms_per_s(dag, images, arguments.plan_seconds)
+            print(
+                f"{engine:<9} apps={apps:<2} plan at its rates (budget {plan.budget:.0f} ms/s, "
+                f"fps {sorted(app.fps for app in plan.apps)}): predicted {plan.total_cost:6.1f} ms/s, "
+                f"measured {measured_cost:6.1f} ms/s, ratio {measured_cost / plan.total_cost:4.2f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
