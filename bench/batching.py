@@ -37,26 +37,13 @@ from edge_runtime.engines import compile_model  # noqa: E402
 CAMERA_COUNTS = (1, 2, 4)
 
 
-def head_at(base: Any, cut_point: str, seed: int) -> Any:
-    """An app head on the base suffix after `cut_point` (its own copy of the later layers)."""
-    import keras
-
-    from mainstream.bases import split_model
-
-    keras.utils.set_random_seed(seed)
-    copy = keras.models.clone_model(base)
-    copy.set_weights(base.get_weights())
-    _, suffix = split_model(copy, cut_point)
-    pooled = keras.layers.GlobalAveragePooling2D()(suffix.output)
-    return keras.Model(suffix.input, keras.layers.Dense(2, activation="softmax")(pooled))
-
-
 def build_dags(config: Any, base: Any, cameras: int) -> list[CameraDag]:
     from mainstream.bases import (
         cut_output_shape,
         default_cut_points,
         discover_cut_points,
         preprocess,
+        untrained_head,
         weights_fingerprint,
     )
 
@@ -64,8 +51,8 @@ def build_dags(config: Any, base: Any, cameras: int) -> list[CameraDag]:
     cuts = default_cut_points(config, base)
     middle, last = cuts[len(cuts) // 2], cuts[-1]
     heads = [
-        HeadSpec("middle", middle, 10.0, 1, head_at(base, middle, 0), fingerprint),
-        HeadSpec("last", last, 10.0, 1, head_at(base, last, 1), fingerprint),
+        HeadSpec("middle", middle, 10.0, 1, untrained_head(base, middle, 0), fingerprint),
+        HeadSpec("last", last, 10.0, 1, untrained_head(base, last, 1), fingerprint),
     ]
     return [
         build_camera_dag(

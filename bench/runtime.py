@@ -31,33 +31,6 @@ def rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def calibrated_base(config: Any, images: np.ndarray) -> Any:
-    """Random-init base with data-matched BatchNorm statistics (no pretrained weights offline)."""
-    import keras
-
-    from mainstream.bases import build_base, preprocess
-
-    model = build_base(config)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = 0.0
-    model(preprocess(config, images[:8]), training=True)
-    return model
-
-
-def head_at(base: Any, cut_point: str, seed: int) -> Any:
-    import keras
-
-    from mainstream.bases import split_model
-
-    keras.utils.set_random_seed(seed)
-    copy = keras.models.clone_model(base)
-    copy.set_weights(base.get_weights())
-    _, suffix = split_model(copy, cut_point)
-    pooled = keras.layers.GlobalAveragePooling2D()(suffix.output)
-    return keras.Model(suffix.input, keras.layers.Dense(2, activation="softmax")(pooled))
-
-
 def planned(profile: Any, apps: int, seed: int, budget_fraction: float) -> Any:
     """The plan the scheduler picks for a generated workload on the measured profile.
 
@@ -148,9 +121,11 @@ def main() -> None:
 
     from mainstream.bases import (
         BaseConfig,
+        calibrated_base,
         cut_output_shape,
         discover_cut_points,
         preprocess,
+        untrained_head,
         weights_fingerprint,
     )
 
@@ -158,7 +133,7 @@ def main() -> None:
     images = np.random.default_rng(0).integers(
         0, 255, (arguments.frames, config.input_size, config.input_size, 3), dtype=np.uint8
     )
-    base = calibrated_base(config, images)
+    base = calibrated_base(config, images[:8])
     fingerprint = weights_fingerprint(base)
     order = discover_cut_points(base)
     engines = [
@@ -182,7 +157,7 @@ def main() -> None:
             fps_by_strategy: dict[str, float] = {}
             for strategy, cuts in strategies.items():
                 heads = [
-                    HeadSpec(f"app{i}", cut, 10.0, 1, head_at(base, cut, i), fingerprint)
+                    HeadSpec(f"app{i}", cut, 10.0, 1, untrained_head(base, cut, i), fingerprint)
                     for i, cut in enumerate(cuts)
                 ]
                 dag = build_camera_dag(
@@ -225,7 +200,7 @@ def main() -> None:
                     app.cut_point,
                     app.fps,
                     1,
-                    head_at(base, app.cut_point, i),
+                    untrained_head(base, app.cut_point, i),
                     fingerprint,
                 )
                 for i, app in enumerate(plan.apps)

@@ -551,6 +551,42 @@ class RegisteredBase(BaseModel):
     provenance: dict[str, Any] = Field(default_factory=dict)
 
 
+def calibrated_base(config: BaseConfig, images: np.ndarray) -> keras.Model:
+    """A random-init base whose BatchNorm statistics match `images`, so activations don't vanish.
+
+    What benchmarks and tests use where pretrained weights cannot be downloaded.
+    """
+    import keras
+
+    model = build_base(config)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.0
+    model(preprocess(config, images), training=True)
+    return model
+
+
+def untrained_head(
+    base: keras.Model, cut_point: str, seed: int, kernel_stddev: float | None = None
+) -> keras.Model:
+    """An untrained two-class app head on the base's suffix after `cut_point` (its own copy of
+    the later layers), for benchmarks and tests; `kernel_stddev` spreads its scores."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    copy = keras.models.clone_model(base)
+    copy.set_weights(base.get_weights())
+    _, suffix = split_model(copy, cut_point)
+    pooled = keras.layers.GlobalAveragePooling2D()(suffix.output)
+    initializer = (
+        keras.initializers.RandomNormal(stddev=kernel_stddev)
+        if kernel_stddev is not None
+        else "glorot_uniform"
+    )
+    scores = keras.layers.Dense(2, activation="softmax", kernel_initializer=initializer)(pooled)
+    return keras.Model(suffix.input, scores)
+
+
 def save_base(
     model: keras.Model,
     config: BaseConfig,

@@ -18,26 +18,11 @@ CONFIG = bases.BaseConfig("mobilenet_v1", input_size=96, alpha=0.25)
 
 
 def calibrated_base(images: np.ndarray) -> Any:
-    """A random-init base whose BatchNorm statistics match the data, so activations don't vanish."""
-    model = bases.build_base(CONFIG)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = 0.0
-    model(bases.preprocess(CONFIG, images), training=True)
-    return model
+    return bases.calibrated_base(CONFIG, images)
 
 
 def head_at(base: Any, cut_point: str, seed: int) -> Any:
-    """An app head on the suffix after `cut_point` (its own copy of the later base layers)."""
-    keras.utils.set_random_seed(seed)
-    copy = keras.models.clone_model(base)
-    copy.set_weights(base.get_weights())
-    _, suffix = bases.split_model(copy, cut_point)
-    pooled = keras.layers.GlobalAveragePooling2D()(suffix.output)
-    scores = keras.layers.Dense(
-        2, activation="softmax", kernel_initializer=keras.initializers.RandomNormal(stddev=1.0)
-    )(pooled)
-    return keras.Model(suffix.input, scores)
+    return bases.untrained_head(base, cut_point, seed, kernel_stddev=1.0)
 
 
 @pytest.fixture(scope="module")
