@@ -2,14 +2,19 @@
 
 For 1, 2, 4 and 8 apps on one base model, every app analyses every frame; the table gives
 frames per second through the whole DAG, the ideal fps computed from each node timed in
-isolation (so `ratio` shows the executor's own overhead), the speed-up over No-Sharing, and the
-process RSS. Run: `python bench/runtime.py [--input-size 224 --alpha 1.0 --frames 30]`.
+isolation, preprocessing included (so `ratio` shows the executor's own overhead), the speed-up
+over No-Sharing, and the process RSS. Each figure is the median of `--rounds` rounds run in
+rotating order. No-Sharing runs one separate full model per app, one after the other (the
+baseline). Max-Sharing and the plan run as the node runs them: with the Keras engine, the heads
+that share a cut point run in one fused call (`runtime.fuse_heads`), while the ideal times each
+app's head alone, so a ratio above 1 is the fusion's gain. Run: `python bench/runtime.py [--input-size 224 --alpha 1.0 --frames 60]`.
 """
 
 from __future__ import annotations
 
 import argparse
 import resource
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -22,7 +27,13 @@ import numpy as np
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _HERE]
 
-from edge_runtime.dag import CameraDag, HeadSpec, build_camera_dag, segment_model  # noqa: E402
+from edge_runtime.dag import (  # noqa: E402
+    CameraDag,
+    HeadSpec,
+    build_camera_dag,
+    fused_heads_model,
+    segment_model,
+)
 from edge_runtime.engines import compile_model, openvino_available  # noqa: E402
 from edge_runtime.profiler import measure_profile, time_per_call_ms  # noqa: E402
 
@@ -64,6 +75,7 @@ def planned(profile: Any, apps: int, seed: int, budget_fraction: float) -> Any:
 
 
 def run_dag(dag: CameraDag, images: np.ndarray) -> float:
+    """Frames per second of one pass over `images` (every app on every frame)."""
     for index in range(3):
         dag.process(images[index], index, 0.0)
     started = time.perf_counter()
@@ -84,9 +96,13 @@ def cost_ms_per_s(dag: CameraDag, images: np.ndarray, seconds: float) -> float:
 
 
 def ideal_fps(dag: CameraDag, sample: np.ndarray) -> float:
-    """Each node timed alone on the tensor it receives; the ideal is the sum of those times."""
-    total_ms = 0.0
-    tensor = dag.preprocess(sample[np.newaxis])
+    """Each node timed alone on the tensor it receives; the ideal is the sum of those times.
+
+    Preprocessing the camera frame counts as a node: every executor has to do it.
+    """
+    frame = sample[np.newaxis]
+    total_ms = time_per_call_ms(lambda: dag.preprocess(frame))
+    tensor = dag.preprocess(frame)
     for segment in dag.segments():
         if segment.run is not None:
             run, inputs = segment.run, tensor
@@ -108,6 +124,9 @@ def main() -> None:
         type=float,
         default=30.0,
         help="Video seconds run at the plan's rates to compare measured with predicted cost",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="Rounds per strategy (rotating order; medians)"
     )
     parser.add_argument("--apps", default="1,2,4,8")
     parser.add_argument("--engines", default="keras,openvino")
@@ -142,7 +161,8 @@ def main() -> None:
     app_counts = [int(count) for count in arguments.apps.split(",")]
 
     print(
-        f"MobileNet v1 alpha {config.alpha} at {config.input_size} px, {arguments.frames} frames per run"
+        f"MobileNet v1 alpha {config.alpha} at {config.input_size} px, {arguments.frames} frames per run, "
+        f"median of {arguments.rounds} rounds in rotating order"
     )
     rows = []
     for engine in engines:
@@ -154,16 +174,14 @@ def main() -> None:
                 "max-sharing": [order[-1]] * apps,
                 "mainstream": [app.cut_point for app in plan.apps],
             }
-            fps_by_strategy: dict[str, float] = {}
-            for strategy, cuts in strategies.items():
-                heads = [
-                    HeadSpec(f"app{i}", cut, 10.0, 1, untrained_head(base, cut, i), fingerprint)
-                    for i, cut in enumerate(cuts)
-                ]
-                dag = build_camera_dag(
+            dags = {
+                strategy: build_camera_dag(
                     "bench",
                     10.0,
-                    heads,
+                    [
+                        HeadSpec(f"app{i}", cut, 10.0, 1, untrained_head(base, cut, i), fingerprint)
+                        for i, cut in enumerate(cuts)
+                    ],
                     base,
                     fingerprint,
                     order,
@@ -171,10 +189,31 @@ def main() -> None:
                     cut_output_shape,
                     lambda model, engine=engine: compile_model(model, engine),  # type: ignore[misc]
                     lambda batch: preprocess(config, batch),
+                    # No-Sharing is the baseline of one separate model per app.
+                    fuse_heads=(
+                        fused_heads_model
+                        if engine == "keras" and strategy != "no-sharing"
+                        else None
+                    ),
                 )
-                measured = run_dag(dag, images)
-                ideal = ideal_fps(dag, images[0])
-                fps_by_strategy[strategy] = measured
+                for strategy, cuts in strategies.items()
+            }
+            # Rounds in rotating order, medians: a noisy neighbour disturbs one round of one
+            # strategy, not the comparison.
+            measured_runs: dict[str, list[float]] = {strategy: [] for strategy in strategies}
+            ideal_runs: dict[str, list[float]] = {strategy: [] for strategy in strategies}
+            names = list(strategies)
+            for round_index in range(arguments.rounds):
+                shift = round_index % len(names)
+                for strategy in names[shift:] + names[:shift]:
+                    measured_runs[strategy].append(run_dag(dags[strategy], images))
+                    ideal_runs[strategy].append(ideal_fps(dags[strategy], images[0]))
+            fps_by_strategy = {
+                strategy: statistics.median(runs) for strategy, runs in measured_runs.items()
+            }
+            for strategy, cuts in strategies.items():
+                measured = fps_by_strategy[strategy]
+                ideal = statistics.median(ideal_runs[strategy])
                 rows.append(
                     (
                         engine,
@@ -187,6 +226,7 @@ def main() -> None:
                         sorted(set(cuts)),
                     )
                 )
+            del dags
             for row in rows[-3:]:
                 speedup = row[3] / fps_by_strategy["no-sharing"]
                 print(
@@ -216,6 +256,7 @@ def main() -> None:
                 cut_output_shape,
                 lambda model, engine=engine: compile_model(model, engine),  # type: ignore[misc]
                 lambda batch: preprocess(config, batch),
+                fuse_heads=fused_heads_model if engine == "keras" else None,
             )
             measured_cost = cost_ms_per_s(dag, images, arguments.plan_seconds)
             print(

@@ -519,7 +519,8 @@ class Camera:
     def stop(self, timeout_s: float | None = None) -> None:
         """Stop decoding and wait (at most `timeout_s`, default `stop_timeout_s`) for the thread.
 
-        Idempotent. A failed camera stays failed so its error remains visible.
+        `timeout_s=0` only asks the thread to stop. Idempotent. A failed camera stays failed so
+        its error remains visible.
         """
         with self._notify_lock:
             with self._lock:
@@ -534,7 +535,10 @@ class Camera:
         thread = run.thread if run is not None else None
         if thread is None or thread is threading.current_thread() or not thread.is_alive():
             return
-        thread.join(self.stop_timeout_s if timeout_s is None else timeout_s)
+        wait_s = self.stop_timeout_s if timeout_s is None else timeout_s
+        if wait_s <= 0:  # only asked to stop: the caller waits later
+            return
+        thread.join(wait_s)
         if thread.is_alive():
             logger.warning(
                 "camera %s: decode thread still blocked in a read; it exits when the read "
@@ -923,7 +927,7 @@ class CameraManager:
             camera.stop(timeout_s=0)
         deadline = time.monotonic() + self._stop_timeout_s
         for camera in cameras:
-            camera.stop(timeout_s=max(0.0, deadline - time.monotonic()))
+            camera.stop(timeout_s=max(0.01, deadline - time.monotonic()))
 
     def __enter__(self) -> CameraManager:
         return self

@@ -9,6 +9,11 @@ below it wants that frame, and at exactly the highest rate among those apps.
 Frames of several cameras can be analysed together (:func:`process_together`): a segment that
 several cameras' DAGs run on the same base, between the same cut points, runs once on the
 batch of their frames instead of once per camera.
+
+The heads that hang off one segment can also be compiled into one fused model (`fuse_heads`):
+on a frame that every one of them analyses, one call runs them all, which saves the per-call
+overhead and lets the engine run the heads in parallel. On other frames each due head runs
+alone, so every app still analyses exactly the frames its rate selects.
 """
 
 from __future__ import annotations
@@ -78,6 +83,10 @@ class SegmentNode:
     heads: list[HeadNode] = field(default_factory=list)
     child: SegmentNode | None = None
     timing: NodeTiming = field(default_factory=NodeTiming)
+    # All of `heads` in one call: their scores side by side, `fused_widths` columns each.
+    fused_heads: CompiledModel | None = None
+    fused_widths: tuple[int, ...] = ()
+    fused_calls: int = 0
 
     @property
     def name(self) -> str:
@@ -164,18 +173,40 @@ def process_together(frames: Sequence[DagFrame]) -> list[list[AppScore]]:
             outputs = _run_batched(members, frames)
             for (position, segment, _), output in zip(members, outputs, strict=True):
                 item = frames[position]
-                for head in segment.heads:
-                    if head.selector.offer():
-                        started = time.perf_counter()
-                        probabilities = head.run(output)
-                        head.timing.add((time.perf_counter() - started) * 1000.0, 1)
-                        score = float(probabilities[0, head.spec.positive_index])
-                        scores[position].append(
-                            AppScore(head.spec.app, item.frame_index, item.timestamp, score)
-                        )
+                due = [head for head in segment.heads if head.selector.offer()]
+                for head, probabilities in _run_heads(segment, due, output):
+                    score = float(probabilities[0, head.spec.positive_index])
+                    scores[position].append(
+                        AppScore(head.spec.app, item.frame_index, item.timestamp, score)
+                    )
                 if segment.child is not None:
                     active.append((position, segment.child, output))
     return scores
+
+
+def _run_heads(
+    segment: SegmentNode, due: list[HeadNode], tensor: np.ndarray
+) -> list[tuple[HeadNode, np.ndarray]]:
+    """Each due head's class scores for one frame: one fused call when every head is due."""
+    if segment.fused_heads is not None and len(due) == len(segment.heads) > 1:
+        started = time.perf_counter()
+        combined = segment.fused_heads(tensor)
+        share_ms = (time.perf_counter() - started) * 1000.0 / len(due)
+        segment.fused_calls += 1
+        results = []
+        offset = 0
+        for head, width in zip(due, segment.fused_widths, strict=True):
+            head.timing.add(share_ms, 1)
+            results.append((head, combined[:, offset : offset + width]))
+            offset += width
+        return results
+    results = []
+    for head in due:
+        started = time.perf_counter()
+        probabilities = head.run(tensor)
+        head.timing.add((time.perf_counter() - started) * 1000.0, 1)
+        results.append((head, probabilities))
+    return results
 
 
 def _run_batched(
@@ -209,11 +240,16 @@ def build_camera_dag(
     cut_shape: Callable[[Any, str], tuple[int, ...]],
     compile_fn: Callable[[Any], CompiledModel],
     preprocess: Callable[[np.ndarray], np.ndarray],
+    fuse_heads: Callable[[Sequence[Any]], Any] | None = None,
+    warm_up: bool = True,
 ) -> CameraDag:
     """Build the DAG for one camera; checks fingerprints and tensor shapes before compiling.
 
     `segment_model(base, start_cut, end_cut)` returns the Keras model of the base between two
     cuts; `cut_shape(base, cut)` the tensor shape at a cut (without the batch axis).
+    `fuse_heads(models)` (e.g. :func:`fused_heads_model`), when given, builds one model of the
+    heads that share a cut point; it is compiled beside the heads' own. `warm_up` runs every
+    compiled node once on a blank frame, so that no engine compiles or traces on a live frame.
     """
     if not heads:
         raise ModelError(f"camera {camera!r}: no apps to run")
@@ -271,7 +307,25 @@ def build_camera_dag(
                         selector=RateAccumulator(head.fps, segment.rate),
                     )
                 )
+        if fuse_heads is not None and len(segment.heads) > 1:
+            models = [head.spec.model for head in segment.heads]
+            segment.fused_heads = compile_fn(fuse_heads(models))
+            segment.fused_widths = tuple(int(model.output_shape[-1]) for model in models)
+    if warm_up:
+        blank = np.zeros((1, *base_model.input_shape[1:]), dtype=np.uint8)
+        _warm_up(root, preprocess(blank))
     return CameraDag(camera, camera_fps, root, preprocess, base_fingerprint)
+
+
+def _warm_up(root: SegmentNode, tensor: np.ndarray) -> None:
+    """Call every compiled node once (outside the timings): engines trace on the first call."""
+    for segment in _chain(root):
+        if segment.run is not None:
+            tensor = segment.run(tensor)
+        for head in segment.heads:
+            head.run(tensor)
+        if segment.fused_heads is not None:
+            segment.fused_heads(tensor)
 
 
 def _chain(root: SegmentNode) -> list[SegmentNode]:
@@ -292,3 +346,15 @@ def segment_model(base_model: Any, start_cut: str, end_cut: str) -> Any:
         return stem_to_end
     _, between = split_model(stem_to_end, start_cut)
     return between
+
+
+def fused_heads_model(models: Sequence[Any]) -> Any:
+    """One Keras model running every head on the same cut tensor; their scores side by side.
+
+    The heads keep their own weights (the fused model shares them, nothing is copied).
+    """
+    import keras
+
+    cut_tensor = keras.Input(shape=tuple(models[0].input_shape[1:]), dtype="float32")
+    scores = [keras.ops.cast(model(cut_tensor), "float32") for model in models]
+    return keras.Model(cut_tensor, keras.layers.Concatenate(axis=-1)(scores), name="fused_heads")

@@ -210,16 +210,16 @@ class ReplayRequest:
     quiet_time_s: float = 1.0
     threshold: float = 0.5
     bases_dir: Path | None = None
+    show_progress: bool = True  # a progress bar over the video's frames (on stderr)
 
 
 def run_replay(
     request: ReplayRequest, progress: Callable[[str], None] | None = None
 ) -> ReplaySummary:
     """Plan (or take a plan), build the DAG, run the video through it and measure."""
-    from scheduler.planner import make_plan
-
     from mainstream.package import read_package
     from mainstream.settings import Settings
+    from scheduler.planner import make_plan
 
     say = progress or (lambda message: None)
     if (request.budget is None) == (request.plan is None):
@@ -312,6 +312,7 @@ def _run(
             desc="replay",
             unit="frame",
             leave=False,
+            disable=not request.show_progress,
         ):
             timestamp = index / camera_fps
             for score in dag.process(image, index, timestamp):

@@ -570,12 +570,22 @@ def untrained_head(
     base: keras.Model, cut_point: str, seed: int, kernel_stddev: float | None = None
 ) -> keras.Model:
     """An untrained two-class app head on the base's suffix after `cut_point` (its own copy of
-    the later layers), for benchmarks and tests; `kernel_stddev` spreads its scores."""
+    the later layers), for benchmarks and tests; `kernel_stddev` spreads its scores.
+
+    The copied layers are nudged (by 1 %, seeded) as fine-tuning would change them: heads of
+    different apps must not be identical, or an engine could merge their work.
+    """
     import keras
 
     keras.utils.set_random_seed(seed)
     copy = keras.models.clone_model(base)
-    copy.set_weights(base.get_weights())
+    rng = np.random.default_rng([seed, 1009])
+    copy.set_weights(
+        [
+            weights * (1.0 + 0.01 * rng.standard_normal(weights.shape)).astype(weights.dtype)
+            for weights in base.get_weights()
+        ]
+    )
     _, suffix = split_model(copy, cut_point)
     pooled = keras.layers.GlobalAveragePooling2D()(suffix.output)
     initializer = (

@@ -576,7 +576,7 @@ class EventPrinter:
 
 
 def replay_figures(
-    assets: DemoAssets, plan: Plan, engine: str, folder: Path
+    assets: DemoAssets, plan: Plan, engine: str, folder: Path, progress: bool = True
 ) -> dict[str, AppReplayFigures]:
     """Run the held-out video once through the same plan, in video time, against its labels.
 
@@ -599,6 +599,7 @@ def replay_figures(
         engine=engine,  # type: ignore[arg-type]
         quiet_time_s=DEFAULT_QUIET_TIME_S,
         bases_dir=assets.bases_dir,
+        show_progress=progress,
     )
     return {figures.app: figures for figures in run_replay(request).apps}
 
@@ -809,7 +810,9 @@ def run_demo(options: DemoOptions, echo: Echo) -> DemoSummary:
         node.stop()  # no-op after a clean shutdown; closes the files if the server never ran
 
     with steps.step("measuring: replaying the held-out video through the plan"):
-        replayed = replay_figures(assets, plan, node.settings.runtime.engine, node_dir / "replay")
+        replayed = replay_figures(
+            assets, plan, node.settings.runtime.engine, node_dir / "replay", options.progress
+        )
     summary = summarise(
         options,
         assets,

@@ -368,7 +368,13 @@ class Node:
                     for name, package in packages.items()
                 }
                 proposal.deployments = build_deployments(
-                    plan, deployed, loaded, self.bases, used_fps, self.settings.runtime.engine
+                    plan,
+                    deployed,
+                    loaded,
+                    self.bases,
+                    used_fps,
+                    self.settings.runtime.engine,
+                    fuse_heads=self.settings.runtime.fuse_heads,
                 )
         return proposal
 

@@ -150,6 +150,11 @@ class RuntimeSettings(BaseModel):
         default=True,
         description="Run a shared segment once on the frames of all cameras on the same base",
     )
+    fuse_heads: bool = Field(
+        default=True,
+        description="Keras engine: run the apps that share a cut point in one call on the "
+        "frames they all analyse (OpenVINO gains little and would copy their weights)",
+    )
     replan: bool = Field(
         default=True,
         description="Re-plan with the measured cost when the runtime runs over the budget "

@@ -138,6 +138,7 @@ def replay(
         x_vote=vote,
         quiet_time_s=quiet_time_s,
         bases_dir=bases_dir,
+        show_progress=not as_json,
     )
     summary = run_replay(
         request, progress=None if as_json else lambda m: click.echo(f"  {m}", err=True)

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_runtime.dag import HeadSpec, build_camera_dag, segment_model
+from edge_runtime.dag import HeadSpec, build_camera_dag, fused_heads_model, segment_model
 from edge_runtime.engines import compile_model
 from mainstream.errors import ModelError
 
@@ -50,7 +50,7 @@ def setup() -> dict[str, Any]:
     }
 
 
-def build(setup: dict[str, Any], heads: list[HeadSpec] | None = None) -> Any:
+def build(setup: dict[str, Any], heads: list[HeadSpec] | None = None, fuse: bool = False) -> Any:
     return build_camera_dag(
         camera="cam0",
         camera_fps=10.0,
@@ -62,6 +62,7 @@ def build(setup: dict[str, Any], heads: list[HeadSpec] | None = None) -> Any:
         cut_shape=bases.cut_output_shape,
         compile_fn=lambda model: compile_model(model, "keras"),
         preprocess=lambda batch: bases.preprocess(CONFIG, batch),
+        fuse_heads=fused_heads_model if fuse else None,
     )
 
 
@@ -109,6 +110,48 @@ def test_app_frames_are_a_subset_of_its_stem_frames(setup: dict[str, Any]) -> No
         for score in dag.process(image, index, index / 10):
             seen.setdefault(score.app, set()).add(score.frame_index)
     assert seen["max_sharing"] <= seen["deep"] <= seen["middle"] <= seen["no_sharing"]
+
+
+def test_fused_heads_give_each_app_its_own_scores_at_its_own_rate(
+    setup: dict[str, Any],
+) -> None:
+    """Three apps on one cut point: fused on the frames all of them analyse, alone otherwise."""
+    cut, fingerprint = setup["cuts"][6], setup["fingerprint"]
+    heads = [
+        HeadSpec(f"app{seed}", cut, fps, 1, head_at(setup["base"], cut, 10 + seed), fingerprint)
+        for seed, fps in enumerate((10.0, 5.0, 2.0))
+    ]
+    fused, separate = build(setup, heads, fuse=True), build(setup, heads)
+    (node,) = [segment for segment in fused.segments() if segment.heads]
+    assert node.fused_widths == (2, 2, 2)
+    frames = setup["images"][:20]
+    fused_scores = [s for i, image in enumerate(frames) for s in fused.process(image, i, i / 10)]
+    separate_scores = [
+        s for i, image in enumerate(frames) for s in separate.process(image, i, i / 10)
+    ]
+    assert [(s.app, s.frame_index) for s in fused_scores] == [
+        (s.app, s.frame_index) for s in separate_scores
+    ]
+    for mine, theirs in zip(fused_scores, separate_scores, strict=True):
+        assert mine.score == pytest.approx(theirs.score, abs=1e-5)
+    assert len({round(s.score, 4) for s in fused_scores if s.frame_index == 0}) == 3
+    # Only the frames that all three analyse go through the fused call.
+    apps_per_frame: dict[int, int] = {}
+    for score in separate_scores:
+        apps_per_frame[score.frame_index] = apps_per_frame.get(score.frame_index, 0) + 1
+    shared_frames = sum(count == 3 for count in apps_per_frame.values())
+    assert shared_frames > 0
+    assert node.fused_calls == shared_frames
+    assert {head.spec.app: head.timing.frames for head in fused.heads()} == {
+        "app0": 20,
+        "app1": 10,
+        "app2": 4,
+    }
+
+
+def test_a_lone_head_is_not_fused(setup: dict[str, Any]) -> None:
+    dag = build(setup, fuse=True)
+    assert all(segment.fused_heads is None for segment in dag.segments())
 
 
 def test_mismatched_fingerprint_is_a_clear_error(setup: dict[str, Any]) -> None:
