@@ -356,5 +356,11 @@ def fused_heads_model(models: Sequence[Any]) -> Any:
     import keras
 
     cut_tensor = keras.Input(shape=tuple(models[0].input_shape[1:]), dtype="float32")
-    scores = [keras.ops.cast(model(cut_tensor), "float32") for model in models]
+    scores = []
+    for position, model in enumerate(models):
+        # Candidates of one cut point share a name; a wrapper per head keeps the graph's
+        # names unique.
+        own_input = keras.Input(shape=tuple(model.input_shape[1:]), dtype="float32")
+        wrapper = keras.Model(own_input, model(own_input), name=f"head_{position}")
+        scores.append(keras.ops.cast(wrapper(cut_tensor), "float32"))
     return keras.Model(cut_tensor, keras.layers.Concatenate(axis=-1)(scores), name="fused_heads")

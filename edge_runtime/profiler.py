@@ -47,6 +47,28 @@ def head_model(base: Any, classes: int = 2) -> Any:
     return keras.Model(inputs, keras.layers.Dense(classes, activation="softmax")(pooled))
 
 
+def _branch_overhead(
+    model: Any,
+    cut: CutPoint,
+    tensor: np.ndarray,
+    total_ms: float,
+    compiled: Callable[[Any], CompiledModel],
+    repeats: int,
+    progress: Callable[[str], None] | None,
+) -> float:
+    """The branch from `cut` timed as one model, less what the cost model already charges."""
+    import keras
+
+    if progress:
+        progress(f"timing the branch {cut.name} -> output")
+    _, rest = split_model(model, cut.name)
+    head = head_model(model)
+    cut_tensor = keras.Input(shape=tuple(tensor.shape[1:]))
+    branch = compiled(keras.Model(cut_tensor, head(rest(cut_tensor))))
+    branch_ms = time_per_call_ms(lambda: branch(tensor), repeats=repeats)
+    return max(0.0, branch_ms - (total_ms - cut.cumulative_cost))
+
+
 def measure_decode_ms(width: int, height: int, input_size: int, frames: int = 30) -> float:
     """Decode (MJPEG) and resize one camera frame of the given resolution to the model input."""
     import cv2
@@ -82,8 +104,15 @@ def measure_profile(
     repeats: int = 15,
     progress: Callable[[str], None] | None = None,
     base_model: Any = None,
+    split_per_cut: bool = True,
 ) -> Profile:
-    """Measure C(k) for every cut point, the total cost, the per-split overhead and decode cost."""
+    """Measure C(k) for every cut point, the total cost, the per-split overhead and decode cost.
+
+    With `split_per_cut`, the branch from every cut point (the rest of the network and a
+    head, compiled as one model like an app's candidate) is timed too, and what it costs
+    beyond `total - C(k)` is that cut's split overhead: engines that convert tensors to their
+    own layout pay more where the tensor is large (early cuts).
+    """
     model = base_model if base_model is not None else build_base(config)
     cuts = cut_points or default_cut_points(config, model)
     options = EngineOptions()
@@ -94,12 +123,14 @@ def measure_profile(
         return compile_model(keras_model, engine, options)
 
     cumulative: list[CutPoint] = [CutPoint(name=cuts[0], cumulative_cost=0.0)]
+    tensors = {cuts[0]: frame}
     for cut in cuts[1:]:
         if progress:
             progress(f"timing input -> {cut}")
         stem, _ = split_model(model, cut)
         run = compiled(stem)
         cost = time_per_call_ms(partial(run, frame), repeats=repeats)
+        tensors[cut] = run(frame)
         # Timing noise must not make the cumulative cost go down along the network.
         cumulative.append(
             CutPoint(name=cut, cumulative_cost=max(cost, cumulative[-1].cumulative_cost))
@@ -124,6 +155,18 @@ def measure_profile(
             lambda: second(middle_tensor), repeats=repeats
         )
         split_overhead = max(0.0, chained - body_ms)
+
+    if split_per_cut:
+        cumulative = [
+            cut.model_copy(
+                update={
+                    "split_overhead": _branch_overhead(
+                        model, cut, tensors[cut.name], total, compiled, repeats, progress
+                    )
+                }
+            )
+            for cut in cumulative
+        ]
 
     decode_ms = 0.0
     if camera_resolution is not None:

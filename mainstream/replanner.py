@@ -207,7 +207,7 @@ def corrected_profile(
         span = covered(node)
         expected = sum(intervals[i - 1] for i in span)
         if node.end_cut is None:
-            expected += profile.split_overhead
+            expected += profile.split_overhead_at(index[node.start_cut])
             heads_measured += spent
             heads_predicted += expected * node.frames
         for i in span:
@@ -233,7 +233,13 @@ def corrected_profile(
     return profile.model_copy(
         update={
             "cut_points": [
-                CutPoint(name=cut.name, cumulative_cost=cost)
+                CutPoint(
+                    name=cut.name,
+                    cumulative_cost=cost,
+                    split_overhead=(
+                        None if cut.split_overhead is None else cut.split_overhead * head_scale
+                    ),
+                )
                 for cut, cost in zip(profile.cut_points, costs, strict=True)
             ],
             "total_cost": max(total, 1e-9),

@@ -60,7 +60,7 @@ def branch_cost(profile: Profile, stem_depth: int, fps: float, shared: bool = Tr
     (`shared=False`, No-Sharing) has no DAG and pays none.
     """
     cut_cost = profile.cut_points[stem_depth].cumulative_cost
-    overhead = profile.split_overhead if shared else 0.0
+    overhead = profile.split_overhead_at(stem_depth) if shared else 0.0
     return fps * (profile.total_cost - cut_cost + overhead)
 
 

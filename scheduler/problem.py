@@ -25,6 +25,11 @@ class CutPoint(BaseModel):
 
     name: str
     cumulative_cost: float = Field(ge=0)
+    split_overhead: float | None = Field(
+        default=None,
+        ge=0,
+        description="per analysed frame, for a branch that starts here; None: the profile's",
+    )
 
 
 class Profile(BaseModel):
@@ -54,6 +59,16 @@ class Profile(BaseModel):
         if costs[-1] > self.total_cost:
             raise ValueError("profile.total_cost must be >= every cut point's cumulative_cost")
         return self
+
+    def split_overhead_at(self, stem_depth: int) -> float:
+        """What a branch starting at cut `stem_depth` pays per analysed frame for the split.
+
+        Engines that keep tensors in their own layout pay a conversion at each end of a branch,
+        so the overhead grows with the tensor at the cut; a profiler that measured it per cut
+        says so on the cut point, else the profile's single figure holds for every cut.
+        """
+        measured = self.cut_points[stem_depth].split_overhead
+        return self.split_overhead if measured is None else measured
 
     def index_of(self, cut_point: str) -> int:
         for index, cut in enumerate(self.cut_points):

@@ -149,6 +149,20 @@ def test_fused_heads_give_each_app_its_own_scores_at_its_own_rate(
     }
 
 
+def test_heads_with_the_same_name_can_be_fused(setup: dict[str, Any]) -> None:
+    """Packages name a candidate after its cut point, so apps on one cut share that name."""
+    cut = setup["cuts"][6]
+    models = []
+    for seed in (21, 22):
+        head = head_at(setup["base"], cut, seed)
+        features = keras.Input(shape=head.input_shape[1:])
+        models.append(keras.Model(features, head(features), name="candidate_conv_pw_7_relu"))
+    fused = fused_heads_model(models)
+    tensor = np.random.default_rng(3).normal(size=(2, *models[0].input_shape[1:]))
+    expected = np.concatenate([np.asarray(model(tensor)) for model in models], axis=-1)
+    assert np.asarray(fused(tensor)) == pytest.approx(expected, abs=1e-6)
+
+
 def test_a_lone_head_is_not_fused(setup: dict[str, Any]) -> None:
     dag = build(setup, fuse=True)
     assert all(segment.fused_heads is None for segment in dag.segments())

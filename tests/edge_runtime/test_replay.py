@@ -51,6 +51,9 @@ def test_replay_cli_plans_runs_and_measures(
     profile = tmp_path / "profile.json"
     main(["profile", "--alpha", "0.25", "--input-size", "96", "--repeats", "3", "-o", str(profile)])
     capsys.readouterr()
+    # Each cut point carries the split overhead its branch was measured to pay.
+    overheads = [cut["split_overhead"] for cut in json.loads(profile.read_text())["cut_points"]]
+    assert all(overhead is not None and overhead >= 0 for overhead in overheads)
     events_out = tmp_path / "events.jsonl"
     main(
         [

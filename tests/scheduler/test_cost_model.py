@@ -156,3 +156,16 @@ def test_segment_and_rate_layer_sums_agree_on_random_stems() -> None:
         assert stem_cost(list(cumulative), demands) == pytest.approx(
             stem_cost_by_rate(list(cumulative), demands), abs=1e-9
         )
+
+
+def test_a_split_overhead_measured_at_a_cut_point_overrides_the_profiles() -> None:
+    measured = profile(split=0.25)
+    measured.cut_points[1] = CutPoint(name="base_c1", cumulative_cost=2.0, split_overhead=1.5)
+    # Depth 1 pays its own overhead; the others the profile's single figure.
+    assert measured.split_overhead_at(1) == 1.5
+    assert measured.split_overhead_at(2) == 0.25
+    assert branch_cost(measured, 1, 2.0) == pytest.approx(2.0 * (8.0 - 2.0 + 1.5))
+    assert branch_cost(measured, 2, 2.0) == pytest.approx(2.0 * (8.0 - 5.0 + 0.25))
+    assert branch_cost(measured, 1, 2.0, shared=False) == pytest.approx(2.0 * 6.0)
+    with pytest.raises(ValueError):
+        CutPoint(name="negative", cumulative_cost=1.0, split_overhead=-0.1)
