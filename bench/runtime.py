@@ -164,9 +164,30 @@ def main() -> None:
         f"MobileNet v1 alpha {config.alpha} at {config.input_size} px, {arguments.frames} frames per run, "
         f"median of {arguments.rounds} rounds in rotating order"
     )
+
+    def bench_dag(apps: list[tuple[str, float]], engine: str, fuse: bool) -> CameraDag:
+        """A DAG of untrained heads at (cut point, fps), built as the node builds it."""
+        heads = [
+            HeadSpec(f"app{i}", cut, fps, 1, untrained_head(base, cut, i), fingerprint)
+            for i, (cut, fps) in enumerate(apps)
+        ]
+        return build_camera_dag(
+            "bench",
+            10.0,
+            heads,
+            base,
+            fingerprint,
+            order,
+            segment_model,
+            cut_output_shape,
+            lambda model: compile_model(model, engine),  # type: ignore[arg-type]
+            lambda batch: preprocess(config, batch),
+            fuse_heads=fused_heads_model if fuse and engine == "keras" else None,
+        )
+
     rows = []
     for engine in engines:
-        profile = measure_profile(config, engine, base_model=base, repeats=9)  # type: ignore[arg-type]
+        profile = measure_profile(config, engine, base_model=base, repeats=9)
         for apps in app_counts:
             plan = planned(profile, apps, seed=apps, budget_fraction=arguments.budget_fraction)
             strategies = {
@@ -175,26 +196,9 @@ def main() -> None:
                 "mainstream": [app.cut_point for app in plan.apps],
             }
             dags = {
-                strategy: build_camera_dag(
-                    "bench",
-                    10.0,
-                    [
-                        HeadSpec(f"app{i}", cut, 10.0, 1, untrained_head(base, cut, i), fingerprint)
-                        for i, cut in enumerate(cuts)
-                    ],
-                    base,
-                    fingerprint,
-                    order,
-                    segment_model,
-                    cut_output_shape,
-                    lambda model, engine=engine: compile_model(model, engine),  # type: ignore[misc]
-                    lambda batch: preprocess(config, batch),
-                    # No-Sharing is the baseline of one separate model per app.
-                    fuse_heads=(
-                        fused_heads_model
-                        if engine == "keras" and strategy != "no-sharing"
-                        else None
-                    ),
+                # No-Sharing is the baseline of one separate model per app.
+                strategy: bench_dag(
+                    [(cut, 10.0) for cut in cuts], engine, fuse=strategy != "no-sharing"
                 )
                 for strategy, cuts in strategies.items()
             }
@@ -234,30 +238,7 @@ def main() -> None:
                     f"ratio {row[5]:4.2f}  vs no-sharing {speedup:5.2f}x  rss {row[6]:6.0f} MiB  cuts {row[7]}",
                     flush=True,
                 )
-            at_rates = [
-                HeadSpec(
-                    f"app{i}",
-                    app.cut_point,
-                    app.fps,
-                    1,
-                    untrained_head(base, app.cut_point, i),
-                    fingerprint,
-                )
-                for i, app in enumerate(plan.apps)
-            ]
-            dag = build_camera_dag(
-                "bench",
-                10.0,
-                at_rates,
-                base,
-                fingerprint,
-                order,
-                segment_model,
-                cut_output_shape,
-                lambda model, engine=engine: compile_model(model, engine),  # type: ignore[misc]
-                lambda batch: preprocess(config, batch),
-                fuse_heads=fused_heads_model if engine == "keras" else None,
-            )
+            dag = bench_dag([(app.cut_point, app.fps) for app in plan.apps], engine, fuse=True)
             measured_cost = cost_ms_per_s(dag, images, arguments.plan_seconds)
             print(
                 f"{engine:<9} apps={apps:<2} plan at its rates (budget {plan.budget:.0f} ms/s, "
