@@ -185,28 +185,18 @@ def step_heads(
     "before" already holds the base model, so the delta is the shared stem segment plus the
     heads; the difference between two head counts is what the extra heads cost.
     """
-    from functools import partial
-
     import numpy as np
 
     import_node()
     import_tensorflow()
-    from edge_runtime.dag import HeadSpec, build_camera_dag, segment_model
-    from edge_runtime.engines import compile_model
-    from mainstream.bases import (
-        BaseConfig,
-        build_base,
-        cut_output_shape,
-        discover_cut_points,
-        preprocess,
-        weights_fingerprint,
-    )
+    from edge_runtime.dag import HeadSpec
+    from edge_runtime.deployer import camera_dag
+    from mainstream.bases import BaseConfig, build_base, weights_fingerprint
     from mainstream.package import load_keras_safely
 
     config = BaseConfig("mobilenet_v1", input_size=HEAD_BASE[1], alpha=HEAD_BASE[0])
     base = build_base(config)
     fingerprint = weights_fingerprint(base)
-    order = discover_cut_points(base)
     before = settled_reading()
     heads = [
         HeadSpec(
@@ -219,17 +209,16 @@ def step_heads(
         )
         for index in range(count)
     ]
-    dag = build_camera_dag(
+    # Each head its own model, as the sizing notes in the README were measured.
+    dag = camera_dag(
         "memory",
         10.0,
         heads,
         base,
         fingerprint,
-        order,
-        segment_model,
-        cut_output_shape,
-        lambda model: compile_model(model, engine),  # type: ignore[arg-type]
-        partial(preprocess, config),
+        config,
+        engine,  # type: ignore[arg-type]
+        fuse_heads=False,
     )
     frame = np.zeros((config.input_size, config.input_size, 3), dtype=np.uint8)
     for index in range(HEAD_FRAMES):

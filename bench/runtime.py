@@ -27,14 +27,9 @@ import numpy as np
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _HERE]
 
-from edge_runtime.dag import (  # noqa: E402
-    CameraDag,
-    HeadSpec,
-    build_camera_dag,
-    fused_heads_model,
-    segment_model,
-)
-from edge_runtime.engines import compile_model, openvino_available  # noqa: E402
+from edge_runtime.dag import CameraDag, HeadSpec  # noqa: E402
+from edge_runtime.deployer import camera_dag  # noqa: E402
+from edge_runtime.engines import openvino_available  # noqa: E402
 from edge_runtime.profiler import measure_profile, time_per_call_ms  # noqa: E402
 
 
@@ -141,9 +136,7 @@ def main() -> None:
     from mainstream.bases import (
         BaseConfig,
         calibrated_base,
-        cut_output_shape,
         discover_cut_points,
-        preprocess,
         untrained_head,
         weights_fingerprint,
     )
@@ -171,19 +164,7 @@ def main() -> None:
             HeadSpec(f"app{i}", cut, fps, 1, untrained_head(base, cut, i), fingerprint)
             for i, (cut, fps) in enumerate(apps)
         ]
-        return build_camera_dag(
-            "bench",
-            10.0,
-            heads,
-            base,
-            fingerprint,
-            order,
-            segment_model,
-            cut_output_shape,
-            lambda model: compile_model(model, engine),  # type: ignore[arg-type]
-            lambda batch: preprocess(config, batch),
-            fuse_heads=fused_heads_model if fuse and engine == "keras" else None,
-        )
+        return camera_dag("bench", 10.0, heads, base, fingerprint, config, engine, fuse)  # type: ignore[arg-type]
 
     rows = []
     for engine in engines:

@@ -58,9 +58,8 @@ def prepare(duration_s: float, input_size: int, alpha: float, folder: Path) -> D
     """A labelled synthetic video (trains among cars and buses), split by time, and a base."""
     import keras
 
-    from mainstream.bases import BaseConfig, build_base, preprocess
+    from mainstream.bases import BaseConfig, calibrated_base
     from trainer.datasets import load_labelled_video, split_by_time
-    from trainer.finetune import calibrate_batchnorm
     from trainer.synth import SynthConfig, generate_video
 
     video_path, labels_path = folder / "bench.avi", folder / "bench.csv"
@@ -82,9 +81,7 @@ def prepare(duration_s: float, input_size: int, alpha: float, folder: Path) -> D
     train, held_out = split_by_time(video, validation_fraction=0.25)
     config = BaseConfig("mobilenet_v1", input_size=input_size, alpha=alpha)
     keras.utils.set_random_seed(0)
-    base = build_base(config)
-    sample = train.images[np.linspace(0, len(train) - 1, 32).astype(int)]
-    calibrate_batchnorm(base, preprocess(config, sample))
+    base = calibrated_base(config, train.images[np.linspace(0, len(train) - 1, 32).astype(int)])
     return Data(config, base, train, held_out)
 
 

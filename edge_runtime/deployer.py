@@ -13,7 +13,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
-from edge_runtime.dag import HeadSpec, build_camera_dag, fused_heads_model, segment_model
+from edge_runtime.dag import (
+    CameraDag,
+    HeadSpec,
+    build_camera_dag,
+    fused_heads_model,
+    segment_model,
+)
 from edge_runtime.detector import DetectorConfig
 from edge_runtime.engines import EngineName, compile_model
 from edge_runtime.runtime import CameraDeployment
@@ -143,6 +149,39 @@ class BaseProvider:
         return loaded
 
 
+def camera_dag(
+    camera: str,
+    camera_fps: float,
+    heads: list[HeadSpec],
+    base_model: Any,
+    base_fingerprint: str,
+    config: Any,
+    engine: EngineName = "keras",
+    fuse_heads: bool = True,
+) -> CameraDag:
+    """One camera's DAG on `base_model` (of BaseConfig `config`), compiled for `engine`.
+
+    `fuse_heads`: with the Keras engine, the apps that share a cut point also run in one call
+    (see `edge_runtime.dag`; it shares their weights). An OpenVINO model of the fused heads
+    would hold a second copy of their weights, for a gain measured at 0-12 %; it is not built.
+    """
+    from mainstream.bases import cut_output_shape, discover_cut_points, preprocess
+
+    return build_camera_dag(
+        camera=camera,
+        camera_fps=camera_fps,
+        heads=heads,
+        base_model=base_model,
+        base_fingerprint=base_fingerprint,
+        cut_points_in_order=discover_cut_points(base_model),
+        segment_model=segment_model,
+        cut_shape=cut_output_shape,
+        compile_fn=lambda model: compile_model(model, engine),
+        preprocess=partial(preprocess, config),
+        fuse_heads=fused_heads_model if fuse_heads and engine == "keras" else None,
+    )
+
+
 def build_deployments(
     plan: Plan,
     apps: Mapping[str, DeployedApp],
@@ -154,11 +193,8 @@ def build_deployments(
 ) -> list[CameraDeployment]:
     """One deployment per camera. `packages[app]` is an open mainstream.package.Package.
 
-    `fuse_heads`: with the Keras engine, the apps that share a cut point also run in one call
-    (see `edge_runtime.dag`; it shares their weights). An OpenVINO model of the fused heads
-    would hold a second copy of their weights, for a gain measured at 0-12 %; it is not built.
+    `fuse_heads`: see :func:`camera_dag`.
     """
-    from mainstream.bases import cut_output_shape, discover_cut_points, preprocess
 
     by_camera: dict[str, list[Any]] = {}
     for planned in plan.apps:
@@ -189,18 +225,15 @@ def build_deployments(
                     base_fingerprint=app.manifest.base_model.weights_fingerprint,
                 )
             )
-        dag = build_camera_dag(
-            camera=camera,
-            camera_fps=camera_fps[camera],
-            heads=heads,
-            base_model=base_model,
-            base_fingerprint=first.manifest.base_model.weights_fingerprint,
-            cut_points_in_order=discover_cut_points(base_model),
-            segment_model=segment_model,
-            cut_shape=cut_output_shape,
-            compile_fn=lambda model: compile_model(model, engine),
-            preprocess=partial(preprocess, config),
-            fuse_heads=fused_heads_model if fuse_heads and engine == "keras" else None,
+        dag = camera_dag(
+            camera,
+            camera_fps[camera],
+            heads,
+            base_model,
+            first.manifest.base_model.weights_fingerprint,
+            config,
+            engine,
+            fuse_heads,
         )
         detectors = {
             p.name: DetectorConfig(

@@ -49,6 +49,7 @@ def head_model(base: Any, classes: int = 2) -> Any:
 
 def _branch_overhead(
     model: Any,
+    head: Any,
     cut: CutPoint,
     tensor: np.ndarray,
     total_ms: float,
@@ -62,7 +63,6 @@ def _branch_overhead(
     if progress:
         progress(f"timing the branch {cut.name} -> output")
     _, rest = split_model(model, cut.name)
-    head = head_model(model)
     cut_tensor = keras.Input(shape=tuple(tensor.shape[1:]))
     branch = compiled(keras.Model(cut_tensor, head(rest(cut_tensor))))
     branch_ms = time_per_call_ms(lambda: branch(tensor), repeats=repeats)
@@ -157,11 +157,19 @@ def measure_profile(
         split_overhead = max(0.0, chained - body_ms)
 
     if split_per_cut:
+        branch_head = head_model(model)
         cumulative = [
             cut.model_copy(
                 update={
                     "split_overhead": _branch_overhead(
-                        model, cut, tensors[cut.name], total, compiled, repeats, progress
+                        model,
+                        branch_head,
+                        cut,
+                        tensors[cut.name],
+                        total,
+                        compiled,
+                        repeats,
+                        progress,
                     )
                 }
             )

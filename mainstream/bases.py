@@ -551,18 +551,35 @@ class RegisteredBase(BaseModel):
     provenance: dict[str, Any] = Field(default_factory=dict)
 
 
-def calibrated_base(config: BaseConfig, images: np.ndarray) -> keras.Model:
-    """A random-init base whose BatchNorm statistics match `images`, so activations don't vanish.
+def calibrate_batchnorm(model: keras.Model, images: np.ndarray) -> None:
+    """Set every BatchNorm's moving statistics to those of `images` (preprocessed inputs).
 
-    What benchmarks and tests use where pretrained weights cannot be downloaded.
+    A randomly initialised base stores mean 0 / variance 1, which does not match its actual
+    activations: in inference mode the signal fades layer after layer and every frozen
+    candidate sits at chance. Calibrating gives such a base usable statistics for tests and
+    benchmarks (a new base, with a new fingerprint). Real bases are pretrained instead
+    (`mainstream base pretrain`) or come with ImageNet weights.
     """
     import keras
 
+    layers = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in layers]
+    try:
+        for layer in layers:
+            layer.momentum = 0.0  # the moving statistics become this batch's statistics
+        model(np.asarray(images, dtype=np.float32), training=True)
+    finally:
+        for layer, momentum in zip(layers, momenta, strict=True):
+            layer.momentum = momentum
+
+
+def calibrated_base(config: BaseConfig, images: np.ndarray) -> keras.Model:
+    """A random-init base calibrated (:func:`calibrate_batchnorm`) on `images` (uint8 frames).
+
+    What benchmarks and tests use where pretrained weights cannot be downloaded.
+    """
     model = build_base(config)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = 0.0
-    model(preprocess(config, images), training=True)
+    calibrate_batchnorm(model, preprocess(config, images))
     return model
 
 

@@ -371,28 +371,6 @@ def stem_features(
     }
 
 
-def calibrate_batchnorm(model: keras.Model, images: np.ndarray) -> None:
-    """Set every BatchNorm's moving statistics to those of `images` (preprocessed inputs).
-
-    A randomly initialised base stores mean 0 / variance 1, which does not match its actual
-    activations: in inference mode the signal fades layer after layer and every frozen
-    candidate sits at chance. Calibrating gives such a base usable statistics for tests and
-    benchmarks (a new base, with a new fingerprint). Real bases are pretrained instead
-    (`mainstream base pretrain`) or come with ImageNet weights.
-    """
-    import keras
-
-    layers = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    momenta = [layer.momentum for layer in layers]
-    try:
-        for layer in layers:
-            layer.momentum = 0.0  # the moving statistics become this batch's statistics
-        model(np.asarray(images, dtype=np.float32), training=True)
-    finally:
-        for layer, momentum in zip(layers, momenta, strict=True):
-            layer.momentum = momentum
-
-
 def naive_model(base: keras.Model, cut_point: str, candidate: keras.Model) -> keras.Model:
     """Image -> copy of the frozen stem -> candidate: the whole network, trained end to end.
 

@@ -5,7 +5,7 @@ import pytest
 
 from mainstream.bases import (
     BaseConfig,
-    build_base,
+    calibrated_base,
     cut_output_shape,
     preprocess,
     split_model,
@@ -18,7 +18,6 @@ from trainer.finetune import (
     VariantSource,
     augment_images,
     build_candidate,
-    calibrate_batchnorm,
     finetune_candidates,
     image_variants,
     load_candidate,
@@ -57,9 +56,7 @@ def base():
     import keras
 
     keras.utils.set_random_seed(0)
-    model = build_base(CONFIG)
-    calibrate_batchnorm(model, preprocess(CONFIG, textured_or_flat(32, seed=9).images))
-    return model
+    return calibrated_base(CONFIG, textured_or_flat(32, seed=9).images)
 
 
 def options(cache: bool = True, epochs: int = 3, **training: object) -> FinetuneOptions:

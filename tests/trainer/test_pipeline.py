@@ -8,7 +8,6 @@ import yaml
 from mainstream.bases import (
     BaseConfig,
     build_base,
-    preprocess,
     save_base,
     save_weights_atomically,
     weights_fingerprint,
@@ -32,13 +31,11 @@ def base_model(workspace: Path):
     """A random base with BatchNorm statistics fitted to noise (a stand-in for a pretrained one)."""
     import keras
 
-    from trainer.finetune import calibrate_batchnorm
+    from mainstream.bases import calibrated_base
 
     keras.utils.set_random_seed(0)
-    model = build_base(CONFIG)
     noise = np.random.default_rng(0).integers(0, 256, (32, 96, 96, 3)).astype(np.uint8)
-    calibrate_batchnorm(model, preprocess(CONFIG, noise))
-    return model
+    return calibrated_base(CONFIG, noise)
 
 
 @pytest.fixture(scope="module")
