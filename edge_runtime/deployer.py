@@ -77,6 +77,15 @@ class DeployedApp:
             ],
         )
 
+    def detector_config(self, x_vote: int, update_every_frames: int = 0) -> DetectorConfig:
+        """How this app turns scores into events, with the vote length its plan chose."""
+        return DetectorConfig(
+            threshold=self.threshold,
+            x_vote=x_vote,
+            quiet_time_s=self.quiet_time_s,
+            update_every_frames=update_every_frames,
+        )
+
 
 def problem_for(
     apps: Sequence[DeployedApp],
@@ -190,10 +199,12 @@ def build_deployments(
     camera_fps: Mapping[str, float],
     engine: EngineName = "keras",
     fuse_heads: bool = True,
+    update_every_frames: int = 0,
 ) -> list[CameraDeployment]:
     """One deployment per camera. `packages[app]` is an open mainstream.package.Package.
 
-    `fuse_heads`: see :func:`camera_dag`.
+    `fuse_heads`: see :func:`camera_dag`; `update_every_frames`: see
+    :class:`edge_runtime.detector.DetectorConfig`.
     """
 
     by_camera: dict[str, list[Any]] = {}
@@ -236,11 +247,7 @@ def build_deployments(
             fuse_heads,
         )
         detectors = {
-            p.name: DetectorConfig(
-                threshold=apps[p.name].threshold,
-                x_vote=p.x_vote,
-                quiet_time_s=apps[p.name].quiet_time_s,
-            )
+            p.name: apps[p.name].detector_config(p.x_vote, update_every_frames)
             for p in planned_apps
         }
         deployments.append(CameraDeployment(camera, dag, config.input_size, detectors))

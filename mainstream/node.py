@@ -93,6 +93,12 @@ class Proposal:
     new_plan: bool = True  # False when the plan in force already answers this problem
 
 
+def describe_plan(plan: Plan) -> str:
+    """One log line: each app's cut point and rate, and the plan's cost against its budget."""
+    apps = ", ".join(f"{app.name} at {app.cut_point} {app.fps:g} fps" for app in plan.apps)
+    return f"{apps or 'no apps'}; {plan.total_cost:.0f} of {plan.budget:.0f} ms/s"
+
+
 @dataclass
 class SchedulerCounters:
     """How often and how long the scheduler ran on this node since start."""
@@ -375,6 +381,7 @@ class Node:
                     used_fps,
                     self.settings.runtime.engine,
                     fuse_heads=self.settings.runtime.fuse_heads,
+                    update_every_frames=self.settings.runtime.event_update_every_frames,
                 )
         return proposal
 
@@ -387,18 +394,14 @@ class Node:
         self, plan: Plan, apps: Mapping[str, DeployedApp]
     ) -> list[CameraDeployment]:
         """The running DAGs with the detector settings of `plan` (only those changed)."""
-        from edge_runtime.detector import DetectorConfig
-
         deployments = []
         for camera in sorted({planned.camera for planned in plan.apps}):
             running = self.runtime.deployment(camera)
             if running is None:
                 raise ModelError(f"camera {camera!r} has no running deployment to update")
             detectors = {
-                planned.name: DetectorConfig(
-                    threshold=apps[planned.name].threshold,
-                    x_vote=planned.x_vote,
-                    quiet_time_s=apps[planned.name].quiet_time_s,
+                planned.name: apps[planned.name].detector_config(
+                    planned.x_vote, self.settings.runtime.event_update_every_frames
                 )
                 for planned in plan.apps
                 if planned.camera == camera
@@ -557,6 +560,8 @@ class Node:
         self._plan = self.registry.current_plan()
         if proposal.new_plan:
             self.scheduler.replans += 1
+            if proposal.plan is not None:
+                logger.info("plan in force (%s): %s", proposal.reason, describe_plan(proposal.plan))
         if proposal.status in ("ok", "empty"):
             self.last_error = None
 

@@ -155,6 +155,12 @@ class RuntimeSettings(BaseModel):
         description="Keras engine: run the apps that share a cut point in one call on the "
         "frames they all analyse (OpenVINO gains little and would copy their weights)",
     )
+    event_update_every_frames: int = Field(
+        default=0,
+        ge=0,
+        description="Also send an update of an open event every this many analysed frames "
+        "(0: only when its peak score improves)",
+    )
     replan: bool = Field(
         default=True,
         description="Re-plan with the measured cost when the runtime runs over the budget "

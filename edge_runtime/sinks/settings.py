@@ -56,7 +56,9 @@ class MqttSettings(BaseModel):
         default=30, ge=1, description="Longest wait between reconnection attempts"
     )
     publish_updates: bool = Field(
-        default=True, description="Also publish 'update' messages (a better peak), not only new/end"
+        default=True,
+        description="Also publish 'update' messages (a better peak, or periodic ones: "
+        "runtime.event_update_every_frames), not only new/end",
     )
 
     @field_validator("topic_prefix")

@@ -75,6 +75,7 @@ def daemon(
     settings = node_config(
         data,
         api={"host": "127.0.0.1", "port": port},
+        runtime={"event_update_every_frames": 2},  # updates whatever the scores do
         mqtt={
             "enabled": True,
             "host": "127.0.0.1",

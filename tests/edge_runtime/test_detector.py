@@ -44,6 +44,18 @@ def test_peak_and_counters_and_end_time() -> None:
     assert [u.event.peak_score for u in updates] == [0.8]
 
 
+def test_periodic_updates_between_better_peaks() -> None:
+    config = DetectorConfig(x_vote=1, quiet_time_s=10.0, update_every_frames=3)
+    detector = EventDetector("trains", "cam", config)
+    changes = []
+    for index, score in enumerate([0.9, 0.6, 0.6, 0.6, 0.95, 0.6, 0.6, 0.6, 0.6]):
+        changes += detector.observe(float(index), index, score)
+    updates = [(c.event.frames_analysed, c.peak_improved) for c in changes[1:]]
+    # every third frame after the last update, and at once on a better peak (which restarts the count)
+    assert updates == [(4, False), (5, True), (8, False)]
+    assert [c.transition for c in changes] == [Transition.NEW] + [Transition.UPDATE] * 3
+
+
 def test_flush_and_clock_close_open_events() -> None:
     detector = EventDetector("a", "cam", DetectorConfig(quiet_time_s=5))
     detector.observe(0.0, 0, 0.99)

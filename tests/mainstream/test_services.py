@@ -297,6 +297,28 @@ def test_changing_and_disabling_an_app_redeploys_it(
     assert services.schedule().status == "empty"
 
 
+def test_periodic_event_updates_reach_every_deployed_detector(
+    tmp_path: Path, tiny_packages: TinyPackages, measured_profile: Profile
+) -> None:
+    node = start_node(
+        tmp_path / "node",
+        tiny_packages,
+        measured_profile,
+        runtime={"event_update_every_frames": 4},
+    )
+    try:
+        services = Services(node)
+        services.upload_package(tiny_packages.trains)
+        services.create_app(AppCreate(name="trains"))
+        services.update_app("trains", AppUpdate(threshold=0.9))  # new detectors, same DAG
+        deployment = node.runtime.deployment("synthetic")
+        assert deployment is not None
+        detector = deployment.detectors["trains"]
+        assert (detector.threshold, detector.update_every_frames) == (0.9, 4)
+    finally:
+        node.stop()
+
+
 def test_cameras_can_be_added_changed_and_removed_live(
     node: Node,
     tiny_packages: TinyPackages,
