@@ -15,7 +15,8 @@ its imports ("before"), does one thing (load a model, start cameras ...), takes 
   rows, the difference to the row above.
 
 Run: `python bench/memory.py` (about 4-5 minutes on 2 cores). `--only models,heads` and
-`--engines keras` run a subset.
+`--engines keras` run a subset; the head DAGs are built as the node builds them, `--no-fuse`
+builds each head as its own model (`runtime.fuse_heads` off).
 """
 
 from __future__ import annotations
@@ -178,7 +179,7 @@ def step_write_heads(head_dir: str) -> tuple[Reading, Reading, dict[str, Any]]:
 
 
 def step_heads(
-    head_dir: str, cut: str, count: int, engine: str
+    head_dir: str, cut: str, count: int, engine: str, fuse: bool = True
 ) -> tuple[Reading, Reading, dict[str, Any]]:
     """A camera DAG with `count` heads at `cut`, loaded from files and run on one frame.
 
@@ -209,7 +210,7 @@ def step_heads(
         )
         for index in range(count)
     ]
-    # Each head its own model, as the sizing notes in the README were measured.
+    # As the node builds it: with OpenVINO a fused last segment holds its own copy of weights.
     dag = camera_dag(
         "memory",
         10.0,
@@ -218,7 +219,7 @@ def step_heads(
         fingerprint,
         config,
         engine,  # type: ignore[arg-type]
-        fuse_heads=False,
+        fuse_heads=fuse,
     )
     frame = np.zeros((config.input_size, config.input_size, 3), dtype=np.uint8)
     for index in range(HEAD_FRAMES):
@@ -293,7 +294,7 @@ def run_child(arguments: list[str]) -> None:
     elif step == "write-heads":
         result = step_write_heads(rest[0])
     elif step == "heads":
-        result = step_heads(rest[0], rest[1], int(rest[2]), rest[3])
+        result = step_heads(rest[0], rest[1], int(rest[2]), rest[3], rest[4] == "fused")
     elif step == "cameras":
         result = step_cameras(rest)
     else:
@@ -350,6 +351,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", default=",".join(SECTIONS), help="Sections to run")
     parser.add_argument("--engines", default="keras,openvino", help="Engines to measure")
+    parser.add_argument(
+        "--no-fuse",
+        action="store_true",
+        help="Build the head DAGs with runtime.fuse_heads off (each head its own model)",
+    )
     parser.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.child:
@@ -424,6 +430,7 @@ def main() -> None:
                             cut,
                             str(count),
                             engine,
+                            "separate" if arguments.no_fuse else "fused",
                         )
                         rows.append(
                             (by_count[count].what, by_count[count].after, by_count[count].delta_mib)

@@ -5,9 +5,10 @@ frames per second through the whole DAG, the ideal fps computed from each node t
 isolation, preprocessing included (so `ratio` shows the executor's own overhead), the speed-up
 over No-Sharing, and the process RSS. Each figure is the median of `--rounds` rounds run in
 rotating order. No-Sharing runs one separate full model per app, one after the other (the
-baseline). Max-Sharing and the plan run as the node runs them: with the Keras engine, the heads
-that share a cut point run in one fused call (`runtime.fuse_heads`), while the ideal times each
-app's head alone, so a ratio above 1 is the fusion's gain. Run: `python bench/runtime.py [--input-size 224 --alpha 1.0 --frames 60]`.
+baseline). Max-Sharing and the plan run as the node runs them (`runtime.fuse_heads`): the last
+segment and its heads run as one model, and with the Keras engine the heads that share a cut
+point run in one call, while the ideal times each segment and each app's head alone, so a ratio
+above 1 is the fusion's gain. Run: `python bench/runtime.py [--input-size 224 --alpha 1.0 --frames 60]`.
 """
 
 from __future__ import annotations

@@ -12,8 +12,10 @@ batch of their frames instead of once per camera.
 
 The heads that hang off one segment can also be compiled into one fused model (`fuse_heads`):
 on a frame that every one of them analyses, one call runs them all, which saves the per-call
-overhead and lets the engine run the heads in parallel. On other frames each due head runs
-alone, so every app still analyses exactly the frames its rate selects.
+overhead and lets the engine run the heads in parallel. The last segment of the chain can
+likewise be compiled together with its heads (`fuse_segment`), so that a frame every app
+analyses goes from the previous cut to all scores in one call. On other frames each due head
+runs alone, so every app still analyses exactly the frames its rate selects.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import itertools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -87,6 +90,12 @@ class SegmentNode:
     fused_heads: CompiledModel | None = None
     fused_widths: tuple[int, ...] = ()
     fused_calls: int = 0
+    # The segment and all of `heads` in one call (the last segment only: its output is the
+    # heads' scores side by side). `fused_shares`: how its time is split between the segment
+    # and each head, in proportion to their own calls' times measured at warm-up.
+    fused_segment: CompiledModel | None = None
+    fused_shares: tuple[float, ...] = ()
+    fused_segment_calls: int = 0
 
     @property
     def name(self) -> str:
@@ -170,18 +179,56 @@ def process_together(frames: Sequence[DagFrame]) -> list[list[AppScore]]:
             groups.setdefault(key, []).append((position, segment, tensor))
         active = []
         for members in groups.values():
+            dues = [
+                [head for head in node.heads if head.selector.offer()] for _, node, _ in members
+            ]
+            position, segment, tensor = members[0]
+            everything_due = len(dues[0]) == len(segment.heads)
+            if len(members) == 1 and segment.fused_segment is not None and everything_due:
+                assert tensor is not None  # the input node is never fused
+                _record(scores[position], frames[position], _run_fused_segment(segment, tensor))
+                continue
             outputs = _run_batched(members, frames)
-            for (position, segment, _), output in zip(members, outputs, strict=True):
-                item = frames[position]
-                due = [head for head in segment.heads if head.selector.offer()]
-                for head, probabilities in _run_heads(segment, due, output):
-                    score = float(probabilities[0, head.spec.positive_index])
-                    scores[position].append(
-                        AppScore(head.spec.app, item.frame_index, item.timestamp, score)
-                    )
+            for (position, segment, _), due, output in zip(members, dues, outputs, strict=True):
+                _record(scores[position], frames[position], _run_heads(segment, due, output))
                 if segment.child is not None:
                     active.append((position, segment.child, output))
     return scores
+
+
+def _record(
+    scores: list[AppScore], item: DagFrame, results: list[tuple[HeadNode, np.ndarray]]
+) -> None:
+    for head, probabilities in results:
+        score = float(probabilities[0, head.spec.positive_index])
+        scores.append(AppScore(head.spec.app, item.frame_index, item.timestamp, score))
+
+
+def _split_scores(
+    heads: list[HeadNode], widths: Sequence[int], combined: np.ndarray
+) -> list[tuple[HeadNode, np.ndarray]]:
+    """The fused output cut back into each head's class scores."""
+    results = []
+    offset = 0
+    for head, width in zip(heads, widths, strict=True):
+        results.append((head, combined[:, offset : offset + width]))
+        offset += width
+    return results
+
+
+def _run_fused_segment(
+    segment: SegmentNode, tensor: np.ndarray
+) -> list[tuple[HeadNode, np.ndarray]]:
+    """The segment and every head in one call; its time shared as `fused_shares` says."""
+    assert segment.fused_segment is not None
+    started = time.perf_counter()
+    combined = segment.fused_segment(tensor)
+    elapsed_ms = (time.perf_counter() - started) * 1000.0
+    segment.fused_segment_calls += 1
+    nodes = [segment.timing, *(head.timing for head in segment.heads)]
+    for timing, share in zip(nodes, segment.fused_shares, strict=True):
+        timing.add(elapsed_ms * share, 1)
+    return _split_scores(segment.heads, segment.fused_widths, combined)
 
 
 def _run_heads(
@@ -193,13 +240,9 @@ def _run_heads(
         combined = segment.fused_heads(tensor)
         share_ms = (time.perf_counter() - started) * 1000.0 / len(due)
         segment.fused_calls += 1
-        results = []
-        offset = 0
-        for head, width in zip(due, segment.fused_widths, strict=True):
+        for head in due:
             head.timing.add(share_ms, 1)
-            results.append((head, combined[:, offset : offset + width]))
-            offset += width
-        return results
+        return _split_scores(due, segment.fused_widths, combined)
     results = []
     for head in due:
         started = time.perf_counter()
@@ -241,6 +284,7 @@ def build_camera_dag(
     compile_fn: Callable[[Any], CompiledModel],
     preprocess: Callable[[np.ndarray], np.ndarray],
     fuse_heads: Callable[[Sequence[Any]], Any] | None = None,
+    fuse_segment: Callable[[Any, Sequence[Any]], Any | None] | None = None,
     warm_up: bool = True,
 ) -> CameraDag:
     """Build the DAG for one camera; checks fingerprints and tensor shapes before compiling.
@@ -248,8 +292,10 @@ def build_camera_dag(
     `segment_model(base, start_cut, end_cut)` returns the Keras model of the base between two
     cuts; `cut_shape(base, cut)` the tensor shape at a cut (without the batch axis).
     `fuse_heads(models)` (e.g. :func:`fused_heads_model`), when given, builds one model of the
-    heads that share a cut point; it is compiled beside the heads' own. `warm_up` runs every
-    compiled node once on a blank frame, so that no engine compiles or traces on a live frame.
+    heads that share a cut point; it is compiled beside the heads' own. `fuse_segment(segment,
+    heads)` (e.g. :func:`fused_segment_model`), when given, builds one model of the last
+    segment and its heads (or returns None: not worth it). `warm_up` runs every compiled node once on a blank frame, so that no
+    engine compiles or traces on a live frame, and times the parts of a fused segment.
     """
     if not heads:
         raise ModelError(f"camera {camera!r}: no apps to run")
@@ -286,13 +332,15 @@ def build_camera_dag(
         selector=RateAccumulator(rate_at_or_below(INPUT_CUT), camera_fps),
     )
     previous = root
+    last_segment_model = None
     for start, end in itertools.pairwise(used_cuts):
         rate = rate_at_or_below(end)
+        last_segment_model = segment_model(base_model, start, end)
         node = SegmentNode(
             start_cut=start,
             end_cut=end,
             rate=rate,
-            run=compile_fn(segment_model(base_model, start, end)),
+            run=compile_fn(last_segment_model),
             selector=RateAccumulator(rate, previous.rate),
         )
         previous.child = node
@@ -307,25 +355,54 @@ def build_camera_dag(
                         selector=RateAccumulator(head.fps, segment.rate),
                     )
                 )
-        if fuse_heads is not None and len(segment.heads) > 1:
-            models = [head.spec.model for head in segment.heads]
+        models = [head.spec.model for head in segment.heads]
+        segment.fused_widths = tuple(int(model.output_shape[-1]) for model in models)
+        if fuse_heads is not None and len(models) > 1:
             segment.fused_heads = compile_fn(fuse_heads(models))
-            segment.fused_widths = tuple(int(model.output_shape[-1]) for model in models)
+    last = previous
+    if fuse_segment is not None and last_segment_model is not None and last.heads:
+        models = [head.spec.model for head in last.heads]
+        fused_model = fuse_segment(last_segment_model, models)
+        if fused_model is not None:
+            last.fused_segment = compile_fn(fused_model)
+            last.fused_shares = (1.0 / (1 + len(models)),) * (1 + len(models))
     if warm_up:
         blank = np.zeros((1, *base_model.input_shape[1:]), dtype=np.uint8)
         _warm_up(root, preprocess(blank))
     return CameraDag(camera, camera_fps, root, preprocess, base_fingerprint)
 
 
-def _warm_up(root: SegmentNode, tensor: np.ndarray) -> None:
-    """Call every compiled node once (outside the timings): engines trace on the first call."""
+def _warm_up(root: SegmentNode, tensor: np.ndarray, timed_calls: int = 3) -> None:
+    """Call every compiled node once (outside the timings): engines trace on the first call.
+
+    A fused segment's time is later shared among its parts as their own calls take: each part
+    is timed here (fastest of `timed_calls`).
+    """
     for segment in _chain(root):
+        segment_input = tensor
         if segment.run is not None:
             tensor = segment.run(tensor)
         for head in segment.heads:
             head.run(tensor)
         if segment.fused_heads is not None:
             segment.fused_heads(tensor)
+        if segment.fused_segment is not None and segment.run is not None:
+            segment.fused_segment(segment_input)
+            parts = [partial(segment.run, segment_input)]
+            parts += [partial(head.run, tensor) for head in segment.heads]
+            times = [_fastest_ms(part, timed_calls) for part in parts]
+            total = sum(times)
+            if total > 0:
+                segment.fused_shares = tuple(t / total for t in times)
+
+
+def _fastest_ms(call: Callable[[], Any], repeats: int) -> float:
+    fastest = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        fastest = min(fastest, (time.perf_counter() - started) * 1000.0)
+    return fastest
 
 
 def _chain(root: SegmentNode) -> list[SegmentNode]:
@@ -363,4 +440,14 @@ def fused_heads_model(models: Sequence[Any]) -> Any:
         own_input = keras.Input(shape=tuple(model.input_shape[1:]), dtype="float32")
         wrapper = keras.Model(own_input, model(own_input), name=f"head_{position}")
         scores.append(keras.ops.cast(wrapper(cut_tensor), "float32"))
-    return keras.Model(cut_tensor, keras.layers.Concatenate(axis=-1)(scores), name="fused_heads")
+    combined = scores[0] if len(scores) == 1 else keras.layers.Concatenate(axis=-1)(scores)
+    return keras.Model(cut_tensor, combined, name="fused_heads")
+
+
+def fused_segment_model(segment: Any, heads: Sequence[Any]) -> Any:
+    """One Keras model running a segment and then every head on its output; the heads' scores
+    side by side (weights shared, as in :func:`fused_heads_model`)."""
+    import keras
+
+    start = keras.Input(shape=tuple(segment.input_shape[1:]), dtype="float32")
+    return keras.Model(start, fused_heads_model(heads)(segment(start)), name="fused_segment")

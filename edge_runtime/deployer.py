@@ -7,7 +7,7 @@ scheduling problem; the plan that comes back becomes one CameraDeployment per ca
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -18,6 +18,7 @@ from edge_runtime.dag import (
     HeadSpec,
     build_camera_dag,
     fused_heads_model,
+    fused_segment_model,
     segment_model,
 )
 from edge_runtime.detector import DetectorConfig
@@ -170,9 +171,12 @@ def camera_dag(
 ) -> CameraDag:
     """One camera's DAG on `base_model` (of BaseConfig `config`), compiled for `engine`.
 
-    `fuse_heads`: with the Keras engine, the apps that share a cut point also run in one call
-    (see `edge_runtime.dag`; it shares their weights). An OpenVINO model of the fused heads
-    would hold a second copy of their weights, for a gain measured at 0-12 %; it is not built.
+    `fuse_heads`: the last segment and the heads after it also run as one model, and with the
+    Keras engine the apps that share any cut point also run in one call (see
+    `edge_runtime.dag`). Keras models share their weights; an OpenVINO model holds its own
+    copy, so with OpenVINO only the last segment is fused with its heads, and only when there
+    are several and that copy holds no more weights than the base itself (fusing heads alone
+    gained 0-12 %).
     """
     from mainstream.bases import cut_output_shape, discover_cut_points, preprocess
 
@@ -188,7 +192,24 @@ def camera_dag(
         compile_fn=lambda model: compile_model(model, engine),
         preprocess=partial(preprocess, config),
         fuse_heads=fused_heads_model if fuse_heads and engine == "keras" else None,
+        fuse_segment=segment_fusion(engine, base_model) if fuse_heads else None,
     )
+
+
+def segment_fusion(engine: EngineName, base_model: Any) -> Callable[[Any, Sequence[Any]], Any]:
+    """How `camera_dag` fuses the last segment with its heads on `engine`."""
+    if engine == "keras":
+        return fused_segment_model
+    return partial(_fused_segment_within, limit=int(base_model.count_params() * 1.1))
+
+
+def _fused_segment_within(segment: Any, heads: Sequence[Any], limit: int) -> Any | None:
+    """The fused model of a segment with several heads when its own copy of the weights stays
+    within `limit` parameters (the base's, plus the heads' last layers). None otherwise: one
+    call saved per frame does not pay for a copy of the network, and heavy heads' call
+    overhead is small next to their compute anyway."""
+    copied = segment.count_params() + sum(head.count_params() for head in heads)
+    return fused_segment_model(segment, heads) if len(heads) > 1 and copied <= limit else None
 
 
 def build_deployments(

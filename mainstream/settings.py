@@ -152,8 +152,10 @@ class RuntimeSettings(BaseModel):
     )
     fuse_heads: bool = Field(
         default=True,
-        description="Keras engine: run the apps that share a cut point in one call on the "
-        "frames they all analyse (OpenVINO gains little and would copy their weights)",
+        description="On the frames they all analyse, run the apps of the deepest cut point "
+        "in one call with the base segment before them, and (Keras engine) the apps that "
+        "share any cut point in one call; OpenVINO copies weights, so it fuses only several "
+        "light heads",
     )
     event_update_every_frames: int = Field(
         default=0,

@@ -7,7 +7,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_runtime.dag import HeadSpec, build_camera_dag, fused_heads_model, segment_model
+from edge_runtime.dag import (
+    HeadSpec,
+    build_camera_dag,
+    fused_heads_model,
+    fused_segment_model,
+    segment_model,
+)
 from edge_runtime.engines import compile_model
 from mainstream.errors import ModelError
 
@@ -50,7 +56,12 @@ def setup() -> dict[str, Any]:
     }
 
 
-def build(setup: dict[str, Any], heads: list[HeadSpec] | None = None, fuse: bool = False) -> Any:
+def build(
+    setup: dict[str, Any],
+    heads: list[HeadSpec] | None = None,
+    fuse: bool = False,
+    fuse_segment: bool = False,
+) -> Any:
     return build_camera_dag(
         camera="cam0",
         camera_fps=10.0,
@@ -63,6 +74,7 @@ def build(setup: dict[str, Any], heads: list[HeadSpec] | None = None, fuse: bool
         compile_fn=lambda model: compile_model(model, "keras"),
         preprocess=lambda batch: bases.preprocess(CONFIG, batch),
         fuse_heads=fused_heads_model if fuse else None,
+        fuse_segment=fused_segment_model if fuse_segment else None,
     )
 
 
@@ -166,6 +178,69 @@ def test_heads_with_the_same_name_can_be_fused(setup: dict[str, Any]) -> None:
 def test_a_lone_head_is_not_fused(setup: dict[str, Any]) -> None:
     dag = build(setup, fuse=True)
     assert all(segment.fused_heads is None for segment in dag.segments())
+
+
+def scores_of(dag: Any, frames: np.ndarray) -> list[Any]:
+    return [s for i, image in enumerate(frames) for s in dag.process(image, i, i / 10)]
+
+
+def test_the_last_segment_runs_with_its_heads_in_one_call(setup: dict[str, Any]) -> None:
+    """Four apps at four cut points: the deepest segment and its app are one model, used on
+    every frame that app analyses; the shallower nodes run as before."""
+    fused, separate = build(setup, fuse=True, fuse_segment=True), build(setup)
+    frames = setup["images"]
+    fused_scores, separate_scores = scores_of(fused, frames), scores_of(separate, frames)
+    assert [(s.app, s.frame_index) for s in fused_scores] == [
+        (s.app, s.frame_index) for s in separate_scores
+    ]
+    for mine, theirs in zip(fused_scores, separate_scores, strict=True):
+        assert mine.score == pytest.approx(theirs.score, abs=1e-5)
+    *shallower, last = fused.segments()
+    assert last.end_cut == setup["cuts"][-1]
+    assert last.fused_segment_calls == 4  # max_sharing at 1 of 10 fps, 40 frames
+    assert all(segment.fused_segment is None for segment in shallower)
+    # The timings still count every node at its own rate, and the fused call's time is
+    # shared between the segment and its head.
+    assert [segment.timing.frames for segment in fused.segments()][-1] == 4
+    assert {head.spec.app: head.timing.frames for head in fused.heads()} == {
+        "no_sharing": 40,
+        "middle": 20,
+        "deep": 8,
+        "max_sharing": 4,
+    }
+    assert sum(last.fused_shares) == pytest.approx(1.0)
+    assert all(share > 0 for share in last.fused_shares)
+
+
+def test_a_fused_segment_runs_only_when_every_head_is_due(setup: dict[str, Any]) -> None:
+    """Three apps at 10, 5 and 2 fps after one segment: the fused model on the frames all three
+    analyse, the segment and the due heads alone on the others."""
+    cut, fingerprint = setup["cuts"][6], setup["fingerprint"]
+    heads = [
+        HeadSpec(f"app{seed}", cut, fps, 1, head_at(setup["base"], cut, 10 + seed), fingerprint)
+        for seed, fps in enumerate((10.0, 5.0, 2.0))
+    ]
+    fused, separate = build(setup, heads, fuse=True, fuse_segment=True), build(setup, heads)
+    frames = setup["images"][:20]
+    fused_scores, separate_scores = scores_of(fused, frames), scores_of(separate, frames)
+    for mine, theirs in zip(fused_scores, separate_scores, strict=True):
+        assert (mine.app, mine.frame_index) == (theirs.app, theirs.frame_index)
+        assert mine.score == pytest.approx(theirs.score, abs=1e-5)
+    (_, node) = fused.segments()
+    assert node.fused_segment_calls == 2  # frames 0 and 10 (2 fps: 0, 5, 10, 15; 5 fps: even)
+    assert node.fused_calls == 0  # the heads alone never all run without the segment
+    assert node.timing.frames == 20
+
+
+def test_a_lone_app_runs_as_one_model(setup: dict[str, Any]) -> None:
+    cut, fingerprint = setup["cuts"][3], setup["fingerprint"]
+    head = HeadSpec("alone", cut, 10.0, 1, head_at(setup["base"], cut, 30), fingerprint)
+    dag = build(setup, [head], fuse=True, fuse_segment=True)
+    frames = setup["images"][:6]
+    for score in scores_of(dag, frames):
+        expected = full_model_score(setup, head, frames[score.frame_index])
+        assert score.score == pytest.approx(expected, abs=1e-5)
+    assert dag.segments()[-1].fused_segment_calls == 6
 
 
 def test_mismatched_fingerprint_is_a_clear_error(setup: dict[str, Any]) -> None:

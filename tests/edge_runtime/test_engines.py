@@ -47,6 +47,31 @@ def test_openvino_engine_matches_keras_within_tolerance(
     np.testing.assert_allclose(compiled(batch[:1]), expected[:1], **OPENVINO_TOLERANCE)
 
 
+@pytest.mark.skipif(not openvino_available(), reason="openvino is not installed")
+def test_openvino_runs_a_segment_fused_with_its_heads(
+    stem_and_batch: tuple[object, np.ndarray],
+) -> None:
+    """The model the runtime builds for the last segment and its apps (same-named heads)."""
+    from edge_runtime.dag import fused_segment_model
+
+    stem, batch = stem_and_batch
+    heads = []
+    for seed in (1, 2):
+        keras.utils.set_random_seed(seed)
+        features = keras.Input(shape=stem.output_shape[1:])  # type: ignore[attr-defined]
+        pooled = keras.layers.GlobalAveragePooling2D()(features)
+        scores = keras.layers.Dense(2, activation="softmax")(pooled)
+        heads.append(keras.Model(features, scores, name="candidate_conv_pw_5_relu"))
+    fused = fused_segment_model(stem, heads)
+    features = stem(batch, training=False)  # type: ignore[operator]
+    expected = np.concatenate([np.asarray(head(features)) for head in heads], axis=-1)
+    assert expected.shape == (len(batch), 4)
+    np.testing.assert_allclose(compile_model(fused, "keras")(batch), expected, atol=1e-5)
+    np.testing.assert_allclose(
+        compile_model(fused, "openvino")(batch), expected, **OPENVINO_TOLERANCE
+    )
+
+
 def test_unknown_engine_is_a_clear_error(stem_and_batch: tuple[object, np.ndarray]) -> None:
     with pytest.raises(ModelError, match="unknown inference engine"):
         compile_model(stem_and_batch[0], "tensorrt")  # type: ignore[arg-type]
