@@ -36,6 +36,7 @@ RUN case "$VARIANT" in cpu|gpu) ;; *) echo "VARIANT must be cpu or gpu, got '$VA
 
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY requirements/constraints.txt ./requirements/
 COPY mainstream ./mainstream
 COPY scheduler ./scheduler
 COPY trainer ./trainer
@@ -47,12 +48,12 @@ COPY api ./api
 RUN /opt/mainstream/bin/pip wheel --no-deps --wheel-dir /wheels . \
  && wheel="$(ls /wheels/mainstream_edge-*.whl)" \
  && if [ "$VARIANT" = "gpu" ]; then \
-        /opt/mainstream/bin/pip install "${wheel}[gpu]" \
+        /opt/mainstream/bin/pip install -c requirements/constraints.txt "${wheel}[gpu]" \
      && tf_version="$(/opt/mainstream/bin/pip show tensorflow | sed -n 's/^Version: //p')" \
      && /opt/mainstream/bin/pip uninstall -y tensorflow-cpu \
      && /opt/mainstream/bin/pip install --force-reinstall --no-deps "tensorflow==${tf_version}"; \
     else \
-        /opt/mainstream/bin/pip install "${wheel}"; \
+        /opt/mainstream/bin/pip install -c requirements/constraints.txt "${wheel}"; \
     fi \
  && /opt/mainstream/bin/python -c "import mainstream, scheduler, edge_runtime, trainer, api"
 

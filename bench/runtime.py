@@ -8,7 +8,9 @@ rotating order. No-Sharing runs one separate full model per app, one after the o
 baseline). Max-Sharing and the plan run as the node runs them (`runtime.fuse_heads`): the last
 segment and its heads run as one model, and with the Keras engine the heads that share a cut
 point run in one call, while the ideal times each segment and each app's head alone, so a ratio
-above 1 is the fusion's gain. Run: `python bench/runtime.py [--input-size 224 --alpha 1.0 --frames 60]`.
+above 1 is the fusion's gain. A last table runs the 4-app plan-shaped DAG with OpenVINO in each
+precision (`runtime.openvino_precision`) next to Keras on the same frames: fps and the largest
+change of any app's score. Run: `python bench/runtime.py [--input-size 224 --alpha 1.0 --frames 60]`.
 """
 
 from __future__ import annotations
@@ -91,6 +93,21 @@ def cost_ms_per_s(dag: CameraDag, images: np.ndarray, seconds: float) -> float:
     return (time.perf_counter() - started) * 1000.0 / seconds
 
 
+def scores_and_fps(dag: CameraDag, images: np.ndarray) -> tuple[np.ndarray, float]:
+    """Every app's score on every frame (apps in name order), and the fps of that pass."""
+    for index in range(3):
+        dag.process(images[index], index, 0.0)
+    scores = []
+    started = time.perf_counter()
+    for index, image in enumerate(images):
+        scores.append([s.score for s in sorted(dag.process(image, index, index / 10), key=_app)])
+    return np.asarray(scores), len(images) / (time.perf_counter() - started)
+
+
+def _app(score: Any) -> str:
+    return str(score.app)
+
+
 def ideal_fps(dag: CameraDag, sample: np.ndarray) -> float:
     """Each node timed alone on the tensor it receives; the ideal is the sum of those times.
 
@@ -127,6 +144,11 @@ def main() -> None:
     parser.add_argument("--apps", default="1,2,4,8")
     parser.add_argument("--engines", default="keras,openvino")
     parser.add_argument(
+        "--precisions",
+        default="f32,bf16,f16",
+        help="OpenVINO precisions compared with Keras in the last table ('' skips it)",
+    )
+    parser.add_argument(
         "--budget-fraction",
         type=float,
         default=0.25,
@@ -159,17 +181,31 @@ def main() -> None:
         f"median of {arguments.rounds} rounds in rotating order"
     )
 
-    def bench_dag(apps: list[tuple[str, float]], engine: str, fuse: bool) -> CameraDag:
+    def bench_dag(
+        apps: list[tuple[str, float]], engine: str, fuse: bool, precision: str = "f32"
+    ) -> CameraDag:
         """A DAG of untrained heads at (cut point, fps), built as the node builds it."""
         heads = [
             HeadSpec(f"app{i}", cut, fps, 1, untrained_head(base, cut, i), fingerprint)
             for i, (cut, fps) in enumerate(apps)
         ]
-        return camera_dag("bench", 10.0, heads, base, fingerprint, config, engine, fuse)  # type: ignore[arg-type]
+        return camera_dag(
+            "bench",
+            10.0,
+            heads,
+            base,
+            fingerprint,
+            config,
+            engine,
+            fuse,
+            precision,  # type: ignore[arg-type]
+        )
 
     rows = []
+    profile_for_plan = None
     for engine in engines:
         profile = measure_profile(config, engine, base_model=base, repeats=9)
+        profile_for_plan = profile_for_plan or profile
         for apps in app_counts:
             plan = planned(profile, apps, seed=apps, budget_fraction=arguments.budget_fraction)
             strategies = {
@@ -228,6 +264,30 @@ def main() -> None:
                 f"measured {measured_cost:6.1f} ms/s, ratio {measured_cost / plan.total_cost:4.2f}",
                 flush=True,
             )
+
+    precisions = [name for name in arguments.precisions.split(",") if name]
+    if precisions and openvino_available():
+        precision_table(profile_for_plan, bench_dag, images, precisions)
+
+
+def precision_table(
+    profile: Any, bench_dag: Any, images: np.ndarray, precisions: list[str]
+) -> None:
+    """OpenVINO in each precision vs Keras (f32) on the same 4-app plan-shaped DAG."""
+    plan = planned(profile, 4, seed=4, budget_fraction=0.25)
+    apps = [(app.cut_point, 10.0) for app in plan.apps]
+    reference, keras_fps = scores_and_fps(bench_dag(apps, "keras", fuse=True), images)
+    print(f"\nprecision (4 apps, cuts {sorted({cut for cut, _ in apps})}, every frame):")
+    print(f"{'engine':<9} {'precision':<9} {'fps':>7} {'max |Δscore| vs keras':>22}")
+    print(f"{'keras':<9} {'f32':<9} {keras_fps:7.1f} {0.0:>22.4f}")
+    for precision in precisions:
+        try:
+            scores, fps = scores_and_fps(bench_dag(apps, "openvino", True, precision), images)
+        except Exception as error:  # an unsupported precision on this CPU: say so, go on
+            print(f"{'openvino':<9} {precision:<9} {'-':>7} {'not run: ' + str(error)[:60]:>22}")
+            continue
+        delta = float(np.max(np.abs(scores - reference)))
+        print(f"{'openvino':<9} {precision:<9} {fps:7.1f} {delta:>22.4f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.engines import CompiledModel, EngineName, EngineOptions, compile_model
+from edge_runtime.engines import (
+    CompiledModel,
+    EngineName,
+    EngineOptions,
+    Precision,
+    compile_model,
+    effective_precision,
+)
 from mainstream.bases import BaseConfig, build_base, default_cut_points, split_model
 from scheduler.problem import CutPoint, Profile
 
@@ -105,17 +112,19 @@ def measure_profile(
     progress: Callable[[str], None] | None = None,
     base_model: Any = None,
     split_per_cut: bool = True,
+    precision: Precision = "f32",
 ) -> Profile:
     """Measure C(k) for every cut point, the total cost, the per-split overhead and decode cost.
 
     With `split_per_cut`, the branch from every cut point (the rest of the network and a
     head, compiled as one model like an app's candidate) is timed too, and what it costs
     beyond `total - C(k)` is that cut's split overhead: engines that convert tensors to their
-    own layout pay more where the tensor is large (early cuts).
+    own layout pay more where the tensor is large (early cuts). The profile records the
+    engine and the precision it was measured in (`profile_matches_machine`).
     """
     model = base_model if base_model is not None else build_base(config)
     cuts = cut_points or default_cut_points(config, model)
-    options = EngineOptions()
+    options = EngineOptions(precision=precision)
     size = config.input_size
     frame = np.random.default_rng(0).uniform(-1, 1, (1, size, size, 3)).astype(np.float32)
 
@@ -190,6 +199,7 @@ def measure_profile(
         decode_cost=decode_ms,
         split_overhead=split_overhead,
         engine=engine,
+        precision=effective_precision(engine, precision),
         input_size=size,
         alpha=config.alpha,
         weights=config.weights,
@@ -214,10 +224,18 @@ def machine_description() -> dict[str, object]:
     return {"cpu": cpu, "cores": os.cpu_count() or 1, "system": platform.system()}
 
 
-def profile_matches_machine(profile: Profile, engine: str) -> bool:
-    """A profile is reusable only for the same engine on the same kind of machine."""
+def profile_matches_machine(profile: Profile, engine: str, precision: str = "f32") -> bool:
+    """A profile is reusable only for the same engine and precision on the same kind of machine.
+
+    A profile that does not say its precision was measured before precision was asked for
+    explicitly: OpenVINO may have run it in bf16, so it is not reused for anything.
+    """
     extra = profile.model_extra or {}
-    return extra.get("engine") == engine and extra.get("machine") == machine_description()
+    return (
+        extra.get("engine") == engine
+        and extra.get("precision") == effective_precision(engine, precision)
+        and extra.get("machine") == machine_description()
+    )
 
 
 def default_budget(utilisation: float = DEFAULT_BUDGET_UTILISATION, cores: float = 1.0) -> float:

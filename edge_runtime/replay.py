@@ -30,7 +30,7 @@ from edge_runtime.deployer import (
     profile_key,
 )
 from edge_runtime.detector import DetectorConfig, EventDetector, Transition
-from edge_runtime.engines import EngineName
+from edge_runtime.engines import EngineName, Precision
 from mainstream.errors import MainstreamError, ModelError, SourceError
 from scheduler.event_model import f1_from
 from scheduler.problem import Plan, Profile
@@ -206,6 +206,7 @@ class ReplayRequest:
     labels: Path | None = None
     profile: Path | None = None
     engine: EngineName = "keras"
+    precision: Precision = "f32"  # OpenVINO's compute precision (the Keras engine is f32)
     x_vote: int | str = 1
     quiet_time_s: float = 1.0
     threshold: float = 0.5
@@ -266,7 +267,13 @@ def run_replay(
             plan = make_plan(problem)
         say("building the DAG")
         (deployment,) = build_deployments(
-            plan, apps, packages, bases, {REPLAY_CAMERA: camera_fps}, request.engine
+            plan,
+            apps,
+            packages,
+            bases,
+            {REPLAY_CAMERA: camera_fps},
+            request.engine,
+            precision=request.precision,
         )
         return _run(
             request, plan, deployment.dag, camera_fps, base_config.input_size, packages, say
@@ -386,6 +393,11 @@ def load_or_measure_profile(
     cuts = [cut for cut in order if cut in wanted]
     say(f"measuring the cost profile of {len(cuts)} cut points")
     profile = measure_profile(
-        config, request.engine, cut_points=cuts, base_model=base_model, repeats=7
+        config,
+        request.engine,
+        cut_points=cuts,
+        base_model=base_model,
+        repeats=7,
+        precision=request.precision,
     )
     return profile.model_copy(update={"base_model": key})

@@ -176,7 +176,11 @@ def build_base(config: BaseConfig) -> keras.Model:
 
 def _load_weights_file(model: keras.Model, path: Path, config: BaseConfig) -> None:
     if not path.is_file():
-        raise ModelError(f"weights file {str(path)!r} for base {config.name} does not exist")
+        raise ModelError(
+            f"weights file {str(path)!r} for base {config.name} does not exist (weights are "
+            "none, imagenet, a weights file, or a registered base's fingerprint of 8 or more "
+            "hex digits)"
+        )
     try:
         with _keras_weights_path(path) as loadable, warnings.catch_warnings():
             # Keras 3.1x warns once per layer-less container of a functional model on load.
@@ -535,6 +539,44 @@ def split_model(model: keras.Model, cut_point: str) -> tuple[keras.Model | None,
 # Registry on disk: <bases_dir>/<fingerprint>.weights.h5 + <fingerprint>.json
 
 _FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
+MIN_FINGERPRINT_PREFIX = 8
+_FINGERPRINT_PREFIX = re.compile(rf"^[0-9a-f]{{{MIN_FINGERPRINT_PREFIX},64}}$")
+
+
+def looks_like_fingerprint(text: str) -> bool:
+    """A whole fingerprint or a prefix of one (8 to 64 lowercase hex digits)."""
+    return bool(_FINGERPRINT_PREFIX.match(text))
+
+
+def resolve_fingerprint(prefix: str, bases_dir: Path | str) -> str:
+    """The one registered base whose fingerprint starts with `prefix` (>= 8 hex digits).
+
+    People copy the short form that `mainstream demo` and `base list` print; a prefix that
+    matches no base or several is refused with the candidates named.
+    """
+    if not isinstance(prefix, str) or not looks_like_fingerprint(prefix):
+        raise InvalidParameterError(
+            "fingerprint", prefix, f"{MIN_FINGERPRINT_PREFIX} to 64 lowercase hex digits"
+        )
+    folder = Path(bases_dir)
+    if _FINGERPRINT.match(prefix) and (folder / f"{prefix}.json").is_file():
+        return prefix
+    matches = sorted(
+        path.stem
+        for path in (folder.glob(f"{prefix}*.json") if folder.is_dir() else [])
+        if _FINGERPRINT.match(path.stem)
+    )
+    if not matches:
+        raise NotFoundError(
+            f"no registered base has a fingerprint starting with {prefix} in {folder} "
+            "(`mainstream base list --bases-dir DIR` shows what is there)"
+        )
+    if len(matches) > 1:
+        shown = ", ".join(match[:16] for match in matches)
+        raise InvalidParameterError(
+            "fingerprint", prefix, f"a prefix of exactly one base; it starts {shown}"
+        )
+    return matches[0]
 
 
 class RegisteredBase(BaseModel):
@@ -691,6 +733,28 @@ def registered_base_record(fingerprint: str, bases_dir: Path | str) -> Registere
         return RegisteredBase.model_validate_json(record_path.read_text(encoding="utf-8"))
     except (ValidationError, UnicodeDecodeError) as error:
         raise ModelError(f"base record {str(record_path)!r} is corrupt: {error}") from error
+
+
+def copy_registered_base(fingerprint: str, source_dir: Path | str, target_dir: Path | str) -> bool:
+    """Register a base of `source_dir` in `target_dir` too (weights first, record last, each
+    atomically, so a reader never sees a record without its weights); False if already there."""
+    import shutil
+
+    record = registered_base_record(fingerprint, source_dir)
+    target = Path(target_dir)
+    target_record = target / f"{fingerprint}.json"
+    if target_record.is_file():
+        return False
+    target.mkdir(parents=True, exist_ok=True)
+    weights = target / record.weights_file
+    temporary = _temporary_sibling(weights, suffix=".tmp")
+    try:
+        shutil.copyfile(Path(source_dir) / record.weights_file, temporary)
+        os.replace(temporary, weights)
+    finally:
+        temporary.unlink(missing_ok=True)
+    _write_text_atomically(target_record, record.model_dump_json(indent=2) + "\n")
+    return True
 
 
 def list_registered_bases(bases_dir: Path | str) -> list[BaseModelInfo]:

@@ -188,8 +188,10 @@ class ApiClient:
 
     # -- packages ------------------------------------------------------------------------------
 
-    def upload_package(self, path: Path) -> JsonObject:
-        """Upload an `.mpkg`; `created` is False when the same archive was stored before."""
+    def upload_package(self, path: Path, force: bool = False) -> JsonObject:
+        """Upload an `.mpkg`; `created` is False when the same archive was stored before.
+
+        `force`: store it even if a candidate is no better than the majority class."""
         path = Path(path)
         if not path.is_file():
             raise PackageError(f"{str(path)!r} is not a file")
@@ -197,6 +199,7 @@ class ApiClient:
             result: JsonObject = self._json(
                 "POST",
                 "/api/packages",
+                params=_params(force="true") if force else None,
                 content=stream,
                 headers={"Content-Type": "application/octet-stream"},
             )

@@ -148,6 +148,8 @@ class DemoOptions:
     fresh: bool = False
     progress: bool = True
     summary_json: Path | None = None
+    # Also register the demo's base here (the default base registry of `base list`/`train`).
+    shared_bases_dir: Path | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -401,6 +403,17 @@ def prepare_assets(options: DemoOptions, steps: Steps) -> DemoAssets:
     return assets
 
 
+def share_base(assets: DemoAssets, bases_dir: Path, echo: Echo) -> None:
+    """Register the demo's pretrained base where `base list` and `train` look by default, so
+    a user can train an app of their own on it right after the demo."""
+    from mainstream.bases import copy_registered_base
+
+    fingerprint = assets.base_fingerprint
+    if copy_registered_base(fingerprint, assets.bases_dir, bases_dir):
+        echo(f"      base {fingerprint[:12]} registered in {bases_dir}")
+    echo(f"      train your own app on it: mainstream train --weights {fingerprint[:12]} ...")
+
+
 def _write_atomically(path: Path, text: str) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(text, encoding="utf-8")
@@ -433,9 +446,13 @@ def free_port() -> int:
 
 
 def register_packages(services: Services, assets: DemoAssets) -> None:
-    """Upload every package through the node's services (verified like an API upload)."""
+    """Upload every package through the node's services (verified like an API upload).
+
+    Forced: the demo shows the whole product even when a tiny (`--fast`) training leaves a
+    candidate weak; training has already said which, and the plan's predicted F1 shows it.
+    """
     for path in assets.packages.values():
-        services.upload_package(path)
+        services.upload_package(path, force=True)
 
 
 def profile_machine(node_dir: Path, port: int, assets: DemoAssets) -> Profile:
@@ -576,7 +593,12 @@ class EventPrinter:
 
 
 def replay_figures(
-    assets: DemoAssets, plan: Plan, engine: str, folder: Path, progress: bool = True
+    assets: DemoAssets,
+    plan: Plan,
+    engine: str,
+    folder: Path,
+    progress: bool = True,
+    precision: str = "f32",
 ) -> dict[str, AppReplayFigures]:
     """Run the held-out video once through the same plan, in video time, against its labels.
 
@@ -597,6 +619,7 @@ def replay_figures(
         plan=plan_path,
         labels=assets.held_out_labels,
         engine=engine,  # type: ignore[arg-type]
+        precision=precision,  # type: ignore[arg-type]
         quiet_time_s=DEFAULT_QUIET_TIME_S,
         bases_dir=assets.bases_dir,
         show_progress=progress,
@@ -763,6 +786,8 @@ def run_demo(options: DemoOptions, echo: Echo) -> DemoSummary:
     echo(f"demo data directory: {options.data_dir}")
     steps = Steps(total=7, echo=echo)
     assets = prepare_assets(options, steps)
+    if options.shared_bases_dir is not None:
+        share_base(assets, options.shared_bases_dir, echo)
 
     node_dir = options.data_dir / "node"
     shutil.rmtree(node_dir, ignore_errors=True)  # every run starts from an empty node
@@ -810,8 +835,14 @@ def run_demo(options: DemoOptions, echo: Echo) -> DemoSummary:
         node.stop()  # no-op after a clean shutdown; closes the files if the server never ran
 
     with steps.step("measuring: replaying the held-out video through the plan"):
+        runtime = node.settings.runtime
         replayed = replay_figures(
-            assets, plan, node.settings.runtime.engine, node_dir / "replay", options.progress
+            assets,
+            plan,
+            runtime.engine,
+            node_dir / "replay",
+            options.progress,
+            runtime.openvino_precision,
         )
     summary = summarise(
         options,

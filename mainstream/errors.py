@@ -41,6 +41,14 @@ class PackageError(MainstreamError):
     exit_code = 4
 
 
+class WeakCandidatesError(PackageError):
+    """A sound package whose candidates are no better than the majority class (refused by a
+    node unless the upload is forced)."""
+
+    http_status = 422
+    exit_code = 8
+
+
 class NotFoundError(MainstreamError):
     http_status = 404
 

@@ -7,6 +7,7 @@ These models are the contract between the trainer (writer), the registry and the
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Literal
 
@@ -149,3 +150,58 @@ class Manifest(BaseModel):
             if not re.fullmatch(SHA256_PATTERN, digest):
                 raise ValueError(f"checksums[{name!r}] is not 64 lowercase hex digits")
         return self
+
+
+@dataclass(frozen=True)
+class WeakCandidate:
+    """A candidate whose held-out figures show it cannot detect the app's events."""
+
+    cut_point: str
+    reason: str
+
+
+def weak_candidates(manifest: Manifest) -> list[WeakCandidate]:
+    """The candidates no better than always answering the majority class.
+
+    A base with random features trains heads that answer "negative" on every frame: their
+    accuracy equals the negative share and looks fine, but recall is 0 and every event is
+    missed. Flagged: recall 0; recall no higher than the false-positive rate (no better than
+    a constant or random answer); or accuracy no higher than the majority class's share of
+    the held-out frames, when the package records the held-out class counts.
+    """
+    majority = _held_out_majority_share(manifest.training)
+    weak = []
+    for candidate in manifest.candidates:
+        if candidate.recall <= 0.0:
+            reason = "recall 0: it never fires on an event frame"
+        elif candidate.recall <= candidate.false_positive_rate:
+            reason = (
+                f"recall {candidate.recall:.3f} <= false-positive rate "
+                f"{candidate.false_positive_rate:.3f}: no better than chance"
+            )
+        elif majority is not None and candidate.accuracy <= majority:
+            reason = (
+                f"accuracy {candidate.accuracy:.3f} <= {majority:.3f}, the majority class's "
+                "share of the held-out frames"
+            )
+        else:
+            continue
+        weak.append(WeakCandidate(candidate.cut_point, reason))
+    return weak
+
+
+def _held_out_majority_share(training: TrainingInfo) -> float | None:
+    held_out = training.dataset.get("held_out")
+    classes = held_out.get("classes") if isinstance(held_out, dict) else None
+    if not isinstance(classes, dict):
+        return None
+    counts = [count for count in classes.values() if isinstance(count, int) and count >= 0]
+    if len(counts) != len(classes) or sum(counts) == 0:
+        return None
+    return max(counts) / sum(counts)
+
+
+WEAK_CANDIDATE_ADVICE = (
+    "train from a pretrained base (`mainstream base pretrain`, then `--weights FINGERPRINT`), "
+    "with more epochs or more labelled events"
+)

@@ -40,6 +40,7 @@ from edge_runtime.deployer import (
     profile_key,
 )
 from edge_runtime.detector import EventChange
+from edge_runtime.engines import effective_precision
 from edge_runtime.event_store import EventStore
 from edge_runtime.live import LiveHub
 from edge_runtime.runtime import CameraDeployment, EdgeRuntime
@@ -382,6 +383,7 @@ class Node:
                     self.settings.runtime.engine,
                     fuse_heads=self.settings.runtime.fuse_heads,
                     update_every_frames=self.settings.runtime.event_update_every_frames,
+                    precision=self.settings.runtime.openvino_precision,
                 )
         return proposal
 
@@ -489,10 +491,15 @@ class Node:
         from edge_runtime.profiler import profile_matches_machine
 
         engine = self.settings.runtime.engine
+        precision = self.settings.runtime.openvino_precision
         needed = {"input"} | {c.cut_point for m in manifests for c in m.candidates}
         stored = self.registry.get_profile(key, engine)
-        if stored is not None and not profile_matches_machine(stored, engine):
-            logger.info("the stored profile of %s was measured elsewhere; measuring again", key)
+        if stored is not None and not profile_matches_machine(stored, engine, precision):
+            logger.info(
+                "the stored profile of %s was measured on another machine, engine or "
+                "precision; measuring again",
+                key,
+            )
             stored = None
         known = {cut.name for cut in stored.cut_points} if stored is not None else set()
         if stored is not None and needed <= known:
@@ -514,6 +521,7 @@ class Node:
             cut_points=cuts,
             base_model=base_model,
             repeats=self.settings.runtime.profile_repeats,
+            precision=precision,
         ).model_copy(update={"base_model": key})
         with self.registry.transaction() as transaction:
             transaction.save_profile(key, engine, measured)
@@ -665,6 +673,9 @@ class Node:
             "uptime_s": time.time() - self.started_at if self.started_at else 0.0,
             "budget_ms_per_s": self.budget(),
             "engine": self.settings.runtime.engine,
+            "precision": effective_precision(
+                self.settings.runtime.engine, self.settings.runtime.openvino_precision
+            ),
             "plan": None
             if plan is None
             else {

@@ -35,8 +35,15 @@ from mainstream.errors import (
     ModelError,
     NotFoundError,
     PackageError,
+    WeakCandidatesError,
 )
-from mainstream.manifest import MAX_EVENT_LENGTH_S, BaseModelInfo, Manifest
+from mainstream.manifest import (
+    MAX_EVENT_LENGTH_S,
+    WEAK_CANDIDATE_ADVICE,
+    BaseModelInfo,
+    Manifest,
+    weak_candidates,
+)
 from mainstream.package import read_package, verify_package
 from mainstream.registry import (
     AppRecord,
@@ -384,6 +391,7 @@ class Services:
         version: int | None = None,
         expected_app: str | None = None,
         load_models: bool = True,
+        force: bool = False,
     ) -> UploadResult:
         """Verify an M-Package completely, then store it as the next version of its app.
 
@@ -391,7 +399,8 @@ class Services:
         every model loaded in Keras safe mode, and a base the node knows or that the package
         bundles (bundled weights must have the fingerprint the manifest claims). A package
         pulled from the shared registry keeps the registry's `version` and must be of the
-        `expected_app`.
+        `expected_app`. A package with a candidate no better than the majority class is
+        refused unless `force` (it would be planned on figures that promise nothing).
         """
         if isinstance(source, bytes):
             with tempfile.NamedTemporaryFile(
@@ -401,7 +410,11 @@ class Services:
             path = Path(handle.name)
             try:
                 return self.upload_package(
-                    path, version=version, expected_app=expected_app, load_models=load_models
+                    path,
+                    version=version,
+                    expected_app=expected_app,
+                    load_models=load_models,
+                    force=force,
                 )
             finally:
                 path.unlink(missing_ok=True)
@@ -422,6 +435,14 @@ class Services:
         if expected_app is not None and manifest.app.name != expected_app:
             raise PackageError(
                 f"the archive is a package of app {manifest.app.name!r}, not of {expected_app!r}"
+            )
+        weak = weak_candidates(manifest)
+        if weak and not force:
+            listed = "; ".join(f"{candidate.cut_point}: {candidate.reason}" for candidate in weak)
+            raise WeakCandidatesError(
+                f"package of app {manifest.app.name!r} refused: {len(weak)} of "
+                f"{len(manifest.candidates)} candidate(s) are no better than the majority class "
+                f"({listed}); {WEAK_CANDIDATE_ADVICE}, or upload with force"
             )
 
         with self.node.changes():
@@ -564,7 +585,10 @@ class Services:
                 listed = client.package(app, version)
                 client.download(listed, staging, self.settings.api.max_upload_bytes)
                 base_files = self._pull_base(client, listed.manifest)
-            result = self.upload_package(staging, version=listed.version, expected_app=listed.app)
+            # The shared registry already accepted it (forced or not): same package, same answer.
+            result = self.upload_package(
+                staging, version=listed.version, expected_app=listed.app, force=True
+            )
         except BaseException:
             for created in base_files:
                 created.unlink(missing_ok=True)

@@ -114,6 +114,11 @@ class RuntimeSettings(BaseModel):
     engine: Literal["keras", "openvino"] = Field(
         default="keras", description="Inference engine; openvino is faster on Intel CPUs"
     )
+    openvino_precision: Literal["f32", "bf16", "f16"] = Field(
+        default="f32",
+        description="What the openvino engine computes in: f32 matches Keras; bf16/f16 are "
+        "faster where the CPU has them (bench/runtime.py measures speed and score change)",
+    )
     budget_ms_per_s: float | None = Field(
         default=None,
         gt=0,

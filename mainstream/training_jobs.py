@@ -101,6 +101,10 @@ class TrainingJobRequest(TrainingJobSpec):
     deploy: DeployOptions | None = Field(
         default=None, description="Also create an app from the new package (true: defaults)"
     )
+    force: bool = Field(
+        default=False,
+        description="Register the package even if a candidate is no better than the majority class",
+    )
 
     @field_validator("deploy", mode="before")
     @classmethod
@@ -112,7 +116,7 @@ class TrainingJobRequest(TrainingJobSpec):
         return value
 
     def spec(self) -> TrainingJobSpec:
-        return TrainingJobSpec.model_validate(self.model_dump(exclude={"deploy"}))
+        return TrainingJobSpec.model_validate(self.model_dump(exclude={"deploy", "force"}))
 
 
 class PackageRef(BaseModel):
@@ -130,6 +134,7 @@ class TrainingJob(BaseModel):
     mode: Literal["local", "remote"] = "local"
     spec: TrainingJobSpec
     deploy: DeployOptions | None = None
+    force: bool = Field(default=False, description="Register even a weak package")
     submitted_at: datetime = Field(default_factory=utc_now)
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -290,11 +295,14 @@ class TrainingJobs:
 
     def submit(self, request: TrainingJobSpec, deploy: DeployOptions | None = None) -> TrainingJob:
         """Check the request, record the job and start it when a slot is free."""
+        force = False
         if isinstance(request, TrainingJobRequest):
             deploy = request.deploy if deploy is None else deploy
+            force = request.force
             spec = request.spec()
         else:
             spec = request
+        spec = spec.with_full_fingerprint(self.bases_dir)
         if self.datasets_dir is not None:
             spec.check(self.datasets_dir, self.bases_dir)
         job_id = f"{utc_now():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
@@ -303,6 +311,7 @@ class TrainingJobs:
             mode="remote" if self.worker is not None else "local",
             spec=spec,
             deploy=deploy,
+            force=force,
         )
         with self._lock:
             if self._closed:
@@ -756,7 +765,7 @@ def register_package(services: Services, job: TrainingJob, package: Path) -> Tra
         raise PackageError(
             f"the package of training job {job.id} does not match the one its trainer verified"
         )
-    result = services.upload_package(package, load_models=False)
+    result = services.upload_package(package, load_models=False, force=job.force)
     record = result.package
     job = job.model_copy(
         update={

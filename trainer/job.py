@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mainstream.bases import looks_like_fingerprint, resolve_fingerprint
 from mainstream.errors import InvalidParameterError, MainstreamError, PackageError
 from trainer.pipeline import BaseRequest, TrainRequest, checked_app_name
 
@@ -42,7 +43,6 @@ PACKAGE_FILE = "package.mpkg"
 LOG_FILE = "job.log"
 EXIT_CANCELLED = 143
 PARENT_PID_VARIABLE = "MAINSTREAM_JOB_PARENT_PID"
-_FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
 
 # Share of the whole job each phase starts at; training fills the space up to "writing".
 _PHASE_START = {
@@ -137,17 +137,28 @@ class TrainingJobSpec(BaseModel):
     @classmethod
     def _weights_not_a_path(cls, value: BaseRequest) -> BaseRequest:
         # A job may not read an arbitrary file of the machine it runs on.
-        if value.weights not in ("none", "imagenet") and not _FINGERPRINT.match(value.weights):
+        if value.weights not in ("none", "imagenet") and not looks_like_fingerprint(value.weights):
             raise ValueError(
                 f"base.weights {value.weights!r} must be 'none', 'imagenet' or the fingerprint "
-                "of a registered base (64 hex digits)"
+                "of a registered base (64 hex digits, or a unique prefix of 8 or more)"
             )
         return value
 
     @property
     def registered_base(self) -> str | None:
         """The fingerprint of the registered base the job starts from, if any."""
-        return self.base.weights if _FINGERPRINT.match(self.base.weights) else None
+        return self.base.weights if looks_like_fingerprint(self.base.weights) else None
+
+    def with_full_fingerprint(self, bases_dir: Path | None) -> TrainingJobSpec:
+        """This spec with a fingerprint prefix replaced by the whole fingerprint it names
+        in `bases_dir` (a job that runs elsewhere must not depend on what a prefix means here)."""
+        prefix = self.registered_base
+        if prefix is None or bases_dir is None:
+            return self
+        fingerprint = resolve_fingerprint(prefix, bases_dir)
+        return self.model_copy(
+            update={"base": self.base.model_copy(update={"weights": fingerprint})}
+        )
 
     def resolved_app_name(self) -> str:
         if self.app_name:

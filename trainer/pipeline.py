@@ -28,12 +28,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from mainstream.errors import InvalidParameterError
 from mainstream.manifest import (
+    WEAK_CANDIDATE_ADVICE,
     AppInfo,
     BaseModelInfo,
     CandidateInfo,
     EventStats,
     Manifest,
     TrainingInfo,
+    weak_candidates,
 )
 from trainer.selective_backprop import DEFAULT_BETA, DEFAULT_HISTORY_SIZE
 
@@ -47,7 +49,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 BASE_WEIGHTS_ARCHIVE_NAME = "base/weights.h5"
-_FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
 _APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -55,8 +56,8 @@ class BaseRequest(BaseModel):
     """Which shared base to fine-tune from.
 
     `weights`: "none" (random init), "imagenet", the path of a weights file, or the
-    fingerprint (64 hex digits) of a base registered with `mainstream base pretrain`; a
-    registered base brings its own name, alpha and input size.
+    fingerprint of a base registered with `mainstream base pretrain` (all 64 hex digits or a
+    unique prefix of 8 or more); a registered base brings its own name, alpha and input size.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -278,6 +279,7 @@ def train_package(request: TrainRequest) -> TrainResult:
             )
             package_path = write_package(request.output, manifest, files)
     logger.info("wrote %s in %.1f s", package_path, time.perf_counter() - started)
+    _warn_about_weak_candidates(manifest)
     return TrainResult(
         package_path=package_path,
         manifest=manifest,
@@ -287,6 +289,21 @@ def train_package(request: TrainRequest) -> TrainResult:
         stem_seconds=result.stem_seconds,
         wall_time_s=time.perf_counter() - started,
     )
+
+
+def _warn_about_weak_candidates(manifest: Manifest) -> None:
+    """Say which candidates cannot detect events: the package is written, but a node refuses
+    it unless forced, and a user must not learn that only from an F1 of 0 in replay."""
+    weak = weak_candidates(manifest)
+    for candidate in weak:
+        logger.warning("weak candidate %s: %s", candidate.cut_point, candidate.reason)
+    if weak:
+        logger.warning(
+            "%d of %d candidate(s) are no better than the majority class; %s",
+            len(weak),
+            len(manifest.candidates),
+            WEAK_CANDIDATE_ADVICE,
+        )
 
 
 def default_freeze_points(config: BaseConfig, base: keras.Model, count: int) -> list[str]:
@@ -371,22 +388,25 @@ def _load_base(request: TrainRequest) -> tuple[BaseConfig, keras.Model, BaseMode
         base_info,
         build_base,
         load_registered_base,
+        looks_like_fingerprint,
         registered_base_record,
+        resolve_fingerprint,
     )
 
     wanted = request.base
-    if _FINGERPRINT.match(wanted.weights) and not Path(wanted.weights).exists():
+    if looks_like_fingerprint(wanted.weights) and not Path(wanted.weights).exists():
         bases_dir = request.bases_dir or _default_bases_dir()
-        config, model = load_registered_base(wanted.weights, bases_dir)
+        fingerprint = resolve_fingerprint(wanted.weights, bases_dir)
+        config, model = load_registered_base(fingerprint, bases_dir)
         for field in sorted(wanted.model_fields_set - {"weights"}):
             asked, registered = getattr(wanted, field), getattr(config, field)
             if float(asked) != float(registered) if field == "alpha" else asked != registered:
                 raise InvalidParameterError(
                     f"base.{field}",
                     asked,
-                    f"{registered!r}, the value of registered base {wanted.weights[:12]}",
+                    f"{registered!r}, the value of registered base {fingerprint[:12]}",
                 )
-        record = registered_base_record(wanted.weights, bases_dir)
+        record = registered_base_record(fingerprint, bases_dir)
         return config, model, record.info
     config = BaseConfig(
         name=wanted.name, input_size=wanted.input_size, alpha=wanted.alpha, weights=wanted.weights

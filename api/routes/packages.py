@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from typing import Literal
+from functools import partial
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
@@ -52,17 +53,24 @@ def parse_version(version: str) -> int | Literal["latest"]:
     },
 )
 async def upload_package(
-    request: Request, response: Response, services: ServicesDep
+    request: Request,
+    response: Response,
+    services: ServicesDep,
+    force: Annotated[
+        bool,
+        Query(description="Store it even if a candidate is no better than the majority class"),
+    ] = False,
 ) -> UploadResult:
     """Upload an `.mpkg` (multipart field `file`, or the archive as the body).
 
     The package is verified completely before anything is stored; uploading the same archive
-    again answers 200 with the stored version.
+    again answers 200 with the stored version. A package whose candidates are no better than
+    the majority class is refused (422) unless `force=true`.
     """
     staging = services.staging_dir() / f"upload-{uuid.uuid4().hex}.mpkg"
     try:
         await receive_upload(request, staging, services.settings.api.max_upload_bytes)
-        result = await run_in_threadpool(services.upload_package, staging)
+        result = await run_in_threadpool(partial(services.upload_package, staging, force=force))
     finally:
         staging.unlink(missing_ok=True)
     if not result.created:

@@ -78,6 +78,7 @@ def demo(
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
     from mainstream.demo import DemoConfig, DemoOptions, default_demo_dir, run_demo
+    from mainstream.settings import Settings
 
     def echo(line: str) -> None:
         click.echo(line)
@@ -91,5 +92,6 @@ def demo(
         fresh=fresh,
         progress=not quiet,
         summary_json=summary_json,
+        shared_bases_dir=Settings().bases_dir,
     )
     run_demo(options, echo)

@@ -14,8 +14,11 @@ from pathlib import Path
 import click
 
 from mainstream.cli.client import echo_json, open_client, remote_options
-from mainstream.errors import PackageError
+from mainstream.errors import PackageError, WeakCandidatesError
+from mainstream.manifest import WEAK_CANDIDATE_ADVICE, Manifest, weak_candidates
 from mainstream.package import PackageListing, describe_size, inspect_package, verify_package
+
+WEAK_CANDIDATES_EXIT = WeakCandidatesError.exit_code  # `--strict` with a weak candidate
 
 _PACKAGE_ARGUMENT = click.argument(
     "package_path", metavar="PKG", type=click.Path(dir_okay=False, path_type=Path)
@@ -30,17 +33,22 @@ def package() -> None:
 @package.command("inspect")
 @_PACKAGE_ARGUMENT
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON only.")
-def inspect_command(package_path: Path, as_json: bool) -> None:
+@click.option(
+    "--strict", is_flag=True, help=f"Exit {WEAK_CANDIDATES_EXIT} when a candidate is weak."
+)
+def inspect_command(package_path: Path, as_json: bool, strict: bool) -> None:
     """Show what a package holds: app, base model, event statistics and candidates.
 
     The structure and manifest are checked; checksums and models are not (use `verify`).
+    Candidates no better than the majority class are flagged on standard error.
     """
     listing = inspect_package(package_path)
     if as_json:
         click.echo(listing.manifest.model_dump_json(indent=2))
-        return
-    for line in _summary_lines(listing):
-        click.echo(line)
+    else:
+        for line in _summary_lines(listing):
+            click.echo(line)
+    _warn_weak(listing.manifest, strict)
 
 
 @package.command("verify")
@@ -50,8 +58,15 @@ def inspect_command(package_path: Path, as_json: bool) -> None:
     is_flag=True,
     help="Skip loading the models (checks structure, manifest and checksums only).",
 )
-def verify_command(package_path: Path, no_load: bool) -> None:
-    """Check a package completely; exit 0 when it is sound, non-zero with the reason if not."""
+@click.option(
+    "--strict", is_flag=True, help=f"Exit {WEAK_CANDIDATES_EXIT} when a candidate is weak."
+)
+def verify_command(package_path: Path, no_load: bool, strict: bool) -> None:
+    """Check a package completely; exit 0 when it is sound, non-zero with the reason if not.
+
+    A sound package whose candidates are no better than the majority class gets a warning
+    (and exit status 3 under `--strict`): a node refuses it unless the upload is forced.
+    """
     try:
         report = verify_package(package_path, load_models=not no_load)
     except PackageError as error:
@@ -60,19 +75,41 @@ def verify_command(package_path: Path, no_load: bool) -> None:
         # where ctx.exit's code would be returned and lost instead of becoming the exit status.
         sys.exit(error.exit_code)
     click.echo(report.summary())
+    _warn_weak(report.manifest, strict)
+
+
+def _warn_weak(manifest: Manifest, strict: bool) -> None:
+    """One warning line per weak candidate on standard error; exit 3 under `strict`."""
+    weak = weak_candidates(manifest)
+    for candidate in weak:
+        click.echo(f"WARNING candidate {candidate.cut_point}: {candidate.reason}", err=True)
+    if weak:
+        click.echo(
+            f"WARNING {len(weak)} of {len(manifest.candidates)} candidate(s) are no better than "
+            f"the majority class; {WEAK_CANDIDATE_ADVICE}",
+            err=True,
+        )
+        if strict:
+            sys.exit(WEAK_CANDIDATES_EXIT)
 
 
 @package.command("upload")
 @_PACKAGE_ARGUMENT
+@click.option(
+    "--force", is_flag=True, help="Store it even if a candidate is no better than the majority."
+)
 @remote_options
-def upload_command(package_path: Path, server: str, token: str | None, as_json: bool) -> None:
+def upload_command(
+    package_path: Path, force: bool, server: str, token: str | None, as_json: bool
+) -> None:
     """Upload a package to a node (admin token); it becomes the app's next version.
 
     The node verifies the package completely before storing anything; uploading the same
-    archive again changes nothing and names the version already stored.
+    archive again changes nothing and names the version already stored. A package with a
+    candidate no better than the majority class is refused unless `--force`.
     """
     with open_client(server, token) as client:
-        result = client.upload_package(package_path)
+        result = client.upload_package(package_path, force=force)
     if as_json:
         echo_json(result)
         return

@@ -8,6 +8,13 @@ from pathlib import Path
 import click
 
 ENGINE_CHOICE = click.Choice(["keras", "openvino"])
+PRECISION_OPTION = click.option(
+    "--precision",
+    type=click.Choice(["f32", "bf16", "f16"]),
+    default="f32",
+    show_default=True,
+    help="What the openvino engine computes in (Keras always runs f32)",
+)
 
 
 def _resolution(value: str | None) -> tuple[int, int] | None:
@@ -30,6 +37,7 @@ def _resolution(value: str | None) -> tuple[int, int] | None:
     "--weights", default="none", show_default=True, help="none | imagenet | path to a weights file"
 )
 @click.option("--engine", type=ENGINE_CHOICE, default="keras", show_default=True)
+@PRECISION_OPTION
 @click.option("--camera-resolution", default=None, help="WIDTHxHEIGHT: also measure decode cost")
 @click.option(
     "--repeats", default=15, show_default=True, type=int, help="Timed calls per measurement"
@@ -43,6 +51,7 @@ def profile(
     input_size: int,
     weights: str,
     engine: str,
+    precision: str,
     camera_resolution: str | None,
     repeats: int,
     output: Path,
@@ -58,11 +67,14 @@ def profile(
         camera_resolution=_resolution(camera_resolution),
         repeats=repeats,
         progress=lambda message: click.echo(f"  {message}", err=True),
+        precision=precision,  # type: ignore[arg-type]
     )
     output.parent.mkdir(parents=True, exist_ok=True)
     temporary = output.with_name(output.name + ".partial")
     temporary.write_text(measured.model_dump_json(indent=2), encoding="utf-8")
     temporary.replace(output)
+    extra = measured.model_extra or {}
+    click.echo(f"engine {extra.get('engine')}, precision {extra.get('precision')}")
     click.echo(f"{'cut point':<24}{'cumulative ms':>14}")
     for cut in measured.cut_points:
         click.echo(f"{cut.name:<24}{cut.cumulative_cost:>14.2f}")
@@ -102,6 +114,7 @@ def profile(
     "--events-out", type=click.Path(path_type=Path), default=Path("events.jsonl"), show_default=True
 )
 @click.option("--engine", type=ENGINE_CHOICE, default="keras", show_default=True)
+@PRECISION_OPTION
 @click.option(
     "--x-vote", default="1", show_default=True, help="1..5 or 'auto' (the scheduler picks)"
 )
@@ -117,6 +130,7 @@ def replay(
     profile_path: Path | None,
     events_out: Path,
     engine: str,
+    precision: str,
     x_vote: str,
     quiet_time_s: float,
     bases_dir: Path | None,
@@ -135,6 +149,7 @@ def replay(
         labels=labels,
         profile=profile_path,
         engine=engine,  # type: ignore[arg-type]
+        precision=precision,  # type: ignore[arg-type]
         x_vote=vote,
         quiet_time_s=quiet_time_s,
         bases_dir=bases_dir,

@@ -271,17 +271,25 @@ def cancel_job(server: str, token: str | None, job_id: str) -> None:
 @click.option("--correlation", type=float, help="Inter-frame correlation.")
 @click.option("--camera-fps", type=float, help="Camera frame rate.")
 @click.option("--deploy", is_flag=True, help="Create the app once the package is registered.")
+@click.option("--force", is_flag=True, help="Register the package even if a candidate is weak.")
 @click.option("--wait", is_flag=True, help="Follow the job until it finishes.")
 def submit_job(
     server: str,
     token: str | None,
     spec_file: Path | None,
     deploy: bool,
+    force: bool,
     wait: bool,
     **flags: Any,
 ) -> None:
-    """Submit a training job; prints its id (with --wait, follows it and fails if it fails)."""
+    """Submit a training job; prints its id (with --wait, follows it and fails if it fails).
+
+    A package whose candidates are no better than the majority class is not registered (the
+    job fails and says why) unless `--force`.
+    """
     body = _submit_body(spec_file, flags, deploy)
+    if force:
+        body["force"] = True
     client = JobsClient(server, token)
     job = client.submit(body)
     click.echo(job["id"])

@@ -56,6 +56,7 @@ class TinyPackages:
     buses: Path
     unknown_base: Path  # its base is neither registered nor bundled
     wrong_bundle: Path  # bundles weights whose fingerprint is not the one it claims
+    weak: Path  # sound, but its deep candidate never fires (recall 0)
 
     def register_base(self, data_dir: Path) -> None:
         """Put the base into `<data_dir>/bases` as `save_base` wrote it."""
@@ -162,6 +163,7 @@ def build_tiny_packages(folder: Path) -> TinyPackages:
         wrong_bundle=package(
             "wrong-bundle", "trams", QUALITY["trains"], other_weights, UNKNOWN_FINGERPRINT
         ),
+        weak=package("weak", "vans", {**QUALITY["trains"], CUTS[-1]: (0.0, 0.0)}),
     )
 
 
@@ -195,7 +197,7 @@ def tiny_packages_fixture(tmp_path_factory: pytest.TempPathFactory) -> TinyPacka
     return packages
 
 
-_PACKAGE_FIELDS = ("trains", "trains_v2", "buses", "unknown_base", "wrong_bundle")
+_PACKAGE_FIELDS = ("trains", "trains_v2", "buses", "unknown_base", "wrong_bundle", "weak")
 
 
 def node_config(data_dir: Path, **overrides: Any) -> dict[str, Any]:

@@ -152,6 +152,20 @@ def test_packages_are_uploaded_listed_and_inspected(
     assert no_file.status_code == 422 and "file" in no_file.json()["detail"]
 
 
+def test_a_weak_package_needs_force(api: Api, tiny_packages: TinyPackages) -> None:
+    refused = upload(api, tiny_packages.weak, raw=True)
+    assert refused.status_code == 422  # type: ignore[attr-defined]
+    assert refused.json()["error"] == "WeakCandidatesError"  # type: ignore[attr-defined]
+    assert api.client.get("/api/packages?app=vans", headers=api.viewer).json() == []
+    forced = api.client.post(
+        "/api/packages?force=true",
+        content=tiny_packages.weak.read_bytes(),
+        headers={**api.admin, "Content-Type": "application/octet-stream"},
+    )
+    assert forced.status_code == 201, forced.text
+    assert forced.json()["package"]["app"] == "vans"
+
+
 def test_uploads_over_the_limit_are_cut_off(
     tiny_packages: TinyPackages,
     tmp_path: Path,

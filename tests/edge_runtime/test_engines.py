@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_runtime.engines import OPENVINO_TOLERANCE, compile_model, openvino_available
+from edge_runtime.engines import (
+    OPENVINO_TOLERANCE,
+    EngineOptions,
+    compile_model,
+    effective_precision,
+    openvino_available,
+)
 from mainstream.errors import ModelError
 
 keras = pytest.importorskip("keras")
@@ -75,3 +81,43 @@ def test_openvino_runs_a_segment_fused_with_its_heads(
 def test_unknown_engine_is_a_clear_error(stem_and_batch: tuple[object, np.ndarray]) -> None:
     with pytest.raises(ModelError, match="unknown inference engine"):
         compile_model(stem_and_batch[0], "tensorrt")  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(not openvino_available(), reason="openvino is not installed")
+def test_openvino_precision_is_asked_for_explicitly(
+    stem_and_batch: tuple[object, np.ndarray],
+) -> None:
+    """f32 (the default) matches Keras; bf16/f16 run (or fall back) and stay near it."""
+    stem, batch = stem_and_batch
+    expected = np.asarray(stem(batch, training=False))  # type: ignore[operator]
+    for precision in ("bf16", "f16"):
+        compiled = compile_model(stem, "openvino", EngineOptions(precision=precision))  # type: ignore[arg-type]
+        error = np.abs(compiled(batch) - expected).max()
+        assert error <= 0.1 * np.abs(expected).max(), (precision, error)
+    with pytest.raises(ModelError, match="unknown OpenVINO precision"):
+        compile_model(stem, "openvino", EngineOptions(precision="int4"))  # type: ignore[arg-type]
+
+
+def test_a_profile_is_reused_only_for_its_engine_and_precision() -> None:
+    from edge_runtime.profiler import machine_description, profile_matches_machine
+    from scheduler.problem import CutPoint, Profile
+
+    def profile(**extra: str) -> Profile:
+        return Profile(
+            base_model="b",
+            cut_points=[CutPoint(name="input", cumulative_cost=0.0)],
+            total_cost=1.0,
+            machine=machine_description(),
+            **extra,
+        )
+
+    measured = profile(engine="openvino", precision="f32")
+    assert profile_matches_machine(measured, "openvino", "f32")
+    assert not profile_matches_machine(measured, "openvino", "bf16")
+    assert not profile_matches_machine(measured, "keras", "f32")
+    # Measured before precision was recorded: OpenVINO may have chosen bf16 by itself.
+    assert not profile_matches_machine(profile(engine="openvino"), "openvino", "f32")
+    # The Keras engine always runs f32, whatever the OpenVINO setting says.
+    keras_profile = profile(engine="keras", precision="f32")
+    assert profile_matches_machine(keras_profile, "keras", "bf16")
+    assert effective_precision("keras", "bf16") == "f32"

@@ -17,6 +17,7 @@ from mainstream.bases import (
     BaseConfig,
     base_info,
     build_base,
+    copy_registered_base,
     cut_output_shape,
     default_cut_points,
     discover_cut_points,
@@ -25,6 +26,7 @@ from mainstream.bases import (
     load_registered_base,
     preprocess,
     preprocessing_name,
+    resolve_fingerprint,
     save_base,
     save_weights_atomically,
     split_model,
@@ -307,6 +309,40 @@ def test_registry_errors(mobilenet: keras.Model, tmp_path: Path) -> None:
     (tmp_path / f"{fingerprint}.weights.h5").unlink()
     with pytest.raises(NotFoundError, match="missing"):
         load_registered_base(fingerprint, tmp_path)
+
+
+def test_a_unique_fingerprint_prefix_names_a_registered_base(
+    mobilenet: keras.Model, tmp_path: Path
+) -> None:
+    fingerprint = save_base(mobilenet, TINY, tmp_path).weights_fingerprint
+    assert resolve_fingerprint(fingerprint[:8], tmp_path) == fingerprint
+    assert resolve_fingerprint(fingerprint[:12], tmp_path) == fingerprint
+    assert resolve_fingerprint(fingerprint, tmp_path) == fingerprint
+    with pytest.raises(InvalidParameterError, match="8 to 64"):
+        resolve_fingerprint(fingerprint[:7], tmp_path)
+    other = "0" * 64 if not fingerprint.startswith("0") else "f" * 64
+    with pytest.raises(NotFoundError, match=f"starting with {other[:10]}"):
+        resolve_fingerprint(other[:10], tmp_path)
+    # A second base sharing the first 8 digits: the 8-digit prefix is now ambiguous.
+    twin = fingerprint[:8] + ("0" if fingerprint[8] != "0" else "1") * 56
+    record = (tmp_path / f"{fingerprint}.json").read_text()
+    (tmp_path / f"{twin}.json").write_text(record)
+    with pytest.raises(InvalidParameterError, match="exactly one base"):
+        resolve_fingerprint(fingerprint[:8], tmp_path)
+    assert resolve_fingerprint(fingerprint[:12], tmp_path) == fingerprint
+
+
+def test_copying_a_registered_base_keeps_it_loadable(
+    mobilenet: keras.Model, tmp_path: Path
+) -> None:
+    fingerprint = save_base(mobilenet, TINY, tmp_path / "a").weights_fingerprint
+    assert copy_registered_base(fingerprint, tmp_path / "a", tmp_path / "b") is True
+    assert copy_registered_base(fingerprint, tmp_path / "a", tmp_path / "b") is False
+    assert [info.weights_fingerprint for info in list_registered_bases(tmp_path / "b")] == [
+        fingerprint
+    ]
+    _, loaded = load_registered_base(fingerprint, tmp_path / "b")
+    assert weights_fingerprint(loaded) == fingerprint
 
 
 def test_weights_file_under_any_name_and_mismatch(mobilenet: keras.Model, tmp_path: Path) -> None:

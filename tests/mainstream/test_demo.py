@@ -60,7 +60,13 @@ def test_demo_trains_serves_streams_and_summarises(tmp_path: Path) -> None:
         "--summary-json",
         str(summary_path),
     ]
-    environment = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+    user_data = tmp_path / "user-data"  # the default base registry of `base list` / `train`
+    environment = dict(
+        os.environ,
+        PYTHONUNBUFFERED="1",
+        TF_CPP_MIN_LOG_LEVEL="2",
+        MAINSTREAM_DATA_DIR=str(user_data),
+    )
     process = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,
@@ -122,6 +128,22 @@ def test_demo_trains_serves_streams_and_summarises(tmp_path: Path) -> None:
         assert store.count() == summary["events"]
     finally:
         store.close()
+
+    # The demo's base is registered where `base list` and `train` look by default, and the
+    # short fingerprint it prints names it.
+    listed = subprocess.run(
+        [sys.executable, "-m", "mainstream.cli.main", "base", "list", "--json"],
+        capture_output=True,
+        text=True,
+        env=environment,
+        check=True,
+    )
+    (registered,) = json.loads(listed.stdout)
+    short = registered["weights_fingerprint"][:12]
+    assert f"mainstream train --weights {short}" in text
+    from mainstream.bases import resolve_fingerprint
+
+    assert resolve_fingerprint(short, user_data / "bases") == registered["weights_fingerprint"]
 
 
 def _dashboard_answers(url: str) -> int:

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 import mainstream.package as package_module
 from mainstream.cli.package import package as package_cli
-from mainstream.errors import InvalidParameterError, PackageError
+from mainstream.errors import InvalidParameterError, PackageError, WeakCandidatesError
 from mainstream.manifest import (
     AppInfo,
     BaseModelInfo,
@@ -264,6 +264,42 @@ def test_verify_cli_rejects_a_tampered_package(good_package: Path, tmp_path: Pat
     assert result.exit_code == PackageError.exit_code
     assert "checksum mismatch for 'base/weights.h5'" in result.stderr
     assert "OK" not in result.stdout
+
+
+def write_weak_package(models: Models, out_path: Path) -> Path:
+    """A sound package whose deep candidate never fires (what a random base trains)."""
+    manifest = make_manifest(
+        [
+            candidate("input", models.input_suffix),
+            candidate(
+                DEEP_CUT, models.deep_suffix, recall=0.0, false_positive_rate=0.0, accuracy=0.8
+            ),
+        ]
+    )
+    files = {
+        candidate_archive_name("input"): models.input_suffix,
+        candidate_archive_name(DEEP_CUT): models.deep_suffix,
+    }
+    return write_package(out_path, manifest, files)
+
+
+@pytest.mark.parametrize("command", ["inspect", "verify"])
+def test_weak_candidates_are_flagged_and_fail_under_strict(
+    command: str, models: Models, good_package: Path, tmp_path: Path
+) -> None:
+    weak = write_weak_package(models, tmp_path / "weak.mpkg")
+    result = CliRunner().invoke(package_cli, [command, str(weak)])
+    assert result.exit_code == 0, result.output
+    assert f"WARNING candidate {DEEP_CUT}: recall 0" in result.stderr
+    assert "1 of 2 candidate(s) are no better than the majority class" in result.stderr
+    assert "WARNING candidate input" not in result.stderr
+
+    strict = CliRunner().invoke(package_cli, [command, "--strict", str(weak)])
+    assert strict.exit_code == WeakCandidatesError.exit_code == 8
+
+    sound = CliRunner().invoke(package_cli, [command, "--strict", str(good_package)])
+    assert sound.exit_code == 0, sound.output
+    assert "WARNING" not in sound.stderr
 
 
 @pytest.mark.parametrize("command", ["inspect", "verify"])

@@ -32,11 +32,30 @@ def readme_commands() -> list[list[str]]:
         joined = block.replace("\\\n", " ")
         for line in joined.splitlines():
             line = line.split("#", 1)[0]
+            # `FP=$(mainstream base pretrain ... | tail -n 1)`: the command inside counts too.
+            commands.extend(
+                shlex.split(inner)[1:] for inner in re.findall(r"\$\((mainstream[^|)]*)", line)
+            )
             for part in re.split(r"&&|;", line):
                 words = shlex.split(part)
                 if words and words[0] == "mainstream":
                     commands.append(words[1:])
     return commands
+
+
+def test_ci_installs_and_tests_as_the_readme_says() -> None:
+    """`.ci/run` runs the README's install and test commands, so a green CI means a newcomer's
+    fresh machine passes too."""
+    text = README.read_text(encoding="utf-8")
+    ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8")
+    install = 'python3 -m pip install -c requirements/constraints.txt -e ".[dev]"'
+    assert install in text
+    assert install.replace("pip install", "pip install --disable-pip-version-check -q") in ci
+    assert "scripts/install-system-packages" in text and "scripts/install-system-packages" in ci
+    assert "python3 -m pytest -q" in text and ci.rstrip().endswith("python3 -m pytest -q")
+    pins = (README.parent / "requirements" / "constraints.txt").read_text(encoding="utf-8")
+    for package in ("tensorflow_cpu", "keras", "openvino", "pytest", "numpy"):
+        assert re.search(rf"^{package}==\S+$", pins, flags=re.M | re.I), package
 
 
 def test_every_readme_command_names_real_subcommands_and_options() -> None:

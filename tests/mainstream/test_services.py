@@ -19,6 +19,7 @@ from mainstream.errors import (
     InfeasibleError,
     NotFoundError,
     PackageError,
+    WeakCandidatesError,
 )
 from mainstream.node import Node, NotReadyError
 from mainstream.services import (
@@ -154,6 +155,17 @@ def test_bad_uploads_are_refused_and_change_nothing(
     with pytest.raises(TooLargeError, match="accepts 1000"):
         services.upload_package(tiny_packages.trains)
     assert snapshot(node) == before
+
+
+def test_a_weak_package_is_refused_unless_forced(node: Node, tiny_packages: TinyPackages) -> None:
+    services = Services(node)
+    before = snapshot(node)
+    with pytest.raises(WeakCandidatesError, match=f"{CUTS[-1]}: recall 0") as refused:
+        services.upload_package(tiny_packages.weak)
+    assert "upload with force" in str(refused.value)
+    assert snapshot(node) == before
+    forced = services.upload_package(tiny_packages.weak, force=True)
+    assert forced.created and forced.package.app == "vans"
 
 
 def test_a_bundled_base_is_checked_and_registered(
@@ -408,3 +420,32 @@ def test_times_are_epoch_seconds_or_iso_8601() -> None:
     assert parse_time("since", None) is None
     with pytest.raises(ValueError, match="since='yesterday'"):
         parse_time("since", "yesterday")
+
+
+def test_a_profile_measured_in_one_precision_is_not_used_for_another(
+    tmp_path: Path, tiny_packages: TinyPackages, measured_profile: Profile
+) -> None:
+    """OpenVINO in bf16 is another machine as far as costs go: the node measures again."""
+    from edge_runtime.engines import openvino_available
+
+    if not openvino_available():
+        pytest.skip("openvino is not installed")
+    stored_f32 = measured_profile.model_copy(update={"engine": "openvino", "precision": "f32"})
+    node = start_node(
+        tmp_path / "node",
+        tiny_packages,
+        runtime={"engine": "openvino", "openvino_precision": "bf16"},
+    )
+    try:
+        with node.registry.transaction() as transaction:
+            transaction.save_profile(stored_f32.base_model, "openvino", stored_f32)
+        services = Services(node)
+        services.upload_package(tiny_packages.trains)
+        services.create_app(AppCreate(name="trains"))
+        assert node.plan_in_force is not None and node.plan_in_force.status == "ok"
+        profile = node.registry.get_profile(stored_f32.base_model, "openvino")
+        assert profile is not None and (profile.model_extra or {})["precision"] == "bf16"
+        assert profile.measured_at != stored_f32.measured_at  # type: ignore[attr-defined]
+        assert node.stats()["precision"] == "bf16"
+    finally:
+        node.stop()

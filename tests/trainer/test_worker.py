@@ -23,6 +23,7 @@ from tests.api.test_e2e_serve import Daemon, free_port
 from tests.mainstream.test_training_jobs import (
     ADMIN,
     ADMIN_TOKEN,
+    TINY_REQUEST,
     TINY_SPEC,
     loads_tensorflow,
     make_shapes_dataset,
@@ -139,7 +140,7 @@ def test_remote_job_runs_on_the_worker(
     daemon.start()
     try:
         client = httpx.Client(base_url=daemon.url, timeout=60)
-        submitted = client.post("/api/training-jobs", json=TINY_SPEC, headers=ADMIN)
+        submitted = client.post("/api/training-jobs", json=TINY_REQUEST, headers=ADMIN)
         assert submitted.status_code == 202, submitted.text
         job_id = submitted.json()["id"]
         done, _ = wait_for_job(client, job_id, {"succeeded", "failed", "cancelled"})
