@@ -1,6 +1,6 @@
 """The FastAPI application of a node: `create_app(node)`.
 
-Routes are thin: they validate input and call :class:`mainstream.services.Services`. Errors
+Routes are thin: they validate input and call :class:`mainstream.node.services.Services`. Errors
 become HTTP answers in one place (:mod:`api.errors`). With `manage_node` the application's
 lifespan starts the node and stops it on shutdown (SIGTERM/SIGINT under uvicorn), which closes
 open events before the process exits.
@@ -30,8 +30,8 @@ from api.routes import (
     training,
 )
 from mainstream import __version__
-from mainstream.node import Node
-from mainstream.services import Services
+from mainstream.node.node import Node
+from mainstream.node.services import Services
 
 
 def create_app(node: Node, manage_node: bool = True) -> FastAPI:

@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from mainstream.services import Principal, Services, require_role
+from mainstream.node.services import Principal, Services, require_role
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `mainstream token create`")
 
@@ -35,11 +35,11 @@ def _authorization(credentials: HTTPAuthorizationCredentials | None) -> str | No
 
 
 def viewer(services: ServicesDep, credentials: Credentials) -> Principal:
-    return services.verify_token(_authorization(credentials))
+    return services.tokens.verify(_authorization(credentials))
 
 
 def admin(services: ServicesDep, credentials: Credentials) -> Principal:
-    principal = services.verify_token(_authorization(credentials))
+    principal = services.tokens.verify(_authorization(credentials))
     require_role(principal, "admin")
     return principal
 
@@ -47,13 +47,13 @@ def admin(services: ServicesDep, credentials: Credentials) -> Principal:
 def health_reader(services: ServicesDep, credentials: Credentials) -> Principal:
     if services.settings.api.open_health:
         return ANONYMOUS
-    return services.verify_token(_authorization(credentials))
+    return services.tokens.verify(_authorization(credentials))
 
 
 def metrics_reader(services: ServicesDep, credentials: Credentials) -> Principal:
     if services.settings.api.open_metrics:
         return ANONYMOUS
-    return services.verify_token(_authorization(credentials))
+    return services.tokens.verify(_authorization(credentials))
 
 
 Viewer = Depends(viewer)

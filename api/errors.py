@@ -1,7 +1,7 @@
 """The one place where errors become HTTP responses.
 
 Every error Mainstream raises on purpose carries its HTTP status (`http_status` in
-:mod:`mainstream.errors`). Client errors (4xx) say what was wrong; server errors (5xx) say
+:mod:`mainstream.core.errors`). Client errors (4xx) say what was wrong; server errors (5xx) say
 only that something failed and give an id to find the details in the node's log, unless the
 error class declares its message safe to show (`expose_message = True`, e.g. "no frame yet").
 """
@@ -16,8 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from mainstream.errors import AuthError, MainstreamError
-from mainstream.settings import validation_problems
+from mainstream.core.errors import AuthError, MainstreamError
+from mainstream.node.settings import validation_problems
 
 logger = logging.getLogger(__name__)
 

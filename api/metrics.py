@@ -32,7 +32,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from mainstream.node import Node
+from mainstream.node.node import Node
+from mainstream.node.services.health import HealthService
 
 CAMERA_STATES = ("starting", "streaming", "reconnecting", "stopped", "failed")
 SINK_GAUGES = frozenset({"queued", "connected"})
@@ -42,13 +43,13 @@ MetricFamily = CounterMetricFamily | GaugeMetricFamily
 
 
 class NodeCollector(Collector):
-    """Turns `Node.stats()` into metric families."""
+    """Turns the node's figures (`HealthService.stats()`) into metric families."""
 
     def __init__(self, node: Node) -> None:
-        self.node = node
+        self.health = HealthService(node)
 
     def collect(self) -> Iterator[Metric]:
-        stats = self.node.stats()
+        stats = self.health.stats()
         yield from _node_metrics(stats)
         yield from _scheduler_metrics(stats["scheduler"])
         yield from _camera_metrics(stats["cameras"], stats["frames_processed"])

@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import Depends, Request
 
-from mainstream.errors import ConflictError
+from mainstream.core.errors import ConflictError
 
 RUNTIME_ROUTES = ("/api/apps", "/api/cameras", "/api/schedule", "/api/events", "/api/live")
 """Route prefixes that need cameras and a runtime (answered 409 in the registry role)."""

@@ -15,8 +15,8 @@ from fastapi import Request
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from mainstream.errors import InvalidParameterError
-from mainstream.services import TooLargeError
+from mainstream.core.errors import InvalidParameterError
+from mainstream.node.services import TooLargeError
 
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the file
 MAX_DRAIN_BYTES = 64 * 1024 * 1024

@@ -38,7 +38,7 @@ CAMERA_COUNTS = (1, 2, 4)
 
 
 def build_dags(config: Any, base: Any, cameras: int) -> list[CameraDag]:
-    from mainstream.bases import (
+    from mainstream.core.bases import (
         cut_output_shape,
         default_cut_points,
         discover_cut_points,
@@ -99,7 +99,7 @@ def main() -> None:
     parser.add_argument("--ticks", type=int, default=30)
     args = parser.parse_args()
 
-    from mainstream.bases import BaseConfig, build_base
+    from mainstream.core.bases import BaseConfig, build_base
 
     config = BaseConfig("mobilenet_v1", input_size=args.input_size, alpha=args.alpha)
     base = build_base(config)

@@ -2,7 +2,7 @@
 
 The product promises that the event F1 the scheduler predicts for a plan is what the apps
 achieve. This bench checks it end to end on labelled synthetic video, with the demo's assets
-(`mainstream.demo`): a scene where object kinds cross, a small base pretrained on it and one
+(`mainstream.cli.demo_run`): a scene where object kinds cross, a small base pretrained on it and one
 trained app per kind. For several budgets (fractions of No-Sharing at the camera rate: every
 app running its whole network on every frame) the scheduler plans on this machine's measured
 profile, and `edge_runtime.replay` runs a held-out video through the plan in video time and
@@ -44,7 +44,7 @@ from edge_runtime.replay import (  # noqa: E402
     read_labels,
     run_replay,
 )
-from mainstream.demo import (  # noqa: E402
+from mainstream.cli.demo_run import (  # noqa: E402
     APP_OF_KIND,
     DEFAULT_QUIET_TIME_S,
     DemoAssets,
@@ -57,7 +57,7 @@ from mainstream.demo import (  # noqa: E402
     prepare_assets,
     scene_video_config,
 )
-from mainstream.errors import MainstreamError  # noqa: E402
+from mainstream.core.errors import MainstreamError  # noqa: E402
 from scheduler.problem import Profile  # noqa: E402
 
 GOAL = 0.05
@@ -91,7 +91,7 @@ def measured_profile(assets: DemoAssets, engine: str, folder: Path) -> Path:
     """This machine's cost profile over the packages' cut points, written to `folder`."""
     from edge_runtime.deployer import BaseProvider
     from edge_runtime.replay import load_or_measure_profile
-    from mainstream.package import read_package
+    from mainstream.core.package import read_package
 
     request = ReplayRequest(
         video=assets.held_out_video,
@@ -113,7 +113,7 @@ def measured_profile(assets: DemoAssets, engine: str, folder: Path) -> Path:
 def describe_packages(assets: DemoAssets) -> tuple[list[str], list[str]]:
     """One line per app (event statistics, per-frame quality by cut point), a line saying
     which apps learnt their object kind, and the apps that did not."""
-    from mainstream.package import read_package
+    from mainstream.core.package import read_package
 
     lines = []
     failed = []

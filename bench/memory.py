@@ -92,7 +92,7 @@ def settled_reading() -> Reading:
 def import_node() -> None:
     """What the daemon imports before any model or camera: the API app and the node."""
     import api.app  # noqa: F401
-    import mainstream.node  # noqa: F401
+    import mainstream.node.node  # noqa: F401
 
 
 def import_tensorflow() -> None:
@@ -143,7 +143,7 @@ def step_base(alpha: float, size: int, engine: str) -> tuple[Reading, Reading, d
     import_node()
     import_tensorflow()
     from edge_runtime.engines import compile_model
-    from mainstream.bases import BaseConfig, build_base, preprocess
+    from mainstream.core.bases import BaseConfig, build_base, preprocess
 
     if engine == "openvino":
         import openvino
@@ -163,7 +163,7 @@ def step_write_heads(head_dir: str) -> tuple[Reading, Reading, dict[str, Any]]:
     """Write one head per cut to `head_dir`, as a package would hold them (suffix + classifier)."""
     import keras
 
-    from mainstream.bases import BaseConfig, build_base, split_model
+    from mainstream.core.bases import BaseConfig, build_base, split_model
 
     reading = read_memory()
     base = build_base(BaseConfig("mobilenet_v1", input_size=HEAD_BASE[1], alpha=HEAD_BASE[0]))
@@ -192,8 +192,8 @@ def step_heads(
     import_tensorflow()
     from edge_runtime.dag import HeadSpec
     from edge_runtime.deployer import camera_dag
-    from mainstream.bases import BaseConfig, build_base, weights_fingerprint
-    from mainstream.package import load_keras_safely
+    from mainstream.core.bases import BaseConfig, build_base, weights_fingerprint
+    from mainstream.core.package import load_keras_safely
 
     config = BaseConfig("mobilenet_v1", input_size=HEAD_BASE[1], alpha=HEAD_BASE[0])
     base = build_base(config)
@@ -376,7 +376,7 @@ def main() -> None:
 
     if "idle" in sections:
         python = measure("python + numpy", "python")
-        node = measure("idle node: api + mainstream.node, no TF", "node")
+        node = measure("idle node: api + mainstream.node.node, no TF", "node")
         tensorflow = measure("idle node + tensorflow/keras imported", "tensorflow")
         rows += [
             (python.what, python.after, None),
@@ -390,7 +390,7 @@ def main() -> None:
                 f"importing OpenVINO (CPU plugin loaded) adds ~{openvino.delta_mib:.0f} MiB"
             )
         if node.facts.get("tensorflow_imported"):
-            summary.append("WARNING: importing api + mainstream.node imported TensorFlow")
+            summary.append("WARNING: importing api + mainstream.node.node imported TensorFlow")
         summary.append(
             f"idle node without TF: ~{node.after.rss_mib:.0f} MiB RSS "
             f"(+{node.after.rss_mib - python.after.rss_mib:.0f} over Python + numpy); "

@@ -156,7 +156,7 @@ def main() -> None:
     )
     arguments = parser.parse_args()
 
-    from mainstream.bases import (
+    from mainstream.core.bases import (
         BaseConfig,
         calibrated_base,
         discover_cut_points,

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from mainstream.bases import BaseConfig
+    from mainstream.core.bases import BaseConfig
     from trainer.finetune import FinetuneResult
     from trainer.selective_backprop import TrainingCounters
 
@@ -58,7 +58,7 @@ def prepare(duration_s: float, input_size: int, alpha: float, folder: Path) -> D
     """A labelled synthetic video (trains among cars and buses), split by time, and a base."""
     import keras
 
-    from mainstream.bases import BaseConfig, calibrated_base
+    from mainstream.core.bases import BaseConfig, calibrated_base
     from trainer.datasets import load_labelled_video, split_by_time
     from trainer.synth import SynthConfig, generate_video
 

@@ -42,17 +42,16 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from edge_runtime.sources import (
+from edge_runtime.source_types import (
     Frame,
     FrameSource,
-    Pacer,
     PermanentSourceError,
     SourceConfig,
     describe_source,
-    open_source,
     parse_source_url,
 )
-from mainstream.errors import (
+from edge_runtime.sources import Pacer, open_source
+from mainstream.core.errors import (
     ConflictError,
     InvalidParameterError,
     MainstreamError,

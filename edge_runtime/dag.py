@@ -31,7 +31,8 @@ import numpy as np
 
 from edge_runtime.engines import CompiledModel
 from edge_runtime.rate import RateAccumulator
-from mainstream.errors import ModelError
+from mainstream.core.bases import split_model
+from mainstream.core.errors import ModelError
 
 INPUT_CUT = "input"
 
@@ -416,7 +417,6 @@ def _chain(root: SegmentNode) -> list[SegmentNode]:
 
 def segment_model(base_model: Any, start_cut: str, end_cut: str) -> Any:
     """The part of the base between two cut points, as its own Keras model."""
-    from mainstream.bases import split_model
 
     stem_to_end, _ = split_model(base_model, end_cut)
     if start_cut == INPUT_CUT:

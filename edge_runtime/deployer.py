@@ -24,8 +24,17 @@ from edge_runtime.dag import (
 from edge_runtime.detector import DetectorConfig
 from edge_runtime.engines import EngineName, EngineOptions, Precision, compile_model
 from edge_runtime.runtime import CameraDeployment
-from mainstream.errors import ModelError, NotFoundError
-from mainstream.manifest import Manifest
+from mainstream.core.bases import (
+    BaseConfig,
+    build_base,
+    cut_output_shape,
+    discover_cut_points,
+    load_registered_base,
+    preprocess,
+    weights_fingerprint,
+)
+from mainstream.core.errors import ModelError, NotFoundError
+from mainstream.core.manifest import Manifest
 from scheduler.problem import (
     DEFAULT_FPS_OPTIONS,
     AppSpec,
@@ -116,26 +125,21 @@ def problem_for(
 
 
 class BaseProvider:
-    """Builds each base model once per fingerprint: from bundled package weights or the registry."""
+    """Builds each base model once per fingerprint: from the registry of bases in `bases_dir`
+    (None: none) or else from the weights a package bundles."""
 
-    def __init__(self, bases_dir: Path) -> None:
+    def __init__(self, bases_dir: Path | None) -> None:
         self.bases_dir = bases_dir
         self._loaded: dict[str, tuple[Any, Any]] = {}
 
     def get(self, manifest: Manifest, package_root: Path | None = None) -> tuple[Any, Any]:
-        from mainstream.bases import (
-            BaseConfig,
-            build_base,
-            load_registered_base,
-            weights_fingerprint,
-        )
 
         fingerprint = manifest.base_model.weights_fingerprint
         if fingerprint in self._loaded:
             return self._loaded[fingerprint]
         info = manifest.base_model
         bundled = manifest.base_weights
-        if (self.bases_dir / f"{fingerprint}.json").exists():
+        if self.bases_dir is not None and (self.bases_dir / f"{fingerprint}.json").exists():
             loaded = load_registered_base(fingerprint, self.bases_dir)
         elif bundled and package_root is not None:
             config = BaseConfig(
@@ -179,7 +183,6 @@ def camera_dag(
     are several and that copy holds no more weights than the base itself (fusing heads alone
     gained 0-12 %). `precision`: what the OpenVINO engine computes in (Keras: always f32).
     """
-    from mainstream.bases import cut_output_shape, discover_cut_points, preprocess
 
     options = EngineOptions(precision=precision)
     return build_camera_dag(
@@ -225,7 +228,7 @@ def build_deployments(
     update_every_frames: int = 0,
     precision: Precision = "f32",
 ) -> list[CameraDeployment]:
-    """One deployment per camera. `packages[app]` is an open mainstream.package.Package.
+    """One deployment per camera. `packages[app]` is an open mainstream.core.package.Package.
 
     `fuse_heads`: see :func:`camera_dag`; `update_every_frames`: see
     :class:`edge_runtime.detector.DetectorConfig`.

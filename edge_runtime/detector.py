@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
-from mainstream.errors import InvalidParameterError
+from mainstream.core.errors import InvalidParameterError
 
 
 class Transition(str, Enum):

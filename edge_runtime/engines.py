@@ -19,7 +19,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from mainstream.errors import ModelError
+from mainstream.core.errors import ModelError
 
 EngineName = Literal["keras", "openvino"]
 ENGINE_NAMES: tuple[str, ...] = ("keras", "openvino")

@@ -27,7 +27,7 @@ from edge_runtime.engines import (
     compile_model,
     effective_precision,
 )
-from mainstream.bases import BaseConfig, build_base, default_cut_points, split_model
+from mainstream.core.bases import BaseConfig, build_base, default_cut_points, split_model
 from scheduler.problem import CutPoint, Profile
 
 DEFAULT_BUDGET_UTILISATION = 0.8

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mainstream.errors import InvalidParameterError
+from mainstream.core.errors import InvalidParameterError
 
 
 @dataclass

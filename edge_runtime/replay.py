@@ -31,8 +31,12 @@ from edge_runtime.deployer import (
 )
 from edge_runtime.detector import DetectorConfig, EventDetector, Transition
 from edge_runtime.engines import EngineName, Precision
-from mainstream.errors import MainstreamError, ModelError, SourceError
+from edge_runtime.profiler import measure_profile
+from mainstream.core.bases import discover_cut_points
+from mainstream.core.errors import MainstreamError, ModelError, SourceError
+from mainstream.core.package import read_package
 from scheduler.event_model import f1_from
+from scheduler.planner import make_plan
 from scheduler.problem import Plan, Profile
 
 REPLAY_CAMERA = "replay"
@@ -218,9 +222,6 @@ def run_replay(
     request: ReplayRequest, progress: Callable[[str], None] | None = None
 ) -> ReplaySummary:
     """Plan (or take a plan), build the DAG, run the video through it and measure."""
-    from mainstream.package import read_package
-    from mainstream.settings import Settings
-    from scheduler.planner import make_plan
 
     say = progress or (lambda message: None)
     if (request.budget is None) == (request.plan is None):
@@ -249,7 +250,7 @@ def run_replay(
             raise ModelError(
                 "replay runs one base model per video: the packages were trained on different bases"
             )
-        bases = BaseProvider(request.bases_dir or Settings().bases_dir)
+        bases = BaseProvider(request.bases_dir)
         first = next(iter(packages.values()))
         base_config, base_model = bases.get(first.manifest, first.root)
 
@@ -380,13 +381,11 @@ def load_or_measure_profile(
     say: Callable[[str], None],
 ) -> Profile:
     """A stored profile (re-keyed to this base), or a fresh measurement over the cuts in use."""
-    from mainstream.bases import discover_cut_points
 
     key = profile_key(packages[0].manifest)
     if request.profile is not None:
         profile = Profile.model_validate_json(request.profile.read_text(encoding="utf-8"))
         return profile.model_copy(update={"base_model": key})
-    from edge_runtime.profiler import measure_profile
 
     order = discover_cut_points(base_model)
     wanted = {c.cut_point for package in packages for c in package.manifest.candidates} | {"input"}

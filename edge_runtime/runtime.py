@@ -25,7 +25,7 @@ from edge_runtime.camera import Camera, CameraManager
 from edge_runtime.dag import CameraDag, DagFrame, process_together
 from edge_runtime.detector import DetectorConfig, EventChange, EventDetector, Transition
 from edge_runtime.event_store import EventStore
-from edge_runtime.sources import Frame, encode_jpeg
+from edge_runtime.source_types import Frame, encode_jpeg
 
 logger = logging.getLogger(__name__)
 

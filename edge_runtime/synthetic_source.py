@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_runtime.sources import FrameSource, SyntheticSourceConfig
-from mainstream.errors import SourceError
+from edge_runtime.source_types import FrameSource, SyntheticSourceConfig
+from mainstream.core.errors import SourceError
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mainstream.errors import InvalidParameterError
+from mainstream.core.errors import InvalidParameterError
 
 
 @dataclass(frozen=True)

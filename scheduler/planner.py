@@ -21,7 +21,7 @@ import time
 from collections.abc import Mapping
 from typing import Literal
 
-from mainstream.errors import InfeasibleError, InvalidParameterError
+from mainstream.core.errors import InfeasibleError, InvalidParameterError
 from scheduler.cost_model import Placement, schedule_cost
 from scheduler.event_model import EventParams, event_quality
 from scheduler.greedy import greedy_choice

@@ -19,7 +19,7 @@ import numbers
 
 import numpy as np
 
-from mainstream.errors import InvalidParameterError
+from mainstream.core.errors import InvalidParameterError
 from scheduler.event_model import (
     EventParams,
     EventQuality,

@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from mainstream.errors import InfeasibleError, InvalidParameterError
+from mainstream.core.errors import InfeasibleError, InvalidParameterError
 from scheduler.planner import Solver, make_plan
 from scheduler.problem import BaselinePlan, Objective, Plan, Problem
 from scheduler.workload import generate_problem

@@ -21,7 +21,7 @@ from typing import get_args
 
 import numpy as np
 
-from mainstream.errors import InvalidParameterError
+from mainstream.core.errors import InvalidParameterError
 from scheduler.problem import (
     DEFAULT_FPS_OPTIONS,
     AppSpec,

@@ -31,7 +31,7 @@ from typing import TypeVar
 import numpy as np
 from tqdm import tqdm
 
-from mainstream.errors import InvalidParameterError, SourceError
+from mainstream.core.errors import InvalidParameterError, SourceError
 from trainer.event_stats import EventInterval, compact_fires
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})

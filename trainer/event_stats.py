@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from mainstream.errors import InvalidParameterError
-from mainstream.manifest import EventStats
+from mainstream.core.errors import InvalidParameterError
+from mainstream.core.manifest import EventStats
 from scheduler.event_model import detection_probability, samples_per_window
 
 

@@ -38,8 +38,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mainstream.bases import INPUT_CUT, BaseConfig
-from mainstream.errors import InvalidParameterError, ModelError
+from mainstream.core.bases import (
+    INPUT_CUT,
+    BaseConfig,
+    cut_output_shape,
+    frozen_layer_count,
+    preprocess,
+    split_model,
+    weights_fingerprint,
+)
+from mainstream.core.errors import InvalidParameterError, ModelError
 from trainer.selective_backprop import TrainingCounters, TrainingOptions, train_model
 
 if TYPE_CHECKING:
@@ -205,7 +213,6 @@ class VariantSource:
 
 def check_cut_points(base: keras.Model, cut_points: Sequence[str]) -> list[str]:
     """The cut points in network order; a clear error for an unknown or repeated one."""
-    from mainstream.bases import frozen_layer_count
 
     if not cut_points:
         raise InvalidParameterError("freeze_points", list(cut_points), "at least one cut point")
@@ -224,8 +231,6 @@ def build_candidate(
     layers are copies, so training the candidate never touches the base.
     """
     import keras
-
-    from mainstream.bases import cut_output_shape, split_model
 
     if class_count < 2:
         raise InvalidParameterError("classes", class_count, "at least 2 classes")
@@ -250,7 +255,6 @@ def build_candidate(
 
 def frozen_stem(base: keras.Model, cut_point: str) -> keras.Model | None:
     """The base's frozen part up to `cut_point` (shares the base's weights); None for "input"."""
-    from mainstream.bases import split_model
 
     stem, _ = split_model(base, cut_point)
     return stem
@@ -258,7 +262,6 @@ def frozen_stem(base: keras.Model, cut_point: str) -> keras.Model | None:
 
 def stem_fingerprint(base: keras.Model, cut_point: str) -> str:
     """Fingerprint of the frozen weights up to `cut_point` (of nothing for "input")."""
-    from mainstream.bases import weights_fingerprint
 
     stem = frozen_stem(base, cut_point)
     return weights_fingerprint(stem) if stem is not None else weights_fingerprint(_empty_model())
@@ -337,8 +340,6 @@ def stem_features(
     import tensorflow as tf
     from tqdm.auto import tqdm
 
-    from mainstream.bases import preprocess
-
     cuts = [cut for cut in cut_points if cut != INPUT_CUT]
     if not cuts:
         return {}
@@ -410,7 +411,6 @@ def finetune_candidates(
     records held-out accuracy after every epoch (and every `evaluate_every_steps` optimizer
     steps) in each candidate's `counters.checkpoints` (used by the benchmark).
     """
-    from mainstream.bases import preprocess, weights_fingerprint
 
     options = options or FinetuneOptions()
     class_names = list(train.class_names)
@@ -526,7 +526,6 @@ def _train_candidate(
     evaluate_during_training: bool,
     evaluate_every_steps: int | None,
 ) -> TrainedCandidate:
-    from mainstream.bases import frozen_layer_count, weights_fingerprint
 
     started, cpu_started = time.perf_counter(), time.process_time()
     candidate = build_candidate(base, cut, class_count, seed=seed)

@@ -32,9 +32,24 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from mainstream.bases import looks_like_fingerprint, resolve_fingerprint
-from mainstream.errors import InvalidParameterError, MainstreamError, PackageError
-from trainer.pipeline import BaseRequest, TrainRequest, checked_app_name
+from mainstream.core.bases import (
+    BaseConfig,
+    build_base,
+    looks_like_fingerprint,
+    resolve_fingerprint,
+    save_base,
+    weights_fingerprint,
+)
+from mainstream.core.errors import InvalidParameterError, MainstreamError, PackageError
+from mainstream.core.package import read_package, verify_package
+from trainer.pipeline import (
+    BaseRequest,
+    TrainRequest,
+    _explicit_event_stats,
+    _labels_path,
+    checked_app_name,
+    train_package,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -210,7 +225,6 @@ class TrainingJobSpec(BaseModel):
 
     def check(self, datasets_dir: Path, bases_dir: Path | None) -> None:
         """Everything that can be checked before the job starts (no TensorFlow needed)."""
-        from trainer.pipeline import _explicit_event_stats, _labels_path
 
         request = self.train_request(datasets_dir, datasets_dir / "unused.mpkg", bases_dir)
         _labels_path(request)
@@ -405,10 +419,9 @@ def verify_trained_package(path: Path, register_bases_dir: Path | None) -> str:
 
     Every model is loaded in Keras safe mode. With `register_bases_dir`, bundled base weights
     whose fingerprint is not registered there are checked against the manifest's fingerprint
-    and saved as a registered base (what :class:`mainstream.services.Services` does itself
+    and saved as a registered base (what :class:`mainstream.node.services.Services` does itself
     when it must), so that the node can store the package without loading any model.
     """
-    from mainstream.package import read_package, verify_package
 
     report = verify_package(path, load_models=True)
     manifest = report.manifest
@@ -419,8 +432,6 @@ def verify_trained_package(path: Path, register_bases_dir: Path | None) -> str:
         and manifest.base_weights is not None
         and not (register_bases_dir / f"{fingerprint}.json").is_file()
     ):
-        from mainstream.bases import BaseConfig, build_base, save_base, weights_fingerprint
-
         with read_package(path) as package:
             weights = package.base_weights_path
             assert weights is not None
@@ -471,8 +482,6 @@ def run_job(job_file: Path, out_dir: Path) -> int:
         )
         reporter.phase("loading", "starting TensorFlow")
         threading.Thread(target=_watch_progress_bars, args=(reporter, stop), daemon=True).start()
-
-        from trainer.pipeline import train_package
 
         result = train_package(request)
         sha256 = None

@@ -3,7 +3,7 @@
 `train_package(request)` loads the data (an image folder, or a video with its label CSV),
 splits it by time, builds the shared base, fine-tunes one candidate per freeze depth
 (:mod:`trainer.finetune`), measures the app's event statistics and writes the package
-atomically (:func:`mainstream.package.write_package`): an interrupted job leaves nothing at the
+atomically (:func:`mainstream.core.package.write_package`): an interrupted job leaves nothing at the
 output path.
 
 TensorFlow is imported only when a job runs; importing this module (for `TrainRequest`) is
@@ -26,8 +26,22 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mainstream.errors import InvalidParameterError
-from mainstream.manifest import (
+from mainstream import __version__
+from mainstream.core.bases import (
+    INPUT_CUT,
+    BaseConfig,
+    base_info,
+    build_base,
+    cut_output_shape,
+    default_cut_points,
+    load_registered_base,
+    looks_like_fingerprint,
+    registered_base_record,
+    resolve_fingerprint,
+    save_weights_atomically,
+)
+from mainstream.core.errors import InvalidParameterError
+from mainstream.core.manifest import (
     WEAK_CANDIDATE_ADVICE,
     AppInfo,
     BaseModelInfo,
@@ -37,12 +51,16 @@ from mainstream.manifest import (
     TrainingInfo,
     weak_candidates,
 )
-from trainer.selective_backprop import DEFAULT_BETA, DEFAULT_HISTORY_SIZE
+from mainstream.core.package import candidate_archive_name, sha256_file, write_package
+from trainer.datasets import LabelledVideo, load_image_folder, load_labelled_video, split_by_time
+from trainer.event_stats import EventInterval, estimate_correlation, event_statistics
+from trainer.finetune import FinetuneOptions, finetune_candidates, save_candidate
+from trainer.selective_backprop import DEFAULT_BETA, DEFAULT_HISTORY_SIZE, TrainingOptions
 
 if TYPE_CHECKING:
     import keras
 
-    from mainstream.bases import BaseConfig
+    from mainstream.core.bases import BaseConfig
     from trainer.datasets import FrameDataset, LabelledVideo
     from trainer.finetune import FinetuneResult, TrainedCandidate
 
@@ -117,7 +135,8 @@ class TrainRequest(BaseModel):
         default=None, description="Put the base weights in the package [default: unless imagenet]"
     )
     bases_dir: Path | None = Field(
-        default=None, description="Registry of pretrained bases [default: from the settings]"
+        default=None,
+        description="Registry of pretrained bases (needed when weights name a registered base)",
     )
     output: Path
     progress: bool = True
@@ -157,7 +176,6 @@ class TrainRequest(BaseModel):
 
     def training_options(self) -> Any:
         """The training-loop options (a `TrainingOptions`)."""
-        from trainer.selective_backprop import TrainingOptions
 
         return TrainingOptions(
             epochs=self.epochs,
@@ -205,10 +223,6 @@ def train_package(request: TrainRequest) -> TrainResult:
 
     import tensorflow as tf
 
-    from mainstream.package import sha256_file, write_package
-    from trainer.datasets import LabelledVideo, split_by_time
-    from trainer.finetune import FinetuneOptions, finetune_candidates
-
     started = time.perf_counter()
     device = _describe_device(tf)
     logger.info("training on %s", device)
@@ -253,8 +267,6 @@ def train_package(request: TrainRequest) -> TrainResult:
             files, candidate_infos = _save_candidates(result, Path(folder), base)
             base_weights = None
             if _bundle_base(request, config):
-                from mainstream.bases import save_weights_atomically
-
                 weights_path = Path(folder) / "base.weights.h5"
                 save_weights_atomically(base, weights_path)
                 files[BASE_WEIGHTS_ARCHIVE_NAME] = weights_path
@@ -318,7 +330,6 @@ def default_freeze_points(config: BaseConfig, base: keras.Model, count: int) -> 
     much as in naive training and would bound the whole package's training time). It is
     still available by name: `--freeze-points input,conv_pw_13_relu`.
     """
-    from mainstream.bases import INPUT_CUT, default_cut_points
 
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise InvalidParameterError("freeze_points", count, "an integer >= 1")
@@ -383,19 +394,13 @@ def _load_base(request: TrainRequest) -> tuple[BaseConfig, keras.Model, BaseMode
     """Build (or load the registered) base; returns its config, model and manifest entry."""
     import keras
 
-    from mainstream.bases import (
-        BaseConfig,
-        base_info,
-        build_base,
-        load_registered_base,
-        looks_like_fingerprint,
-        registered_base_record,
-        resolve_fingerprint,
-    )
-
     wanted = request.base
     if looks_like_fingerprint(wanted.weights) and not Path(wanted.weights).exists():
-        bases_dir = request.bases_dir or _default_bases_dir()
+        bases_dir = request.bases_dir
+        if bases_dir is None:
+            raise InvalidParameterError(
+                "bases_dir", None, "the folder of registered bases, for a fingerprint in weights"
+            )
         fingerprint = resolve_fingerprint(wanted.weights, bases_dir)
         config, model = load_registered_base(fingerprint, bases_dir)
         for field in sorted(wanted.model_fields_set - {"weights"}):
@@ -423,12 +428,6 @@ def _load_base(request: TrainRequest) -> tuple[BaseConfig, keras.Model, BaseMode
     return config, model, base_info(config, model)
 
 
-def _default_bases_dir() -> Path:
-    from mainstream.settings import Settings
-
-    return Settings().bases_dir
-
-
 def _labels_path(request: TrainRequest) -> Path | None:
     """The video's label CSV (None for an image folder); errors for missing files."""
     data = request.data
@@ -450,7 +449,6 @@ def _labels_path(request: TrainRequest) -> Path | None:
 
 def _load_data(request: TrainRequest, config: BaseConfig, labels: Path | None) -> FrameDataset:
     """An image folder, or a labelled video (binary: background / positive class)."""
-    from trainer.datasets import load_image_folder, load_labelled_video
 
     if labels is None:
         return load_image_folder(request.data, config.input_size, show_progress=request.progress)
@@ -510,7 +508,6 @@ def _measured_event_stats(
 
     Values given explicitly in the request replace the measured ones (and say so).
     """
-    from trainer.event_stats import event_statistics
 
     if not video.intervals:
         raise InvalidParameterError(
@@ -560,7 +557,6 @@ def _held_out_correlation(
     With `frame_step` > 1 only every step-th camera frame was decoded: the fit then runs on
     that grid (rate fps / step), i.e. it measures the correlation of frames `step` apart.
     """
-    from trainer.event_stats import EventInterval, estimate_correlation
 
     assert video.fps is not None
     positive_index = list(video.class_names).index(positive_class)
@@ -593,9 +589,6 @@ def _held_out_correlation(
 def _save_candidates(
     result: FinetuneResult, folder: Path, base: keras.Model
 ) -> tuple[dict[str, Path], list[CandidateInfo]]:
-    from mainstream.bases import cut_output_shape
-    from mainstream.package import candidate_archive_name, sha256_file
-    from trainer.finetune import save_candidate
 
     files: dict[str, Path] = {}
     infos = []
@@ -677,8 +670,6 @@ def _training_info(
 def library_versions() -> dict[str, str]:
     import keras
     import tensorflow as tf
-
-    from mainstream import __version__
 
     return {
         "python": platform.python_version(),

@@ -3,7 +3,7 @@
 Offline there are no ImageNet weights, and a randomly initialised base makes every frozen
 candidate meaningless. This trains the body with a temporary classification head (global
 pooling + softmax) on any folder with one subfolder per class, then throws the head away: only
-the body is registered (see `mainstream.bases.save_base`).
+the body is registered (see `mainstream.core.bases.save_base`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm import tqdm
 
-from mainstream.bases import BaseConfig, build_base, preprocess, weights_fingerprint
-from mainstream.errors import InvalidParameterError
+from mainstream.core.bases import BaseConfig, build_base, preprocess, weights_fingerprint
+from mainstream.core.errors import InvalidParameterError
 
 if TYPE_CHECKING:
     import keras

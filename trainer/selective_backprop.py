@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
-from mainstream.errors import InvalidParameterError
+from mainstream.core.errors import InvalidParameterError
 
 if TYPE_CHECKING:
     import keras

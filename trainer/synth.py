@@ -29,7 +29,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from tqdm import tqdm
 
-from mainstream.errors import InvalidParameterError, SourceError
+from mainstream.core.errors import InvalidParameterError, SourceError
 from trainer.datasets import write_event_csv
 from trainer.event_stats import EventInterval
 

@@ -7,31 +7,31 @@ from typing import Any
 from fastapi import APIRouter, Body, Response, status
 
 from api.deps import Admin, ServicesDep, Viewer
-from mainstream.services import CameraCreate, CameraView
+from mainstream.node.services import CameraCreate, CameraView
 
 router = APIRouter(prefix="/api/cameras", tags=["cameras"])
 
 
 @router.get("", response_model=list[CameraView], dependencies=[Viewer])
 def list_cameras(services: ServicesDep) -> list[CameraView]:
-    return services.list_cameras()
+    return services.cameras.list_all()
 
 
 @router.post(
     "", response_model=CameraView, status_code=status.HTTP_201_CREATED, dependencies=[Admin]
 )
 def create_camera(request: CameraCreate, services: ServicesDep) -> CameraView:
-    return services.create_camera(request)
+    return services.cameras.create(request)
 
 
 @router.get("/{camera_id}", response_model=CameraView, dependencies=[Viewer])
 def get_camera(camera_id: str, services: ServicesDep) -> CameraView:
-    return services.get_camera(camera_id)
+    return services.cameras.get(camera_id)
 
 
 @router.put("/{camera_id}", response_model=CameraView, dependencies=[Admin])
 def replace_camera(camera_id: str, request: CameraCreate, services: ServicesDep) -> CameraView:
-    return services.replace_camera(camera_id, request)
+    return services.cameras.replace(camera_id, request)
 
 
 @router.patch("/{camera_id}", response_model=CameraView, dependencies=[Admin])
@@ -42,13 +42,13 @@ def update_camera(
         description="Any camera field to change, or `enabled`", examples=[{"enabled": False}]
     ),
 ) -> CameraView:
-    return services.update_camera(camera_id, changes)
+    return services.cameras.update(camera_id, changes)
 
 
 @router.delete("/{camera_id}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[Admin])
 def delete_camera(camera_id: str, services: ServicesDep) -> Response:
     """Remove a camera; refused (409) while an app uses it."""
-    services.delete_camera(camera_id)
+    services.cameras.delete(camera_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -61,7 +61,7 @@ def delete_camera(camera_id: str, services: ServicesDep) -> Response:
 def latest_frame(camera_id: str, services: ServicesDep) -> Response:
     """The camera's most recent frame as JPEG (503 until it has delivered one)."""
     return Response(
-        services.latest_jpeg(camera_id),
+        services.cameras.latest_jpeg(camera_id),
         media_type="image/jpeg",
         headers={"Cache-Control": "no-store"},
     )

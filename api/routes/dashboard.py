@@ -15,8 +15,8 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from api.deps import viewer
-from mainstream.registry import Role
-from mainstream.services import Principal
+from mainstream.node.registry import Role
+from mainstream.node.services import Principal
 
 DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "dashboard"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Response
 
 from api.deps import ServicesDep, Viewer
-from mainstream.services import MAX_EVENT_PAGE, MAX_ROW_NUMBER, EventPage, EventView
+from mainstream.node.services.models import MAX_EVENT_PAGE, MAX_ROW_NUMBER, EventPage, EventView
 
 router = APIRouter(prefix="/api/events", tags=["events"])
 
@@ -23,12 +23,12 @@ def list_events(
     offset: int = Query(default=0, ge=0, le=MAX_ROW_NUMBER),
 ) -> EventPage:
     """Events in order of start time; follow `next_offset` for the next page."""
-    return services.events(app, camera, since, until, limit, offset)
+    return services.events.list_all(app, camera, since, until, limit, offset)
 
 
 @router.get("/{event_id}", response_model=EventView, dependencies=[Viewer])
 def get_event(event_id: str, services: ServicesDep) -> EventView:
-    return services.event(event_id)
+    return services.events.get(event_id)
 
 
 @router.get(
@@ -39,4 +39,4 @@ def get_event(event_id: str, services: ServicesDep) -> EventView:
 )
 def event_snapshot(event_id: str, services: ServicesDep) -> Response:
     """The frame with the event's highest score, as JPEG."""
-    return Response(services.event_snapshot(event_id), media_type="image/jpeg")
+    return Response(services.events.snapshot(event_id), media_type="image/jpeg")

@@ -27,7 +27,7 @@ from api.deps import Credentials, ServicesDep
 from edge_runtime.camera import StateChange
 from edge_runtime.detector import EventChange
 from edge_runtime.live import LiveHub, LiveMessage
-from mainstream.services import EventView, Principal
+from mainstream.node.services import EventView, Principal
 
 router = APIRouter(tags=["live"])
 
@@ -43,8 +43,8 @@ def live_viewer(
 ) -> Principal:
     """A viewer token from the Authorization header or from `?token=`."""
     if credentials is not None:
-        return services.verify_token(f"{credentials.scheme} {credentials.credentials}")
-    return services.verify_token(f"Bearer {token}" if token else None)
+        return services.tokens.verify(f"{credentials.scheme} {credentials.credentials}")
+    return services.tokens.verify(f"Bearer {token}" if token else None)
 
 
 def sse(kind: str, data: dict[str, Any]) -> str:
@@ -85,7 +85,7 @@ async def live_stream(hub: LiveHub, services: ServicesDep) -> AsyncIterator[str]
         while True:
             now = time.monotonic()
             if now >= next_status:
-                stats = await run_in_threadpool(services.stats)
+                stats = await run_in_threadpool(services.health.stats)
                 yield sse("status", stats)
                 next_status = now + STATUS_INTERVAL_S
             if now >= next_keepalive:

@@ -13,9 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import Admin, ServicesDep, Viewer
 from api.uploads import receive_upload
-from mainstream.errors import InvalidParameterError
-from mainstream.registry import PackageRecord
-from mainstream.services import MAX_ROW_NUMBER, PackageSummary, PackageVersion, UploadResult
+from mainstream.core.errors import InvalidParameterError
+from mainstream.node.registry import PackageRecord
+from mainstream.node.services import MAX_ROW_NUMBER, PackageSummary, PackageVersion, UploadResult
 
 router = APIRouter(prefix="/api/packages", tags=["packages"])
 
@@ -67,10 +67,10 @@ async def upload_package(
     again answers 200 with the stored version. A package whose candidates are no better than
     the majority class is refused (422) unless `force=true`.
     """
-    staging = services.staging_dir() / f"upload-{uuid.uuid4().hex}.mpkg"
+    staging = services.packages.staging_dir() / f"upload-{uuid.uuid4().hex}.mpkg"
     try:
         await receive_upload(request, staging, services.settings.api.max_upload_bytes)
-        result = await run_in_threadpool(partial(services.upload_package, staging, force=force))
+        result = await run_in_threadpool(partial(services.packages.upload, staging, force=force))
     finally:
         staging.unlink(missing_ok=True)
     if not result.created:
@@ -101,7 +101,7 @@ async def pull_package(
     Validated exactly like an upload; 200 when the node already holds that archive, 409 when no
     shared registry is configured, 502 when it cannot be reached.
     """
-    result = await run_in_threadpool(services.pull_package, request.app, request.version)
+    result = await run_in_threadpool(services.packages.pull, request.app, request.version)
     if not result.created:
         response.status_code = status.HTTP_200_OK
     return result
@@ -112,13 +112,13 @@ def list_packages(
     services: ServicesDep, app: str | None = Query(default=None)
 ) -> list[PackageSummary]:
     """Every stored package version, optionally of one app."""
-    return services.list_packages(app)
+    return services.packages.list_all(app)
 
 
 @router.get("/{app}/{version}", response_model=PackageRecord, dependencies=[Viewer])
 def get_package(app: str, version: str, services: ServicesDep) -> PackageRecord:
     """One package version (a number or `latest`) with its manifest."""
-    return services.get_package(app, parse_version(version))
+    return services.packages.get(app, parse_version(version))
 
 
 @router.get(
@@ -133,7 +133,7 @@ def download_package(app: str, version: str, services: ServicesDep) -> FileRespo
     The `X-Mainstream-Sha256` header carries the archive's sha256; a node checks the archive
     against it and validates it completely before storing it.
     """
-    record, path = services.package_archive(app, parse_version(version))
+    record, path = services.packages.archive(app, parse_version(version))
     return FileResponse(
         path,
         media_type=ARCHIVE_MEDIA_TYPE,
@@ -145,5 +145,5 @@ def download_package(app: str, version: str, services: ServicesDep) -> FileRespo
 @router.delete("/{app}/{version}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[Admin])
 def delete_package(app: str, version: str, services: ServicesDep) -> Response:
     """Delete a package version; refused (409) while an app uses it."""
-    services.delete_package(app, parse_version(version))
+    services.packages.delete(app, parse_version(version))
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Query
 
 from api.deps import ServicesDep, Viewer
-from mainstream.registry import PlanRecord
-from mainstream.services import MAX_ROW_NUMBER, DryRunRequest, DryRunResult, ScheduleView
+from mainstream.node.registry import PlanRecord
+from mainstream.node.services import MAX_ROW_NUMBER, DryRunRequest, DryRunResult, ScheduleView
 
 router = APIRouter(prefix="/api/schedule", tags=["schedule"])
 
@@ -14,7 +14,7 @@ router = APIRouter(prefix="/api/schedule", tags=["schedule"])
 @router.get("", response_model=ScheduleView, dependencies=[Viewer])
 def schedule(services: ServicesDep) -> ScheduleView:
     """The plan in force: predicted figures, baselines, and what the runtime measured."""
-    return services.schedule()
+    return services.schedule.current()
 
 
 @router.get("/history", response_model=list[PlanRecord], dependencies=[Viewer])
@@ -24,7 +24,7 @@ def history(
     offset: int = Query(default=0, ge=0, le=MAX_ROW_NUMBER),
 ) -> list[PlanRecord]:
     """Earlier plans, newest first."""
-    return services.plan_history(limit, offset)
+    return services.schedule.history(limit, offset)
 
 
 @router.post("/dry-run", response_model=DryRunResult, dependencies=[Viewer])
@@ -33,4 +33,4 @@ def dry_run(request: DryRunRequest, services: ServicesDep) -> DryRunResult:
 
     Nothing is deployed or stored; 422 when nothing fits the budget.
     """
-    return services.dry_run(request)
+    return services.schedule.dry_run(request)

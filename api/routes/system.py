@@ -10,8 +10,8 @@ from pydantic import BaseModel, Field
 
 from api.deps import Admin, ServicesDep, Viewer, health_reader, metrics_reader
 from api.metrics import render
-from mainstream.registry import TokenRecord
-from mainstream.settings import settings_json_schema
+from mainstream.node.registry import TokenRecord
+from mainstream.node.settings import settings_json_schema
 
 router = APIRouter(tags=["system"])
 
@@ -35,7 +35,7 @@ def live() -> dict[str, str]:
 @router.get("/api/health/ready", dependencies=[Depends(health_reader)])
 def ready(services: ServicesDep) -> JSONResponse:
     """The node is started, its registry answers and its apps are deployed (else 503)."""
-    is_ready, checks = services.readiness()
+    is_ready, checks = services.health.readiness()
     return JSONResponse(
         {"status": "ready" if is_ready else "not ready", "checks": checks},
         status_code=status.HTTP_200_OK if is_ready else status.HTTP_503_SERVICE_UNAVAILABLE,
@@ -45,7 +45,7 @@ def ready(services: ServicesDep) -> JSONResponse:
 @router.get("/api/stats", dependencies=[Viewer])
 def stats(services: ServicesDep) -> dict[str, Any]:
     """Cameras, apps, plan and runtime measurements as JSON."""
-    return services.stats()
+    return services.health.stats()
 
 
 @router.get(
@@ -69,7 +69,7 @@ def config_schema() -> dict[str, Any]:
 
 @router.get("/api/tokens", response_model=list[TokenRecord], dependencies=[Admin])
 def list_tokens(services: ServicesDep) -> list[TokenRecord]:
-    return services.list_tokens()
+    return services.tokens.list_all()
 
 
 @router.post(
@@ -79,7 +79,7 @@ def list_tokens(services: ServicesDep) -> list[TokenRecord]:
     dependencies=[Admin],
 )
 def create_token(request: TokenCreate, services: ServicesDep) -> CreatedToken:
-    record, secret = services.create_token(request.role, request.name)
+    record, secret = services.tokens.create(request.role, request.name)
     return CreatedToken(token=secret, record=record)
 
 
@@ -87,5 +87,5 @@ def create_token(request: TokenCreate, services: ServicesDep) -> CreatedToken:
     "/api/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[Admin]
 )
 def delete_token(token_id: int, services: ServicesDep) -> Response:
-    services.delete_token(token_id)
+    services.tokens.delete(token_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response, statu
 from fastapi.concurrency import run_in_threadpool
 
 from api.deps import Admin, Viewer
-from mainstream.training_jobs import TrainingJob, TrainingJobRequest, TrainingJobs
+from mainstream.node.training_jobs import TrainingJob, TrainingJobRequest, TrainingJobs
 
 
 @asynccontextmanager

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from edge_runtime.detector import EventChange
+from edge_runtime.sinks.mqtt import MqttSink
 from edge_runtime.sinks.settings import MqttSettings, WebhookSettings, WebhookTarget
+from edge_runtime.sinks.webhook import WebhookSink
 
 if TYPE_CHECKING:
     from edge_runtime.camera import StateChange
@@ -104,12 +106,8 @@ def build_sinks(
     """The sinks the settings enable, started; MQTT and HTTP clients load only when used."""
     sinks: list[EventSink] = []
     if mqtt is not None and mqtt.enabled:
-        from edge_runtime.sinks.mqtt import MqttSink
-
         sinks.append(MqttSink(mqtt, node, base_url=base_url).start())
     if webhooks is not None and webhooks.targets:
-        from edge_runtime.sinks.webhook import WebhookSink
-
         sinks.append(
             WebhookSink(webhooks, node, dead_letter_path(data_dir), base_url=base_url).start()
         )

@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from mainstream.errors import AuthError
+from mainstream.cli.api_client import ApiClient
+from mainstream.core.errors import AuthError
 
 if TYPE_CHECKING:
-    from mainstream.client import ApiClient
+    from mainstream.cli.api_client import ApiClient
 
 DEFAULT_SERVER = "http://127.0.0.1:8780"
 
@@ -60,7 +61,6 @@ def remote_options(command: F) -> F:
 @contextmanager
 def open_client(server: str, token: str | None) -> Iterator[ApiClient]:
     """A client for the node; an authentication failure says how to give a token."""
-    from mainstream.client import ApiClient
 
     with ApiClient(server, token) as client:
         try:

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import click
 
+from mainstream.node.settings import load_settings, settings_json_schema
+from mainstream.node.settings_reference import config_reference_markdown
+
 
 @click.group()
 def config() -> None:
@@ -27,7 +30,6 @@ def config() -> None:
 )
 def validate(file: Path, with_env: bool) -> None:
     """Print OK, or every invalid field by its path (exit code 2)."""
-    from mainstream.settings import load_settings
 
     settings = load_settings(file, environment=with_env)
     click.echo(f"OK {file}: node {settings.node_name!r}, data in {settings.data_dir}")
@@ -36,7 +38,6 @@ def validate(file: Path, with_env: bool) -> None:
 @config.command()
 def schema() -> None:
     """Print the JSON schema of the config file."""
-    from mainstream.settings import settings_json_schema
 
     click.echo(json.dumps(settings_json_schema(), indent=2))
 
@@ -44,6 +45,5 @@ def schema() -> None:
 @config.command()
 def reference() -> None:
     """Print the configuration reference (Markdown table) that the README embeds."""
-    from mainstream.settings_reference import config_reference_markdown
 
     click.echo(config_reference_markdown(), nl=False)

@@ -18,6 +18,12 @@ from typing import Any
 
 import click
 
+from mainstream.core.logs import configure_logging
+from mainstream.node.node import Node
+from mainstream.node.registry import Registry
+from mainstream.node.services import create_token
+from mainstream.node.settings import load_settings
+
 _config_option = click.option(
     "--config",
     "config_path",
@@ -68,7 +74,6 @@ def serve(
     With `--role registry` it is a fleet's shared registry instead: it stores packages and base
     weights and serves them to the edge nodes, with no cameras, runtime or plan.
     """
-    from mainstream.settings import load_settings
 
     api_overrides = {key: value for key, value in (("host", host), ("port", port)) if value}
     role_override: dict[str, Any] = {"role": role} if role else {}
@@ -77,13 +82,11 @@ def serve(
         settings = settings.model_copy(
             update={"api": settings.api.model_copy(update=api_overrides)}
         )
-    from mainstream.logs import configure_logging
 
     configure_logging(log_level, "json" if log_format == "json" else "text")
     import uvicorn
 
-    from api.app import create_app
-    from mainstream.node import Node
+    from api.app import create_app  # FastAPI loads only to serve
 
     node = Node(settings)
     what = "shared registry" if settings.role == "registry" else "node"
@@ -123,9 +126,6 @@ def token() -> None:
 @click.option("--name", default=None, help="A label to recognise the token by.")
 def create_token_command(config_path: Path | None, role: str, name: str | None) -> None:
     """Create a token and print it once (only its hash is stored)."""
-    from mainstream.registry import Registry
-    from mainstream.services import create_token
-    from mainstream.settings import load_settings
 
     settings = load_settings(config_path)
     with Registry(settings.registry_path, settings.blobs_dir) as registry:
@@ -140,8 +140,6 @@ def create_token_command(config_path: Path | None, role: str, name: str | None) 
 @_config_option
 def list_tokens_command(config_path: Path | None) -> None:
     """List tokens (never their secrets)."""
-    from mainstream.registry import Registry
-    from mainstream.settings import load_settings
 
     settings = load_settings(config_path)
     with Registry(settings.registry_path, settings.blobs_dir) as registry:
@@ -160,8 +158,6 @@ def list_tokens_command(config_path: Path | None) -> None:
 @click.argument("token_id", type=int)
 def revoke_token_command(config_path: Path | None, token_id: int) -> None:
     """Revoke a token by its id."""
-    from mainstream.registry import Registry
-    from mainstream.settings import load_settings
 
     settings = load_settings(config_path)
     with (

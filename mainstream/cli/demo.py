@@ -12,6 +12,9 @@ from pathlib import Path
 
 import click
 
+from mainstream.cli.demo_run import DemoConfig, DemoOptions, default_demo_dir, run_demo
+from mainstream.node.settings import Settings
+
 
 @click.command("demo")
 @click.option(
@@ -76,9 +79,6 @@ def demo(
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
-
-    from mainstream.demo import DemoConfig, DemoOptions, default_demo_dir, run_demo
-    from mainstream.settings import Settings
 
     def echo(line: str) -> None:
         click.echo(line)

@@ -12,7 +12,7 @@ import sys
 import click
 
 from mainstream import __version__
-from mainstream.errors import MainstreamError
+from mainstream.core.errors import MainstreamError
 
 # name -> "module:attribute" of a click command or group.
 SUBCOMMANDS: dict[str, str] = {

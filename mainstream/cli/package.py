@@ -14,9 +14,9 @@ from pathlib import Path
 import click
 
 from mainstream.cli.client import echo_json, open_client, remote_options
-from mainstream.errors import PackageError, WeakCandidatesError
-from mainstream.manifest import WEAK_CANDIDATE_ADVICE, Manifest, weak_candidates
-from mainstream.package import PackageListing, describe_size, inspect_package, verify_package
+from mainstream.core.errors import PackageError, WeakCandidatesError
+from mainstream.core.manifest import WEAK_CANDIDATE_ADVICE, Manifest, weak_candidates
+from mainstream.core.package import PackageListing, describe_size, inspect_package, verify_package
 
 WEAK_CANDIDATES_EXIT = WeakCandidatesError.exit_code  # `--strict` with a weak candidate
 

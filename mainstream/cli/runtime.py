@@ -7,6 +7,11 @@ from pathlib import Path
 
 import click
 
+from edge_runtime.profiler import default_budget, measure_profile
+from edge_runtime.replay import ReplayRequest, run_replay
+from mainstream.core.bases import BaseConfig
+from mainstream.node.settings import Settings
+
 ENGINE_CHOICE = click.Choice(["keras", "openvino"])
 PRECISION_OPTION = click.option(
     "--precision",
@@ -57,8 +62,6 @@ def profile(
     output: Path,
 ) -> None:
     """Measure the cost (ms per frame) from the input to every cut point on this machine."""
-    from edge_runtime.profiler import default_budget, measure_profile
-    from mainstream.bases import BaseConfig
 
     config = BaseConfig(name=base_name, input_size=input_size, alpha=alpha, weights=weights)
     measured = measure_profile(
@@ -137,7 +140,6 @@ def replay(
     as_json: bool,
 ) -> None:
     """Run the runtime on a recorded video in video time and compare with the plan's prediction."""
-    from edge_runtime.replay import ReplayRequest, run_replay
 
     vote: int | str = x_vote if x_vote == "auto" else int(x_vote)
     request = ReplayRequest(
@@ -152,7 +154,7 @@ def replay(
         precision=precision,  # type: ignore[arg-type]
         x_vote=vote,
         quiet_time_s=quiet_time_s,
-        bases_dir=bases_dir,
+        bases_dir=bases_dir if bases_dir is not None else Settings().bases_dir,
         show_progress=not as_json,
     )
     summary = run_replay(

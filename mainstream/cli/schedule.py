@@ -28,8 +28,10 @@ from typing import Any, cast
 import click
 from tqdm import tqdm
 
+from mainstream.cli.api_client import app_request
 from mainstream.cli.client import (
     DEFAULT_SERVER,
+    PackageSpec,
     echo_json,
     json_option,
     number,
@@ -37,8 +39,8 @@ from mainstream.cli.client import (
     server_option,
     token_option,
 )
-from mainstream.errors import NotFoundError
-from mainstream.problem_files import load_problem
+from mainstream.cli.problem_files import load_problem
+from mainstream.core.errors import NotFoundError
 from scheduler.planner import make_plan
 from scheduler.problem import Objective, Plan
 from scheduler.report import format_plan, format_sweep, html_report, sweep_html_report
@@ -312,8 +314,6 @@ def _dry_run_on_node(
 
 def _app_addition(spec: str) -> dict[str, Any]:
     """NAME[=APP[:VERSION]][@CAMERA], or a JSON object with the fields of `apps add`."""
-    from mainstream.cli.client import PackageSpec
-    from mainstream.client import app_request
 
     if spec.lstrip().startswith("{"):
         try:

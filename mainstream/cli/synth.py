@@ -11,7 +11,9 @@ from typing import Any
 
 import click
 
-from mainstream.errors import InvalidParameterError
+from mainstream.core.errors import InvalidParameterError
+from trainer.datasets import export_video_frames
+from trainer.synth import IMAGE_CLASSES, SynthConfig, generate_image_dataset, generate_video
 
 
 @click.group("synth")
@@ -39,8 +41,6 @@ def _load_config(path: Path | None, overrides: dict[str, Any]) -> Any:
     """A SynthConfig from an optional YAML file, with the options given on the command line."""
     import yaml
     from pydantic import ValidationError
-
-    from trainer.synth import SynthConfig
 
     values: dict[str, Any] = {}
     if path is not None:
@@ -121,7 +121,6 @@ def video(
     as_json: bool,
 ) -> None:
     """Render a labelled video of objects crossing a scene, and its label CSV."""
-    from trainer.synth import generate_video
 
     dimensions = _parse_size(size)
     config = _load_config(
@@ -175,7 +174,6 @@ def video(
 @click.option("--seed", default=0, show_default=True, type=int)
 def images(output: Path, classes: str, per_class: int, size: int, seed: int) -> None:
     """Write an image folder of synthetic object classes (for pretraining a base network)."""
-    from trainer.synth import IMAGE_CLASSES, generate_image_dataset
 
     chosen: int | list[str] = (
         int(classes) if classes.strip().isdigit() else (_parse_list(classes) or [])
@@ -207,7 +205,6 @@ def frames(
     size: int | None,
 ) -> None:
     """Export a labelled video's frames into a class-per-folder image dataset."""
-    from trainer.datasets import export_video_frames
 
     counts = export_video_frames(
         video_path, labels_path, output, positive, frame_step=frame_step, image_size=size

@@ -10,11 +10,20 @@ from pathlib import Path
 
 import click
 
-from mainstream.bases import BASE_NAMES
+from mainstream.core.bases import (
+    BASE_NAMES,
+    BaseConfig,
+    list_registered_bases,
+    save_base,
+    save_weights_atomically,
+)
+from mainstream.core.errors import InvalidParameterError
+from mainstream.node.settings import Settings
+from trainer.pipeline import TrainRequest, train_package
+from trainer.pretrain import load_image_folder, pretrain_base
 
 
 def _default_bases_dir() -> Path:
-    from mainstream.settings import Settings
 
     return Settings().bases_dir
 
@@ -86,8 +95,6 @@ def pretrain(
     A temporary classification head is trained with it and then dropped. Prints the
     registered base's weights fingerprint as the last line of standard output.
     """
-    from mainstream.bases import BaseConfig, save_base, save_weights_atomically
-    from trainer.pretrain import load_image_folder, pretrain_base
 
     config = BaseConfig(name=base_name, input_size=input_size, alpha=alpha, weights=init_weights)
     registry = bases_dir if bases_dir is not None else _default_bases_dir()
@@ -137,7 +144,6 @@ def pretrain(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def list_bases(bases_dir: Path | None, as_json: bool) -> None:
     """List the registered bases."""
-    from mainstream.bases import list_registered_bases
 
     registry = bases_dir if bases_dir is not None else _default_bases_dir()
     infos = list_registered_bases(registry)
@@ -262,9 +268,6 @@ def train(config_file: Path | None, as_json: bool, quiet: bool, **flags: object)
 
     from pydantic import ValidationError
 
-    from mainstream.errors import InvalidParameterError
-    from trainer.pipeline import TrainRequest, train_package
-
     settings = _train_settings(config_file, flags, progress=not quiet)
     try:
         request = TrainRequest.model_validate(settings)
@@ -305,7 +308,6 @@ def _train_settings(
     config_file: Path | None, flags: dict[str, object], progress: bool
 ) -> dict[str, object]:
     """The job's settings: the YAML config (if any), overridden by the flags given."""
-    from mainstream.errors import InvalidParameterError
 
     settings: dict[str, object] = {}
     if config_file is not None:
@@ -336,6 +338,8 @@ def _train_settings(
             settings[field_name] = flags[flag]
     if not progress:
         settings["progress"] = False
+    if settings.get("bases_dir") in (None, ""):
+        settings["bases_dir"] = _default_bases_dir()
     for required, flag in (("data", "--data"), ("positive_class", "--positive-class")):
         if settings.get(required) in (None, ""):
             raise click.UsageError(f"missing {flag} (or `{required}:` in the config file)")

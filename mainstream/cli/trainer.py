@@ -19,7 +19,14 @@ from typing import Any
 
 import click
 
-from mainstream.errors import AuthError, ConflictError, MainstreamError, NotFoundError
+from mainstream.core.errors import (
+    AuthError,
+    ConflictError,
+    InvalidParameterError,
+    MainstreamError,
+    NotFoundError,
+)
+from mainstream.node.settings import default_data_dir
 
 DEFAULT_SERVER = "http://127.0.0.1:8780"
 DEFAULT_WORKER_PORT = 8781
@@ -88,8 +95,7 @@ def worker(
     """Serve training jobs to nodes whose trainer mode is "remote" (until Ctrl-C)."""
     import logging
 
-    from mainstream.settings import default_data_dir
-    from trainer.worker import WorkerConfig, serve_worker
+    from api.trainer_worker import WorkerConfig, serve_worker  # FastAPI loads only to serve
 
     host, port = _parse_listen(listen)
     if not token:
@@ -329,7 +335,6 @@ _BASE_FIELDS = {
 
 
 def _submit_body(spec_file: Path | None, flags: dict[str, Any], deploy: bool) -> dict[str, Any]:
-    from mainstream.errors import InvalidParameterError
 
     body: dict[str, Any] = {}
     if spec_file is not None:

@@ -1,7 +1,7 @@
 """Real, tiny M-Packages for the registry, services and API tests.
 
 One MobileNet (alpha 0.25, 96 px, random weights) is registered as a base with
-`mainstream.bases.save_base`; each app's candidates are real Keras suffixes of it
+`mainstream.core.bases.save_base`; each app's candidates are real Keras suffixes of it
 (`split_model` + global average pooling + a softmax layer), untrained, written with
 `write_package` with the base weights bundled. Import the fixture into a test module:
 
@@ -23,14 +23,14 @@ from typing import Any
 import httpx
 import pytest
 
-from mainstream.manifest import (
+from mainstream.core.manifest import (
     AppInfo,
     CandidateInfo,
     EventStats,
     Manifest,
     TrainingInfo,
 )
-from mainstream.package import candidate_archive_name, sha256_file, write_package
+from mainstream.core.package import candidate_archive_name, sha256_file, write_package
 
 INPUT_SIZE = 96
 ALPHA = 0.25
@@ -75,7 +75,7 @@ def _manifest(
     base_weights: Path | None,
     fingerprint: str | None = None,
 ) -> Manifest:
-    from mainstream.bases import base_info, cut_output_shape, frozen_layer_count
+    from mainstream.core.bases import base_info, cut_output_shape, frozen_layer_count
 
     info = base_info(config, model)
     if fingerprint is not None:
@@ -116,7 +116,7 @@ def _manifest(
 def build_tiny_packages(folder: Path) -> TinyPackages:
     import keras
 
-    from mainstream.bases import BaseConfig, build_base, save_base, split_model
+    from mainstream.core.bases import BaseConfig, build_base, save_base, split_model
 
     keras.utils.set_random_seed(11)
     config = BaseConfig("mobilenet_v1", input_size=INPUT_SIZE, alpha=ALPHA)

@@ -22,8 +22,8 @@ MOVING_APP = "movers"
 def build_moving_package(tiny: TinyPackages, folder: Path) -> Path:
     import keras
 
-    from mainstream.bases import BaseConfig, build_base, cut_output_shape
-    from mainstream.package import candidate_archive_name, write_package
+    from mainstream.core.bases import BaseConfig, build_base, cut_output_shape
+    from mainstream.core.package import candidate_archive_name, write_package
 
     keras.utils.set_random_seed(5)
     config = BaseConfig("mobilenet_v1", input_size=INPUT_SIZE, alpha=ALPHA)

@@ -11,9 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from mainstream.node import Node
-from mainstream.services import create_token
-from mainstream.settings import Settings
+from mainstream.node.node import Node
+from mainstream.node.services import create_token
+from mainstream.node.settings import Settings
 from tests.api.fixtures import (
     TinyPackages,
     bad_packages,

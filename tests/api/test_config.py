@@ -10,7 +10,7 @@ import yaml
 from click.testing import CliRunner
 
 from mainstream.cli.main import cli
-from mainstream.settings import ConfigError, Settings, load_settings, settings_json_schema
+from mainstream.node.settings import ConfigError, Settings, load_settings, settings_json_schema
 
 
 def write(path: Path, document: object) -> Path:

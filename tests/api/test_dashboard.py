@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from api.deps import viewer
 from api.routes import dashboard
-from mainstream.services import Principal
+from mainstream.node.services import Principal
 
 SVG_NAMESPACE = "http://www.w3.org/2000/svg"
 

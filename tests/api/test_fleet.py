@@ -24,8 +24,8 @@ import httpx
 import pytest
 import yaml
 
-from mainstream.errors import ConflictError, NotFoundError
-from mainstream.fleet import PackageTooLargeError, RegistryClient, RegistryUnavailableError
+from mainstream.core.errors import ConflictError, NotFoundError
+from mainstream.node.fleet import PackageTooLargeError, RegistryClient, RegistryUnavailableError
 from tests.api.fixtures import (
     TinyPackages,
     bad_packages,
@@ -307,7 +307,7 @@ def _without_bundled_base(tiny: TinyPackages, folder: Path, app: str) -> Path:
     """The `trains` package renamed to `app`, without its bundled base weights."""
     import zipfile
 
-    from mainstream.package import inspect_package, write_package
+    from mainstream.core.package import inspect_package, write_package
 
     manifest = inspect_package(tiny.trains).manifest
     manifest = manifest.model_copy(
@@ -334,9 +334,9 @@ def test_node_pulls_the_base_a_package_does_not_bundle(
     base; the base comes from the shared registry and is checked against its fingerprint."""
     from pydantic import SecretStr
 
-    from mainstream.node import Node
-    from mainstream.services import Services
-    from mainstream.settings import Settings
+    from mainstream.node.node import Node
+    from mainstream.node.services import Services
+    from mainstream.node.settings import Settings
 
     unbundled = _without_bundled_base(tiny_packages, tmp_path / "unbundled", "trams")
     with fleet.registry.client() as registry:
@@ -351,7 +351,7 @@ def test_node_pulls_the_base_a_package_does_not_bundle(
     )
     node = Node(settings)
     try:
-        result = Services(node).pull_package("trams", "latest")
+        result = Services(node).packages.pull("trams", "latest")
         assert result.created and result.package.version == listed["version"]
         assert result.package.sha256 == listed["sha256"]
         base = node.registry.get_base(tiny_packages.fingerprint)
@@ -365,7 +365,7 @@ def test_node_pulls_the_base_a_package_does_not_bundle(
     alone = Node(Settings(**node_config(tmp_path / "alone", default_camera=None)))
     try:
         with pytest.raises(ConflictError, match="registry_url"):
-            Services(alone).pull_package("trams", "latest")
+            Services(alone).packages.pull("trams", "latest")
     finally:
         alone.stop()
 
@@ -374,8 +374,8 @@ def test_pulled_versions_keep_the_shared_registrys_numbers(
     tiny_packages: TinyPackages, tmp_path: Path
 ) -> None:
     """`add_package(version=...)`: a number names one archive; `latest` is the highest held."""
-    from mainstream.package import inspect_package, sha256_file
-    from mainstream.registry import Registry
+    from mainstream.core.package import inspect_package, sha256_file
+    from mainstream.node.registry import Registry
 
     def stored(registry: Registry, path: Path) -> tuple[Any, str]:
         sha256 = sha256_file(path)

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
 from api.app import create_app
-from mainstream.node import Node
-from mainstream.settings import Settings
+from mainstream.node.node import Node
+from mainstream.node.settings import Settings
 from tests.api.fixtures import node_config
 
 pytestmark = pytest.mark.slow

@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel
 
 from edge_runtime.sinks.settings import MqttSettings
-from mainstream.settings import ENV_PREFIX, Settings, load_settings
+from mainstream.node.settings import ENV_PREFIX, Settings, load_settings
 
 PENDING_SETTINGS: dict[str, type[BaseModel] | None] = {
     "mqtt": MqttSettings,

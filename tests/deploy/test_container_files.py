@@ -274,7 +274,7 @@ def test_dockerignore_keeps_the_context_small_but_complete() -> None:
             for pattern in patterns
         )
 
-    for needed in ("pyproject.toml", "README.md", "mainstream/settings.py", "api/__init__.py"):
+    for needed in ("pyproject.toml", "README.md", "mainstream/node/settings.py", "api/__init__.py"):
         assert not ignored(needed), f".dockerignore drops {needed}, which the image needs"
     for unwanted in (".git", "tests/deploy/test_kubernetes.py", "deploy/mainstream.env"):
         assert ignored(unwanted), f".dockerignore should drop {unwanted}"

@@ -27,7 +27,7 @@ from tests.edge_runtime.test_dag import CONFIG, calibrated_base, head_at
 
 cv2 = pytest.importorskip("cv2")
 keras = pytest.importorskip("keras")
-bases = pytest.importorskip("mainstream.bases")
+bases = pytest.importorskip("mainstream.core.bases")
 
 
 class CountingCompiler:

@@ -23,8 +23,8 @@ from edge_runtime.camera import (
     StateChange,
     backoff_delay,
 )
-from edge_runtime.sources import Frame
-from mainstream.errors import ConflictError, InvalidParameterError, NotFoundError
+from edge_runtime.source_types import Frame
+from mainstream.core.errors import ConflictError, InvalidParameterError, NotFoundError
 from tests.edge_runtime.servers import (
     MjpegServer,
     RtspServer,

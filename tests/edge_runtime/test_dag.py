@@ -15,10 +15,10 @@ from edge_runtime.dag import (
     segment_model,
 )
 from edge_runtime.engines import compile_model
-from mainstream.errors import ModelError
+from mainstream.core.errors import ModelError
 
 keras = pytest.importorskip("keras")
-bases = pytest.importorskip("mainstream.bases")
+bases = pytest.importorskip("mainstream.core.bases")
 
 CONFIG = bases.BaseConfig("mobilenet_v1", input_size=96, alpha=0.25)
 

@@ -8,7 +8,7 @@ from edge_runtime.dag import segment_model
 from edge_runtime.deployer import segment_fusion
 
 keras = pytest.importorskip("keras")
-bases = pytest.importorskip("mainstream.bases")
+bases = pytest.importorskip("mainstream.core.bases")
 
 CONFIG = bases.BaseConfig("mobilenet_v1", input_size=96, alpha=0.25)
 

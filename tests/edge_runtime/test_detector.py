@@ -1,7 +1,7 @@
 import pytest
 
 from edge_runtime.detector import DetectorConfig, EventDetector, Transition
-from mainstream.errors import InvalidParameterError
+from mainstream.core.errors import InvalidParameterError
 
 
 def feed(

@@ -12,10 +12,10 @@ from edge_runtime.engines import (
     effective_precision,
     openvino_available,
 )
-from mainstream.errors import ModelError
+from mainstream.core.errors import ModelError
 
 keras = pytest.importorskip("keras")
-bases = pytest.importorskip("mainstream.bases")
+bases = pytest.importorskip("mainstream.core.bases")
 
 CONFIG = bases.BaseConfig("mobilenet_v1", input_size=96, alpha=0.25)
 

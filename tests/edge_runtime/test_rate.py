@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge_runtime.rate import RateAccumulator
-from mainstream.errors import InvalidParameterError
+from mainstream.core.errors import InvalidParameterError
 from scheduler.problem import DEFAULT_FPS_OPTIONS
 
 

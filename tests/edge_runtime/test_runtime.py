@@ -15,11 +15,11 @@ from edge_runtime.detector import DetectorConfig, EventChange, Transition
 from edge_runtime.engines import compile_model
 from edge_runtime.event_store import EventQuery, EventStore
 from edge_runtime.runtime import CameraDeployment, EdgeRuntime
-from edge_runtime.sources import Frame
+from edge_runtime.source_types import Frame
 
 cv2 = pytest.importorskip("cv2")
 keras = pytest.importorskip("keras")
-bases = pytest.importorskip("mainstream.bases")
+bases = pytest.importorskip("mainstream.core.bases")
 
 CONFIG = bases.BaseConfig("mobilenet_v1", input_size=96, alpha=0.25)
 BRIGHT_SPANS = [(10, 19), (40, 49)]  # frames (inclusive) in which the scene lights up

@@ -10,23 +10,21 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_runtime.sources import (
+from edge_runtime.source_types import (
     FileSourceConfig,
     Frame,
     HttpSourceConfig,
-    Pacer,
     PermanentSourceError,
     RtspSourceConfig,
     SyntheticSourceConfig,
     UsbSourceConfig,
     encode_jpeg,
-    iter_frames,
-    open_source,
     parse_source_url,
     redact_url,
 )
+from edge_runtime.sources import Pacer, iter_frames, open_source
 from edge_runtime.synthetic_source import SyntheticScene
-from mainstream.errors import InvalidParameterError, SourceError
+from mainstream.core.errors import InvalidParameterError, SourceError
 from tests.edge_runtime.servers import (
     MjpegServer,
     RtspServer,

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from mainstream.bases import (
+from mainstream.core.bases import (
     INPUT_CUT,
     BaseConfig,
     base_info,
@@ -33,7 +33,7 @@ from mainstream.bases import (
     spread_cut_points,
     weights_fingerprint,
 )
-from mainstream.errors import InvalidParameterError, ModelError, NotFoundError
+from mainstream.core.errors import InvalidParameterError, ModelError, NotFoundError
 
 TINY = BaseConfig("mobilenet_v1", input_size=96, alpha=0.25)
 
@@ -101,7 +101,7 @@ def test_config_messages_say_what_is_allowed() -> None:
 
 def test_module_imports_without_tensorflow() -> None:
     code = (
-        "import sys, mainstream.bases, mainstream.cli.train, trainer.pretrain\n"
+        "import sys, mainstream.core.bases, mainstream.cli.train, trainer.pretrain\n"
         "heavy = {'tensorflow', 'keras', 'cv2'} & set(sys.modules)\n"
         "assert not heavy, heavy\n"
     )

@@ -18,9 +18,9 @@ import pytest
 import yaml
 
 from mainstream.cli.main import main
-from mainstream.registry import Registry
-from mainstream.services import create_token
-from mainstream.settings import load_settings
+from mainstream.node.registry import Registry
+from mainstream.node.services import create_token
+from mainstream.node.settings import load_settings
 from tests.api.fixtures import (
     Daemon,
     TinyPackages,

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from mainstream.cli.main import main
-from mainstream.errors import InfeasibleError
+from mainstream.core.errors import InfeasibleError
 from scheduler.problem import Plan, Problem
 from scheduler.sweep import SweepResult
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mainstream.demo import derived_budget, free_port, quiet_time_for
-from mainstream.errors import InvalidParameterError
+from mainstream.cli.demo_run import derived_budget, free_port, quiet_time_for
+from mainstream.core.errors import InvalidParameterError
 from scheduler.problem import CutPoint, Profile
 
 DEMO_SECONDS = 60
@@ -141,7 +141,7 @@ def test_demo_trains_serves_streams_and_summarises(tmp_path: Path) -> None:
     (registered,) = json.loads(listed.stdout)
     short = registered["weights_fingerprint"][:12]
     assert f"mainstream train --weights {short}" in text
-    from mainstream.bases import resolve_fingerprint
+    from mainstream.core.bases import resolve_fingerprint
 
     assert resolve_fingerprint(short, user_data / "bases") == registered["weights_fingerprint"]
 

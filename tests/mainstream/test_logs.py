@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mainstream.logs import JsonFormatter, configure_logging
+from mainstream.core.logs import JsonFormatter, configure_logging
 
 
 @pytest.fixture

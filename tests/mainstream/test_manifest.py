@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mainstream.manifest import (
+from mainstream.core.manifest import (
     AppInfo,
     BaseModelInfo,
     CandidateInfo,

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import mainstream.package as package_module
+import mainstream.core.package as package_module
 from mainstream.cli.package import package as package_cli
-from mainstream.errors import InvalidParameterError, PackageError, WeakCandidatesError
-from mainstream.manifest import (
+from mainstream.core.errors import InvalidParameterError, PackageError, WeakCandidatesError
+from mainstream.core.manifest import (
     AppInfo,
     BaseModelInfo,
     CandidateInfo,
@@ -28,7 +28,7 @@ from mainstream.manifest import (
     Manifest,
     TrainingInfo,
 )
-from mainstream.package import (
+from mainstream.core.package import (
     PackageLimits,
     candidate_archive_name,
     inspect_package,

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from mainstream.cli.main import cli
-from mainstream.settings_reference import README_BEGIN, README_END, config_reference_markdown
+from mainstream.node.settings_reference import README_BEGIN, README_END, config_reference_markdown
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 
 from edge_runtime.camera import CameraConfig
-from mainstream.errors import ConflictError, InvalidParameterError, NotFoundError
-from mainstream.manifest import (
+from mainstream.core.errors import ConflictError, InvalidParameterError, NotFoundError
+from mainstream.core.manifest import (
     AppInfo,
     BaseModelInfo,
     CandidateInfo,
     EventStats,
     Manifest,
 )
-from mainstream.registry import (
+from mainstream.node.registry import (
     SCHEMA_VERSION,
     AppRecord,
     Registry,

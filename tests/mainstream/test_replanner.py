@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mainstream.replanner import (
+from mainstream.node.replanner import (
     NodeMeasurement,
     ReplanConfig,
     ReplanState,
@@ -165,7 +165,7 @@ def test_a_profile_ten_times_too_cheap_is_corrected_to_reality() -> None:
 
 def test_a_nodes_first_calls_never_count_as_cost() -> None:
     from edge_runtime.dag import NodeTiming
-    from mainstream.replanner import _Sample, _Snapshot, _window
+    from mainstream.node.replanner import _Sample, _Snapshot, _window
 
     warm, cold = NodeTiming(), NodeTiming()
     warm.add(5.0, 1)

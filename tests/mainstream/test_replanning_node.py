@@ -12,9 +12,9 @@ import pytest
 
 from edge_runtime.detector import EventRecord
 from edge_runtime.event_store import EventQuery
-from mainstream.node import Node
-from mainstream.services import AppCreate, Services
-from mainstream.settings import Settings
+from mainstream.node.node import Node
+from mainstream.node.services import AppCreate, Services
+from mainstream.node.settings import Settings
 from scheduler.planner import evaluate_assignment, make_plan
 from scheduler.problem import CutPoint, Profile
 from tests.api.fixtures import (
@@ -58,8 +58,8 @@ def test_an_overloaded_node_replans_with_the_measured_profile(
     try:
         services = Services(node)
         for app in APPS:
-            services.upload_package(getattr(tiny_packages, app))
-            services.create_app(
+            services.packages.upload(getattr(tiny_packages, app))
+            services.apps.create(
                 AppCreate(name=app, threshold=0.0, quiet_time_s=600.0, x_vote="auto")
             )
         record = node.registry.current_plan()
@@ -106,13 +106,15 @@ def test_an_overloaded_node_replans_with_the_measured_profile(
         assert wait_for(lambda: len(new_events()) == 1, 60)
         (opened,) = new_events()
 
-        assert wait_for(lambda: node.replanner.replans >= 1, 120), node.stats()["replans"]
+        assert wait_for(lambda: node.replanner.replans >= 1, 120), Services(node).health.stats()[
+            "replans"
+        ]
         replanned = node.plan_in_force
         assert replanned is not None and replanned.plan is not None
         assert replanned.problem is not None and replanned.id != first.id
         assert replanned.reason.startswith("over budget: measured ")
         assert f"> budget {budget:g}" in replanned.reason
-        stats = node.stats()["replans"]
+        stats = Services(node).health.stats()["replans"]
         assert stats["count"] == 1 and stats["last_reason"] == replanned.reason
 
         # The corrected profile is stored and much dearer than the one the first plan used.

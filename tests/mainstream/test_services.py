@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from mainstream.bases import load_registered_base
-from mainstream.errors import (
+from mainstream.core.bases import load_registered_base
+from mainstream.core.errors import (
     AuthError,
     ConflictError,
     ForbiddenError,
@@ -21,8 +21,8 @@ from mainstream.errors import (
     PackageError,
     WeakCandidatesError,
 )
-from mainstream.node import Node, NotReadyError
-from mainstream.services import (
+from mainstream.node.node import Node, NotReadyError
+from mainstream.node.services import (
     AppCreate,
     AppUpdate,
     CameraCreate,
@@ -34,7 +34,7 @@ from mainstream.services import (
     require_role,
     verify_token,
 )
-from mainstream.settings import Settings
+from mainstream.node.settings import Settings
 from scheduler.problem import Profile
 from tests.api.fixtures import (
     CUTS,
@@ -56,8 +56,8 @@ def measured_profile(
     node = start_node(tmp_path_factory.mktemp("profile-node"), tiny_packages)
     try:
         services = Services(node)
-        services.upload_package(tiny_packages.trains)
-        services.create_app(AppCreate(name="trains"))
+        services.packages.upload(tiny_packages.trains)
+        services.apps.create(AppCreate(name="trains"))
         profile = node.registry.get_profile(
             f"mobilenet_v1@{tiny_packages.fingerprint[:12]}", "keras"
         )
@@ -122,17 +122,17 @@ def snapshot(node: Node) -> dict[str, Any]:
 
 def test_an_upload_is_stored_once_and_versioned(node: Node, tiny_packages: TinyPackages) -> None:
     services = Services(node)
-    first = services.upload_package(tiny_packages.trains)
+    first = services.packages.upload(tiny_packages.trains)
     assert first.created and (first.package.app, first.package.version) == ("trains", 1)
     assert node.registry.blobs.path(first.package.sha256).is_file()
     assert node.registry.get_base(tiny_packages.fingerprint) is not None
 
-    again = services.upload_package(tiny_packages.trains.read_bytes())
+    again = services.packages.upload(tiny_packages.trains.read_bytes())
     assert not again.created and again.package.sha256 == first.package.sha256
 
-    second = services.upload_package(tiny_packages.trains_v2)
+    second = services.packages.upload(tiny_packages.trains_v2)
     assert second.package.version == 2 and second.package.latest
-    summaries = services.list_packages("trains")
+    summaries = services.packages.list_all("trains")
     assert [(s.version, s.latest) for s in summaries] == [(1, False), (2, True)]
     assert summaries[0].cut_points == list(CUTS)
 
@@ -143,17 +143,17 @@ def test_bad_uploads_are_refused_and_change_nothing(
     tmp_path: Path,
 ) -> None:
     services = Services(node)
-    services.upload_package(tiny_packages.buses)
+    services.packages.upload(tiny_packages.buses)
     before = snapshot(node)
     for name, (path, reason) in bad_packages(tiny_packages, tmp_path / "bad").items():
         with pytest.raises(PackageError, match=reason):
-            services.upload_package(path)
+            services.packages.upload(path)
         assert snapshot(node) == before, name
     with pytest.raises(PackageError, match="empty"):
-        services.upload_package(b"")
+        services.packages.upload(b"")
     node.settings.api.max_upload_bytes = 1000
     with pytest.raises(TooLargeError, match="accepts 1000"):
-        services.upload_package(tiny_packages.trains)
+        services.packages.upload(tiny_packages.trains)
     assert snapshot(node) == before
 
 
@@ -161,10 +161,10 @@ def test_a_weak_package_is_refused_unless_forced(node: Node, tiny_packages: Tiny
     services = Services(node)
     before = snapshot(node)
     with pytest.raises(WeakCandidatesError, match=f"{CUTS[-1]}: recall 0") as refused:
-        services.upload_package(tiny_packages.weak)
+        services.packages.upload(tiny_packages.weak)
     assert "upload with force" in str(refused.value)
     assert snapshot(node) == before
-    forced = services.upload_package(tiny_packages.weak, force=True)
+    forced = services.packages.upload(tiny_packages.weak, force=True)
     assert forced.created and forced.package.app == "vans"
 
 
@@ -176,7 +176,7 @@ def test_a_bundled_base_is_checked_and_registered(
     node = start_node(tmp_path / "fresh", tiny_packages, measured_profile, register_base=False)
     try:
         assert node.registry.list_bases() == []
-        Services(node).upload_package(tiny_packages.trains)
+        Services(node).packages.upload(tiny_packages.trains)
         base = node.registry.get_base(tiny_packages.fingerprint)
         assert base is not None and base.info.name == "mobilenet_v1"
         # the stored weights rebuild a base with the very fingerprint (checked on load)
@@ -187,17 +187,17 @@ def test_a_bundled_base_is_checked_and_registered(
 
 def test_a_package_in_use_cannot_be_deleted(node: Node, tiny_packages: TinyPackages) -> None:
     services = Services(node)
-    sha = services.upload_package(tiny_packages.trains).package.sha256
-    services.create_app(AppCreate(name="trains"))
+    sha = services.packages.upload(tiny_packages.trains).package.sha256
+    services.apps.create(AppCreate(name="trains"))
     with pytest.raises(ConflictError, match="used by app"):
-        services.delete_package("trains", 1)
+        services.packages.delete("trains", 1)
     assert node.registry.blobs.exists(sha)
-    services.delete_app("trains")
-    services.delete_package("trains", "latest")
+    services.apps.delete("trains")
+    services.packages.delete("trains", "latest")
     assert not node.registry.blobs.exists(sha)
     assert not (node.settings.cache_dir / "packages" / sha).exists()
     with pytest.raises(NotFoundError):
-        services.get_package("trains", 1)
+        services.packages.get("trains", 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,36 +209,36 @@ def test_registering_apps_replans_and_deploys_without_restarting_the_camera(
     tiny_packages: TinyPackages,
 ) -> None:
     services = Services(node)
-    services.upload_package(tiny_packages.trains)
-    services.upload_package(tiny_packages.buses)
+    services.packages.upload(tiny_packages.trains)
+    services.packages.upload(tiny_packages.buses)
     camera = node.cameras.get("synthetic")
-    empty = services.schedule()
+    empty = services.schedule.current()
     assert empty.status == "empty"
 
-    trains = services.create_app(AppCreate(name="trains", threshold=0.0))
+    trains = services.apps.create(AppCreate(name="trains", threshold=0.0))
     assert trains.planned is not None and trains.planned.name == "trains"
-    one = services.schedule()
+    one = services.schedule.current()
     assert one.status == "ok" and one.plan is not None and one.id != empty.id
     assert set(one.plan.baselines) == {"max_sharing", "no_sharing"}
     assert node.runtime.deployment("synthetic") is not None
 
-    services.create_app(AppCreate(name="buses", x_vote="auto"))
-    two = services.schedule()
+    services.apps.create(AppCreate(name="buses", x_vote="auto"))
+    two = services.schedule.current()
     assert two.plan is not None and {app.name for app in two.plan.apps} == {"trains", "buses"}
     deployment = node.runtime.deployment("synthetic")
     assert deployment is not None and set(deployment.detectors) == {"trains", "buses"}
     assert node.cameras.get("synthetic") is camera  # the same camera kept streaming
 
     # threshold 0: every analysed frame fires, so the app opens an event
-    assert wait_for(lambda: services.events(app="trains").items != [], timeout=30)
-    event = services.events(app="trains").items[0]
-    assert event.open and services.event_snapshot(event.id)[:2] == b"\xff\xd8"
-    assert services.schedule().measured is not None
+    assert wait_for(lambda: services.events.list_all(app="trains").items != [], timeout=30)
+    event = services.events.list_all(app="trains").items[0]
+    assert event.open and services.events.snapshot(event.id)[:2] == b"\xff\xd8"
+    assert services.schedule.current().measured is not None
 
     with pytest.raises(ConflictError, match="already exists"):
-        services.create_app(AppCreate(name="trains"))
+        services.apps.create(AppCreate(name="trains"))
     with pytest.raises(NotFoundError, match="upload it first"):
-        services.create_app(AppCreate(name="trams"))
+        services.apps.create(AppCreate(name="trams"))
 
 
 def test_an_app_that_does_not_fit_is_refused_and_nothing_changes(
@@ -251,10 +251,10 @@ def test_an_app_that_does_not_fit_is_refused_and_nothing_changes(
     )
     try:
         services = Services(node)
-        services.upload_package(tiny_packages.trains)
+        services.packages.upload(tiny_packages.trains)
         plan_before = node.registry.current_plan()
         with pytest.raises(InfeasibleError):
-            services.create_app(AppCreate(name="trains"))
+            services.apps.create(AppCreate(name="trains"))
         assert node.registry.list_apps() == []
         assert node.registry.current_plan() == plan_before
         assert node.runtime.deployment("synthetic") is None
@@ -264,24 +264,26 @@ def test_an_app_that_does_not_fit_is_refused_and_nothing_changes(
 
 def test_a_dry_run_plans_without_deploying(node: Node, tiny_packages: TinyPackages) -> None:
     services = Services(node)
-    services.upload_package(tiny_packages.trains)
-    services.upload_package(tiny_packages.buses)
-    services.create_app(AppCreate(name="trains"))
-    in_force = services.schedule()
+    services.packages.upload(tiny_packages.trains)
+    services.packages.upload(tiny_packages.buses)
+    services.apps.create(AppCreate(name="trains"))
+    in_force = services.schedule.current()
 
-    both = services.dry_run(DryRunRequest(add_apps=[AppCreate(name="buses")]))
+    both = services.schedule.dry_run(DryRunRequest(add_apps=[AppCreate(name="buses")]))
     assert both.plan is not None and {a.name for a in both.plan.apps} == {"trains", "buses"}
     assert both.plan.baselines["no_sharing"].value <= both.plan.value + 1e-9
     assert both.current_value == pytest.approx(in_force.plan.value if in_force.plan else -1)
 
     tight_budget = both.plan.total_cost / 2
-    tight = services.dry_run(DryRunRequest(add_apps=[AppCreate(name="buses")], budget=tight_budget))
+    tight = services.schedule.dry_run(
+        DryRunRequest(add_apps=[AppCreate(name="buses")], budget=tight_budget)
+    )
     assert tight.plan is not None and tight.plan.total_cost <= tight_budget
     with pytest.raises(InfeasibleError):
-        services.dry_run(DryRunRequest(budget=1e-6))
-    assert services.dry_run(DryRunRequest(remove_apps=["trains"])).status == "empty"
+        services.schedule.dry_run(DryRunRequest(budget=1e-6))
+    assert services.schedule.dry_run(DryRunRequest(remove_apps=["trains"])).status == "empty"
 
-    assert services.schedule().id == in_force.id
+    assert services.schedule.current().id == in_force.id
     assert [app.name for app in node.registry.list_apps()] == ["trains"]
     deployment = node.runtime.deployment("synthetic")
     assert deployment is not None and set(deployment.detectors) == {"trains"}
@@ -291,22 +293,22 @@ def test_changing_and_disabling_an_app_redeploys_it(
     node: Node, tiny_packages: TinyPackages
 ) -> None:
     services = Services(node)
-    services.upload_package(tiny_packages.trains)
-    services.create_app(AppCreate(name="trains"))
+    services.packages.upload(tiny_packages.trains)
+    services.apps.create(AppCreate(name="trains"))
     deployments = node.runtime.stats().deployments
 
-    changed = services.update_app("trains", AppUpdate(threshold=0.9, quiet_time_s=0.5))
+    changed = services.apps.update("trains", AppUpdate(threshold=0.9, quiet_time_s=0.5))
     assert (changed.app.threshold, changed.app.quiet_time_s) == (0.9, 0.5)
     deployment = node.runtime.deployment("synthetic")
     assert deployment is not None and deployment.detectors["trains"].threshold == 0.9
     assert node.runtime.stats().deployments > deployments
 
-    services.upload_package(tiny_packages.trains_v2)
-    assert services.update_app("trains", AppUpdate(version="latest")).app.package_version == 2
+    services.packages.upload(tiny_packages.trains_v2)
+    assert services.apps.update("trains", AppUpdate(version="latest")).app.package_version == 2
 
-    services.update_app("trains", AppUpdate(enabled=False))
+    services.apps.update("trains", AppUpdate(enabled=False))
     assert node.runtime.deployment("synthetic") is None
-    assert services.schedule().status == "empty"
+    assert services.schedule.current().status == "empty"
 
 
 def test_periodic_event_updates_reach_every_deployed_detector(
@@ -320,9 +322,9 @@ def test_periodic_event_updates_reach_every_deployed_detector(
     )
     try:
         services = Services(node)
-        services.upload_package(tiny_packages.trains)
-        services.create_app(AppCreate(name="trains"))
-        services.update_app("trains", AppUpdate(threshold=0.9))  # new detectors, same DAG
+        services.packages.upload(tiny_packages.trains)
+        services.apps.create(AppCreate(name="trains"))
+        services.apps.update("trains", AppUpdate(threshold=0.9))  # new detectors, same DAG
         deployment = node.runtime.deployment("synthetic")
         assert deployment is not None
         detector = deployment.detectors["trains"]
@@ -336,32 +338,32 @@ def test_cameras_can_be_added_changed_and_removed_live(
     tiny_packages: TinyPackages,
 ) -> None:
     services = Services(node)
-    services.upload_package(tiny_packages.trains)
-    services.create_camera(CameraCreate(id="yard", url="synthetic://?fps=10&size=64x48&seed=3"))
+    services.packages.upload(tiny_packages.trains)
+    services.cameras.create(CameraCreate(id="yard", url="synthetic://?fps=10&size=64x48&seed=3"))
 
     def has_frame() -> bool:
         try:
-            return services.latest_jpeg("yard")[:2] == b"\xff\xd8"
+            return services.cameras.latest_jpeg("yard")[:2] == b"\xff\xd8"
         except NotReadyError:
             return False
 
     assert wait_for(has_frame)
-    services.create_app(AppCreate(name="trains", camera="yard"))
+    services.apps.create(AppCreate(name="trains", camera="yard"))
     assert node.runtime.deployment("yard") is not None
     assert node.runtime.deployment("synthetic") is None
-    assert services.get_camera("yard").apps == ["trains"]
+    assert services.cameras.get("yard").apps == ["trains"]
 
     with pytest.raises(ConflictError, match="used by app"):
-        services.delete_camera("yard")
+        services.cameras.delete("yard")
     with pytest.raises(InvalidRequestError, match="url"):
-        services.update_camera("yard", {"url": "nonsense://x"})
-    assert services.get_camera("yard").camera.config.url.startswith("synthetic://")
+        services.cameras.update("yard", {"url": "nonsense://x"})
+    assert services.cameras.get("yard").camera.config.url.startswith("synthetic://")
 
-    services.update_app("trains", AppUpdate(camera="synthetic"))
-    services.update_camera("yard", {"enabled": False})
+    services.apps.update("trains", AppUpdate(camera="synthetic"))
+    services.cameras.update("yard", {"enabled": False})
     assert "yard" not in node.cameras
-    services.delete_camera("yard")
-    assert [view.camera.id for view in services.list_cameras()] == ["synthetic"]
+    services.cameras.delete("yard")
+    assert [view.camera.id for view in services.cameras.list_all()] == ["synthetic"]
 
 
 def test_a_restarted_node_keeps_its_state_and_closes_open_events(
@@ -372,22 +374,22 @@ def test_a_restarted_node_keeps_its_state_and_closes_open_events(
     data = tmp_path / "restart"
     node = start_node(data, tiny_packages, measured_profile)
     services = Services(node)
-    services.upload_package(tiny_packages.trains)
-    services.create_app(AppCreate(name="trains", threshold=0.0, quiet_time_s=60))
-    _, secret = services.create_token("viewer", "dashboard")
-    plan_id = services.schedule().id
-    assert wait_for(lambda: services.events().items != [], timeout=30)
+    services.packages.upload(tiny_packages.trains)
+    services.apps.create(AppCreate(name="trains", threshold=0.0, quiet_time_s=60))
+    _, secret = services.tokens.create("viewer", "dashboard")
+    plan_id = services.schedule.current().id
+    assert wait_for(lambda: services.events.list_all().items != [], timeout=30)
     node.stop()
 
     again = start_node(data, tiny_packages)
     try:
         services = Services(again)
-        events = services.events().items
+        events = services.events.list_all().items
         assert events and all(not event.open for event in events)
-        assert [app.app.name for app in services.list_apps()] == ["trains"]
-        assert services.schedule().id == plan_id  # same problem: the stored plan is reused
+        assert [app.app.name for app in services.apps.list_all()] == ["trains"]
+        assert services.schedule.current().id == plan_id  # same problem: the stored plan is reused
         assert again.runtime.deployment("synthetic") is not None
-        assert services.verify_token(f"Bearer {secret}").role == "viewer"
+        assert services.tokens.verify(f"Bearer {secret}").role == "viewer"
     finally:
         again.stop()
 
@@ -398,17 +400,17 @@ def test_a_restarted_node_keeps_its_state_and_closes_open_events(
 
 def test_tokens_have_roles(node: Node) -> None:
     services = Services(node)
-    _, admin_secret = services.create_token("admin", "ops")
-    _, viewer_secret = services.create_token("viewer")
-    admin = services.verify_token(f"Bearer {admin_secret}")
-    viewer = services.verify_token(f"bearer {viewer_secret}")
+    _, admin_secret = services.tokens.create("admin", "ops")
+    _, viewer_secret = services.tokens.create("viewer")
+    admin = services.tokens.verify(f"Bearer {admin_secret}")
+    viewer = services.tokens.verify(f"bearer {viewer_secret}")
     assert (admin.name, admin.role, viewer.role) == ("ops", "admin", "viewer")
     require_role(admin, "admin")
     with pytest.raises(ForbiddenError, match="viewer token"):
         require_role(viewer, "admin")
     for header in (None, "", "Bearer", "Basic abc", f"Bearer {admin_secret}x"):
         with pytest.raises(AuthError):
-            services.verify_token(header)
+            services.tokens.verify(header)
     principal = verify_token(node.registry, "Bearer from-env", admin_secret="from-env")
     assert principal.role == "admin"
 
@@ -440,12 +442,12 @@ def test_a_profile_measured_in_one_precision_is_not_used_for_another(
         with node.registry.transaction() as transaction:
             transaction.save_profile(stored_f32.base_model, "openvino", stored_f32)
         services = Services(node)
-        services.upload_package(tiny_packages.trains)
-        services.create_app(AppCreate(name="trains"))
+        services.packages.upload(tiny_packages.trains)
+        services.apps.create(AppCreate(name="trains"))
         assert node.plan_in_force is not None and node.plan_in_force.status == "ok"
         profile = node.registry.get_profile(stored_f32.base_model, "openvino")
         assert profile is not None and (profile.model_extra or {})["precision"] == "bf16"
         assert profile.measured_at != stored_f32.measured_at  # type: ignore[attr-defined]
-        assert node.stats()["precision"] == "bf16"
+        assert Services(node).health.stats()["precision"] == "bf16"
     finally:
         node.stop()

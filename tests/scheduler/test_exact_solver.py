@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mainstream.errors import InfeasibleError
+from mainstream.core.errors import InfeasibleError
 from scheduler.options import build_option_tables
 from scheduler.planner import make_plan
 from scheduler.problem import Problem

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from mainstream.errors import InfeasibleError, InvalidParameterError
+from mainstream.core.errors import InfeasibleError, InvalidParameterError
 from scheduler.cost_model import Placement, fits, schedule_cost
 from scheduler.event_model import EventParams, event_quality
 from scheduler.greedy import UpgradeCosts, solve_greedy

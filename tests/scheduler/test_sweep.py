@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from mainstream.errors import InvalidParameterError
+from mainstream.core.errors import InvalidParameterError
 from scheduler.planner import make_plan
 from scheduler.problem import Problem
 from scheduler.sweep import (

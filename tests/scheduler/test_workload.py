@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from mainstream.errors import InvalidParameterError
+from mainstream.core.errors import InvalidParameterError
 from scheduler.problem import Problem
 from scheduler.workload import (
     CORRELATION_RANGE,

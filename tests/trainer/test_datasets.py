@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mainstream.errors import InvalidParameterError, SourceError
+from mainstream.core.errors import InvalidParameterError, SourceError
 from trainer.datasets import (
     FrameDataset,
     LabelledVideo,

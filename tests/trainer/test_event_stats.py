@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mainstream.errors import InvalidParameterError
+from mainstream.core.errors import InvalidParameterError
 from scheduler.event_model import detection_probability, samples_per_window
 from trainer.event_stats import (
     EventInterval,

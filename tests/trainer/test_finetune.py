@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mainstream.bases import (
+from mainstream.core.bases import (
     BaseConfig,
     calibrated_base,
     cut_output_shape,
@@ -11,7 +11,7 @@ from mainstream.bases import (
     split_model,
     weights_fingerprint,
 )
-from mainstream.errors import InvalidParameterError
+from mainstream.core.errors import InvalidParameterError
 from trainer.datasets import FrameDataset
 from trainer.finetune import (
     FinetuneOptions,
@@ -277,7 +277,7 @@ def test_bad_requests_are_refused(base) -> None:
         finetune_candidates(base, CONFIG, CUTS, data, data, "bus", options())
     with pytest.raises(InvalidParameterError, match="freeze_points"):
         finetune_candidates(base, CONFIG, ["conv_pw_13_relu"] * 2, data, data, "event", options())
-    from mainstream.errors import ModelError
+    from mainstream.core.errors import ModelError
 
     with pytest.raises(ModelError, match="no_such_layer"):
         finetune_candidates(base, CONFIG, ["no_such_layer"], data, data, "event", options())

@@ -5,16 +5,16 @@ import numpy as np
 import pytest
 import yaml
 
-from mainstream.bases import (
+from mainstream.cli.main import main
+from mainstream.core.bases import (
     BaseConfig,
     build_base,
     save_base,
     save_weights_atomically,
     weights_fingerprint,
 )
-from mainstream.cli.main import main
-from mainstream.errors import InvalidParameterError
-from mainstream.package import read_package, verify_package
+from mainstream.core.errors import InvalidParameterError
+from mainstream.core.package import read_package, verify_package
 from trainer.pipeline import BaseRequest, TrainRequest, default_freeze_points, train_package
 from trainer.synth import SynthConfig, generate_image_dataset, generate_video
 
@@ -31,7 +31,7 @@ def base_model(workspace: Path):
     """A random base with BatchNorm statistics fitted to noise (a stand-in for a pretrained one)."""
     import keras
 
-    from mainstream.bases import calibrated_base
+    from mainstream.core.bases import calibrated_base
 
     keras.utils.set_random_seed(0)
     noise = np.random.default_rng(0).integers(0, 256, (32, 96, 96, 3)).astype(np.uint8)
@@ -235,16 +235,16 @@ def test_registered_base_image_folder_and_selective_backprop(
 def test_interrupted_job_leaves_no_package(
     workspace: Path, image_folder: Path, base_weights: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import trainer.finetune
+    import trainer.pipeline
 
     saved = []
-    real_save = trainer.finetune.save_candidate
+    real_save = trainer.pipeline.save_candidate
 
     def save_then_interrupt(model, path):
         saved.append(real_save(model, path))
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(trainer.finetune, "save_candidate", save_then_interrupt)
+    monkeypatch.setattr(trainer.pipeline, "save_candidate", save_then_interrupt)
     output = workspace / "interrupted" / "app.mpkg"
     request = TrainRequest(
         data=image_folder,

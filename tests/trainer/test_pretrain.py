@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from mainstream.bases import (
+from mainstream.cli.main import cli
+from mainstream.core.bases import (
     BaseConfig,
     build_base,
     list_registered_bases,
     load_registered_base,
     weights_fingerprint,
 )
-from mainstream.cli.main import cli
-from mainstream.errors import InvalidParameterError
+from mainstream.core.errors import InvalidParameterError
 from trainer.pretrain import ImageFolder, load_image_folder, split_train_validation
 
 SHAPES = ("circle", "square", "triangle")

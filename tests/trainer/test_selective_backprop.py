@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import percentileofscore
 
-from mainstream.errors import InvalidParameterError
+from mainstream.core.errors import InvalidParameterError
 from trainer.selective_backprop import (
     ArraySource,
     ExampleSelector,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mainstream.cli.main import main
-from mainstream.errors import InvalidParameterError
+from mainstream.core.errors import InvalidParameterError
 from trainer.datasets import read_event_csv
 from trainer.synth import (
     IMAGE_CLASSES,

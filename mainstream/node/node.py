@@ -10,7 +10,7 @@ change that cannot be carried out leaves everything as it was:
 3. :meth:`Node.apply` swaps the new deployments into the running runtime and starts or stops
    cameras. Cameras keep streaming and apps that stay keep their open events.
 
-:class:`mainstream.services.Services` drives these steps under :meth:`Node.changes`, which
+:class:`mainstream.node.services.Services` drives these steps under :meth:`Node.changes`, which
 serialises changes. TensorFlow is imported only when a model is built or a profile measured.
 """
 
@@ -25,7 +25,7 @@ import resource
 import shutil
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -37,32 +37,32 @@ from edge_runtime.deployer import (
     DeployedApp,
     build_deployments,
     problem_for,
-    profile_key,
 )
 from edge_runtime.detector import EventChange
-from edge_runtime.engines import effective_precision
+from edge_runtime.engines import EngineOptions, configure_tensorflow_threads
 from edge_runtime.event_store import EventStore
 from edge_runtime.live import LiveHub
+from edge_runtime.profiler import default_budget
 from edge_runtime.runtime import CameraDeployment, EdgeRuntime
 from edge_runtime.sinks import SinkFanOut, build_sinks
-from edge_runtime.sources import SyntheticSourceConfig, encode_jpeg
-from mainstream import __version__
-from mainstream.errors import InfeasibleError, MainstreamError, ModelError, NotFoundError
-from mainstream.manifest import Manifest
-from mainstream.package import Package, read_package
-from mainstream.registry import (
+from edge_runtime.source_types import SyntheticSourceConfig, encode_jpeg
+from mainstream.core.errors import InfeasibleError, MainstreamError, ModelError, NotFoundError
+from mainstream.core.manifest import Manifest
+from mainstream.node.package_cache import PackageCache
+from mainstream.node.profiles import ProfileStore
+from mainstream.node.registry import (
     AppRecord,
     CameraRecord,
-    PackageRecord,
     PlanRecord,
     PlanStatus,
     Registry,
     Transaction,
     utc_now,
 )
-from mainstream.replanner import ReplanConfig, ReplanMonitor
-from mainstream.settings import Settings
-from scheduler.problem import Objective, Plan, Problem, Profile
+from mainstream.node.replanner import ReplanConfig, ReplanMonitor
+from mainstream.node.settings import Settings
+from scheduler.planner import make_plan
+from scheduler.problem import Objective, Plan, Problem
 
 logger = logging.getLogger(__name__)
 
@@ -140,10 +140,16 @@ class Node:
         self.bases = BaseProvider(settings.bases_dir)
         self.started_at: float | None = None
         self.last_error: str | None = None
-        self._packages: dict[str, Package] = {}
+        self.packages = PackageCache(self.registry, settings.cache_dir)
+        self.profiles = ProfileStore(
+            self.registry,
+            self.bases,
+            settings.runtime.engine,
+            settings.runtime.openvino_precision,
+            settings.runtime.profile_repeats,
+        )
         self._change_lock = threading.RLock()
         self._dag_key = ""
-        self._models: dict[tuple[str, str], Any] = {}  # (package sha256, cut point) -> model
         self._plan: PlanRecord | None = None
         self._measurement: _Measurement | None = None
         self._stopped = False
@@ -156,7 +162,6 @@ class Node:
         runtime = self.settings.runtime
         if runtime.tf_intra_op_threads is None and runtime.tf_inter_op_threads is None:
             return
-        from edge_runtime.engines import EngineOptions, configure_tensorflow_threads
 
         defaults = EngineOptions()
         configure_tensorflow_threads(
@@ -196,9 +201,7 @@ class Node:
                 logger.error("the registered apps cannot be deployed: %s", error)
                 self.last_error = str(error)
                 proposal = self._empty_proposal("node started; nothing deployed", error)
-            with self.registry.transaction() as transaction:
-                self.record(transaction, proposal)
-            self.apply(proposal)
+            self.commit(proposal)
         if self.settings.runtime.replan:
             self.replanner.start()
 
@@ -216,7 +219,7 @@ class Node:
             self.live.close()
             self.events.close()
             self.registry.close()
-            self._packages.clear()
+            self.packages.clear()
 
     def _build_sinks(self) -> SinkFanOut:
         """The configured sinks, started; a sink that cannot be built is logged, never fatal."""
@@ -282,7 +285,6 @@ class Node:
             return override
         if self.settings.runtime.budget_ms_per_s is not None:
             return self.settings.runtime.budget_ms_per_s
-        from edge_runtime.profiler import default_budget
 
         return default_budget(self.settings.runtime.utilisation)
 
@@ -324,11 +326,11 @@ class Node:
                 deployments=[],
                 new_plan=self._differs_from_current("empty", NOTHING_TO_PLAN),
             )
-        packages = {app.name: self.open_package(self._package_of(app)) for app in active}
+        packages = {app.name: self.packages.of_app(app) for app in active}
         deployed = {app.name: self.deployed_app(app, packages[app.name].manifest) for app in active}
         fps = {camera.id: self.camera_fps(camera.config) for camera in enabled_cameras}
         used_fps = {app.camera: fps[app.camera] for app in active}
-        profiles = self._profiles(list(deployed.values()), packages)
+        profiles = self.profiles.for_apps(list(deployed.values()), packages)
         problem = problem_for(
             list(deployed.values()),
             profiles,
@@ -346,8 +348,6 @@ class Node:
         ):
             plan, new_plan = current.plan, False
         else:
-            from scheduler.planner import make_plan
-
             solve_started = time.perf_counter()
             plan = make_plan(problem, solver=self.settings.runtime.solver, with_baselines=True)
             self._count_solve(time.perf_counter() - solve_started)
@@ -371,7 +371,7 @@ class Node:
                 proposal.deployments = self._with_new_detectors(plan, deployed)
             else:
                 loaded = {
-                    name: _LoadedPackage(package, self._models)
+                    name: self.packages.loading_models(package)
                     for name, package in packages.items()
                 }
                 proposal.deployments = build_deployments(
@@ -439,95 +439,45 @@ class Node:
             quiet_time_s=app.quiet_time_s,
         )
 
-    def _package_of(self, app: AppRecord) -> PackageRecord:
-        record = self.registry.package_by_sha(app.package_sha256)
-        if record is None:
-            raise NotFoundError(f"app {app.name!r}: its package {app.package_sha256} is gone")
-        return record
-
-    def open_package(self, record: PackageRecord) -> Package:
-        """The package extracted into the cache (once per archive)."""
-        if record.sha256 in self._packages:
-            return self._packages[record.sha256]
-        blob = self.registry.blobs.path(record.sha256)
-        if not blob.is_file():
-            raise NotFoundError(
-                f"package {record.app} v{record.version}: archive {blob} is missing"
-            )
-        folder = self.settings.cache_dir / "packages" / record.sha256
-        if (folder / "manifest.json").is_file():
-            package = Package(
-                manifest=record.manifest, root=folder, path=blob, archive_sha256=record.sha256
-            )
-        else:
-            if folder.exists():  # an interrupted extraction can only leave an empty folder
-                folder.rmdir()
-            package = read_package(blob, extract_to=folder)
-        self._packages[record.sha256] = package
-        return package
-
-    def forget_package(self, sha256: str) -> None:
-        """Drop the cached extraction of a deleted package."""
-        self._packages.pop(sha256, None)
-        shutil.rmtree(self.settings.cache_dir / "packages" / sha256, ignore_errors=True)
-
-    def _profiles(
-        self, apps: Sequence[DeployedApp], packages: Mapping[str, Package]
-    ) -> list[Profile]:
-        by_key: dict[str, list[DeployedApp]] = {}
-        for app in apps:
-            by_key.setdefault(profile_key(app.manifest), []).append(app)
-        return [
-            self.profile(key, [app.manifest for app in members], packages[members[0].name].root)
-            for key, members in by_key.items()
-        ]
-
-    def profile(self, key: str, manifests: Sequence[Manifest], package_root: Path) -> Profile:
-        """The stored cost profile of a base, measured now if missing, stale or too coarse.
-
-        A profile covers "input" and every candidate cut point of the apps planned on the
-        base; a new cut point means measuring again (the cut points already known included).
-        """
-        from edge_runtime.profiler import profile_matches_machine
-
-        engine = self.settings.runtime.engine
-        precision = self.settings.runtime.openvino_precision
-        needed = {"input"} | {c.cut_point for m in manifests for c in m.candidates}
-        stored = self.registry.get_profile(key, engine)
-        if stored is not None and not profile_matches_machine(stored, engine, precision):
-            logger.info(
-                "the stored profile of %s was measured on another machine, engine or "
-                "precision; measuring again",
-                key,
-            )
-            stored = None
-        known = {cut.name for cut in stored.cut_points} if stored is not None else set()
-        if stored is not None and needed <= known:
-            return stored
-
-        from edge_runtime.profiler import measure_profile
-        from mainstream.bases import discover_cut_points
-
-        config, base_model = self.bases.get(manifests[0], package_root)
-        order = discover_cut_points(base_model)
-        unknown = sorted(needed - set(order))
-        if unknown:
-            raise ModelError(f"cut point(s) {', '.join(unknown)} are not cut points of base {key}")
-        cuts = [cut for cut in order if cut in needed | known]
-        logger.info("measuring the cost profile of %s at %d cut points", key, len(cuts))
-        measured = measure_profile(
-            config,
-            engine,
-            cut_points=cuts,
-            base_model=base_model,
-            repeats=self.settings.runtime.profile_repeats,
-            precision=precision,
-        ).model_copy(update={"base_model": key})
-        with self.registry.transaction() as transaction:
-            transaction.save_profile(key, engine, measured)
-        return measured
+    def planned_value(self, reason: str) -> float | None:
+        """The objective the registered apps would reach if planned now; nothing is built."""
+        trial = self.propose(
+            reason, self.registry.list_apps(), self.registry.list_cameras(), build=False
+        )
+        return trial.plan.value if trial.plan is not None else None
 
     # -- committing and applying ---------------------------------------------------------------
+
+    def change_plan(
+        self,
+        reason: str,
+        apps: Sequence[AppRecord] | None = None,
+        cameras: Sequence[CameraRecord] | None = None,
+        store: Callable[[Transaction], object] | None = None,
+    ) -> Proposal:
+        """The one way the plan in force changes: plan `apps` on `cameras` (default: the
+        registered ones) and :meth:`commit` the result with the change `store` writes.
+
+        Call under :meth:`changes`. Nothing is stored or touched when planning fails.
+        """
+        proposal = self.propose(
+            reason,
+            self.registry.list_apps() if apps is None else apps,
+            self.registry.list_cameras() if cameras is None else cameras,
+        )
+        self.commit(proposal, store)
+        return proposal
+
+    def commit(
+        self, proposal: Proposal, store: Callable[[Transaction], object] | None = None
+    ) -> None:
+        """Store the change (`store`) and the proposal's plan in one registry transaction,
+        then make the running node match it."""
+        with self.registry.transaction() as transaction:
+            if store is not None:
+                store(transaction)
+            self.record(transaction, proposal)
+        self.apply(proposal)
 
     def record(self, transaction: Transaction, proposal: Proposal) -> None:
         """Store the proposal's plan as the plan in force (in the caller's transaction)."""
@@ -558,8 +508,7 @@ class Node:
                 if camera_id not in new_cameras and self.runtime.deployment(camera_id):
                     self.runtime.undeploy(camera_id)
             self._dag_key = proposal.dag_key
-            for key in set(self._models) - proposal.models_in_use:
-                del self._models[key]
+            self.packages.keep_models(proposal.models_in_use)
             self._start_measuring()
         for camera_id in set(self.cameras.ids()) - set(wanted):
             if self.runtime.deployment(camera_id):
@@ -631,89 +580,6 @@ class Node:
         except NotFoundError:
             return None
 
-    def readiness(self) -> tuple[bool, dict[str, Any]]:
-        """Ready when started, the registry answers and the registered apps are deployed.
-
-        A node in the registry role has no apps nor plan: it is ready when its database answers.
-        """
-        checks: dict[str, Any] = {"started": self.running, "role": self.settings.role}
-        try:
-            self.registry.schema_version()
-            checks["registry"] = "ok"
-        except Exception as error:  # a broken database must show up here, whatever it raises
-            logger.error("registry check failed: %s", error)
-            checks["registry"] = "unavailable"
-        plan = self._plan
-        checks["plan"] = plan.status if plan is not None else "none"
-        if self.last_error:
-            checks["error"] = self.last_error
-        ready = (
-            self.running
-            and checks["registry"] == "ok"
-            and not self.last_error
-            and checks["plan"] not in ("infeasible", "error")
-        )
-        return ready, checks
-
-    def stats(self) -> dict[str, Any]:
-        """Everything /api/stats, /metrics and the live stream report, as one JSON-ready dict."""
-        runtime = self.runtime.stats()
-        plan = self._plan
-        planned = {app.name: app for app in plan.plan.apps} if plan and plan.plan else {}
-        measured = self.measured()
-        measured_apps = measured["apps"] if measured else {}
-        dag_latency_ms: dict[str, dict[str, float]] = {}
-        for key, ms in runtime.node_ms_per_frame.items():
-            camera, dag_node = key.split(":", 1)
-            dag_latency_ms.setdefault(camera, {})[dag_node] = ms
-        return {
-            "node": self.settings.node_name,
-            "version": __version__,
-            "role": self.settings.role,
-            "uptime_s": time.time() - self.started_at if self.started_at else 0.0,
-            "budget_ms_per_s": self.budget(),
-            "engine": self.settings.runtime.engine,
-            "precision": effective_precision(
-                self.settings.runtime.engine, self.settings.runtime.openvino_precision
-            ),
-            "plan": None
-            if plan is None
-            else {
-                "id": plan.id,
-                "status": plan.status,
-                "value": plan.plan.value if plan.plan else None,
-                "predicted_cost_ms_per_s": plan.plan.total_cost if plan.plan else 0.0,
-                "solve_time_s": plan.plan.solve_time_s if plan.plan else 0.0,
-            },
-            "measured_cost_ms_per_s": runtime.measured_cost_ms_per_s,
-            "cameras": {camera_id: s.to_dict() for camera_id, s in self.cameras.stats().items()},
-            "apps": {
-                name: {
-                    "app": s.app,
-                    "camera": s.camera,
-                    "frames_analysed": s.frames_analysed,
-                    "events": s.events,
-                    "active": s.active,
-                    "last_score": s.last_score,
-                    "fps": measured_apps.get(s.app, {}).get("fps", 0.0),
-                    "planned_fps": planned[s.app].fps if s.app in planned else None,
-                    "cut_point": planned[s.app].cut_point if s.app in planned else None,
-                    "predicted_f1": planned[s.app].f1 if s.app in planned else None,
-                }
-                for name, s in runtime.apps.items()
-            },
-            "frames_processed": dict(runtime.cameras),
-            "node_ms_per_frame": dict(runtime.node_ms_per_frame),
-            "dag_latency_ms": dag_latency_ms,
-            "deployments": runtime.deployments,
-            "events_stored": self.events.count(),
-            "replans": self.replanner.stats(),
-            "scheduler": dataclasses.asdict(self.scheduler),
-            "process": process_usage(),
-            "sinks": {sink.name: sink.stats() for sink in self.sinks.sinks},
-            "live": self.live.stats(),
-        }
-
 
 def public_url(settings: Settings) -> str:
     """The URL others reach this node's API under (links in MQTT and webhook messages):
@@ -760,19 +626,3 @@ def _dag_key(plan: Plan, apps: Sequence[AppRecord], camera_fps: Mapping[str, flo
         },
         sort_keys=True,
     )
-
-
-class _LoadedPackage:
-    """A package whose candidate models are loaded once and kept (in the node's model cache)."""
-
-    def __init__(self, package: Package, models: dict[tuple[str, str], Any]) -> None:
-        self.package = package
-        self.manifest = package.manifest
-        self.root = package.root
-        self._models = models
-
-    def load_candidate(self, cut_point: str) -> Any:
-        key = (self.package.archive_sha256, cut_point)
-        if key not in self._models:
-            self._models[key] = self.package.load_candidate(cut_point)
-        return self._models[key]

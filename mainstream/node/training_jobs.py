@@ -2,7 +2,7 @@
 
 A job runs :mod:`trainer.job` in a child process of this machine (mode "local") or on a
 remote trainer worker (mode "remote", `mainstream trainer worker` on a GPU machine, see
-:mod:`trainer.worker`). TensorFlow is never imported here: the child verifies the package it
+:mod:`api.trainer_worker`). TensorFlow is never imported here: the child verifies the package it
 wrote (every model loaded in Keras safe mode, bundled base weights checked and registered),
 so the node stores it with the checks that need no model (archive, schema, checksums).
 
@@ -33,14 +33,16 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from mainstream.errors import (
+from mainstream.core.errors import (
     ConflictError,
     InvalidParameterError,
     MainstreamError,
     NotFoundError,
     PackageError,
 )
-from mainstream.registry import XVote
+from mainstream.core.package import sha256_file
+from mainstream.node.registry import XVote
+from mainstream.node.services import AppCreate
 from trainer.job import (
     LOG_FILE,
     PACKAGE_FILE,
@@ -55,8 +57,8 @@ from trainer.job import (
 if TYPE_CHECKING:
     import httpx
 
-    from mainstream.services import Services
-    from mainstream.settings import Settings
+    from mainstream.node.services import Services
+    from mainstream.node.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -601,7 +603,6 @@ class TrainingJobs:
             raise _Cancelled()
         if rc != 0:
             raise JobFailed("the package from the trainer worker failed verification; see the log")
-        from mainstream.package import sha256_file
 
         self._update(job_id, package_sha256=sha256_file(package))
         return package
@@ -758,14 +759,12 @@ def datasets_dir(settings: Settings) -> Path:
 
 def register_package(services: Services, job: TrainingJob, package: Path) -> TrainingJob:
     """Store the verified package (and create the app if asked); returns the updated record."""
-    from mainstream.package import sha256_file
-    from mainstream.services import AppCreate
 
     if job.package_sha256 is None or sha256_file(package) != job.package_sha256:
         raise PackageError(
             f"the package of training job {job.id} does not match the one its trainer verified"
         )
-    result = services.upload_package(package, load_models=False, force=job.force)
+    result = services.packages.upload(package, load_models=False, force=job.force)
     record = result.package
     job = job.model_copy(
         update={
@@ -778,7 +777,7 @@ def register_package(services: Services, job: TrainingJob, package: Path) -> Tra
     if job.deploy is not None:
         options = job.deploy
         try:
-            view = services.create_app(
+            view = services.apps.create(
                 AppCreate(
                     name=options.name or record.app,
                     package=record.app,

@@ -6,7 +6,7 @@ A node in trainer mode "remote" sends each job as one zip archive (`job.json`, t
 `dataset/...`, the files it reads; `bases/...`, a registered base it starts from), follows its
 status and log, and downloads the package. Every request needs `Authorization: Bearer <token>`.
 Archives are checked like packages before anything is extracted (member names, links, sizes,
-compression ratios; see :mod:`mainstream.package`), and uploads are cut off at a size limit.
+compression ratios; see :mod:`mainstream.core.package`), and uploads are cut off at a size limit.
 
 Jobs run with the same runner as on a node (:mod:`trainer.job`, one child process each), so
 the worker process itself stays small; it checks once at start whether TensorFlow sees a GPU.
@@ -35,9 +35,9 @@ from fastapi import Depends, FastAPI, Request, Response, status
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import ValidationError
 
-from mainstream.errors import AuthError, InvalidParameterError, MainstreamError, PackageError
-from mainstream.package import PackageLimits, _check_members, _open_zip
-from mainstream.training_jobs import (
+from mainstream.core.errors import AuthError, InvalidParameterError, MainstreamError, PackageError
+from mainstream.core.package import PackageLimits, checked_zip_members, open_zip_archive
+from mainstream.node.training_jobs import (
     ARCHIVE_BASES,
     ARCHIVE_DATASET,
     ARCHIVE_SPEC,
@@ -81,8 +81,8 @@ def archive_limits(max_bytes: int) -> PackageLimits:
 
 def extract_job_archive(archive_path: Path, folder: Path, max_bytes: int) -> TrainingJobSpec:
     """Check the archive, extract `dataset/` and `bases/` into `folder`; returns the spec."""
-    with open(archive_path, "rb") as stream, _open_zip(stream, "the job archive") as archive:
-        members = _check_members(archive, archive_limits(max_bytes), "the job archive")
+    with open(archive_path, "rb") as stream, open_zip_archive(stream, "the job archive") as archive:
+        members = checked_zip_members(archive, archive_limits(max_bytes), "the job archive")
         if ARCHIVE_SPEC not in members:
             raise PackageError(f"the job archive has no {ARCHIVE_SPEC}")
         try:

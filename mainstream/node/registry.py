@@ -2,7 +2,7 @@
 
 One database file (WAL mode, foreign keys on) holds the records; package archives live beside
 it in a content-addressed blob store (`blobs/<sha256>.mpkg`) and base weights in the bases
-folder (`bases/<fingerprint>.weights.h5`, written by :mod:`mainstream.bases`). Events have their
+folder (`bases/<fingerprint>.weights.h5`, written by :mod:`mainstream.core.bases`). Events have their
 own database (:class:`edge_runtime.event_store.EventStore`).
 
 Every change goes through :meth:`Registry.transaction`: the statements of one change commit
@@ -30,8 +30,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge_runtime.camera import CameraConfig
-from mainstream.errors import ConflictError, InvalidParameterError, MainstreamError, NotFoundError
-from mainstream.manifest import BaseModelInfo, Manifest
+from mainstream.core.errors import (
+    ConflictError,
+    InvalidParameterError,
+    MainstreamError,
+    NotFoundError,
+)
+from mainstream.core.manifest import BaseModelInfo, Manifest
 from scheduler.problem import Plan, Problem, Profile
 
 Role = Literal["admin", "viewer"]

@@ -17,9 +17,9 @@ from urllib.parse import quote
 import httpx
 from pydantic import ValidationError
 
-from mainstream.errors import ConflictError, MainstreamError, NotFoundError, PackageError
-from mainstream.registry import PackageRecord
-from mainstream.settings import Settings
+from mainstream.core.errors import ConflictError, MainstreamError, NotFoundError, PackageError
+from mainstream.node.registry import PackageRecord
+from mainstream.node.settings import Settings
 
 CHUNK_BYTES = 1024 * 1024
 TIMEOUT_S = 30.0  # per connection attempt and per read, not for the whole download

@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mainstream.errors import InvalidParameterError, ModelError, NotFoundError
-from mainstream.manifest import BaseModelInfo
+from mainstream.core.errors import InvalidParameterError, ModelError, NotFoundError
+from mainstream.core.manifest import BaseModelInfo
 
 if TYPE_CHECKING:
     import keras

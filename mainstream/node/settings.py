@@ -33,7 +33,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDic
 
 from edge_runtime.camera import CameraConfig
 from edge_runtime.sinks.settings import MqttSettings, WebhookSettings
-from mainstream.errors import MainstreamError
+from mainstream.core.errors import MainstreamError
 
 MiB = 1024 * 1024
 DEFAULT_PORT = 8780

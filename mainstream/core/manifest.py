@@ -1,7 +1,7 @@
 """The M-Package manifest (DESIGN §5): what a package says about its app and its candidates.
 
 These models are the contract between the trainer (writer), the registry and the runtime
-(readers). Reading and writing the archive itself lives in :mod:`mainstream.package`.
+(readers). Reading and writing the archive itself lives in :mod:`mainstream.core.package`.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from mainstream.errors import MainstreamError, NotFoundError
+from mainstream.core.errors import MainstreamError, NotFoundError
 from scheduler.problem import Objective, Problem
 
 YAML_SUFFIXES = (".yaml", ".yml")

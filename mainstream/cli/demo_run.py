@@ -41,14 +41,24 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mainstream.errors import InvalidParameterError, MainstreamError
-from mainstream.settings import default_data_dir
+from edge_runtime.deployer import profile_key
+from edge_runtime.detector import Transition
+from edge_runtime.replay import ReplayRequest, run_replay
+from mainstream.core.bases import BaseConfig, copy_registered_base, list_registered_bases, save_base
+from mainstream.core.errors import InvalidParameterError, MainstreamError
+from mainstream.node.node import Node
+from mainstream.node.services import AppCreate, AppUpdate, CameraCreate, Services
+from mainstream.node.settings import ApiSettings, RuntimeSettings, Settings, default_data_dir
+from trainer.datasets import export_video_frames
+from trainer.pipeline import BaseRequest, TrainRequest, train_package
+from trainer.pretrain import load_image_folder, pretrain_base
+from trainer.synth import SynthConfig, generate_image_dataset, generate_video
 
 if TYPE_CHECKING:
     from edge_runtime.detector import EventChange
     from edge_runtime.replay import AppReplayFigures
-    from mainstream.node import Node
-    from mainstream.services import Services
+    from mainstream.node.node import Node
+    from mainstream.node.services import Services
     from scheduler.problem import Plan, Profile
     from trainer.synth import SynthConfig
 
@@ -218,7 +228,6 @@ def load_cached_assets(folder: Path) -> DemoAssets | None:
 
 def scene_video_config(config: DemoConfig, duration_s: float, seed: int) -> SynthConfig:
     """One video of the demo's scene: same camera and object kinds, its own length and seed."""
-    from trainer.synth import SynthConfig
 
     return SynthConfig(
         duration_s=duration_s,
@@ -235,7 +244,6 @@ def scene_video_config(config: DemoConfig, duration_s: float, seed: int) -> Synt
 
 def build_scene(config: DemoConfig, folder: Path, progress: bool) -> dict[str, Path]:
     """The training and held-out videos with their label CSVs (skipped when already there)."""
-    from trainer.synth import generate_video
 
     paths: dict[str, Path] = {}
     for name, duration, seed in (
@@ -264,10 +272,6 @@ def pretrain_demo_base(
     (some object in view) or "background", so the frozen layers know the camera's look
     without having learnt any app's question.
     """
-    from mainstream.bases import BaseConfig, list_registered_bases, save_base
-    from trainer.datasets import export_video_frames
-    from trainer.pretrain import load_image_folder, pretrain_base
-    from trainer.synth import generate_image_dataset
 
     bases_dir = folder / "bases"
     registered = list_registered_bases(bases_dir) if bases_dir.is_dir() else []
@@ -325,7 +329,6 @@ def train_demo_app(
     progress: bool,
 ) -> str:
     """Train one app's package (skipped when it exists); returns a one-line summary."""
-    from trainer.pipeline import BaseRequest, TrainRequest, train_package
 
     if output.is_file():
         return f"{output.name} already built"
@@ -406,7 +409,6 @@ def prepare_assets(options: DemoOptions, steps: Steps) -> DemoAssets:
 def share_base(assets: DemoAssets, bases_dir: Path, echo: Echo) -> None:
     """Register the demo's pretrained base where `base list` and `train` look by default, so
     a user can train an app of their own on it right after the demo."""
-    from mainstream.bases import copy_registered_base
 
     fingerprint = assets.base_fingerprint
     if copy_registered_base(fingerprint, assets.bases_dir, bases_dir):
@@ -426,7 +428,6 @@ def _write_atomically(path: Path, text: str) -> None:
 
 def node_settings(data_dir: Path, port: int, budget_ms_per_s: float | None) -> Any:
     """Settings of the demo's node: its own folder, localhost only, no default camera."""
-    from mainstream.settings import ApiSettings, RuntimeSettings, Settings
 
     return Settings(
         data_dir=data_dir,
@@ -452,7 +453,7 @@ def register_packages(services: Services, assets: DemoAssets) -> None:
     candidate weak; training has already said which, and the plan's predicted F1 shows it.
     """
     for path in assets.packages.values():
-        services.upload_package(path, force=True)
+        services.packages.upload(path, force=True)
 
 
 def profile_machine(node_dir: Path, port: int, assets: DemoAssets) -> Profile:
@@ -461,9 +462,6 @@ def profile_machine(node_dir: Path, port: int, assets: DemoAssets) -> Profile:
     A node that is never started does this: the profile and the packages stay in its registry
     for the serving node, which then plans with a budget derived from the profile.
     """
-    from edge_runtime.deployer import profile_key
-    from mainstream.node import Node
-    from mainstream.services import Services
 
     node = Node(node_settings(node_dir, port, None))
     try:
@@ -471,8 +469,8 @@ def profile_machine(node_dir: Path, port: int, assets: DemoAssets) -> Profile:
         register_packages(services, assets)
         records = [node.registry.get_package(app, "latest") for app in assets.packages]
         manifests = [record.manifest for record in records]
-        root = node.open_package(records[0]).root
-        return node.profile(profile_key(manifests[0]), manifests, root)
+        root = node.packages.open(records[0]).root
+        return node.profiles.profile(profile_key(manifests[0]), manifests, root)
     finally:
         node.stop()
 
@@ -494,7 +492,7 @@ class DemoServer:
     def __init__(self, node: Node, port: int) -> None:
         import uvicorn
 
-        from api.app import create_app
+        from api.app import create_app  # FastAPI loads only to serve
 
         self.node = node
         self.app = create_app(node)
@@ -563,7 +561,6 @@ class EventPrinter:
         self._lock = threading.Lock()
 
     def __call__(self, change: EventChange) -> None:
-        from edge_runtime.detector import Transition
 
         if change.transition is not Transition.END:
             return
@@ -607,7 +604,6 @@ def replay_figures(
     and detectors on the video's own frame numbers and measures recall and precision with the
     event model's definitions (DESIGN §2), which is what the predicted F1 promises.
     """
-    from edge_runtime.replay import ReplayRequest, run_replay
 
     folder.mkdir(parents=True, exist_ok=True)
     plan_path = folder / "plan.json"
@@ -779,7 +775,6 @@ def plan_table(plan: Plan, order: Sequence[str]) -> str:
 
 def run_demo(options: DemoOptions, echo: Echo) -> DemoSummary:
     """Build or reuse the assets, serve them, stream the held-out video, measure, summarise."""
-    from mainstream.node import Node
 
     config = options.config
     options.data_dir.mkdir(parents=True, exist_ok=True)
@@ -808,7 +803,7 @@ def run_demo(options: DemoOptions, echo: Echo) -> DemoSummary:
     try:
         with steps.step(f"starting the daemon on 127.0.0.1:{port}"):
             server.start()
-        _, token = server.services.create_token("admin", DEMO_TOKEN_NAME)
+        _, token = server.services.tokens.create("admin", DEMO_TOKEN_NAME)
         with steps.step("registering the camera and the apps; planning") as note:
             plan = _register_and_plan(server.services, node, assets, printer)
             streaming_since = time.monotonic()
@@ -868,9 +863,8 @@ def _register_and_plan(
 
     The packages are in the registry already: the profiling step uploaded them.
     """
-    from mainstream.services import AppCreate, AppUpdate, CameraCreate
 
-    services.create_camera(
+    services.cameras.create(
         CameraCreate(
             id=DEMO_CAMERA,
             url=str(assets.held_out_video),
@@ -881,12 +875,12 @@ def _register_and_plan(
         )
     )
     for app in assets.packages:
-        services.create_app(
+        services.apps.create(
             AppCreate(name=app, camera=DEMO_CAMERA, quiet_time_s=DEFAULT_QUIET_TIME_S)
         )
     node.runtime.listeners.append(printer)
-    services.update_camera(DEMO_CAMERA, {"enabled": True})
-    schedule = services.schedule()
+    services.cameras.update(DEMO_CAMERA, {"enabled": True})
+    schedule = services.schedule.current()
     if schedule.plan is None:
         raise MainstreamError(f"the node could not plan the demo: {schedule.message}")
     # An app analysing a frame every 2 s would end its event between two fires with a 1 s
@@ -894,7 +888,7 @@ def _register_and_plan(
     for planned in schedule.plan.apps:
         quiet_time_s = quiet_time_for(planned.fps)
         if quiet_time_s != DEFAULT_QUIET_TIME_S:
-            services.update_app(planned.name, AppUpdate(quiet_time_s=quiet_time_s))
+            services.apps.update(planned.name, AppUpdate(quiet_time_s=quiet_time_s))
     return schedule.plan
 
 

@@ -5,7 +5,7 @@
     client.schedule()["plan"]
 
 Answers are the API's JSON as plain dicts and lists (see `/docs` on a running node for their
-shapes). An error answer becomes the matching class of :mod:`mainstream.errors` carrying the
+shapes). An error answer becomes the matching class of :mod:`mainstream.core.errors` carrying the
 server's message; a server that cannot be reached raises :class:`ServerUnreachableError`
 naming the URL. No TensorFlow, no server-side modules, and httpx is imported only when a
 client is made, so commands that work offline stay quick to start.
@@ -19,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
-from mainstream.errors import (
+from mainstream.core.errors import (
     AuthError,
     ConflictError,
     ForbiddenError,

@@ -26,17 +26,19 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from mainstream.errors import MainstreamError
+from mainstream.core.errors import MainstreamError
 from scheduler.problem import CutPoint, Profile
 
 if TYPE_CHECKING:
-    from mainstream.node import Node
-    from mainstream.settings import RuntimeSettings
+    from edge_runtime.runtime import EdgeRuntime
+    from mainstream.node.registry import PlanRecord
+    from mainstream.node.settings import RuntimeSettings
 
 logger = logging.getLogger(__name__)
 
@@ -270,10 +272,47 @@ class _Snapshot:
     samples: tuple[_Sample, ...]
 
 
+class ProfileBook(Protocol):
+    """Where a node keeps the cost profiles it plans with."""
+
+    def stored(self, keys: Iterable[str]) -> dict[str, Profile | None]: ...
+
+    def save(self, profiles: Mapping[str, Profile]) -> None: ...
+
+
+class ReplanTarget(Protocol):
+    """What the monitor needs of a node (:class:`mainstream.node.node.Node` is one): the plan
+    in force and the runtime's timings to judge it, and one way to re-plan."""
+
+    @property
+    def runtime(self) -> EdgeRuntime: ...
+
+    @property
+    def profiles(self) -> ProfileBook: ...
+
+    @property
+    def plan_in_force(self) -> PlanRecord | None: ...
+
+    @property
+    def running(self) -> bool: ...
+
+    def changes(self) -> AbstractContextManager[None]:
+        """Held while re-planning: no other change runs meanwhile."""
+        ...
+
+    def planned_value(self, reason: str) -> float | None:
+        """The objective of the plan the registered apps would get now (nothing deployed)."""
+        ...
+
+    def change_plan(self, reason: str) -> object:
+        """Plan the registered apps again and put the plan in force."""
+        ...
+
+
 class ReplanMonitor:
     """Checks the runtime every window and re-plans the node when the decision says so."""
 
-    def __init__(self, node: Node, config: ReplanConfig) -> None:
+    def __init__(self, node: ReplanTarget, config: ReplanConfig) -> None:
         self.node = node
         self.config = config
         self.replans = 0
@@ -384,40 +423,28 @@ class ReplanMonitor:
 
     def _replan(self, decision: Decision, plan_id: int, current_value: float) -> None:
         node = self.node
-        engine = node.settings.runtime.engine
         with node.changes():
             record = node.plan_in_force
             if self._stop.is_set() or not node.running or record is None or record.id != plan_id:
                 return  # stopping, or the plan changed while this window was measured
-            previous = {key: node.registry.get_profile(key, engine) for key in decision.profiles}
-            self._save_profiles(decision.profiles)
+            previous = node.profiles.stored(decision.profiles)
+            node.profiles.save(decision.profiles)
+            restore = {key: profile for key, profile in previous.items() if profile is not None}
             try:
-                apps, cameras = node.registry.list_apps(), node.registry.list_cameras()
                 if decision.action == "grow":
-                    trial = node.propose(decision.reason, apps, cameras, build=False)
-                    if trial.plan is None or not worth_growing(
-                        current_value, trial.plan.value, self.config
-                    ):
-                        self._save_profiles({k: p for k, p in previous.items() if p is not None})
+                    value = node.planned_value(decision.reason)
+                    if value is None or not worth_growing(current_value, value, self.config):
+                        node.profiles.save(restore)
                         return
-                proposal = node.propose(decision.reason, apps, cameras)
-                with node.registry.transaction() as transaction:
-                    node.record(transaction, proposal)
-                node.apply(proposal)
+                node.change_plan(decision.reason)
             except MainstreamError as error:
-                self._save_profiles({k: p for k, p in previous.items() if p is not None})
+                node.profiles.save(restore)
                 logger.warning("re-planning (%s) failed: %s", decision.reason, error)
                 return
         self.replans += 1
         self.last_reason = decision.reason
         self.last_at = datetime.now().astimezone()
         logger.info("re-planned: %s", decision.reason)
-
-    def _save_profiles(self, profiles: Mapping[str, Profile]) -> None:
-        engine = self.node.settings.runtime.engine
-        with self.node.registry.transaction() as transaction:
-            for key, profile in profiles.items():
-                transaction.save_profile(key, engine, profile)
 
 
 def _sample(node: NodeMeasurement, timing: Any) -> _Sample:

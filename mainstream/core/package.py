@@ -38,8 +38,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mainstream.errors import InvalidParameterError, PackageError
-from mainstream.manifest import (
+from mainstream.core.errors import InvalidParameterError, PackageError
+from mainstream.core.manifest import (
     BASE_WEIGHTS_FILE_PATTERN,
     CANDIDATE_FILE_PATTERN,
     MANIFEST_NAME,
@@ -230,8 +230,8 @@ def write_package(
             _write_zip(stream, manifest_bytes, files, expected, final.created_at)
             stream.flush()
             stream.seek(0)
-            with _open_zip(stream, "the written package") as written:
-                _check_members(written, limits, "the written package")  # e.g. ratio limits
+            with open_zip_archive(stream, "the written package") as written:
+                checked_zip_members(written, limits, "the written package")  # e.g. ratio limits
             os.fsync(stream.fileno())
         os.replace(temp_path, out_path)
     except BaseException:
@@ -317,14 +317,17 @@ def _fsync_directory(directory: Path) -> None:
 # Reading: structure and manifest
 
 
-def _open_zip(stream: IO[bytes], what: str) -> zipfile.ZipFile:
+def open_zip_archive(stream: IO[bytes], what: str) -> zipfile.ZipFile:
+    """Open a zip archive for the safe reader below; `what` names it in errors.
+
+    Shared with every other archive Mainstream accepts (the trainer worker's job archives)."""
     try:
         return zipfile.ZipFile(stream, "r")
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError) as error:
         raise PackageError(f"{what} is not a zip archive (or it is truncated): {error}") from error
 
 
-def _check_members(
+def checked_zip_members(
     archive: zipfile.ZipFile, limits: PackageLimits, what: str
 ) -> dict[str, zipfile.ZipInfo]:
     """Names, kinds and sizes of every entry; returns the regular files by name.
@@ -510,7 +513,7 @@ def _listing_from(
     archive: zipfile.ZipFile, path: Path, archive_bytes: int, limits: PackageLimits
 ) -> tuple[PackageListing, dict[str, zipfile.ZipInfo], dict[str, str]]:
     """Every check short of reading the data of the listed files."""
-    members = _check_members(archive, limits, "package")
+    members = checked_zip_members(archive, limits, "package")
     _check_package_layout(archive, members)
     if MANIFEST_NAME not in members:
         raise PackageError(f"package has no {MANIFEST_NAME}")
@@ -540,7 +543,7 @@ def inspect_package(path: Path | str, limits: PackageLimits = DEFAULT_LIMITS) ->
     path = Path(path)
     with _open_package_file(path) as stream:
         archive_bytes = _check_archive_size(stream, path, limits)
-        with _open_zip(stream, str(path)) as archive:
+        with open_zip_archive(stream, str(path)) as archive:
             listing, _, _ = _listing_from(archive, path, archive_bytes, limits)
     return listing
 
@@ -669,7 +672,7 @@ def read_package(
     with _open_package_file(path) as stream:
         archive_bytes = _check_archive_size(stream, path, limits)
         archive_sha256 = _archive_sha256(stream)
-        with _open_zip(stream, str(path)) as archive:
+        with open_zip_archive(stream, str(path)) as archive:
             listing, members, expected = _listing_from(archive, path, archive_bytes, limits)
             if destination is None:
                 staging = Path(tempfile.mkdtemp(prefix="mpkg-"))
@@ -706,8 +709,8 @@ def read_package(
 def _check_keras_archive(path: Path, limits: PackageLimits) -> None:
     """A `.keras` file is itself a zip: check it like a package before Keras opens it."""
     what = f"model {path.name!r}"
-    with open(path, "rb") as stream, _open_zip(stream, what) as archive:
-        members = _check_members(archive, limits, what)
+    with open(path, "rb") as stream, open_zip_archive(stream, what) as archive:
+        members = checked_zip_members(archive, limits, what)
         unexpected = sorted(set(members) - _KERAS_MEMBERS) + [
             info.filename for info in archive.infolist() if info.is_dir()
         ]

@@ -1,0 +1,159 @@
+"""Apps: deploy a package on a camera, change or remove it; each change re-plans the node."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Literal
+
+from mainstream.core.errors import (
+    ConflictError,
+    InvalidParameterError,
+    NotFoundError,
+)
+from mainstream.node.registry import (
+    AppRecord,
+    PackageRecord,
+)
+
+if TYPE_CHECKING:
+    pass
+
+from mainstream.node.node import Node
+from mainstream.node.services.base import NodeService
+from mainstream.node.services.models import (
+    AppCreate,
+    AppUpdate,
+    AppView,
+)
+from mainstream.node.services.packages import PackageService
+
+logger = logging.getLogger(__name__)
+
+
+class AppService(NodeService):
+    """Apps: deploy a package on a camera, change or remove it; each change re-plans the node."""
+
+    def __init__(self, node: Node, packages: PackageService) -> None:
+        super().__init__(node)
+        self.packages = packages  # an app's package is pulled from the fleet when missing
+
+    def list_all(self) -> list[AppView]:
+        return [self._view(app) for app in self.registry.list_apps()]
+
+    def get(self, name: str) -> AppView:
+        return self._view(self.registry.get_app(name))
+
+    def _view(self, app: AppRecord) -> AppView:
+        plan = self.node.plan_in_force
+        planned = None
+        if plan is not None and plan.plan is not None:
+            planned = next((p for p in plan.plan.apps if p.name == app.name), None)
+        measured = self.node.measured()
+        runtime = measured["apps"].get(app.name) if measured else None
+        return AppView(app=app, planned=planned, runtime=runtime)
+
+    def _resolve_package(self, package: str, version: int | Literal["latest"]) -> PackageRecord:
+        try:
+            return self.registry.get_package(package, version)
+        except NotFoundError:
+            where = "" if self.settings.registry_url is None else " nor in the shared registry"
+            raise NotFoundError(
+                f"no package for app {package!r} version {version} on this node{where}; "
+                "upload it first"
+            ) from None
+
+    def _default_camera(self) -> str:
+        default = self.settings.default_camera
+        if default is not None and self.registry.has_camera(default.id):
+            return default.id
+        cameras = self.registry.list_cameras()
+        if len(cameras) == 1:
+            return cameras[0].id
+        raise InvalidParameterError("camera", None, "the id of a registered camera")
+
+    def new_record(self, request: AppCreate) -> AppRecord:
+        package = self._resolve_package(request.package or request.name, request.version)
+        camera = request.camera or self._default_camera()
+        self.registry.get_camera(camera)  # NotFoundError
+        return AppRecord(
+            name=request.name,
+            package_sha256=package.sha256,
+            package_app=package.app,
+            package_version=package.version,
+            camera=camera,
+            event_overrides=request.event_overrides.values(),
+            weight=request.weight,
+            x_vote=request.x_vote,
+            threshold=request.threshold,
+            quiet_time_s=request.quiet_time_s,
+            enabled=request.enabled,
+        )
+
+    def create(self, request: AppCreate) -> AppView:
+        """Register an app; the node re-plans and runs it without a restart.
+
+        A package the node does not hold is pulled from the shared registry first (when
+        `registry_url` is set), outside the change lock: downloads do not hold up other changes.
+        """
+        if self.registry.has_app(request.name):  # checked again under the lock
+            raise ConflictError(f"app {request.name!r} already exists")
+        self.packages.ensure_local(request.package or request.name, request.version)
+        with self.node.changes():
+            if self.registry.has_app(request.name):
+                raise ConflictError(f"app {request.name!r} already exists")
+            record = self.new_record(request)
+            apps = [*self.registry.list_apps(), record]
+            proposal = self.node.change_plan(
+                f"app {record.name} added",
+                apps=apps,
+                store=lambda transaction: transaction.add_app(record),
+            )
+        logger.info("app %s added (%s)", record.name, proposal.status)
+        return self.get(record.name)
+
+    def update(self, name: str, request: AppUpdate) -> AppView:
+        if request.package is not None or request.version is not None:
+            before = self.registry.get_app(name)
+            self.packages.ensure_local(
+                request.package or before.package_app, request.version or "latest"
+            )
+        with self.node.changes():
+            current = self.registry.get_app(name)
+            changes: dict[str, Any] = {}
+            if request.package is not None or request.version is not None:
+                package = self._resolve_package(
+                    request.package or current.package_app, request.version or "latest"
+                )
+                changes |= {
+                    "package_sha256": package.sha256,
+                    "package_app": package.app,
+                    "package_version": package.version,
+                }
+            if request.camera is not None:
+                self.registry.get_camera(request.camera)
+                changes["camera"] = request.camera
+            if request.event_overrides is not None:
+                changes["event_overrides"] = request.event_overrides.values()
+            for field in ("weight", "x_vote", "threshold", "quiet_time_s", "enabled"):
+                value = getattr(request, field)
+                if value is not None:
+                    changes[field] = value
+            updated = current.model_copy(update=changes)
+            apps = [updated if a.name == name else a for a in self.registry.list_apps()]
+            self.node.change_plan(
+                f"app {name} changed",
+                apps=apps,
+                store=lambda transaction: transaction.update_app(updated),
+            )
+        return self.get(name)
+
+    def delete(self, name: str) -> None:
+        with self.node.changes():
+            self.registry.get_app(name)
+            apps = [app for app in self.registry.list_apps() if app.name != name]
+            self.node.change_plan(
+                f"app {name} removed",
+                apps=apps,
+                store=lambda transaction: transaction.delete_app(name),
+            )
+        logger.info("app %s removed", name)

@@ -1,0 +1,97 @@
+"""Stored events: filtered pages, one event, its snapshot."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+from edge_runtime.event_store import EventQuery
+from mainstream.core.errors import (
+    InvalidParameterError,
+    NotFoundError,
+)
+
+if TYPE_CHECKING:
+    pass
+
+from mainstream.node.services.base import NodeService
+from mainstream.node.services.models import (
+    MAX_EVENT_PAGE,
+    MAX_ROW_NUMBER,
+    EventPage,
+    EventView,
+)
+
+logger = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------
+# Times
+
+
+def parse_time(field: str, value: str | float | None) -> float | None:
+    """Seconds since the epoch from a number or an ISO 8601 date-time (UTC when no zone)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidParameterError(
+            field, value, "seconds since the epoch or an ISO 8601 date-time"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+class EventService(NodeService):
+    """Stored events: filtered pages, one event, its snapshot."""
+
+    def list_all(
+        self,
+        app: str | None = None,
+        camera: str | None = None,
+        since: str | float | None = None,
+        until: str | float | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> EventPage:
+        if not 1 <= limit <= MAX_EVENT_PAGE:
+            raise InvalidParameterError("limit", limit, f"1 to {MAX_EVENT_PAGE}")
+        if not 0 <= offset <= MAX_ROW_NUMBER:
+            raise InvalidParameterError("offset", offset, f"0 to {MAX_ROW_NUMBER}")
+        query = EventQuery(
+            app=app,
+            camera=camera,
+            since=parse_time("since", since),
+            until=parse_time("until", until),
+            limit=limit,
+            offset=offset,
+        )
+        items = [EventView.of(event) for event in self.node.events.query(query)]
+        return EventPage(
+            items=items,
+            limit=limit,
+            offset=offset,
+            next_offset=offset + len(items) if len(items) == limit else None,
+        )
+
+    def get(self, event_id: str) -> EventView:
+        event = self.node.events.get(event_id)
+        if event is None:
+            raise NotFoundError(f"no event {event_id!r}")
+        return EventView.of(event)
+
+    def snapshot(self, event_id: str) -> bytes:
+        self.get(event_id)
+        snapshot = self.node.events.snapshot(event_id)
+        if snapshot is None:
+            raise NotFoundError(f"event {event_id!r} has no snapshot")
+        return snapshot

@@ -1,0 +1,260 @@
+"""What the node's services take and give: request models, answers, limits and their errors.
+
+The API and the CLI call the same services, so these typed inputs and outputs belong to the
+service layer; the API adds only what is HTTP-specific.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from edge_runtime.camera import CameraConfig
+from edge_runtime.detector import EventRecord
+from mainstream.core.errors import (
+    MainstreamError,
+)
+from mainstream.core.manifest import (
+    MAX_EVENT_LENGTH_S,
+)
+from mainstream.node.registry import (
+    AppRecord,
+    CameraRecord,
+    PackageRecord,
+    Role,
+    XVote,
+)
+from scheduler.problem import AppPlan, Objective, Plan
+
+if TYPE_CHECKING:
+    pass
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+TOKEN_PREFIX = "mst_"
+MAX_EVENT_PAGE = 1000
+MAX_ROW_NUMBER = 2**63 - 1  # SQLite's largest INTEGER: ids, versions and offsets beyond it fail
+PackageVersion = Annotated[int, Field(ge=1, le=MAX_ROW_NUMBER)] | Literal["latest"]
+# The event model's work grows with vote X times the frames in an event window; beyond these
+# the scheduler would spend minutes (or all memory) on one request, so the API refuses them.
+MAX_X_VOTE = 100
+MAX_WEIGHT = 1e6  # beyond it the weighted objective loses all precision
+
+
+class TooLargeError(MainstreamError):
+    """An upload is larger than the node accepts."""
+
+    http_status = 413
+    exit_code = 2
+
+
+class InvalidRequestError(MainstreamError, ValueError):
+    """A request body does not validate; `problems` name each bad field by its path."""
+
+    http_status = 422
+    exit_code = 2
+
+    def __init__(self, what: str, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(f"invalid {what}: " + "; ".join(problems))
+
+
+# ---------------------------------------------------------------------------------------------
+# Requests
+
+
+class EventOverrides(BaseModel):
+    """Event statistics that replace the package's measured ones for this deployment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_length_s: float | None = Field(default=None, gt=0, le=MAX_EVENT_LENGTH_S)
+    event_frequency: float | None = Field(default=None, gt=0, lt=1)
+    correlation: float | None = Field(default=None, ge=0, le=1)
+
+    def values(self) -> dict[str, float]:
+        return {key: value for key, value in self.model_dump().items() if value is not None}
+
+
+class AppCreate(BaseModel):
+    """Deploy a registered package as an app on a camera."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN, description="Unique app name on this node")
+    package: str | None = Field(
+        default=None, description="App name of the package to run; default: `name`"
+    )
+    version: PackageVersion = Field(default="latest", description="Package version")
+    camera: str | None = Field(
+        default=None, description="Camera id; default: the node's default camera"
+    )
+    event_overrides: EventOverrides = Field(default_factory=EventOverrides)
+    weight: float = Field(
+        default=1.0, gt=0, le=MAX_WEIGHT, description="Weight of the app's F1 in the plan"
+    )
+    x_vote: XVote = Field(default=1, description="Consecutive fires that open an event, or auto")
+    threshold: float = Field(default=0.5, ge=0, le=1, description="Score that counts as a fire")
+    quiet_time_s: float = Field(default=2.0, ge=0, description="Seconds without fire to end")
+    enabled: bool = True
+
+    @field_validator("x_vote")
+    @classmethod
+    def _positive_vote(cls, value: XVote) -> XVote:
+        return _positive_vote(value)
+
+
+class AppUpdate(BaseModel):
+    """Change an app; fields left out keep their values."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    package: str | None = None
+    version: PackageVersion | None = None
+    camera: str | None = None
+    event_overrides: EventOverrides | None = None
+    weight: float | None = Field(default=None, gt=0, le=MAX_WEIGHT)
+    x_vote: XVote | None = None
+    threshold: float | None = Field(default=None, ge=0, le=1)
+    quiet_time_s: float | None = Field(default=None, ge=0)
+    enabled: bool | None = None
+
+    @field_validator("x_vote")
+    @classmethod
+    def _positive_vote(cls, value: XVote | None) -> XVote | None:
+        return None if value is None else _positive_vote(value)
+
+
+def _positive_vote(value: XVote) -> XVote:
+    if isinstance(value, int) and not 1 <= value <= MAX_X_VOTE:
+        raise ValueError(f"x_vote must be 1 to {MAX_X_VOTE} or 'auto'")
+    return value
+
+
+class CameraCreate(CameraConfig):
+    """A camera to register: its config plus whether it runs."""
+
+    enabled: bool = True
+
+    def camera_config(self) -> CameraConfig:
+        return CameraConfig(**self.model_dump(exclude={"enabled"}))
+
+
+class DryRunRequest(BaseModel):
+    """Plan the node with some apps added or removed, or another budget, deploying nothing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    add_apps: list[AppCreate] = Field(default_factory=list)
+    remove_apps: list[str] = Field(default_factory=list)
+    budget: float | None = Field(default=None, gt=0, description="ms per second")
+    objective: Objective | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Answers
+
+
+class UploadResult(BaseModel):
+    package: PackageRecord
+    created: bool
+
+
+class PackageSummary(BaseModel):
+    """A package without its whole manifest (for listings)."""
+
+    app: str
+    version: int
+    sha256: str
+    latest: bool
+    size_bytes: int
+    uploaded_at: datetime
+    base_model: str
+    base_fingerprint: str
+    classes: list[str]
+    positive_class: str
+    cut_points: list[str]
+
+    @classmethod
+    def of(cls, record: PackageRecord) -> PackageSummary:
+        manifest = record.manifest
+        return cls(
+            app=record.app,
+            version=record.version,
+            sha256=record.sha256,
+            latest=record.latest,
+            size_bytes=record.size_bytes,
+            uploaded_at=record.uploaded_at,
+            base_model=manifest.base_model.name,
+            base_fingerprint=record.base_fingerprint,
+            classes=manifest.app.classes,
+            positive_class=manifest.app.positive_class,
+            cut_points=[candidate.cut_point for candidate in manifest.candidates],
+        )
+
+
+class AppView(BaseModel):
+    app: AppRecord
+    planned: AppPlan | None = None
+    runtime: dict[str, Any] | None = None
+
+
+class CameraView(BaseModel):
+    camera: CameraRecord
+    status: dict[str, Any] | None = None
+    apps: list[str] = Field(default_factory=list)
+
+
+class ScheduleView(BaseModel):
+    status: Literal["ok", "empty", "infeasible", "error", "none"]
+    id: int | None = None
+    created_at: datetime | None = None
+    reason: str = ""
+    message: str = ""
+    budget: float | None = None
+    plan: Plan | None = None
+    measured: dict[str, Any] | None = None
+
+
+class DryRunResult(BaseModel):
+    status: Literal["ok", "empty"]
+    budget: float
+    plan: Plan | None
+    current_value: float | None = Field(description="Objective value of the plan in force")
+
+
+class EventView(BaseModel):
+    id: str
+    app: str
+    camera: str
+    start_time: float
+    end_time: float | None
+    open: bool
+    peak_score: float
+    peak_frame: int
+    frames_analysed: int
+    frames_fired: int
+
+    @classmethod
+    def of(cls, event: EventRecord) -> EventView:
+        return cls(open=event.end_time is None, **event.__dict__)
+
+
+class EventPage(BaseModel):
+    items: list[EventView]
+    limit: int
+    offset: int
+    next_offset: int | None
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who made a request: a token's name and role."""
+
+    name: str
+    role: Role
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
