@@ -170,6 +170,13 @@ def test_project_imports_inside_functions_are_only_for_heavy_libraries() -> None
         if item.in_function and not _loads_heavy(item.target, heavy_modules, modules)
     ]
     assert lazy == [], "\n".join(lazy)
+    silent = [
+        where(item)
+        for item in project_imports()
+        if item.in_function
+        and "#" not in modules[item.module].read_text(encoding="utf-8").splitlines()[item.line - 1]
+    ]
+    assert silent == [], "a lazy import says why in a comment:\n" + "\n".join(silent)
 
 
 def _loads_heavy(target: str, heavy: set[str], modules: dict[str, Path]) -> bool:

@@ -14,11 +14,10 @@ from api.app import create_app
 from mainstream.node.node import Node
 from mainstream.node.services import create_token
 from mainstream.node.settings import Settings
-from tests.api.fixtures import (
+from tests.support.nodes import (
     TinyPackages,
     bad_packages,
     node_config,
-    tiny_packages_fixture,  # noqa: F401 - the `tiny_packages` fixture
     wait_for,
 )
 

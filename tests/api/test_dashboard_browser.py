@@ -19,13 +19,15 @@ import httpx
 import pytest
 import yaml
 
-from tests.api.fixtures import (
+from tests.support.nodes import (
+    Daemon,
     TinyPackages,
+    create_token,
+    free_port,
     node_config,
-    tiny_packages_fixture,  # noqa: F401 - the `tiny_packages` fixture
+    upload,
     wait_for,
 )
-from tests.api.test_e2e_serve import Daemon, create_token, free_port, upload
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

@@ -12,15 +12,15 @@ import httpx
 import pytest
 import yaml
 
-from tests.api.fixtures import (
+from tests.support.nodes import (
     Daemon,
     TinyPackages,
     bad_packages,
-    cli_token,
+    create_token,
     free_port,
     mainstream,
     node_config,
-    tiny_packages_fixture,  # noqa: F401 - the `tiny_packages` fixture
+    upload,
     wait_for,
 )
 
@@ -44,16 +44,6 @@ def daemon(tmp_path: Path, tiny_packages: TinyPackages) -> Iterator[Daemon]:
     yield server
     if server.process is not None and server.process.poll() is None:
         server.process.kill()
-
-
-def create_token(config: Path, role: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {cli_token(config, role)}"}
-
-
-def upload(client: httpx.Client, headers: dict[str, str], content: bytes) -> httpx.Response:
-    return client.post(
-        "/api/packages", files={"file": ("app.mpkg", content)}, headers=headers, timeout=120
-    )
 
 
 def stored_state(client: httpx.Client, headers: dict[str, str], data: Path) -> dict[str, Any]:

@@ -26,13 +26,12 @@ import yaml
 
 from mainstream.core.errors import ConflictError, NotFoundError
 from mainstream.node.fleet import PackageTooLargeError, RegistryClient, RegistryUnavailableError
-from tests.api.fixtures import (
+from tests.support.nodes import (
     TinyPackages,
     bad_packages,
     free_port,
     mainstream,
     node_config,
-    tiny_packages_fixture,  # noqa: F401 - the `tiny_packages` fixture
     wait_for,
 )
 

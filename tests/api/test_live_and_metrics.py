@@ -17,19 +17,18 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.api.fixtures import (
+from tests.support.live_packages import (
+    MOVING_APP,
+)
+from tests.support.nodes import (
     Daemon,
     TinyPackages,
+    create_token,
     free_port,
     node_config,
-    tiny_packages_fixture,  # noqa: F401 - the `tiny_packages` fixture
+    upload,
     wait_for,
 )
-from tests.api.live_fixtures import (
-    MOVING_APP,
-    moving_package_fixture,  # noqa: F401 - the `moving_package` fixture
-)
-from tests.api.test_e2e_serve import create_token, upload
 
 pytestmark = pytest.mark.slow
 

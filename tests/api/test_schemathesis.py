@@ -19,7 +19,7 @@ from schemathesis.checks import not_a_server_error
 from api.app import create_app
 from mainstream.node.node import Node
 from mainstream.node.settings import Settings
-from tests.api.fixtures import node_config
+from tests.support.nodes import node_config
 
 pytestmark = pytest.mark.slow
 

@@ -15,21 +15,20 @@ import httpx
 import pytest
 import yaml
 
-from tests.api.fixtures import (
+from tests.support.live_packages import (
+    MOVING_APP,
+)
+from tests.support.mqtt import MOSQUITTO, Broker, Subscriber
+from tests.support.nodes import (
     Daemon,
     TinyPackages,
+    create_token,
     free_port,
     node_config,
-    tiny_packages_fixture,  # noqa: F401 - the `tiny_packages` fixture
+    upload,
     wait_for,
 )
-from tests.api.live_fixtures import (
-    MOVING_APP,
-    moving_package_fixture,  # noqa: F401 - the `moving_package` fixture
-)
-from tests.api.test_e2e_serve import create_token, upload
-from tests.edge_runtime.test_mqtt_sink import MOSQUITTO, Broker, Subscriber
-from tests.edge_runtime.test_webhook_sink import Receiver
+from tests.support.webhooks import Receiver
 
 pytestmark = [
     pytest.mark.slow,

@@ -9,7 +9,7 @@ import pytest
 
 from edge_runtime.replay import LabelledInterval, measure_event_quality, negative_windows
 from mainstream.cli.main import main
-from tests.api.fixtures import TinyPackages, tiny_packages_fixture  # noqa: F401 - fixture
+from tests.support.nodes import TinyPackages
 
 pytestmark = pytest.mark.slow
 

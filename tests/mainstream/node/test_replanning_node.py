@@ -17,10 +17,9 @@ from mainstream.node.services import AppCreate, Services
 from mainstream.node.settings import Settings
 from scheduler.planner import evaluate_assignment, make_plan
 from scheduler.problem import CutPoint, Profile
-from tests.api.fixtures import (
+from tests.support.nodes import (
     TinyPackages,
     node_config,
-    tiny_packages_fixture,  # noqa: F401 - the `tiny_packages` fixture
     wait_for,
 )
 

@@ -18,9 +18,8 @@ import httpx
 import pytest
 import yaml
 
-from tests.api.fixtures import node_config, wait_for
-from tests.api.test_e2e_serve import Daemon, free_port
-from tests.mainstream.test_training_jobs import (
+from tests.support.nodes import Daemon, free_port, node_config, wait_for
+from tests.support.training import (
     ADMIN,
     ADMIN_TOKEN,
     TINY_REQUEST,

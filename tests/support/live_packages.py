@@ -9,12 +9,9 @@ package uses the base that `TinyPackages.register_base` installs.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import pytest
-
-from tests.api.fixtures import ALPHA, CUTS, INPUT_SIZE, QUALITY, TinyPackages, _manifest
+from tests.support.nodes import ALPHA, CUTS, INPUT_SIZE, QUALITY, TinyPackages, _manifest
 
 MOVING_APP = "movers"
 
@@ -43,18 +40,3 @@ def build_moving_package(tiny: TinyPackages, folder: Path) -> Path:
     assert manifest.base_model.weights_fingerprint == tiny.fingerprint
     files = {candidate_archive_name(cut): path for cut, path in heads.items()}
     return write_package(folder / f"{MOVING_APP}.mpkg", manifest, files)
-
-
-@pytest.fixture(scope="session", name="moving_package")
-def moving_package_fixture(
-    tmp_path_factory: pytest.TempPathFactory, tiny_packages: TinyPackages
-) -> Path:
-    """The package, built once per test session (see `tiny_packages_fixture` for why the
-    result is remembered in a file)."""
-    folder = tmp_path_factory.getbasetemp() / "moving-package"
-    done = folder / "built.json"
-    if done.is_file():
-        return Path(json.loads(done.read_text())["package"])
-    package = build_moving_package(tiny_packages, folder)
-    done.write_text(json.dumps({"package": str(package)}))
-    return package

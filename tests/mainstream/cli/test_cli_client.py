@@ -21,12 +21,11 @@ from mainstream.cli.main import main
 from mainstream.node.registry import Registry
 from mainstream.node.services import create_token
 from mainstream.node.settings import load_settings
-from tests.api.fixtures import (
+from tests.support.nodes import (
     Daemon,
     TinyPackages,
     free_port,
     node_config,
-    tiny_packages_fixture,  # noqa: F401 - the `tiny_packages` fixture
     wait_for,
 )
 

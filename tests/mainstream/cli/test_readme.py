@@ -11,7 +11,7 @@ import click
 from mainstream.cli.main import cli
 from mainstream.node.settings_reference import README_BEGIN, README_END, config_reference_markdown
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[3] / "README.md"
 
 
 def test_configuration_reference_is_the_generated_one() -> None:

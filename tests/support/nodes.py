@@ -3,9 +3,8 @@
 One MobileNet (alpha 0.25, 96 px, random weights) is registered as a base with
 `mainstream.core.bases.save_base`; each app's candidates are real Keras suffixes of it
 (`split_model` + global average pooling + a softmax layer), untrained, written with
-`write_package` with the base weights bundled. Import the fixture into a test module:
-
-    from tests.api.fixtures import tiny_packages_fixture  # noqa: F401
+`write_package` with the base weights bundled. The session fixture `tiny_packages`
+(tests/conftest.py) builds them once; the helpers here start and drive real nodes.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from mainstream.core.manifest import (
     AppInfo,
@@ -165,39 +163,6 @@ def build_tiny_packages(folder: Path) -> TinyPackages:
         ),
         weak=package("weak", "vans", {**QUALITY["trains"], CUTS[-1]: (0.0, 0.0)}),
     )
-
-
-@pytest.fixture(scope="session", name="tiny_packages")
-def tiny_packages_fixture(tmp_path_factory: pytest.TempPathFactory) -> TinyPackages:
-    """The packages, built once per test session even when several modules import this.
-
-    (pytest makes an imported fixture a separate fixture per module, so the result is kept
-    in the session's base temp folder.)
-    """
-    import json
-
-    folder = tmp_path_factory.getbasetemp() / "tiny-packages"
-    done = folder / "built.json"
-    if done.is_file():
-        recorded = json.loads(done.read_text())
-        return TinyPackages(
-            folder=folder,
-            fingerprint=recorded["fingerprint"],
-            base_files=(Path(recorded["base_files"][0]), Path(recorded["base_files"][1])),
-            **{name: Path(recorded[name]) for name in _PACKAGE_FIELDS},
-        )
-    folder.mkdir(parents=True, exist_ok=True)
-    packages = build_tiny_packages(folder)
-    record = {
-        "fingerprint": packages.fingerprint,
-        "base_files": [str(path) for path in packages.base_files],
-        **{name: str(getattr(packages, name)) for name in _PACKAGE_FIELDS},
-    }
-    done.write_text(json.dumps(record))
-    return packages
-
-
-_PACKAGE_FIELDS = ("trains", "trains_v2", "buses", "unknown_base", "wrong_bundle", "weak")
 
 
 def node_config(data_dir: Path, **overrides: Any) -> dict[str, Any]:
@@ -360,3 +325,13 @@ def cli_token(config: Path, role: str) -> str:
     secret = created.stdout.strip()
     assert secret.startswith("mst_") and "\n" not in secret
     return secret
+
+
+def create_token(config: Path, role: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {cli_token(config, role)}"}
+
+
+def upload(client: httpx.Client, headers: dict[str, str], content: bytes) -> httpx.Response:
+    return client.post(
+        "/api/packages", files={"file": ("app.mpkg", content)}, headers=headers, timeout=120
+    )

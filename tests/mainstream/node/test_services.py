@@ -36,12 +36,11 @@ from mainstream.node.services import (
 )
 from mainstream.node.settings import Settings
 from scheduler.problem import Profile
-from tests.api.fixtures import (
+from tests.support.nodes import (
     CUTS,
     TinyPackages,
     bad_packages,
     node_config,
-    tiny_packages_fixture,  # noqa: F401 - the `tiny_packages` fixture
     wait_for,
 )
 

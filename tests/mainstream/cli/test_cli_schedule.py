@@ -15,7 +15,7 @@ from mainstream.core.errors import InfeasibleError
 from scheduler.problem import Plan, Problem
 from scheduler.sweep import SweepResult
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 EXAMPLE_JSON = REPO / "examples" / "problem.json"
 EXAMPLE_YAML = REPO / "examples" / "problem.yaml"
 

@@ -1,0 +1,22 @@
+"""Session fixtures every test package shares (helpers live in tests/support/)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support.live_packages import build_moving_package
+from tests.support.nodes import TinyPackages, build_tiny_packages
+
+
+@pytest.fixture(scope="session")
+def tiny_packages(tmp_path_factory: pytest.TempPathFactory) -> TinyPackages:
+    """Real tiny packages on one registered base (tests/support/nodes.py), built once."""
+    return build_tiny_packages(tmp_path_factory.mktemp("tiny-packages"))
+
+
+@pytest.fixture(scope="session")
+def moving_package(tmp_path_factory: pytest.TempPathFactory, tiny_packages: TinyPackages) -> Path:
+    """A package whose app fires on the synthetic camera's moving shapes, built once."""
+    return build_moving_package(tiny_packages, tmp_path_factory.mktemp("moving-package"))
