@@ -421,32 +421,3 @@ def test_times_are_epoch_seconds_or_iso_8601() -> None:
     assert parse_time("since", None) is None
     with pytest.raises(ValueError, match="since='yesterday'"):
         parse_time("since", "yesterday")
-
-
-def test_a_profile_measured_in_one_precision_is_not_used_for_another(
-    tmp_path: Path, tiny_packages: TinyPackages, measured_profile: Profile
-) -> None:
-    """OpenVINO in bf16 is another machine as far as costs go: the node measures again."""
-    from edge_runtime.engines import openvino_available
-
-    if not openvino_available():
-        pytest.skip("openvino is not installed")
-    stored_f32 = measured_profile.model_copy(update={"engine": "openvino", "precision": "f32"})
-    node = start_node(
-        tmp_path / "node",
-        tiny_packages,
-        runtime={"engine": "openvino", "openvino_precision": "bf16"},
-    )
-    try:
-        with node.registry.transaction() as transaction:
-            transaction.save_profile(stored_f32.base_model, "openvino", stored_f32)
-        services = Services(node)
-        services.packages.upload(tiny_packages.trains)
-        services.apps.create(AppCreate(name="trains"))
-        assert node.plan_in_force is not None and node.plan_in_force.status == "ok"
-        profile = node.registry.get_profile(stored_f32.base_model, "openvino")
-        assert profile is not None and (profile.model_extra or {})["precision"] == "bf16"
-        assert profile.measured_at != stored_f32.measured_at  # type: ignore[attr-defined]
-        assert Services(node).health.stats()["precision"] == "bf16"
-    finally:
-        node.stop()
