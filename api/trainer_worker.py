@@ -258,7 +258,7 @@ def create_worker_app(config: WorkerConfig) -> FastAPI:
 
 
 def serve_worker(config: WorkerConfig, host: str, port: int, log_level: str = "info") -> None:
-    import uvicorn
+    import uvicorn  # the web server loads only to serve
 
     logger.info("trainer worker: jobs in %s, listening on %s:%d", config.data_dir, host, port)
     uvicorn.run(create_worker_app(config), host=host, port=port, log_level=log_level)

@@ -830,7 +830,7 @@ def _resize(image: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
     """The image at (width, height), or unchanged when no size is configured."""
     if size is None or (image.shape[1], image.shape[0]) == size:
         return image
-    import cv2
+    import cv2  # OpenCV loads only when frames are decoded or drawn
 
     shrinking = size[0] * size[1] < image.shape[0] * image.shape[1]
     interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR

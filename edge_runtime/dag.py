@@ -430,7 +430,7 @@ def fused_heads_model(models: Sequence[Any]) -> Any:
 
     The heads keep their own weights (the fused model shares them, nothing is copied).
     """
-    import keras
+    import keras  # TensorFlow loads only when a model is built or run
 
     cut_tensor = keras.Input(shape=tuple(models[0].input_shape[1:]), dtype="float32")
     scores = []
@@ -447,7 +447,7 @@ def fused_heads_model(models: Sequence[Any]) -> Any:
 def fused_segment_model(segment: Any, heads: Sequence[Any]) -> Any:
     """One Keras model running a segment and then every head on its output; the heads' scores
     side by side (weights shared, as in :func:`fused_heads_model`)."""
-    import keras
+    import keras  # TensorFlow loads only when a model is built or run
 
     start = keras.Input(shape=tuple(segment.input_shape[1:]), dtype="float32")
     return keras.Model(start, fused_heads_model(heads)(segment(start)), name="fused_segment")

@@ -49,7 +49,7 @@ def effective_precision(engine: str, precision: str) -> str:
 
 def configure_tensorflow_threads(options: EngineOptions) -> None:
     """Set TF's thread pools; only possible before TF runs its first op, so failures are ignored."""
-    import tensorflow as tf
+    import tensorflow as tf  # TensorFlow loads only when a model is built or run
 
     try:
         tf.config.threading.set_intra_op_parallelism_threads(options.intra_op_threads)
@@ -73,7 +73,7 @@ def compile_model(
 
 
 def _compile_keras(model: Any) -> CompiledModel:
-    import tensorflow as tf
+    import tensorflow as tf  # TensorFlow loads only when a model is built or run
 
     signature = [tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)]
     function = tf.function(lambda batch: model(batch, training=False), input_signature=signature)
@@ -94,7 +94,7 @@ def openvino_available() -> bool:
 
 def _compile_openvino(model: Any, options: EngineOptions) -> CompiledModel:
     try:
-        import openvino as ov
+        import openvino as ov  # OpenVINO loads only for its engine
     except ImportError as error:
         raise ModelError(
             "the openvino engine needs the 'openvino' package (pip install openvino)"

@@ -47,7 +47,7 @@ def time_per_call_ms(run: Callable[[], object], warmup: int = 3, repeats: int = 
 
 def head_model(base: Any, classes: int = 2) -> Any:
     """A typical app head (pooling + dense + softmax) on the base's output, for total_cost."""
-    import keras
+    import keras  # TensorFlow loads only when a model is built or run
 
     inputs = keras.Input(base.output_shape[1:])
     pooled = keras.layers.GlobalAveragePooling2D()(inputs)
@@ -65,7 +65,7 @@ def _branch_overhead(
     progress: Callable[[str], None] | None,
 ) -> float:
     """The branch from `cut` timed as one model, less what the cost model already charges."""
-    import keras
+    import keras  # TensorFlow loads only when a model is built or run
 
     if progress:
         progress(f"timing the branch {cut.name} -> output")
@@ -78,7 +78,7 @@ def _branch_overhead(
 
 def measure_decode_ms(width: int, height: int, input_size: int, frames: int = 30) -> float:
     """Decode (MJPEG) and resize one camera frame of the given resolution to the model input."""
-    import cv2
+    import cv2  # OpenCV loads only when frames are decoded or drawn
 
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="mainstream-profile-") as folder:

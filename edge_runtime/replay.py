@@ -11,6 +11,7 @@ figures use the event model's own definitions (DESIGN §2), so the two are compa
 
 from __future__ import annotations
 
+import csv
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from edge_runtime.dag import CameraDag
 from edge_runtime.deployer import (
@@ -83,7 +85,6 @@ class ReplaySummary:
 
 def read_labels(path: Path) -> list[LabelledInterval]:
     """CSV of `start_frame,end_frame,label` (end inclusive, header optional)."""
-    import csv
 
     intervals: list[LabelledInterval] = []
     with open(path, newline="", encoding="utf-8") as handle:
@@ -106,7 +107,7 @@ def read_labels(path: Path) -> list[LabelledInterval]:
 
 def iterate_video(path: Path, size: int) -> Iterator[tuple[int, np.ndarray]]:
     """Decode a video file frame by frame as RGB at the model's input size."""
-    import cv2
+    import cv2  # OpenCV loads only when frames are decoded or drawn
 
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
@@ -127,7 +128,7 @@ def iterate_video(path: Path, size: int) -> Iterator[tuple[int, np.ndarray]]:
 
 
 def video_properties(path: Path) -> tuple[float, int]:
-    import cv2
+    import cv2  # OpenCV loads only when frames are decoded or drawn
 
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
@@ -290,7 +291,6 @@ def _run(
     packages: dict[str, Any],
     say: Callable[[str], None],
 ) -> ReplaySummary:
-    from tqdm import tqdm
 
     planned = {app.name: app for app in plan.apps}
     detectors = {

@@ -288,7 +288,7 @@ class EdgeRuntime:
 
     def process_frames(self, items: list[tuple[CameraDeployment, Frame]]) -> None:
         """Analyse one frame of each of several cameras together (shared segments batched)."""
-        import cv2
+        import cv2  # OpenCV loads only when frames are decoded or drawn
 
         inputs = []
         for deployment, frame in items:

@@ -55,7 +55,7 @@ class Frame:
 
 def encode_jpeg(image_rgb: np.ndarray, quality: int = 85) -> bytes:
     """JPEG bytes of an RGB image (for snapshots and ``latest.jpg``)."""
-    import cv2
+    import cv2  # OpenCV loads only when frames are decoded or drawn
 
     if not 1 <= quality <= 100:
         raise InvalidParameterError("quality", quality, "an integer in [1, 100]")

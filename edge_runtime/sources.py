@@ -149,7 +149,7 @@ def _open_ffmpeg_capture(
     target: str, options: dict[str, str], open_timeout_s: float, read_timeout_s: float
 ) -> Any:
     """A cv2.VideoCapture on the FFmpeg backend with timeouts and per-open demuxer options."""
-    import cv2
+    import cv2  # OpenCV loads only when frames are decoded or drawn
 
     params = [
         cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
@@ -186,13 +186,13 @@ class _OpenCvSource(FrameSource):
 
     @property
     def nominal_fps(self) -> float | None:
-        import cv2
+        import cv2  # OpenCV loads only when frames are decoded or drawn
 
         fps = float(self._cap.get(cv2.CAP_PROP_FPS))
         return fps if math.isfinite(fps) and 0 < fps <= 1000 else None
 
     def retrieve(self) -> np.ndarray:
-        import cv2
+        import cv2  # OpenCV loads only when frames are decoded or drawn
 
         ok, bgr = self._cap.retrieve()
         if not ok or bgr is None or bgr.size == 0:
@@ -239,7 +239,7 @@ class VideoFileSource(_OpenCvSource):
         return 1.0 / fps if fps else 1.0 / 25.0
 
     def grab(self) -> float | None:
-        import cv2
+        import cv2  # OpenCV loads only when frames are decoded or drawn
 
         if not self._cap.grab():
             if not self.config.loop:
@@ -303,7 +303,7 @@ class UsbSource(_OpenCvSource):
     """A local V4L2 camera. An unplugged device is a retryable error: it may come back."""
 
     def __init__(self, config: UsbSourceConfig, *, read_timeout_s: float = 20.0) -> None:
-        import cv2
+        import cv2  # OpenCV loads only when frames are decoded or drawn
 
         super().__init__(f"usb:{config.device}")
         self.config = config

@@ -33,7 +33,7 @@ LAYERS: dict[str, int] = {
 # Packages of one layer that must not import each other.
 SIBLINGS_APART = {("edge_runtime", "trainer"), ("trainer", "edge_runtime")}
 # Imports allowed inside a function only: libraries too heavy to load at import time.
-HEAVY = ("tensorflow", "keras", "cv2", "openvino", "uvicorn", "fastapi", "starlette")
+HEAVY = ("tensorflow", "keras", "cv2", "openvino", "uvicorn", "fastapi", "starlette", "h5py")
 
 
 def package_of(module: str) -> str:
@@ -196,6 +196,24 @@ def _loads_heavy(target: str, heavy: set[str], modules: dict[str, Path]) -> bool
             if not item.in_function and not item.type_only and item.target.split(".")[0] in PROJECT
         )
     return False
+
+
+def test_only_heavy_libraries_load_lazily_and_each_says_why() -> None:
+    """Inside a function, only TensorFlow, OpenCV, OpenVINO, HDF5 and the web stack may be
+    imported (they cost seconds or hundreds of MB), each with a comment saying so."""
+    modules = project_modules()
+    found = []
+    for module, path in modules.items():
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for item in imports_of(module, path, modules):
+            top = item.target.split(".")[0]
+            if not item.in_function or top in PROJECT:
+                continue
+            if top not in HEAVY:
+                found.append(where(item) + " (a light library: import it at the top)")
+            elif "#" not in lines[item.line - 1] and "#" not in lines[item.line]:
+                found.append(where(item) + " (say why it loads lazily)")
+    assert found == [], "\n".join(found)
 
 
 @pytest.mark.parametrize(

@@ -177,7 +177,7 @@ def load_image_folder(
     An unreadable image is an error naming the file (a silently smaller dataset would skew the
     measured recall and false-positive rate without anyone noticing).
     """
-    import cv2
+    import cv2  # OpenCV loads only when frames are decoded or drawn
 
     root = Path(path)
     height, width = _size(image_size)
@@ -253,7 +253,7 @@ def export_video_frames(
     survive the round trip. Several videos can be exported into the same folder (distinct
     `clip_name`s, default: the video's file stem). Returns the number of frames per class.
     """
-    import cv2
+    import cv2  # OpenCV loads only when frames are decoded or drawn
 
     video = load_labelled_video(
         video_path,
@@ -341,7 +341,7 @@ def load_labelled_video(
     other labels are negatives. Every `frame_step`-th frame is kept; `image_size` None keeps
     the native size. `fps` overrides the rate the container reports.
     """
-    import cv2
+    import cv2  # OpenCV loads only when frames are decoded or drawn
 
     if isinstance(frame_step, bool) or not isinstance(frame_step, int) or frame_step < 1:
         raise InvalidParameterError("frame_step", frame_step, "an integer >= 1")
@@ -436,7 +436,7 @@ def _size(image_size: int | tuple[int, int]) -> tuple[int, int]:
 
 def _to_rgb(bgr: np.ndarray, height: int, width: int) -> np.ndarray:
     """BGR from OpenCV to RGB, resized (area interpolation) when the size differs."""
-    import cv2
+    import cv2  # OpenCV loads only when frames are decoded or drawn
 
     if bgr.shape[:2] != (height, width):
         bgr = cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA)

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from mainstream.core.bases import (
     INPUT_CUT,
@@ -155,7 +156,7 @@ def per_frame_quality(
 
 def augment_images(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One random augmentation per image: horizontal flip, crop (85-100 %) and brightness."""
-    import cv2
+    import cv2  # OpenCV loads only when frames are decoded or drawn
 
     augmented = np.empty_like(images)
     height, width = images.shape[1:3]
@@ -230,7 +231,7 @@ def build_candidate(
     Input: the tensor at the cut. Output: softmax scores over `class_count` classes. The suffix
     layers are copies, so training the candidate never touches the base.
     """
-    import keras
+    import keras  # TensorFlow loads only when a model is built or run
 
     if class_count < 2:
         raise InvalidParameterError("classes", class_count, "at least 2 classes")
@@ -268,7 +269,7 @@ def stem_fingerprint(base: keras.Model, cut_point: str) -> str:
 
 
 def _empty_model() -> keras.Model:
-    import keras
+    import keras  # TensorFlow loads only when a model is built or run
 
     inputs = keras.Input(shape=(1,))
     return keras.Model(inputs, inputs)
@@ -284,7 +285,7 @@ def save_candidate(model: keras.Model, path: Path) -> Path:
 
 def load_candidate(path: Path) -> keras.Model:
     """Load a saved candidate in Keras safe mode (no arbitrary code)."""
-    import keras
+    import keras  # TensorFlow loads only when a model is built or run
 
     return keras.models.load_model(str(path), compile=False, safe_mode=True)
 
@@ -296,8 +297,7 @@ def make_predictor(model: keras.Model, batch_size: int = 64) -> Callable[..., np
     `VariantSource`). The function is traced once and reused, so calling it after every epoch
     stays cheap.
     """
-    import tensorflow as tf
-    from tqdm.auto import tqdm
+    import tensorflow as tf  # TensorFlow loads only when a model is built or run
 
     spec = tf.TensorSpec(shape=(None, *model.input_shape[1:]), dtype=tf.float32)
 
@@ -336,9 +336,8 @@ def stem_features(
     pass runs only up to the deepest requested cut. "input" is not computed here: its
     "features" are the preprocessed images themselves.
     """
-    import keras
-    import tensorflow as tf
-    from tqdm.auto import tqdm
+    import keras  # TensorFlow loads only when a model is built or run
+    import tensorflow as tf  # TensorFlow loads only when a model is built or run
 
     cuts = [cut for cut in cut_points if cut != INPUT_CUT]
     if not cuts:
@@ -378,7 +377,7 @@ def naive_model(base: keras.Model, cut_point: str, candidate: keras.Model) -> ke
     The stem is a frozen copy, so the check after training (its fingerprint still equals the
     base's) proves the naive loop left the frozen layers untouched.
     """
-    import keras
+    import keras  # TensorFlow loads only when a model is built or run
 
     image = keras.Input(shape=base.input_shape[1:], dtype="float32", name="image")
     stem = frozen_stem(base, cut_point)

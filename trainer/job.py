@@ -30,7 +30,8 @@ import time
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from tqdm import tqdm
 
 from mainstream.core.bases import (
     BaseConfig,
@@ -201,7 +202,6 @@ class TrainingJobSpec(BaseModel):
         self, datasets_dir: Path, output: Path, bases_dir: Path | None, progress: bool = True
     ) -> TrainRequest:
         """The pipeline's request; raises InvalidParameterError for any bad field."""
-        from pydantic import ValidationError
 
         data, labels = self.data_paths(datasets_dir)
         fields = self.model_dump(
@@ -388,7 +388,6 @@ class _PipelineEvents(logging.Handler):
 
 def _watch_progress_bars(reporter: StatusReporter, stop: threading.Event) -> None:
     """Report the live tqdm bars once a second (tqdm keeps every open bar in `_instances`)."""
-    from tqdm import tqdm
 
     while not stop.wait(1.0):
         for bar in list(getattr(tqdm, "_instances", ())):

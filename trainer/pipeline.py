@@ -221,7 +221,7 @@ def train_package(request: TrainRequest) -> TrainResult:
     labels_path = _labels_path(request)
     explicit_stats = _explicit_event_stats(request)
 
-    import tensorflow as tf
+    import tensorflow as tf  # TensorFlow loads only when a model is built or run
 
     started = time.perf_counter()
     device = _describe_device(tf)
@@ -356,7 +356,7 @@ def _describe_device(tf: Any) -> str:
 @contextmanager
 def _precision_policy(mixed: bool) -> Iterator[None]:
     """float16 compute with float32 weights for the job, then the previous policy again."""
-    import keras
+    import keras  # TensorFlow loads only when a model is built or run
 
     if not mixed:
         yield
@@ -392,7 +392,7 @@ def _quiet_retracing_warnings() -> Iterator[None]:
 
 def _load_base(request: TrainRequest) -> tuple[BaseConfig, keras.Model, BaseModelInfo]:
     """Build (or load the registered) base; returns its config, model and manifest entry."""
-    import keras
+    import keras  # TensorFlow loads only when a model is built or run
 
     wanted = request.base
     if looks_like_fingerprint(wanted.weights) and not Path(wanted.weights).exists():
@@ -668,8 +668,8 @@ def _training_info(
 
 
 def library_versions() -> dict[str, str]:
-    import keras
-    import tensorflow as tf
+    import keras  # TensorFlow loads only when a model is built or run
+    import tensorflow as tf  # TensorFlow loads only when a model is built or run
 
     return {
         "python": platform.python_version(),

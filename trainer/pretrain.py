@@ -78,7 +78,7 @@ def load_image_folder(
     data_dir: Path | str, input_size: int, *, show_progress: bool = True
 ) -> ImageFolder:
     """Read `data_dir/<class>/<image>` into memory, resized to `input_size` square pixels."""
-    import cv2
+    import cv2  # OpenCV loads only when frames are decoded or drawn
 
     root = Path(data_dir)
     if not root.is_dir():
@@ -161,7 +161,7 @@ def _training_batches(
 
 def classifier_for_pretraining(body: keras.Model, class_count: int) -> keras.Model:
     """The body plus a temporary head: global average pooling, dropout, softmax."""
-    import keras
+    import keras  # TensorFlow loads only when a model is built or run
 
     pooled = keras.layers.GlobalAveragePooling2D(name="pretrain_pool")(body.output)
     dropped = keras.layers.Dropout(0.2, name="pretrain_dropout")(pooled)
@@ -187,7 +187,7 @@ def pretrain_base(
     by run length: compiling the training graph costs as much as a few dozen small steps, so
     very short runs are faster eagerly.
     """
-    import keras
+    import keras  # TensorFlow loads only when a model is built or run
 
     if epochs < 1:
         raise InvalidParameterError("epochs", epochs, "an integer ≥ 1")
@@ -251,7 +251,7 @@ def pretrain_base(
 
 
 def _batch_norm_layers(model: keras.Model) -> list[Any]:
-    import keras
+    import keras  # TensorFlow loads only when a model is built or run
 
     return [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from mainstream.core.errors import InvalidParameterError
 
@@ -233,8 +234,8 @@ def _build_steps(model: keras.Model, learning_rate: float) -> _TrainingSteps:
     behaves the same during training as at inference (moving statistics would not settle on
     the small datasets an app is specialised on).
     """
-    import keras
-    import tensorflow as tf
+    import keras  # TensorFlow loads only when a model is built or run
+    import tensorflow as tf  # TensorFlow loads only when a model is built or run
 
     optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
     if keras.mixed_precision.global_policy().name == "mixed_float16":
@@ -280,7 +281,6 @@ def train_model(
     `evaluate_every_steps` optimizer steps) and stored in `counters.checkpoints`; the time
     spent evaluating is not counted as training time.
     """
-    from tqdm.auto import tqdm
 
     labels = np.asarray(labels, dtype=np.int32)
     if len(labels) != len(source):

@@ -147,7 +147,7 @@ def generate_video(
     The container follows the extension: `.avi` is written as MJPG (frame-exact, robust),
     `.mp4`/`.m4v`/`.mov` as mp4v. The written file is opened again and its frame count checked.
     """
-    import cv2
+    import cv2  # OpenCV loads only when frames are decoded or drawn
 
     config = config or SynthConfig()
     video_path, labels_path = Path(video_path), Path(labels_path)
@@ -298,7 +298,7 @@ def generate_image_dataset(
     Returns the number of images per class. The folder is built beside `out_dir` and renamed
     into place, so a failure never leaves a half-written dataset.
     """
-    import cv2
+    import cv2  # OpenCV loads only when frames are decoded or drawn
 
     names = _image_class_names(classes)
     if isinstance(images_per_class, bool) or images_per_class < 1:
@@ -370,7 +370,7 @@ class _Scene:
     """The static landscape plus what changes slowly over time: clouds, lighting, noise."""
 
     def __init__(self, config: SynthConfig, rng: np.random.Generator) -> None:
-        import cv2
+        import cv2  # OpenCV loads only when frames are decoded or drawn
 
         self.config = config
         self.rng = rng
@@ -448,7 +448,7 @@ def _random_texture(
     palette: tuple[tuple[int, int, int], tuple[int, int, int]] | None = None,
 ) -> np.ndarray:
     """Smooth coloured noise: a blend of two colours by upsampled low-resolution noise."""
-    import cv2
+    import cv2  # OpenCV loads only when frames are decoded or drawn
 
     if palette is None:
         first = rng.uniform(0, 255, size=3)
@@ -516,7 +516,7 @@ def _draw_object(
 
 
 def _draw_kind(canvas: np.ndarray, left: float, style: _ObjectStyle, frame_index: int) -> None:
-    import cv2
+    import cv2  # OpenCV loads only when frames are decoded or drawn
 
     kind, length, body, bottom = style.kind, style.length, style.body_height, style.bottom
     color = style.color
@@ -599,7 +599,7 @@ def _draw_shape(
     color: tuple[float, ...],
     rng: np.random.Generator,
 ) -> None:
-    import cv2
+    import cv2  # OpenCV loads only when frames are decoded or drawn
 
     cx, cy, r = int(centre[0]), int(centre[1]), max(3, int(radius))
     angle = rng.uniform(0, 2 * math.pi)
@@ -654,7 +654,7 @@ def _temp_sibling(path: Path) -> Path:
 
 
 def _count_frames(path: Path) -> int:
-    import cv2
+    import cv2  # OpenCV loads only when frames are decoded or drawn
 
     capture = cv2.VideoCapture(str(path))
     try:

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 
 from api.deps import Admin, ServicesDep, Viewer, health_reader, metrics_reader
@@ -56,7 +57,6 @@ def stats(services: ServicesDep) -> dict[str, Any]:
 )
 def metrics(request: Request) -> Response:
     """Prometheus text exposition format."""
-    from prometheus_client import CONTENT_TYPE_LATEST
 
     return Response(render(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)
 

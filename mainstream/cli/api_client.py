@@ -18,6 +18,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import quote
+
+import httpx
 
 from mainstream.core.errors import (
     AuthError,
@@ -128,7 +131,6 @@ class ApiClient:
         token: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
-        import httpx
 
         self.server = normalise_server(server)
         self.token = token or None
@@ -159,7 +161,6 @@ class ApiClient:
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Send one request; raise the matching MainstreamError for anything but 2xx."""
-        import httpx
 
         url = f"{self.server}{path}"
         try:
@@ -356,7 +357,6 @@ def _params(**values: Any) -> JsonObject:
 
 def _segment(value: str) -> str:
     """A path segment with '/', '?', '#' and friends escaped."""
-    from urllib.parse import quote
 
     return quote(value, safe="")
 

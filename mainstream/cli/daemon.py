@@ -84,7 +84,7 @@ def serve(
         )
 
     configure_logging(log_level, "json" if log_format == "json" else "text")
-    import uvicorn
+    import uvicorn  # the web server loads only to serve
 
     from api.app import create_app  # FastAPI loads only to serve
 

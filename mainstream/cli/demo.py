@@ -8,6 +8,8 @@ Only click is imported at the top; the demo loads TensorFlow, OpenCV and uvicorn
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 
 import click
@@ -72,8 +74,6 @@ def demo(
     held-out video as a looping camera. Events are printed as they happen; at the end a table
     sets each app's predicted event F1 against the one measured on the video's labels.
     """
-    import logging
-    import os
 
     # TensorFlow's start-up notes and tracing warnings would drown the demo's own lines.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -490,7 +490,7 @@ class DemoServer:
     """The node's FastAPI app under uvicorn in a background thread; the app starts the node."""
 
     def __init__(self, node: Node, port: int) -> None:
-        import uvicorn
+        import uvicorn  # the web server loads only to serve
 
         from api.app import create_app  # FastAPI loads only to serve
 

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import click
+import yaml
+from pydantic import ValidationError
 
 from mainstream.core.errors import InvalidParameterError
 from trainer.datasets import export_video_frames
@@ -39,8 +41,6 @@ def _parse_list(value: str | None) -> list[str] | None:
 
 def _load_config(path: Path | None, overrides: dict[str, Any]) -> Any:
     """A SynthConfig from an optional YAML file, with the options given on the command line."""
-    import yaml
-    from pydantic import ValidationError
 
     values: dict[str, Any] = {}
     if path is not None:

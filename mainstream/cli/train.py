@@ -6,9 +6,12 @@ Only click and light modules are imported at the top; TensorFlow loads when a co
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import click
+import yaml
+from pydantic import ValidationError
 
 from mainstream.core.bases import (
     BASE_NAMES,
@@ -264,9 +267,6 @@ def train(config_file: Path | None, as_json: bool, quiet: bool, **flags: object)
     Example: mainstream train --data trains.avi --positive-class train --base mobilenet_v1
     --weights none --alpha 0.25 --input-size 96 --freeze-points 3 --epochs 2 -o trains.mpkg
     """
-    import logging
-
-    from pydantic import ValidationError
 
     settings = _train_settings(config_file, flags, progress=not quiet)
     try:
@@ -311,8 +311,6 @@ def _train_settings(
 
     settings: dict[str, object] = {}
     if config_file is not None:
-        import yaml
-
         try:
             loaded = yaml.safe_load(config_file.read_text(encoding="utf-8"))
         except yaml.YAMLError as error:

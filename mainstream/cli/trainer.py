@@ -12,12 +12,15 @@ Nothing heavy is imported: the client never needs TensorFlow.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import click
+import httpx
+import yaml
 
 from mainstream.core.errors import (
     AuthError,
@@ -93,7 +96,6 @@ def worker(
     log_level: str,
 ) -> None:
     """Serve training jobs to nodes whose trainer mode is "remote" (until Ctrl-C)."""
-    import logging
 
     from api.trainer_worker import WorkerConfig, serve_worker  # FastAPI loads only to serve
 
@@ -122,14 +124,12 @@ class JobsClient:
     """The node's training-job endpoints; errors become Mainstream errors with the node's text."""
 
     def __init__(self, server: str, token: str | None, timeout_s: float = 60.0) -> None:
-        import httpx
 
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.server = server.rstrip("/")
         self._client = httpx.Client(base_url=self.server, headers=headers, timeout=timeout_s)
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        import httpx
 
         try:
             answer = self._client.request(method, f"/api/training-jobs{path}", **kwargs)
@@ -338,8 +338,6 @@ def _submit_body(spec_file: Path | None, flags: dict[str, Any], deploy: bool) ->
 
     body: dict[str, Any] = {}
     if spec_file is not None:
-        import yaml
-
         try:
             loaded = yaml.safe_load(spec_file.read_text(encoding="utf-8"))
         except yaml.YAMLError as error:

@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import os
 import re
+import shutil
 import tempfile
 import uuid
 import warnings
@@ -146,7 +147,7 @@ class BaseConfig:
 
 def build_base(config: BaseConfig) -> keras.Model:
     """Build the convolutional body of `config` (keras.applications, include_top=False)."""
-    import keras
+    import keras  # TensorFlow loads only when a model is built or run
 
     family = _FAMILIES[config.name]
     constructor = getattr(keras.applications, family.keras_constructor)
@@ -213,7 +214,7 @@ def _keras_weights_path(path: Path) -> Iterator[Path]:
     if name.endswith((".weights.h5", ".keras")) or not name.endswith((".h5", ".hdf5")):
         yield path
         return
-    import h5py
+    import h5py  # HDF5 loads only to read a weights file
 
     with h5py.File(path, "r") as handle:
         legacy = "layer_names" in handle.attrs or "model_weights" in handle
@@ -236,7 +237,7 @@ def _canonicalise_auto_names(model: keras.Model) -> None:
     (`conv2d_94` when another model was built first). Renumbering each kind in creation order
     makes cut-point names the same in the trainer, the profiler and every runtime.
     """
-    import keras
+    import keras  # TensorFlow loads only when a model is built or run
 
     kinds: dict[str, list[tuple[int, keras.layers.Layer]]] = {}
     for layer in model.layers:
@@ -511,7 +512,7 @@ def split_model(model: keras.Model, cut_point: str) -> tuple[keras.Model | None,
     Both reuse the base's layer objects, so they share its weights: training the suffix changes
     the base too. Build a fresh base (`build_base`) per candidate when that matters.
     """
-    import keras
+    import keras  # TensorFlow loads only when a model is built or run
 
     graph, layer_name = _checked_cut(model, cut_point)
     cut_tensor = graph.nodes[layer_name].output_tensors[0]
@@ -602,7 +603,7 @@ def calibrate_batchnorm(model: keras.Model, images: np.ndarray) -> None:
     benchmarks (a new base, with a new fingerprint). Real bases are pretrained instead
     (`mainstream base pretrain`) or come with ImageNet weights.
     """
-    import keras
+    import keras  # TensorFlow loads only when a model is built or run
 
     layers = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     momenta = [layer.momentum for layer in layers]
@@ -634,7 +635,7 @@ def untrained_head(
     The copied layers are nudged (by 1 %, seeded) as fine-tuning would change them: heads of
     different apps must not be identical, or an engine could merge their work.
     """
-    import keras
+    import keras  # TensorFlow loads only when a model is built or run
 
     keras.utils.set_random_seed(seed)
     copy = keras.models.clone_model(base)
@@ -738,7 +739,6 @@ def registered_base_record(fingerprint: str, bases_dir: Path | str) -> Registere
 def copy_registered_base(fingerprint: str, source_dir: Path | str, target_dir: Path | str) -> bool:
     """Register a base of `source_dir` in `target_dir` too (weights first, record last, each
     atomically, so a reader never sees a record without its weights); False if already there."""
-    import shutil
 
     record = registered_base_record(fingerprint, source_dir)
     target = Path(target_dir)

@@ -36,6 +36,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mainstream.core.errors import InvalidParameterError, PackageError
@@ -762,7 +763,7 @@ def load_keras_safely(path: Path | str, limits: PackageLimits = DEFAULT_LIMITS) 
     """Load a `.keras` model in safe mode: no Lambda bytecode, no foreign modules, no pickle."""
     path = Path(path)
     _check_keras_archive(path, limits)
-    import keras
+    import keras  # TensorFlow loads only when a model is built or run
 
     try:
         return keras.models.load_model(path, safe_mode=True, compile=False)
@@ -846,8 +847,6 @@ def check_candidate_model(
         )
     concrete = declared if declared is not None else input_shape
     if all(size is not None for size in concrete):
-        import numpy as np
-
         probe = np.zeros((1, *concrete), dtype="float32")
         try:
             scores = np.asarray(model(probe, training=False))

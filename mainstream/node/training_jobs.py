@@ -31,6 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from mainstream.core.errors import (
@@ -176,7 +177,6 @@ class RemoteWorker:
     timeout_s: float = 60.0
 
     def client(self) -> httpx.Client:
-        import httpx
 
         headers = {}
         if self.token is not None:
@@ -552,7 +552,6 @@ class TrainingJobs:
     # -- remote --------------------------------------------------------------------------------
 
     def _run_remote(self, job_id: str, control: _Control, worker: RemoteWorker) -> Path:
-        import httpx
 
         job = self.get(job_id)
         folder = self._job_dir(job_id)
@@ -616,7 +615,6 @@ class TrainingJobs:
         remote_id: str,
         log_path: Path,
     ) -> TrainingJob:
-        import httpx
 
         log_offset = 0
         last_contact = time.monotonic()
