@@ -19,9 +19,19 @@ class Transition(str, Enum):
     END = "end"
 
 
+# Why an event ended (`EventRecord.ended_by`); None while it is open.
+ENDED_QUIET = "quiet"  # no analysed frame fired for the quiet time (the normal end)
+ENDED_STOPPED = "stopped"  # the app, the camera's analysis or the node stopped
+ENDED_RESTART = "restart"  # left open by a crash; closed when the node started again
+
+
 @dataclass(frozen=True)
 class EventRecord:
-    """What is known about one event at one moment; `end_time` is None while it is open."""
+    """What is known about one event at one moment; `end_time` is None while it is open.
+
+    `last_time` is the time of the latest frame that fired (None in records made before it
+    existed); `ended_by` says why the event ended (`ENDED_*`; None while it is open).
+    """
 
     id: str
     app: str
@@ -32,6 +42,8 @@ class EventRecord:
     peak_frame: int
     frames_analysed: int
     frames_fired: int
+    last_time: float | None = None
+    ended_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -82,7 +94,7 @@ class EventDetector:
         fired = score >= self.config.threshold
         changes: list[EventChange] = []
         if self._open is not None and timestamp - self._last_fire_time > self.config.quiet_time_s:
-            changes.append(self._close(self._last_fire_time))
+            changes.append(self._close(self._last_fire_time, ENDED_QUIET))
         self._run_length = self._run_length + 1 if fired else 0
         if fired:
             self._last_fire_time = timestamp
@@ -99,6 +111,7 @@ class EventDetector:
                     peak_frame=frame_index,
                     frames_analysed=1,
                     frames_fired=1,
+                    last_time=timestamp,
                 )
                 self._frames_since_update = 0
                 changes.append(EventChange(Transition.NEW, self._open, peak_improved=True))
@@ -111,6 +124,7 @@ class EventDetector:
             peak_frame=frame_index if improved else self._open.peak_frame,
             frames_analysed=self._open.frames_analysed + 1,
             frames_fired=self._open.frames_fired + int(fired),
+            last_time=self._last_fire_time,
         )
         self._frames_since_update += 1
         every = self.config.update_every_frames
@@ -122,18 +136,18 @@ class EventDetector:
     def advance_clock(self, timestamp: float) -> list[EventChange]:
         """Close an open event once the quiet time has passed, even if no frame was analysed."""
         if self._open is not None and timestamp - self._last_fire_time > self.config.quiet_time_s:
-            return [self._close(self._last_fire_time)]
+            return [self._close(self._last_fire_time, ENDED_QUIET)]
         return []
 
     def flush(self) -> list[EventChange]:
         """Close any open event now (the stream ended or the app was removed)."""
         if self._open is None:
             return []
-        return [self._close(self._last_fire_time)]
+        return [self._close(self._last_fire_time, ENDED_STOPPED)]
 
-    def _close(self, end_time: float) -> EventChange:
+    def _close(self, end_time: float, ended_by: str) -> EventChange:
         assert self._open is not None
-        closed = replace(self._open, end_time=end_time)
+        closed = replace(self._open, end_time=end_time, ended_by=ended_by)
         self._open = None
         self._run_length = 0
         return EventChange(Transition.END, closed)

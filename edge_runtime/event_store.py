@@ -1,20 +1,28 @@
 """Durable event storage in SQLite (WAL): an event is committed before anyone hears of it.
 
 The runtime writes each transition here first and publishes afterwards, so a crash can lose a
-publication but never an event that was already reported as started.
+publication but never an event that was already reported as started. An event a crash left
+open is closed by :meth:`EventStore.close_open` when the node starts again.
+
+The schema's version is SQLite's `user_version`; :func:`_migrate` brings an older file up to
+date in one transaction when the store opens it (version 1 added `last_time` and `ended_by`).
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from edge_runtime.detector import EventRecord
+from edge_runtime.detector import ENDED_QUIET, EventRecord
 
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     id TEXT PRIMARY KEY,
@@ -26,7 +34,9 @@ CREATE TABLE IF NOT EXISTS events (
     peak_frame INTEGER NOT NULL,
     frames_analysed INTEGER NOT NULL,
     frames_fired INTEGER NOT NULL,
-    snapshot BLOB
+    snapshot BLOB,
+    last_time REAL,
+    ended_by TEXT
 );
 CREATE INDEX IF NOT EXISTS events_by_time ON events (start_time);
 CREATE INDEX IF NOT EXISTS events_by_app ON events (app, start_time);
@@ -55,7 +65,7 @@ class EventStore:
         self._connection = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._connection.execute("PRAGMA journal_mode=WAL")
         self._connection.execute("PRAGMA synchronous=FULL")
-        self._connection.executescript(SCHEMA)
+        _migrate(self._connection)
 
     def close(self) -> None:
         with self._lock:
@@ -78,15 +88,17 @@ class EventStore:
             connection.execute(
                 """
                 INSERT INTO events (id, app, camera, start_time, end_time, peak_score, peak_frame,
-                                    frames_analysed, frames_fired, snapshot)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                    frames_analysed, frames_fired, snapshot, last_time, ended_by)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT(id) DO UPDATE SET
                     end_time = excluded.end_time,
                     peak_score = excluded.peak_score,
                     peak_frame = excluded.peak_frame,
                     frames_analysed = excluded.frames_analysed,
                     frames_fired = excluded.frames_fired,
-                    snapshot = COALESCE(excluded.snapshot, events.snapshot)
+                    snapshot = COALESCE(excluded.snapshot, events.snapshot),
+                    last_time = COALESCE(excluded.last_time, events.last_time),
+                    ended_by = excluded.ended_by
                 """,
                 (
                     event.id,
@@ -99,8 +111,32 @@ class EventStore:
                     event.frames_analysed,
                     event.frames_fired,
                     snapshot_jpeg,
+                    event.last_time,
+                    _ended_by(event),
                 ),
             )
+
+    def close_open(self, ended_by: str) -> list[EventRecord]:
+        """Close every event still open, as a crash leaves them, and return them closed.
+
+        An event ends at the last frame the store heard of (`last_time`, else its start), as
+        the detector would have ended it; `ended_by` says why. Call before anything analyses
+        frames: an event that is open in a running detector would be closed too.
+        """
+        with self._transaction() as connection:
+            rows = connection.execute(
+                f"SELECT {_COLUMNS} FROM events WHERE end_time IS NULL ORDER BY start_time, id"
+            ).fetchall()
+            connection.execute(
+                "UPDATE events SET end_time = COALESCE(last_time, start_time), ended_by = ? "
+                "WHERE end_time IS NULL",
+                (ended_by,),
+            )
+        closed = []
+        for event in map(_record, rows):
+            end_time = event.start_time if event.last_time is None else event.last_time
+            closed.append(replace(event, end_time=end_time, ended_by=ended_by))
+        return closed
 
     def get(self, event_id: str) -> EventRecord | None:
         with self._lock:
@@ -142,8 +178,60 @@ class EventStore:
 
 
 _COLUMNS = (
-    "id, app, camera, start_time, end_time, peak_score, peak_frame, frames_analysed, frames_fired"
+    "id, app, camera, start_time, end_time, peak_score, peak_frame, frames_analysed, "
+    "frames_fired, last_time, ended_by"
 )
+
+# Columns each schema version added to the events table, with their SQL types.
+_ADDED_COLUMNS: dict[int, tuple[tuple[str, str], ...]] = {
+    1: (("last_time", "REAL"), ("ended_by", "TEXT")),
+}
+
+
+def _migrate(connection: sqlite3.Connection) -> None:
+    """Create the schema, or bring an older one up to `SCHEMA_VERSION`, in one transaction.
+
+    Only columns are added (nullable, so existing rows stay valid); a column that is already
+    there is left alone, so an interrupted or repeated migration is harmless. A file from a
+    newer version is used as it is: its extra columns are ignored.
+    """
+    connection.execute("BEGIN IMMEDIATE")  # one process migrates; others wait, then see it
+    try:
+        version = int(connection.execute("PRAGMA user_version").fetchone()[0])
+        existing = {row[1] for row in connection.execute("PRAGMA table_info(events)")}
+        if not existing:  # a new file
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+        else:
+            for added in range(version + 1, SCHEMA_VERSION + 1):
+                for column, sql_type in _ADDED_COLUMNS.get(added, ()):
+                    if column not in existing:
+                        connection.execute(f"ALTER TABLE events ADD COLUMN {column} {sql_type}")
+            for statement in SCHEMA.split(";"):  # the indexes (IF NOT EXISTS)
+                if statement.strip().startswith("CREATE INDEX"):
+                    connection.execute(statement)
+        if version < SCHEMA_VERSION:
+            if existing:
+                logger.info("events: schema %d migrated to %d", version, SCHEMA_VERSION)
+            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        elif version > SCHEMA_VERSION:
+            logger.warning(
+                "events: the database has schema %d, newer than this version's %d",
+                version,
+                SCHEMA_VERSION,
+            )
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+
+
+def _ended_by(event: EventRecord) -> str | None:
+    """Why a closed event ended; a closed record that does not say ended normally."""
+    if event.end_time is None:
+        return None
+    return event.ended_by or ENDED_QUIET
 
 
 def _record(row: tuple[object, ...]) -> EventRecord:
@@ -157,4 +245,6 @@ def _record(row: tuple[object, ...]) -> EventRecord:
         peak_frame=int(row[6]),  # type: ignore[call-overload]
         frames_analysed=int(row[7]),  # type: ignore[call-overload]
         frames_fired=int(row[8]),  # type: ignore[call-overload]
+        last_time=None if row[9] is None else float(row[9]),  # type: ignore[arg-type]
+        ended_by=None if row[4] is None else str(row[10] or ENDED_QUIET),
     )

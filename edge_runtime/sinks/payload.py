@@ -4,8 +4,12 @@
      "after": <record>}
 
 `after` is the event as it is now, `before` as it was in the previous message about the same
-event (null for "new"). A record carries the fields of :class:`EventRecord`, `active` (no end
-time yet) and `snapshot`, the URL path of the event's best JPEG on the node's API.
+event (null for "new"). A record carries the fields of :class:`EventRecord` (`ended_by`: why it
+ended, null while active; not `last_time`), `active` (no end time yet) and `snapshot`, the URL
+path of the event's best JPEG on the node's API.
+
+An event that a crash left open is ended when the node starts again: its "end" has `ended_by`
+"restart", and `before` is the event as it was last stored (the node forgot what it sent).
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ import json
 import math
 import threading
 from collections import OrderedDict
+from dataclasses import replace
 from typing import Any
 
-from edge_runtime.detector import EventChange, EventRecord, Transition
+from edge_runtime.detector import ENDED_RESTART, EventChange, EventRecord, Transition
 
 SNAPSHOT_PATH = "/api/events/{event_id}/snapshot.jpg"
 
@@ -43,6 +48,7 @@ def event_json(event: EventRecord, *, base_url: str = "") -> dict[str, Any]:
         "peak_frame": event.peak_frame,
         "frames_analysed": event.frames_analysed,
         "frames_fired": event.frames_fired,
+        "ended_by": event.ended_by,
         "snapshot": base_url.rstrip("/") + snapshot_path(event.id),
     }
 
@@ -77,6 +83,10 @@ class EventMessageBuilder:
                     self._last.popitem(last=False)
         if change.transition is Transition.NEW:
             before = None
+        elif before is None and change.event.ended_by == ENDED_RESTART:
+            # Closed at start-up: what was last stored is what the last message said.
+            opened = replace(change.event, end_time=None, ended_by=None)
+            before = event_json(opened, base_url=self.base_url)
         return {
             "type": change.transition.value,
             "node": self.node,

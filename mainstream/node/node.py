@@ -38,7 +38,7 @@ from edge_runtime.deployer import (
     build_deployments,
     problem_for,
 )
-from edge_runtime.detector import EventChange
+from edge_runtime.detector import ENDED_RESTART, EventChange, Transition
 from edge_runtime.engines import EngineOptions, configure_tensorflow_threads
 from edge_runtime.event_store import EventStore
 from edge_runtime.live import LiveHub
@@ -174,6 +174,8 @@ class Node:
     def start(self) -> None:
         """Register the configured cameras, start the runtime and deploy the registered apps.
 
+        Events the last run left open (it crashed) are closed first, with `ended_by`
+        "restart", and their end goes to the sinks built just before.
         A state that cannot be deployed (say, the budget no longer fits the apps) does not stop
         the node: the API stays up to fix it, and readiness reports the problem.
         In the registry role (a fleet's shared registry) the node only stores and serves
@@ -187,6 +189,7 @@ class Node:
                 return
             self._configure_threads()
             self.sinks = self._build_sinks()
+            self._close_events_left_open()
             self._collect_garbage()
             self._register_startup_cameras()
             self.runtime.start()
@@ -235,6 +238,23 @@ class Node:
         except Exception:
             logger.exception("the event sinks could not be started; events are only stored")
             return SinkFanOut()
+
+    def _close_events_left_open(self) -> None:
+        """End the events a crash left open (nothing analyses yet, so every open event is one)
+        at the last frame stored for them, and tell the sinks: their "end" never went out."""
+        try:
+            closed = self.events.close_open(ENDED_RESTART)
+        except Exception:  # a damaged file: the node still starts, the events stay open
+            logger.exception("could not close the events left open by the last run")
+            return
+        for event in closed:
+            logger.warning(
+                "event %s (%s on %s) was left open by the last run; closed at its last frame",
+                event.id,
+                event.app,
+                event.camera,
+            )
+            self._publish_event(EventChange(Transition.END, event))
 
     def _publish_event(self, change: EventChange) -> None:
         """Runtime listener: a committed event change goes to the sinks and the live stream."""

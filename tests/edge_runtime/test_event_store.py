@@ -33,3 +33,52 @@ def test_a_started_event_survives_an_abrupt_close(tmp_path: Path) -> None:
     with sqlite3.connect(path) as reader:
         assert reader.execute("SELECT id FROM events").fetchall() == [("started",)]
     assert EventStore(path).get("started") is not None
+
+
+OLD_SCHEMA = """
+CREATE TABLE events (
+    id TEXT PRIMARY KEY, app TEXT NOT NULL, camera TEXT NOT NULL, start_time REAL NOT NULL,
+    end_time REAL, peak_score REAL NOT NULL, peak_frame INTEGER NOT NULL,
+    frames_analysed INTEGER NOT NULL, frames_fired INTEGER NOT NULL, snapshot BLOB
+);
+INSERT INTO events VALUES ('ended', 'trains', 'cam0', 1.0, 3.0, 0.8, 2, 5, 5, x'ffd8');
+INSERT INTO events VALUES ('left-open', 'trains', 'cam0', 7.0, NULL, 0.6, 9, 2, 2, NULL);
+"""
+
+
+def test_an_old_file_is_migrated_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    with sqlite3.connect(path) as old:
+        old.executescript(OLD_SCHEMA)
+    store = EventStore(path)
+    ended = store.get("ended")
+    assert ended is not None and (ended.end_time, ended.ended_by) == (3.0, "quiet")
+    assert ended.last_time is None and store.snapshot("ended") == b"\xff\xd8"
+    left_open = store.get("left-open")
+    assert left_open is not None and left_open.end_time is None and left_open.ended_by is None
+    store.close()
+    again = EventStore(path)  # opening it again changes nothing
+    assert again.count() == 2
+    with sqlite3.connect(path) as reader:
+        assert reader.execute("PRAGMA user_version").fetchone() == (1,)
+        columns = [row[1] for row in reader.execute("PRAGMA table_info(events)")]
+    assert columns[-2:] == ["last_time", "ended_by"]
+    # Without a stored frame time, an event left open ends where it started.
+    [closed] = again.close_open("restart")
+    assert (closed.id, closed.end_time, closed.ended_by) == ("left-open", 7.0, "restart")
+
+
+def test_events_left_open_close_at_their_last_stored_frame(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "events.db")
+    store.save(replace(make_event("open", start=10.0), last_time=10.0), b"\xff\xd8")
+    store.save(replace(make_event("open", start=10.0), last_time=14.5, frames_analysed=6))
+    store.save(replace(make_event("done"), end_time=2.0, last_time=2.0, ended_by="stopped"))
+    closed = store.close_open("restart")
+    assert [(e.id, e.end_time, e.ended_by, e.frames_analysed) for e in closed] == [
+        ("open", 14.5, "restart", 6)
+    ]
+    assert store.get("open") == closed[0]
+    assert store.snapshot("open") == b"\xff\xd8"
+    done = store.get("done")
+    assert done is not None and (done.end_time, done.ended_by) == (2.0, "stopped")
+    assert store.close_open("restart") == []
