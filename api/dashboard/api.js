@@ -87,8 +87,12 @@ export class Api {
     return URL.createObjectURL(await response.blob());
   }
 
-  /** The URL of the Server-Sent Events stream (EventSource cannot send headers). */
-  liveUrl() {
-    return `${apiUrl("api/live")}?token=${encodeURIComponent(this.token)}`;
+  /**
+   * The URL of the Server-Sent Events stream with a fresh ticket: EventSource cannot send
+   * headers, and a ticket (one connection, 30 s) keeps the token out of URLs and logs.
+   */
+  async liveUrl() {
+    const { ticket } = await this.post("api/live/ticket");
+    return `${apiUrl("api/live")}?ticket=${encodeURIComponent(ticket)}`;
   }
 }

@@ -177,3 +177,63 @@ def test_dashboard_in_a_real_browser(
         finally:
             browser.close()
     assert page_errors == [], page_errors
+
+
+# Whole class names: r"\blive\b" would also match "live-indicator".
+LIVE = re.compile(r"(^|\s)live(\s|$)")
+POLLING = re.compile(r"(^|\s)polling(\s|$)")
+
+
+@pytest.fixture
+def bare_node(tmp_path: Path) -> Iterator[tuple[Daemon, str]]:
+    """A serving node without apps; yields the daemon and a viewer token."""
+    config = tmp_path / "node.yaml"
+    port = free_port()
+    settings = node_config(tmp_path / "data", api={"host": "127.0.0.1", "port": port})
+    config.write_text(yaml.safe_dump(settings))
+    viewer = create_token(config, "viewer")
+    daemon = Daemon(config=config, log=tmp_path / "serve.log", port=port)
+    daemon.start()
+    try:
+        yield daemon, viewer["Authorization"][7:]
+    finally:
+        if daemon.process is not None and daemon.process.poll() is None:
+            daemon.stop()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (apt-get install chromium)")
+def test_the_live_stream_opens_with_tickets_never_the_token(bare_node: tuple[Daemon, str]) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    daemon, viewer_token = bare_node
+    urls: list[str] = []
+    page_errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = browser.new_page()
+            page.on("pageerror", lambda error: page_errors.append(str(error)))
+            page.on("request", lambda request: urls.append(request.url))
+            page.set_default_timeout(20_000)
+            page.goto(daemon.url + "/ui/")
+            page.get_by_label("API token").fill(viewer_token)
+            page.get_by_role("button", name="Sign in").click()
+            indicator = page.locator("#live-indicator")
+            expect(indicator).to_have_class(LIVE, timeout=15_000)
+
+            # The node restarts: the spent ticket cannot reopen the stream; a new one does.
+            assert daemon.stop(), daemon.log_tail()
+            expect(indicator).to_have_class(POLLING, timeout=15_000)
+            daemon.start()
+            expect(indicator).to_have_class(LIVE, timeout=15_000)
+        finally:
+            browser.close()
+    assert page_errors == [], page_errors
+    streams = [url for url in urls if "/api/live?" in url]
+    tickets = [re.sub(r".*[?&]ticket=([^&]+).*", r"\1", url) for url in streams]
+    assert len(streams) >= 2 and all("ticket=" in url for url in streams), streams
+    assert len(set(tickets)) == len(tickets)  # each connection had its own ticket
+    assert not any("token=" in url for url in urls), urls
+    assert "/api/live?token=" not in daemon.log.read_text()

@@ -52,3 +52,19 @@ def test_tokens_never_reach_the_log(daemon: Daemon) -> None:
     assert '"GET /api/live?token=*** HTTP/1.1" 200' in log  # the access line is still there
     assert '"GET /api/live?token=*** HTTP/1.1" 401' in log
     assert token[4:] not in log and wrong[4:] not in log
+
+
+def test_a_ticket_opens_the_stream_once(daemon: Daemon) -> None:
+    token = cli_token(daemon.config, "viewer")
+    with httpx.Client(base_url=daemon.url, timeout=10) as client:
+        answer = client.post("/api/live/ticket", headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 200, answer.text
+        assert client.post("/api/live/ticket", params={"token": token}).status_code == 401
+    ticket = answer.json()["ticket"]
+    status, first = open_live(daemon, params={"ticket": ticket})
+    assert status == 200 and first.startswith("retry:")
+    assert open_live(daemon, params={"ticket": ticket})[0] == 401  # used up
+    assert open_live(daemon, params={"token": token})[0] == 200  # older clients still work
+    log = Path(daemon.log).read_text()
+    assert '"GET /api/live?ticket=*** HTTP/1.1" 200' in log
+    assert ticket not in log and token[4:] not in log
