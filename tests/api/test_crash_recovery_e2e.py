@@ -129,6 +129,7 @@ def test_an_event_left_open_by_sigkill_is_closed_and_its_end_published_on_restar
     assert end["before"]["active"] and end["before"]["ended_by"] is None
     closed = client.get(f"/api/events/{event_id}", headers=viewer).json()
     assert closed["open"] is False and closed["end_time"] == left["last_time"]
+    assert closed["ended_by"] == "restart"
     assert stored_row(events_db, event_id) == {
         **left,
         "end_time": left["last_time"],

@@ -235,6 +235,11 @@ class EventView(BaseModel):
     peak_frame: int
     frames_analysed: int
     frames_fired: int
+    ended_by: str | None = Field(
+        default=None,
+        description="quiet (no fire for the quiet time), stopped (app, camera or node "
+        "stopped) or restart (left open by a crash, closed when the node started again)",
+    )
 
     @classmethod
     def of(cls, event: EventRecord) -> EventView:
