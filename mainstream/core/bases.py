@@ -18,6 +18,7 @@ module (for `BaseConfig`, `preprocess` or the registry metadata) stays cheap.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import re
@@ -486,6 +487,30 @@ def spread_cut_points(config: BaseConfig, model: keras.Model, count: int) -> lis
         return [curated[-1]]
     indices = np.linspace(0, len(curated) - 1, count).round().astype(int)
     return [curated[index] for index in sorted(set(indices.tolist()))]
+
+
+def architecture_cut_points(config: BaseConfig) -> dict[str, tuple[int, ...]]:
+    """Every cut point of the base's architecture and the shape of its tensor (no batch axis).
+
+    Only the architecture matters: the base is built with random weights (`config.weights` is
+    ignored), so no weights file is needed. What uploads are checked against; the answer is
+    cached per (name, input size, alpha), as it never changes.
+    """
+    return dict(_architecture_cut_points(config.name, config.input_size, float(config.alpha)))
+
+
+@functools.lru_cache(maxsize=16)
+def _architecture_cut_points(
+    name: str, input_size: int, alpha: float
+) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    model = build_base(BaseConfig(name, input_size=input_size, alpha=alpha))
+    graph = _layer_graph(model)
+    shapes = []
+    for cut_point in [INPUT_CUT, *_separating_layers(graph)[1:]]:
+        layer_name = graph.input_layer if cut_point == INPUT_CUT else cut_point
+        shape = graph.nodes[layer_name].output_tensors[0].shape
+        shapes.append((cut_point, tuple(int(size) for size in shape[1:])))
+    return tuple(shapes)
 
 
 def frozen_layer_count(model: keras.Model, cut_point: str) -> int:

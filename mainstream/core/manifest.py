@@ -22,6 +22,10 @@ SHA256_PATTERN = r"^[0-9a-f]{64}$"
 # name can never climb out of the extraction directory or collide with another on disk.
 CANDIDATE_FILE_PATTERN = r"^candidates/[A-Za-z0-9][A-Za-z0-9_.-]{0,199}\.keras$"
 BASE_WEIGHTS_FILE_PATTERN = r"^base/[A-Za-z0-9][A-Za-z0-9_.-]{0,199}\.h5$"
+# A cut point is "input" or the name of a layer of the base: the same characters as the file
+# name it gives its candidate. Whether the base really has that cut point is checked when the
+# package's models are verified (mainstream.core.package.verify_package).
+CUT_POINT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$"
 
 
 class AppInfo(BaseModel):
@@ -76,7 +80,7 @@ class CandidateInfo(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    cut_point: str
+    cut_point: str = Field(pattern=CUT_POINT_PATTERN)
     frozen_layers: int = Field(ge=0)
     recall: float = Field(ge=0, le=1)
     false_positive_rate: float = Field(ge=0, le=1)

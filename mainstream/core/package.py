@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -29,7 +30,7 @@ import stat
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,7 +40,8 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mainstream.core.errors import InvalidParameterError, PackageError
+from mainstream.core.bases import BaseConfig, architecture_cut_points
+from mainstream.core.errors import InvalidParameterError, ModelError, PackageError
 from mainstream.core.manifest import (
     BASE_WEIGHTS_FILE_PATTERN,
     CANDIDATE_FILE_PATTERN,
@@ -65,7 +67,21 @@ _KERAS_REQUIRED_MEMBERS = frozenset({"config.json", "model.weights.h5"})
 
 
 class PackageLimits(BaseModel):
-    """Size limits that keep a hostile archive (zip bomb, huge member list) harmless."""
+    """Size limits that keep a hostile archive (zip bomb, huge member list, huge model) harmless.
+
+    Sizes are checked twice: against what the archive declares before anything is read, and
+    against the bytes actually decompressed while extracting (an archive can lie).
+
+    `max_parameters` bounds what a candidate's Keras config may declare, estimated from the
+    config before Keras builds anything (Keras allocates every weight when it builds a layer,
+    whatever the weights file holds). The largest supported base body, ResNet50, has 23.6 M
+    parameters (InceptionV3 21.8 M, MobileNet 3.2 M, MobileNetV2 alpha 1.4 4.4 M), and the
+    largest real candidate is that whole body plus a small head (the `input` cut); 50 M leaves
+    twice that, and is 200 MB of float32 weights, so loading a candidate stays well under 1 GB.
+    `max_activation_elements` bounds any one tensor of a candidate for one frame (64 Mi
+    elements: 256 MiB of float32; a MobileNetV2 alpha 1.4 at 1024 px peaks near 38 M), so the
+    test input verification runs cannot exhaust memory either.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -77,6 +93,14 @@ class PackageLimits(BaseModel):
         default=MiB, ge=0, description="members smaller than this skip the ratio check"
     )
     max_manifest_bytes: int = Field(default=MiB, gt=0, description="size of manifest.json")
+    max_parameters: int = Field(
+        default=50_000_000,
+        gt=0,
+        description="parameters a candidate's config may declare (estimated before building)",
+    )
+    max_activation_elements: int = Field(
+        default=64 * MiB, gt=0, description="elements of any one tensor of a candidate per frame"
+    )
 
 
 DEFAULT_LIMITS = PackageLimits()
@@ -632,27 +656,148 @@ def _prepare_destination(extract_to: Path) -> None:
         raise InvalidParameterError("extract_to", str(extract_to), "a missing or empty directory")
 
 
-def _extract_member(
-    archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, digest_expected: str
-) -> None:
-    """Stream one member to `target`, counting bytes and hashing as it goes."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+class _ByteBudget:
+    """Bytes an extraction may still write, counted on the bytes actually decompressed."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.left = limit
+
+    def take(self, count: int, what: str) -> None:
+        if count > self.left:
+            raise PackageError(
+                f"{what} holds more than {self.limit} bytes once decompressed "
+                "(limit max_total_bytes): refusing a likely zip bomb"
+            )
+        self.left -= count
+
+
+_LOCAL_HEADER = b"PK\x03\x04"
+_LOCAL_HEADER_SIZE = 30
+_RAW_CHUNK = 64 * 1024
+
+
+def _member_data_start(raw: IO[bytes], archive_bytes: int, info: zipfile.ZipInfo, what: str) -> int:
+    """Where a member's compressed data starts; its local header must agree with the directory."""
+    label = f"{what} member {info.filename!r}"
+    raw.seek(info.header_offset)
+    header = raw.read(_LOCAL_HEADER_SIZE)
+    if len(header) != _LOCAL_HEADER_SIZE or header[:4] != _LOCAL_HEADER:
+        raise PackageError(f"{label} is corrupt: no local file header where the directory says")
+    name_length = int.from_bytes(header[26:28], "little")
+    extra_length = int.from_bytes(header[28:30], "little")
+    encoding = "utf-8" if info.flag_bits & 0x800 else "cp437"
+    if raw.read(name_length).decode(encoding, errors="replace") != info.orig_filename:
+        raise PackageError(f"{label} is corrupt: its local header names another file")
+    start = info.header_offset + _LOCAL_HEADER_SIZE + name_length + extra_length
+    if start + info.compress_size > archive_bytes:
+        raise PackageError(f"{label} is corrupt: its data runs past the end of the archive")
+    return start
+
+
+def stream_zip_member(
+    raw: IO[bytes],
+    info: zipfile.ZipInfo,
+    sink: IO[bytes] | None,
+    limits: PackageLimits,
+    budget: _ByteBudget | None = None,
+    what: str = "package",
+) -> str:
+    """Decompress one member of the zip archive in `raw` into `sink`; return its sha256.
+
+    The data is decompressed here, not by :mod:`zipfile`, so that every limit is counted on the
+    bytes actually produced, before they are written: the member may not yield more than its
+    declared size, nor expand more than `limits.max_ratio` times the compressed bytes actually
+    consumed (beyond `limits.ratio_min_bytes`), nor take the `budget` (shared by the members of
+    one extraction) below zero. The compressed stream must end exactly at its declared size and
+    the data must have the declared length and CRC-32. `sink` None only checks. The caller
+    removes whatever reached `sink` when this raises PackageError.
+    """
+    label = f"{what} member {info.filename!r}"
+    archive_bytes = os.fstat(raw.fileno()).st_size
+    start = _member_data_start(raw, archive_bytes, info, what)
+    if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
+        raise PackageError(f"{label} is corrupt: stored, but its two sizes differ")
+    decompressor = (
+        zlib.decompressobj(-zlib.MAX_WBITS) if info.compress_type == zipfile.ZIP_DEFLATED else None
+    )
     digest = hashlib.sha256()
+    crc = 0
     written = 0
+    fed = 0  # compressed bytes read from the archive
+    left = info.compress_size
+    raw.seek(start)
     try:
-        with archive.open(info) as source, open(target, "xb") as sink:
-            for chunk in iter(lambda: source.read(_CHUNK), b""):
-                written += len(chunk)
-                if written > info.file_size:
-                    raise PackageError(f"member {info.filename!r} is longer than it declares")
-                digest.update(chunk)
+        while True:
+            if decompressor is not None and decompressor.unconsumed_tail:
+                data = decompressor.unconsumed_tail
+            elif left > 0:
+                data = raw.read(min(_RAW_CHUNK, left))
+                if not data:
+                    raise PackageError(f"{label} is corrupt: the archive ends inside its data")
+                left -= len(data)
+                fed += len(data)
+            elif decompressor is not None and not decompressor.eof:
+                data = b""  # all input is in: what zlib still holds back comes out now
+            else:
+                break
+            if decompressor is None:
+                chunk, consumed = data, fed
+            else:
+                chunk = decompressor.decompress(data, _CHUNK)
+                consumed = fed - len(decompressor.unconsumed_tail)
+                if not data and not chunk:
+                    break  # the stream is cut short; reported below
+            if written + len(chunk) > info.file_size:
+                raise PackageError(
+                    f"{label} is longer than the {info.file_size} bytes it declares: refusing a "
+                    "likely zip bomb"
+                )
+            if written + len(chunk) > limits.ratio_min_bytes + limits.max_ratio * consumed:
+                raise PackageError(
+                    f"{label} expands over {limits.max_ratio:.0f}x its compressed bytes: "
+                    "refusing a likely zip bomb"
+                )
+            if budget is not None:
+                budget.take(len(chunk), what)
+            written += len(chunk)
+            crc = zlib.crc32(chunk, crc)
+            digest.update(chunk)
+            if sink is not None:
                 sink.write(chunk)
-    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, RuntimeError) as error:
-        raise PackageError(f"package member {info.filename!r} is corrupt: {error}") from error
-    if digest.hexdigest() != digest_expected:
+            if decompressor is not None and decompressor.eof:
+                break
+    except zlib.error as error:
+        raise PackageError(f"{label} is corrupt: {error}") from error
+    if decompressor is not None and (not decompressor.eof or left > 0 or decompressor.unused_data):
+        raise PackageError(
+            f"{label} is corrupt: its compressed data does not end where the archive says"
+        )
+    if written != info.file_size:
+        raise PackageError(
+            f"{label} is corrupt: {written} bytes, not the {info.file_size} declared"
+        )
+    if crc != info.CRC:
+        raise PackageError(f"{label} is corrupt: Bad CRC-32")
+    return digest.hexdigest()
+
+
+def _extract_member(
+    raw: IO[bytes],
+    info: zipfile.ZipInfo,
+    target: Path,
+    digest_expected: str,
+    limits: PackageLimits,
+    budget: _ByteBudget,
+) -> None:
+    """Stream one member to `target` under the byte budget, hashing as it goes."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "xb") as sink:
+        digest = stream_zip_member(raw, info, sink, limits, budget)
+    if digest != digest_expected:
         raise PackageError(
             f"checksum mismatch for {info.filename!r}: the manifest says {digest_expected}, "
-            f"the archive holds {digest.hexdigest()}; the package is corrupt or was tampered with"
+            f"the archive holds {digest}; the package is corrupt or was tampered with"
         )
 
 
@@ -683,8 +828,12 @@ def read_package(
                     tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent)
                 )
             try:
+                budget = _ByteBudget(limits.max_total_bytes)
+                budget.take(len(listing.manifest_bytes), str(path))
                 for name in sorted(expected):
-                    _extract_member(archive, members[name], staging / name, expected[name])
+                    _extract_member(
+                        stream, members[name], staging / name, expected[name], limits, budget
+                    )
                 (staging / MANIFEST_NAME).write_bytes(listing.manifest_bytes)
                 if destination is not None:
                     if destination.is_dir():
@@ -707,8 +856,25 @@ def read_package(
 # Loading models safely
 
 
-def _check_keras_archive(path: Path, limits: PackageLimits) -> None:
-    """A `.keras` file is itself a zip: check it like a package before Keras opens it."""
+@dataclass(frozen=True)
+class ModelFigures:
+    """What a candidate's Keras config declares, worked out before Keras builds anything."""
+
+    input_shape: tuple[int, ...]  # no batch axis
+    parameters: int  # an upper bound of the weights Keras would allocate
+    largest_activation: int  # elements of the largest tensor, per frame
+
+
+def _check_keras_archive(
+    path: Path, limits: PackageLimits, input_shape: tuple[int, ...] | None = None
+) -> ModelFigures:
+    """A `.keras` file is itself a zip: check it like a package before Keras opens it.
+
+    Every member is decompressed once under the same limits (so that Keras, which may extract
+    the weights to disk, never meets a bomb); the config may use only the allowed layers and
+    objects, must be consistent with itself, and its parameters and tensors must fit `limits`.
+    With `input_shape`, the model must take exactly that tensor (the one at its cut point).
+    """
     what = f"model {path.name!r}"
     with open(path, "rb") as stream, open_zip_archive(stream, what) as archive:
         members = checked_zip_members(archive, limits, what)
@@ -723,34 +889,554 @@ def _check_keras_archive(path: Path, limits: PackageLimits) -> None:
         missing = sorted(_KERAS_REQUIRED_MEMBERS - set(members))
         if missing:
             raise PackageError(f"{what} lacks {missing}")
+        budget = _ByteBudget(limits.max_total_bytes)
+        for info in members.values():
+            stream_zip_member(stream, info, None, limits, budget, what)
         config = _parse_json(
             _read_member(archive, members["config.json"], limits.max_manifest_bytes, what),
             f"{what} config.json",
         )
-    foreign = sorted(_foreign_modules(config))
-    if foreign:
+    _check_allowed_objects(config, what)
+    figures = _model_figures(config, limits, what)
+    if input_shape is not None and figures.input_shape != tuple(input_shape):
         raise PackageError(
-            f"{what} refers to code outside Keras (modules {foreign}); only built-in Keras "
-            "layers can be loaded"
+            f"{what} takes input shape {figures.input_shape}, but the tensor at its cut point "
+            f"has shape {tuple(input_shape)}"
+        )
+    return figures
+
+
+# The Keras layers a candidate may use, and nothing else: exactly the layers of the supported
+# bases' bodies as keras.applications builds them (mobilenet_v1, mobilenet_v2, inception_v3,
+# resnet50: InputLayer to MaxPooling2D below) and of the heads the trainer adds
+# (GlobalAveragePooling2D, Dropout, Dense: trainer/finetune.py, trainer/pretrain.py), plus two
+# weightless element-wise layers the project's own test heads use (Rescaling, UnitNormalization).
+# Lambda (code) stays out, and Keras safe mode refuses it too.
+ALLOWED_LAYERS = frozenset(
+    {
+        "InputLayer",
+        "Conv2D",
+        "DepthwiseConv2D",
+        "BatchNormalization",
+        "ReLU",
+        "Activation",
+        "ZeroPadding2D",
+        "Add",
+        "Concatenate",
+        "MaxPooling2D",
+        "AveragePooling2D",
+        "GlobalAveragePooling2D",
+        "Dropout",
+        "Dense",
+        "Rescaling",
+        "UnitNormalization",
+    }
+)
+_LAYER_MODULE = "keras.layers"
+# The model itself: what `keras.Model(inputs, outputs)` saves.
+_MODEL_OBJECT = ("keras.src.models.functional", "Functional")
+# Objects a layer's config may hold besides plain values: dtype policies, and the standard
+# initializers, regularizers and constraints of its weights (data, not code).
+_ALLOWED_OBJECTS: dict[str, frozenset[str]] = {
+    "keras": frozenset({"DTypePolicy", "FloatDTypePolicy"}),
+    "keras.initializers": frozenset(
+        {
+            "Constant",
+            "GlorotNormal",
+            "GlorotUniform",
+            "HeNormal",
+            "HeUniform",
+            "Identity",
+            "LecunNormal",
+            "LecunUniform",
+            "Ones",
+            "Orthogonal",
+            "RandomNormal",
+            "RandomUniform",
+            "TruncatedNormal",
+            "VarianceScaling",
+            "Zeros",
+        }
+    ),
+    "keras.regularizers": frozenset({"L1", "L2", "L1L2", "OrthogonalRegularizer"}),
+    "keras.constraints": frozenset({"MaxNorm", "MinMaxNorm", "NonNeg", "UnitNorm"}),
+}
+_TENSOR_CLASS = "__keras_tensor__"
+
+
+def _is_object(node: Any) -> bool:
+    return isinstance(node, dict) and ("class_name" in node or "module" in node)
+
+
+def _object_label(node: dict[str, Any]) -> str:
+    return f"{node.get('module')}.{node.get('class_name')}"
+
+
+def _check_allowed_objects(config: Any, what: str) -> None:
+    """Refuse every class a config names that is not on Mainstream's own allow-list.
+
+    Keras resolves any `module` + `class_name` it is given (safe mode only blocks a few known
+    tricks); here only a functional model of the allowed layers, their keras tensors and the
+    allowed plain objects pass, each where it belongs.
+    """
+    if not isinstance(config, dict) or (config.get("module"), config.get("class_name")) != (
+        _MODEL_OBJECT
+    ):
+        shown = _object_label(config) if isinstance(config, dict) else type(config).__name__
+        raise PackageError(
+            f"{what} holds a {shown}, not a functional Keras model (keras.Model(inputs, outputs))"
+        )
+    _check_registered_name(config, what)
+    body = config.get("config")
+    if not isinstance(body, dict) or not isinstance(body.get("layers"), list):
+        raise PackageError(f"{what} config.json has no list of layers")
+    layers = body["layers"]
+    for key, value in body.items():
+        if key != "layers":
+            _check_plain_objects(value, what)
+    for key, value in config.items():
+        if key not in ("module", "class_name", "registered_name", "config"):
+            _check_plain_objects(value, what)
+    for layer in layers:
+        if not isinstance(layer, dict):
+            raise PackageError(f"{what} config.json has a layer that is not an object")
+        module, class_name = layer.get("module"), layer.get("class_name")
+        if module != _LAYER_MODULE or class_name not in ALLOWED_LAYERS:
+            raise PackageError(
+                f"{what} uses layer {layer.get('name')!r} of class {module}.{class_name}, which "
+                f"Mainstream does not load (allowed: {', '.join(sorted(ALLOWED_LAYERS))} from "
+                f"{_LAYER_MODULE})"
+            )
+        _check_registered_name(layer, what)
+        for key, value in layer.items():
+            if key == "inbound_nodes":
+                _check_plain_objects(value, what, tensors=True)
+            elif key not in ("module", "class_name", "registered_name"):
+                _check_plain_objects(value, what)
+
+
+def _check_registered_name(node: dict[str, Any], what: str) -> None:
+    # A registered name looks up custom objects; built-in layers have none (the model: itself).
+    if node.get("registered_name") not in (None, node.get("class_name")):
+        raise PackageError(
+            f"{what} names the registered object {node.get('registered_name')!r} for "
+            f"{_object_label(node)}; only built-in Keras objects are loaded"
         )
 
 
-def _foreign_modules(node: Any) -> set[str]:
-    """Modules named in a Keras config that are neither Keras nor Python builtins."""
-    found: set[str] = set()
+def _check_plain_objects(node: Any, what: str, tensors: bool = False) -> None:
     stack = [node]
     while stack:
         item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            if _is_object(item):
+                module, class_name = item.get("module"), item.get("class_name")
+                allowed = (tensors and module is None and class_name == _TENSOR_CLASS) or (
+                    isinstance(module, str) and class_name in _ALLOWED_OBJECTS.get(module, ())
+                )
+                if not allowed:
+                    raise PackageError(
+                        f"{what} refers to {_object_label(item)}, which Mainstream does not load "
+                        "(only built-in layers, initializers, regularizers, constraints and dtype "
+                        "policies)"
+                    )
+                _check_registered_name(item, what)
+            stack.extend(item.values())
+
+
+def _model_figures(config: dict[str, Any], limits: PackageLimits, what: str) -> ModelFigures:
+    """Input shape, parameters and largest tensor of a functional model, from its config alone.
+
+    Shapes are propagated from the input through every layer (all of them from the allow-list,
+    channels-last), and every shape the config declares (a layer's `build_config`, the tensors
+    of its inbound node) must be the propagated one: Keras builds a layer with the declared
+    shape, so a lie there could otherwise make it allocate anything.
+    """
+    body = config["config"]
+    layers = {}
+    for layer in body["layers"]:
+        name = layer.get("name")
+        if not isinstance(name, str) or name in layers:
+            raise PackageError(f"{what} has a layer without a unique name ({name!r})")
+        layers[name] = layer
+    inputs = _layer_refs(body.get("input_layers"), what, "input_layers")
+    outputs = _layer_refs(body.get("output_layers"), what, "output_layers")
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise PackageError(
+            f"{what} has {len(inputs)} inputs and {len(outputs)} outputs; a candidate has "
+            "exactly one of each"
+        )
+    sources = {name: _inbound_sources(layer, layers, what) for name, layer in layers.items()}
+    waiting = {name: len(set(names)) for name, names in sources.items()}
+    users: dict[str, list[str]] = {name: [] for name in layers}
+    for name, names in sources.items():
+        for source in set(names):
+            users[source].append(name)
+    ready = [name for name, count in waiting.items() if count == 0]
+    shapes: dict[str, tuple[int, ...]] = {}
+    parameters = 0
+    largest = 0
+    while ready:  # in topological order (Kahn), whatever order the config lists them in
+        name = ready.pop()
+        layer = layers[name]
+        label = f"{what} layer {name!r} ({layer['class_name']})"
+        shape, count = _layer_figures(layer, [shapes[source] for source in sources[name]], label)
+        shapes[name] = shape
+        parameters += count
+        if parameters > limits.max_parameters:
+            raise PackageError(
+                f"{what} declares more than {limits.max_parameters:,} parameters (at "
+                f"{label}, which alone holds {count:,}); refusing a model this large "
+                "(limit max_parameters)"
+            )
+        elements = math.prod(shape)
+        if elements > limits.max_activation_elements:
+            raise PackageError(
+                f"{what} makes a tensor of shape {shape} at {label}, over the limit of "
+                f"{limits.max_activation_elements:,} elements (max_activation_elements)"
+            )
+        largest = max(largest, elements)
+        for user in users[name]:
+            waiting[user] -= 1
+            if waiting[user] == 0:
+                ready.append(user)
+    if len(shapes) != len(layers):
+        stuck = sorted(set(layers) - set(shapes))[:5]
+        raise PackageError(f"{what} has layers in a cycle, never computed: {stuck}")
+    (input_name,) = inputs
+    (output_name,) = outputs
+    if input_name not in layers or layers[input_name]["class_name"] != "InputLayer":
+        raise PackageError(f"{what} has an input that is not one of its input layers")
+    if output_name not in layers:
+        raise PackageError(f"{what} has an output that is not one of its layers")
+    top_build = config.get("build_config")
+    declared = top_build.get("input_shape") if isinstance(top_build, dict) else None
+    if declared is not None and _as_shape(declared) != (None, *shapes[input_name]):
+        raise PackageError(f"{what} declares a model input shape {declared} it does not have")
+    return ModelFigures(shapes[input_name], parameters, largest)
+
+
+def _layer_refs(value: Any, what: str, field_name: str) -> list[str]:
+    """[name, node, tensor] or a list of those -> the layer names."""
+    if isinstance(value, list) and len(value) == 3 and isinstance(value[0], str):
+        value = [value]
+    if not isinstance(value, list) or not all(
+        isinstance(ref, list) and len(ref) == 3 and isinstance(ref[0], str) and ref[1:] == [0, 0]
+        for ref in value
+    ):
+        raise PackageError(f"{what} has malformed {field_name}: {str(value)[:80]}")
+    return [ref[0] for ref in value]
+
+
+def _inbound_sources(layer: dict[str, Any], layers: Mapping[str, Any], what: str) -> list[str]:
+    """The layers whose outputs `layer` is called on (each layer is called once)."""
+    nodes = layer.get("inbound_nodes")
+    label = f"{what} layer {layer.get('name')!r}"
+    if layer["class_name"] == "InputLayer":
+        if nodes:
+            raise PackageError(f"{label} is an input layer with inbound nodes")
+        return []
+    if not isinstance(nodes, list) or len(nodes) != 1 or not isinstance(nodes[0], dict):
+        raise PackageError(f"{label} must be called exactly once (it has {nodes!r:.60})")
+    node = nodes[0]
+    args, kwargs = node.get("args"), node.get("kwargs", {})
+    if not isinstance(args, list) or len(args) != 1 or not isinstance(kwargs, dict):
+        raise PackageError(f"{label} is called with other arguments than its input tensor(s)")
+    if _contains_tensor(kwargs):
+        raise PackageError(f"{label} is passed tensors as keyword arguments")
+    tensors = args[0] if isinstance(args[0], list) else [args[0]]
+    sources = []
+    for tensor in tensors:
+        history = tensor.get("config", {}).get("keras_history") if _is_tensor(tensor) else None
+        if (
+            not isinstance(history, list)
+            or len(history) != 3
+            or history[0] not in layers
+            or history[1:] != [0, 0]
+        ):
+            raise PackageError(f"{label} is called on something that is not a layer's output")
+        sources.append(history[0])
+    if not sources:
+        raise PackageError(f"{label} is called on no tensor")
+    return sources
+
+
+def _is_tensor(node: Any) -> bool:
+    return isinstance(node, dict) and node.get("class_name") == _TENSOR_CLASS
+
+
+def _contains_tensor(node: Any) -> bool:
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if _is_tensor(item):
+            return True
         if isinstance(item, dict):
-            module = item.get("module")
-            if isinstance(module, str) and not (
-                module in ("keras", "builtins") or module.startswith("keras.")
-            ):
-                found.add(module)
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
-    return found
+    return False
+
+
+def _as_shape(value: Any) -> tuple[int | None, ...] | None:
+    if not isinstance(value, list) or not all(
+        item is None or (isinstance(item, int) and not isinstance(item, bool)) for item in value
+    ):
+        return None
+    return tuple(value)
+
+
+def _layer_figures(
+    layer: dict[str, Any], input_shapes: list[tuple[int, ...]], label: str
+) -> tuple[tuple[int, ...], int]:
+    """(output shape, parameter count) of one allowed layer, with its declared shapes checked."""
+    config = layer.get("config")
+    if not isinstance(config, dict):
+        raise PackageError(f"{label} has no config")
+    class_name = layer["class_name"]
+    if class_name == "InputLayer":
+        batch_shape = _as_shape(config.get("batch_shape"))
+        if (
+            batch_shape is None
+            or len(batch_shape) < 2
+            or batch_shape[0] is not None
+            or not all(isinstance(size, int) and size > 0 for size in batch_shape[1:])
+        ):
+            raise PackageError(
+                f"{label} must declare a batch_shape [null, d1, d2, ...] with every size known, "
+                f"not {config.get('batch_shape')!r:.60}"
+            )
+        return tuple(size for size in batch_shape[1:] if size is not None), 0
+
+    node = layer["inbound_nodes"][0]
+    for shape, tensor in zip(
+        input_shapes,
+        node["args"][0] if isinstance(node["args"][0], list) else node["args"],
+        strict=True,
+    ):
+        declared = _as_shape(tensor.get("config", {}).get("shape"))
+        if declared != (None, *shape):
+            raise PackageError(
+                f"{label} declares an input of shape {tensor.get('config', {}).get('shape')!r:.60} "
+                f"but receives {(None, *shape)}"
+            )
+    build = layer.get("build_config")
+    if build is not None:
+        declared_build = build.get("input_shape") if isinstance(build, dict) else build
+        expected: Any = (
+            [[None, *shape] for shape in input_shapes]
+            if isinstance(node["args"][0], list)
+            else [None, *input_shapes[0]]
+        )
+        if declared_build != expected:
+            raise PackageError(
+                f"{label} declares a build input shape {declared_build!r:.80} but receives "
+                f"{expected}"
+            )
+    if config.get("data_format") not in (None, "channels_last"):
+        raise PackageError(f"{label} is not channels-last")
+    activation = config.get("activation")
+    if activation is not None and not isinstance(activation, str):
+        raise PackageError(f"{label} has an activation that is not a built-in name")
+    try:
+        return _FIGURES[class_name](config, input_shapes)
+    except (_ShapeError, KeyError, TypeError, ValueError, ZeroDivisionError) as error:
+        raise PackageError(f"{label} has a config that does not fit its input: {error}") from error
+
+
+class _ShapeError(ValueError):
+    pass
+
+
+def _int(value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _ShapeError(f"{value!r} is not an integer >= {minimum}")
+    return value
+
+
+def _pair(value: Any, minimum: int = 1) -> tuple[int, int]:
+    if isinstance(value, list) and len(value) == 2:
+        return _int(value[0], minimum), _int(value[1], minimum)
+    size = _int(value, minimum)
+    return size, size
+
+
+def _image(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    if len(shape) != 3:
+        raise _ShapeError(f"expects an image tensor (height, width, channels), gets {shape}")
+    return shape[0], shape[1], shape[2]
+
+
+def _sliding(size: int, window: int, stride: int, dilation: int, padding: Any) -> int:
+    if padding == "same":
+        return -(-size // stride)
+    if padding == "valid":
+        span = (window - 1) * dilation + 1
+        if size < span:
+            raise _ShapeError(f"a window of {span} does not fit in {size}")
+        return (size - span) // stride + 1
+    raise _ShapeError(f"padding {padding!r} is neither 'same' nor 'valid'")
+
+
+def _spatial(
+    config: dict[str, Any], shape: tuple[int, ...], window_key: str, stride_key: str
+) -> tuple[int, int, int, int, int]:
+    """Output height and width of a sliding window, the window and the input channels."""
+    height, width, channels = _image(shape)
+    window = _pair(config[window_key])
+    strides = _pair(config[stride_key] if config.get(stride_key) is not None else window)
+    dilation = _pair(config.get("dilation_rate", 1))
+    padding = config.get("padding", "valid")
+    out_height = _sliding(height, window[0], strides[0], dilation[0], padding)
+    out_width = _sliding(width, window[1], strides[1], dilation[1], padding)
+    return out_height, out_width, window[0] * window[1], channels, 0
+
+
+def _bias(config: dict[str, Any], size: int) -> int:
+    return size if config.get("use_bias", True) else 0
+
+
+def _conv2d(config: dict[str, Any], shapes: list[tuple[int, ...]]) -> tuple[tuple[int, ...], int]:
+    (shape,) = shapes
+    height, width, window, channels, _ = _spatial(config, shape, "kernel_size", "strides")
+    filters, groups = _int(config["filters"]), _int(config.get("groups", 1))
+    if channels % groups or filters % groups:
+        raise _ShapeError(
+            f"{groups} groups do not divide {channels} channels and {filters} filters"
+        )
+    return (height, width, filters), window * (channels // groups) * filters + _bias(
+        config, filters
+    )
+
+
+def _depthwise_conv2d(
+    config: dict[str, Any], shapes: list[tuple[int, ...]]
+) -> tuple[tuple[int, ...], int]:
+    (shape,) = shapes
+    height, width, window, channels, _ = _spatial(config, shape, "kernel_size", "strides")
+    outputs = channels * _int(config.get("depth_multiplier", 1))
+    return (height, width, outputs), window * outputs + _bias(config, outputs)
+
+
+def _pooling2d(
+    config: dict[str, Any], shapes: list[tuple[int, ...]]
+) -> tuple[tuple[int, ...], int]:
+    (shape,) = shapes
+    height, width, _, channels, _ = _spatial(config, shape, "pool_size", "strides")
+    return (height, width, channels), 0
+
+
+def _zero_padding2d(
+    config: dict[str, Any], shapes: list[tuple[int, ...]]
+) -> tuple[tuple[int, ...], int]:
+    (shape,) = shapes
+    height, width, channels = _image(shape)
+    padding = config["padding"]
+    if isinstance(padding, list) and all(isinstance(side, list) for side in padding):
+        if len(padding) != 2:
+            raise _ShapeError(f"padding {padding!r} is not ((top, bottom), (left, right))")
+        (top, bottom), (left, right) = (_pair(side, 0) for side in padding)
+    else:
+        vertical, horizontal = _pair(padding, 0)
+        top, bottom, left, right = vertical, vertical, horizontal, horizontal
+    return (height + top + bottom, width + left + right, channels), 0
+
+
+def _global_pooling2d(
+    config: dict[str, Any], shapes: list[tuple[int, ...]]
+) -> tuple[tuple[int, ...], int]:
+    (shape,) = shapes
+    _, _, channels = _image(shape)
+    return ((1, 1, channels) if config.get("keepdims") else (channels,)), 0
+
+
+def _batch_normalization(
+    config: dict[str, Any], shapes: list[tuple[int, ...]]
+) -> tuple[tuple[int, ...], int]:
+    (shape,) = shapes
+    axes = config.get("axis", -1)
+    axes = axes if isinstance(axes, list) else [axes]
+    rank = len(shape) + 1  # with the batch axis
+    size = 1
+    for axis in axes:
+        axis = _int(axis, -rank)
+        if axis >= rank or axis % rank == 0:
+            raise _ShapeError("normalises over the batch axis")
+        size *= shape[axis % rank - 1]
+    # moving mean and variance, gamma (scale) and beta (center); renormalisation: a bound.
+    per_channel = (
+        2 + (config.get("scale", True) is not False) + (config.get("center", True) is not False)
+    )
+    return shape, size * (per_channel + (4 if config.get("renorm") else 0))
+
+
+def _dense(config: dict[str, Any], shapes: list[tuple[int, ...]]) -> tuple[tuple[int, ...], int]:
+    (shape,) = shapes
+    if not shape:
+        raise _ShapeError("a dense layer needs at least one axis")
+    if config.get("quantization_config") is not None:
+        raise _ShapeError("quantized layers are not loaded")
+    units = _int(config["units"])
+    parameters = shape[-1] * units + _bias(config, units)
+    if config.get("lora_rank") is not None:
+        parameters += (shape[-1] + units) * _int(config["lora_rank"])
+    return (*shape[:-1], units), parameters
+
+
+def _add(config: dict[str, Any], shapes: list[tuple[int, ...]]) -> tuple[tuple[int, ...], int]:
+    if len(shapes) < 2 or any(shape != shapes[0] for shape in shapes):
+        raise _ShapeError(f"adds tensors of shapes {shapes}; they must be two or more of one shape")
+    return shapes[0], 0
+
+
+def _concatenate(
+    config: dict[str, Any], shapes: list[tuple[int, ...]]
+) -> tuple[tuple[int, ...], int]:
+    rank = len(shapes[0]) + 1
+    axis = _int(config.get("axis", -1), -rank)
+    if (
+        len(shapes) < 2
+        or axis >= rank
+        or axis % rank == 0
+        or any(len(shape) + 1 != rank for shape in shapes)
+    ):
+        raise _ShapeError(f"cannot concatenate shapes {shapes} along axis {axis}")
+    index = axis % rank - 1
+    rest = [shape[:index] + shape[index + 1 :] for shape in shapes]
+    if any(other != rest[0] for other in rest):
+        raise _ShapeError(f"shapes {shapes} differ off the concatenation axis")
+    joined = sum(shape[index] for shape in shapes)
+    return (*shapes[0][:index], joined, *shapes[0][index + 1 :]), 0
+
+
+def _same_shape(
+    config: dict[str, Any], shapes: list[tuple[int, ...]]
+) -> tuple[tuple[int, ...], int]:
+    (shape,) = shapes
+    return shape, 0
+
+
+_Figures = Callable[[dict[str, Any], list[tuple[int, ...]]], tuple[tuple[int, ...], int]]
+_FIGURES: dict[str, _Figures] = {
+    "Conv2D": _conv2d,
+    "DepthwiseConv2D": _depthwise_conv2d,
+    "BatchNormalization": _batch_normalization,
+    "ReLU": _same_shape,
+    "Activation": _same_shape,
+    "ZeroPadding2D": _zero_padding2d,
+    "Add": _add,
+    "Concatenate": _concatenate,
+    "MaxPooling2D": _pooling2d,
+    "AveragePooling2D": _pooling2d,
+    "GlobalAveragePooling2D": _global_pooling2d,
+    "Dropout": _same_shape,
+    "Dense": _dense,
+    "Rescaling": _same_shape,
+    "UnitNormalization": _same_shape,
+}
+assert set(_FIGURES) == ALLOWED_LAYERS - {"InputLayer"}
 
 
 def _first_line(error: BaseException, limit: int = 300) -> str:
@@ -759,10 +1445,33 @@ def _first_line(error: BaseException, limit: int = 300) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-def load_keras_safely(path: Path | str, limits: PackageLimits = DEFAULT_LIMITS) -> keras.Model:
-    """Load a `.keras` model in safe mode: no Lambda bytecode, no foreign modules, no pickle."""
+def check_keras_file(
+    path: Path | str,
+    limits: PackageLimits = DEFAULT_LIMITS,
+    input_shape: tuple[int, ...] | None = None,
+) -> ModelFigures:
+    """Every check :func:`load_keras_safely` makes before Keras sees the file (no TensorFlow).
+
+    The archive's members (sizes, CRCs, real expansion), its config's classes (only the allowed
+    layers and objects), its self-consistency, and its size (parameters and tensors within
+    `limits`); with `input_shape`, the model must take that tensor. Raises PackageError.
+    """
+    return _check_keras_archive(Path(path), limits, input_shape)
+
+
+def load_keras_safely(
+    path: Path | str,
+    limits: PackageLimits = DEFAULT_LIMITS,
+    input_shape: tuple[int, ...] | None = None,
+) -> keras.Model:
+    """Load a `.keras` model in safe mode, once :func:`check_keras_file` passed: no Lambda
+    bytecode, no class outside the allow-list, no pickle, nothing larger than `limits`."""
     path = Path(path)
-    _check_keras_archive(path, limits)
+    _check_keras_archive(path, limits, input_shape)
+    return _load_checked_keras_file(path)
+
+
+def _load_checked_keras_file(path: Path) -> keras.Model:
     import keras  # TensorFlow loads only when a model is built or run
 
     try:
@@ -818,12 +1527,16 @@ def _shape_matches(actual: tuple[int | None, ...], declared: tuple[int | None, .
 
 
 def check_candidate_model(
-    model: keras.Model, candidate: CandidateInfo, manifest: Manifest
+    model: keras.Model,
+    candidate: CandidateInfo,
+    manifest: Manifest,
+    cut_shape: tuple[int, ...] | None = None,
 ) -> tuple[int | None, ...]:
     """Check a loaded suffix against the manifest; return its input shape (no batch axis).
 
-    The suffix must take one tensor (the one at the cut: the base's input for the `input`
-    cut, `candidate.input_shape` when recorded) and give one score per class.
+    The suffix must take one tensor (the one at the cut: `cut_shape`, the shape the base gives
+    it, when known, else the base's input for the `input` cut or `candidate.input_shape` when
+    recorded) and give one score per class.
     """
     label = f"candidate {candidate.cut_point!r} ({candidate.file})"
     if len(model.inputs) != 1 or len(model.outputs) != 1:
@@ -838,7 +1551,7 @@ def check_candidate_model(
         raise PackageError(
             f"{label} outputs shape {output_shape}, expected ({classes},): one score per class"
         )
-    declared: tuple[int | None, ...] | None = candidate.input_shape
+    declared: tuple[int | None, ...] | None = cut_shape or candidate.input_shape
     if declared is None and candidate.cut_point == _INPUT_CUT:
         declared = tuple(manifest.base_model.input_shape)
     if declared is not None and not _shape_matches(input_shape, declared):
@@ -857,27 +1570,89 @@ def check_candidate_model(
     return input_shape
 
 
+def base_cut_shapes(manifest: Manifest) -> dict[str, tuple[int, ...]]:
+    """The shape at each candidate's cut point in the package's base (architecture only).
+
+    Every cut point must be a real cut point of the base the manifest names (built without
+    weights), and a recorded `input_shape` must be the shape the base gives it; a package
+    whose cut points its base does not have would fail only when deployed.
+    """
+    info = manifest.base_model
+    height, width, channels = info.input_shape
+    if height != width or channels != 3:
+        raise PackageError(
+            f"base_model.input_shape {info.input_shape} is not a square colour image (size, "
+            "size, 3)"
+        )
+    try:
+        config = BaseConfig(name=info.name, input_size=height, alpha=info.alpha or 1.0)
+        shapes = architecture_cut_points(config)
+    except (InvalidParameterError, ModelError) as error:
+        raise PackageError(f"the package's base model cannot be built: {error}") from error
+    described = f"{info.name} (input {height}, alpha {config.alpha})"
+    found = {}
+    for candidate in manifest.candidates:
+        shape = shapes.get(candidate.cut_point)
+        if shape is None:
+            names = list(shapes)
+            shown = ", ".join([*names[:4], "...", *names[-2:]] if len(names) > 6 else names)
+            raise PackageError(
+                f"candidate cut point {candidate.cut_point!r} is not a cut point of the base "
+                f"{described}; its cut points are {shown}"
+            )
+        if candidate.input_shape is not None and tuple(candidate.input_shape) != shape:
+            raise PackageError(
+                f"candidate {candidate.cut_point!r} declares input_shape "
+                f"{tuple(candidate.input_shape)}, but the base {described} has shape {shape} "
+                "at that cut point"
+            )
+        found[candidate.cut_point] = shape
+    return found
+
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _check_base_weights_file(path: Path) -> None:
+    """Bundled base weights must at least be an HDF5 file (their fingerprint is checked where
+    the base is built: the node's upload, the deployer)."""
+    with open(path, "rb") as stream:
+        if stream.read(len(_HDF5_SIGNATURE)) != _HDF5_SIGNATURE:
+            raise PackageError(f"bundled base weights {path.name!r} are not an HDF5 weights file")
+
+
 def verify_package(
     path: Path | str,
     load_models: bool = True,
     limits: PackageLimits = DEFAULT_LIMITS,
 ) -> VerificationReport:
-    """Every check read_package makes, plus loading every candidate in Keras safe mode.
+    """Every check read_package makes, plus checks of every member's content.
+
+    Without TensorFlow (always): bundled base weights are an HDF5 file, and every candidate's
+    `.keras` file passes :func:`check_keras_file` (allowed layers only, sizes within
+    `limits`). With `load_models`: every cut point is one of the base's (see
+    :func:`base_cut_shapes`), and every candidate is loaded in Keras safe mode, takes the
+    tensor at its cut and gives one score per class.
 
     Raises PackageError naming the first problem; a package either passes whole or not at all.
     """
     path = Path(path)
     with read_package(path, limits=limits) as package:
         manifest = package.manifest
+        if package.base_weights_path is not None:
+            _check_base_weights_file(package.base_weights_path)
+        cut_shapes = base_cut_shapes(manifest) if load_models else {}
         checks: list[CandidateCheck] = []
         for candidate in manifest.candidates:
             file_path = package.root / candidate.file
             size = file_path.stat().st_size
+            cut_shape = cut_shapes.get(candidate.cut_point)
+            _check_keras_archive(file_path, limits, cut_shape)
             if not load_models:
                 checks.append(CandidateCheck(candidate.cut_point, candidate.file, size))
                 continue
-            model = load_keras_safely(file_path, limits)
-            input_shape = check_candidate_model(model, candidate, manifest)
+            model = _load_checked_keras_file(file_path)
+            input_shape = check_candidate_model(model, candidate, manifest, cut_shape)
             checks.append(
                 CandidateCheck(
                     cut_point=candidate.cut_point,
@@ -907,20 +1682,25 @@ def describe_size(size: float) -> str:
 
 
 __all__ = [
+    "ALLOWED_LAYERS",
     "DEFAULT_LIMITS",
     "CandidateCheck",
+    "ModelFigures",
     "Package",
     "PackageLimits",
     "PackageListing",
     "VerificationReport",
+    "base_cut_shapes",
     "candidate_archive_name",
     "check_candidate_model",
+    "check_keras_file",
     "describe_size",
     "inspect_package",
     "load_keras_safely",
     "parse_manifest",
     "read_package",
     "sha256_file",
+    "stream_zip_member",
     "verify_package",
     "write_package",
 ]

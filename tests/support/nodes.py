@@ -241,6 +241,68 @@ def bad_packages(tiny: TinyPackages, folder: Path) -> dict[str, tuple[Path, str]
     }
 
 
+def hardened_bad_packages(tiny: TinyPackages, folder: Path) -> dict[str, tuple[Path, str]]:
+    """Uploads that pass the checksum checks (a tamperer rewrites the manifest's checksums too)
+    but that a node must still refuse, with a pattern of the reason it must give."""
+    import json
+    import pickle
+    import zipfile
+
+    from mainstream.core.package import inspect_package
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(tiny.trains) as archive:
+        candidates = {name: archive.read(name) for name in archive.namelist() if ".keras" in name}
+        document = json.loads(archive.read("manifest.json"))
+
+    def rebundled(name: str, weights: Path) -> Path:
+        """`trains` as app `trams`, bundling `weights` under the registered base's fingerprint."""
+        manifest = inspect_package(tiny.trains).manifest
+        manifest = manifest.model_copy(
+            update={
+                "app": manifest.app.model_copy(update={"name": "trams"}),
+                "base_weights": {"file": BASE_FILE, "sha256": sha256_file(weights)},
+                "checksums": {},
+            }
+        )
+        files: dict[str, Path] = {BASE_FILE: weights}
+        for member, data in candidates.items():
+            local = folder / f"{name}-{Path(member).name}"
+            local.write_bytes(data)
+            files[member] = local
+        return write_package(folder / f"{name}.mpkg", manifest, files)
+
+    def with_cut_point(name: str, cut_point: str) -> Path:
+        edited = json.loads(json.dumps(document))
+        edited["candidates"][0]["cut_point"] = cut_point
+        return _rewrite(
+            tiny.trains,
+            folder / f"{name}.mpkg",
+            replace={"manifest.json": json.dumps(edited).encode()},
+        )
+
+    pickled = folder / "pickled.h5"
+    pickled.write_bytes(pickle.dumps({"weights": [0.0] * 16}))
+    return {
+        "a pickle as bundled base weights": (
+            rebundled("pickled-base", pickled),
+            r"bundled base weights 'weights\.h5' are not an HDF5 weights file",
+        ),
+        "other weights under a registered fingerprint": (
+            rebundled("other-base", tiny.folder / "other.weights.h5"),
+            r"bundled base weights have fingerprint .* but the manifest says",
+        ),
+        "a cut point that climbs out": (
+            with_cut_point("climbing-cut", "../../x"),
+            r"candidates\[0\]\.cut_point: String should match pattern",
+        ),
+        "a cut point the base does not have": (
+            with_cut_point("unknown-cut", "block_1_add"),
+            r"cut point 'block_1_add' is not a cut point of the base mobilenet_v1",
+        ),
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # A real `mainstream serve` process (end-to-end tests)
 

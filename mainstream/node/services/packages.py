@@ -36,7 +36,7 @@ from mainstream.node.registry import (
 )
 
 if TYPE_CHECKING:
-    pass
+    import keras
 
 from mainstream.node.services.base import NodeService
 from mainstream.node.services.models import (
@@ -122,7 +122,7 @@ class PackageService(NodeService):
             existing = self.registry.package_by_sha(sha256)
             if existing is not None:
                 return UploadResult(package=existing, created=False)
-            base, created_files = self._base_for(path, manifest)
+            base, created_files = self._base_for(path, manifest, check_bundle=load_models)
             blob_created = self.registry.blobs.put(path, sha256)
             try:
                 with self.registry.transaction() as transaction:
@@ -139,16 +139,25 @@ class PackageService(NodeService):
         return UploadResult(package=record, created=True)
 
     def _base_for(
-        self, path: Path, manifest: Manifest
+        self, path: Path, manifest: Manifest, check_bundle: bool = True
     ) -> tuple[tuple[BaseModelInfo, str] | None, list[Path]]:
-        """The base row to record with the package (None: already recorded) and new files."""
+        """The base row to record with the package (None: already recorded) and new files.
+
+        Bundled base weights are checked against the manifest's fingerprint whether or not the
+        base is registered here already: the stored package is served to other nodes, which
+        may use them. `check_bundle` False only for this node's own trainer's packages (the
+        trainer built the bundle from a registered base; the API process needs no TensorFlow).
+        """
 
         info = manifest.base_model
         fingerprint = info.weights_fingerprint
-        if self.registry.get_base(fingerprint) is not None:
-            return None, []
         bases_dir = self.settings.bases_dir
-        if (bases_dir / f"{fingerprint}.json").is_file():
+        recorded = self.registry.get_base(fingerprint) is not None
+        if recorded or (bases_dir / f"{fingerprint}.json").is_file():
+            if manifest.base_weights is not None and check_bundle:
+                self._check_bundled_base(path, manifest)
+            if recorded:
+                return None, []
             record = registered_base_record(fingerprint, bases_dir)
             return (record.info, record.weights_file), []
         if manifest.base_weights is None:
@@ -175,6 +184,18 @@ class PackageService(NodeService):
                 provenance={"bundled_in_package": manifest.app.name},
             )
 
+    def _check_bundled_base(self, path: Path, manifest: Manifest) -> None:
+        """The bundled base weights must have the fingerprint the manifest claims."""
+        with read_package(path) as package:
+            weights = package.base_weights_path
+            assert weights is not None  # the caller checked manifest.base_weights
+            _checked_base(
+                weights,
+                manifest.base_model,
+                what="the bundled base weights",
+                blame="the package is inconsistent or was tampered with",
+            )
+
     def _save_checked_base(
         self,
         weights: Path,
@@ -188,26 +209,11 @@ class PackageService(NodeService):
         Returns the base row to record and the files created (to remove if the change fails).
         """
 
-        height, width, _ = info.input_shape
-        if height != width:
-            raise PackageError(f"base input shape {info.input_shape} is not square")
         bases_dir = self.settings.bases_dir
         fingerprint = info.weights_fingerprint
         targets = [bases_dir / f"{fingerprint}.weights.h5", bases_dir / f"{fingerprint}.json"]
         existed = {target for target in targets if target.exists()}
-        try:
-            config = BaseConfig(
-                name=info.name, input_size=height, alpha=info.alpha or 1.0, weights=str(weights)
-            )
-            model = build_base(config)
-        except (InvalidParameterError, ModelError) as error:
-            raise PackageError(f"{what} cannot be used: {error}") from error
-        actual = weights_fingerprint(model)
-        if actual != fingerprint:
-            raise PackageError(
-                f"{what} have fingerprint {actual[:12]}… but the manifest says "
-                f"{fingerprint[:12]}…; {blame}"
-            )
+        config, model = _checked_base(weights, info, what, blame)
         saved = save_base(
             model, config, bases_dir, weights_source=info.weights_source, provenance=provenance
         )
@@ -321,3 +327,26 @@ class PackageService(NodeService):
             self.registry.get_package(app, version)
         except NotFoundError:
             self.pull(app, version)
+
+
+def _checked_base(
+    weights: Path, info: BaseModelInfo, what: str, blame: str
+) -> tuple[BaseConfig, keras.Model]:
+    """The base `info` describes, built with `weights`, once they have its fingerprint."""
+    height, width, _ = info.input_shape
+    if height != width:
+        raise PackageError(f"base input shape {info.input_shape} is not square")
+    try:
+        config = BaseConfig(
+            name=info.name, input_size=height, alpha=info.alpha or 1.0, weights=str(weights)
+        )
+        model = build_base(config)
+    except (InvalidParameterError, ModelError) as error:
+        raise PackageError(f"{what} cannot be used: {error}") from error
+    actual = weights_fingerprint(model)
+    if actual != info.weights_fingerprint:
+        raise PackageError(
+            f"{what} have fingerprint {actual[:12]}… but the manifest says "
+            f"{info.weights_fingerprint[:12]}…; {blame}"
+        )
+    return config, model

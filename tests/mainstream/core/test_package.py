@@ -40,8 +40,9 @@ from mainstream.core.package import (
 
 keras = pytest.importorskip("keras")
 
-BASE_INPUT = (8, 8, 3)
-CUT_SHAPE = (6, 6, 8)
+# A real base (MobileNet, alpha 0.25, 32 px): cut points and their shapes are checked against it.
+BASE_INPUT = (32, 32, 3)
+CUT_SHAPE = (4, 4, 64)  # its tensor at conv_pw_5_relu
 DEEP_CUT = "conv_pw_5_relu"
 BASE_FILE = "base/weights.h5"
 
@@ -112,6 +113,7 @@ def make_manifest(
             input_shape=BASE_INPUT,
             preprocessing="scale_-1_1",
             weights_fingerprint="ab" * 32,
+            alpha=0.25,
         ),
         event_stats=EventStats(
             event_length_s=0.5,
@@ -586,17 +588,19 @@ def package_one(models_path: Path, tmp_path: Path, **overrides: Any) -> Path:
     )
 
 
-def test_a_lambda_layer_is_refused_by_safe_mode(models: Models, tmp_path: Path) -> None:
+def test_a_lambda_layer_is_refused_by_the_allow_list_and_by_safe_mode(
+    models: Models, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = package_one(models.lambda_suffix, tmp_path)
-    with (
-        read_package(path) as package,  # the archive itself is sound...
-        pytest.raises(PackageError, match=r"cannot be loaded in Keras safe mode.*Lambda"),
-    ):
-        package.load_candidate(DEEP_CUT)
-    with pytest.raises(PackageError, match=r"safe mode.*Lambda"):
+    refused = r"layer 'lambda' of class keras\.layers\.Lambda, which Mainstream does not load"
+    with pytest.raises(PackageError, match=refused):
         verify_package(path)
-    report = verify_package(path, load_models=False)  # ...only loading the model fails
-    assert not report.models_loaded
+    with pytest.raises(PackageError, match=refused):
+        verify_package(path, load_models=False)  # the allow-list needs no TensorFlow
+    with read_package(path) as package:  # behind the allow-list, Keras safe mode refuses it too
+        monkeypatch.setattr(package_module, "_check_keras_archive", lambda *args: None)
+        with pytest.raises(PackageError, match=r"cannot be loaded in Keras safe mode.*Lambda"):
+            package.load_candidate(DEEP_CUT)
 
 
 def test_a_model_referring_to_foreign_code_is_refused(models: Models, tmp_path: Path) -> None:
@@ -609,7 +613,9 @@ def test_a_model_referring_to_foreign_code_is_refused(models: Models, tmp_path: 
         replace={"config.json": json.dumps(config).encode()},
     )
     path = package_one(hostile, tmp_path)
-    with pytest.raises(PackageError, match=r"refers to code outside Keras \(modules \['os'\]\)"):
+    with pytest.raises(
+        PackageError, match=r"of class os\.GlobalAveragePooling2D, which Mainstream"
+    ):
         verify_package(path)
 
 
@@ -636,19 +642,281 @@ def test_output_must_give_one_score_per_class(models: Models, tmp_path: Path) ->
 
 def test_input_must_match_the_declared_cut_shape(models: Models, tmp_path: Path) -> None:
     path = package_one(models.deep_suffix, tmp_path, input_shape=(7, 7, 8))
-    with pytest.raises(PackageError, match=r"takes input shape \(6, 6, 8\).*\(7, 7, 8\)"):
+    with pytest.raises(
+        PackageError, match=r"declares input_shape \(7, 7, 8\), but the base .* \(4, 4, 64\)"
+    ):
         verify_package(path)
     good = package_one(models.deep_suffix, tmp_path, input_shape=CUT_SHAPE)
     assert verify_package(good).candidates[0].input_shape == CUT_SHAPE
 
 
 def test_the_input_cut_must_take_the_base_input(models: Models, tmp_path: Path) -> None:
-    manifest = make_manifest([candidate("input", models.deep_suffix)])  # takes 6x6x8, not 8x8x3
+    manifest = make_manifest([candidate("input", models.deep_suffix)])  # takes 4x4x64
     path = write_package(
         tmp_path / "x.mpkg", manifest, {candidate_archive_name("input"): models.deep_suffix}
     )
-    with pytest.raises(PackageError, match=r"candidate 'input'.*takes input shape \(6, 6, 8\)"):
+    with pytest.raises(
+        PackageError, match=r"'input\.keras' takes input shape \(4, 4, 64\).*\(32, 32, 3\)"
+    ):
         verify_package(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hardening: what a tamperer can make consistent must still be refused before anything is built
+
+
+@pytest.mark.parametrize(
+    ("cut_point", "message"),
+    [
+        ("../../x", r"candidates\[1\]\.cut_point: String should match pattern"),
+        (
+            "conv_pw_99_relu",
+            r"cut point 'conv_pw_99_relu' is not a cut point of the base mobilenet_v1 "
+            r"\(input 32, alpha 0\.25\); its cut points are input, conv1, ",
+        ),
+    ],
+)
+def test_a_cut_point_the_base_does_not_have_is_refused(
+    cut_point: str, message: str, good_package: Path, tmp_path: Path, private_tempdir: Path
+) -> None:
+    bad = edit_manifest(
+        good_package,
+        tmp_path / "bad.mpkg",
+        lambda m: m["candidates"][1].update(cut_point=cut_point),
+    )
+    with pytest.raises(PackageError, match=message) as refused:
+        verify_package(bad)
+    assert "\n" not in str(refused.value)
+    assert list(private_tempdir.iterdir()) == []
+
+
+def edit_config(source: Path, target: Path, change: Callable[[dict[str, Any]], Any]) -> Path:
+    """A copy of a `.keras` file with its config.json changed (the weights are left alone)."""
+    with zipfile.ZipFile(source) as archive:
+        config = json.loads(archive.read("config.json"))
+    change(config)
+    return rewrite(source, target, replace={"config.json": json.dumps(config).encode()})
+
+
+def layer_of(config: dict[str, Any], class_name: str) -> dict[str, Any]:
+    return next(item for item in config["config"]["layers"] if item["class_name"] == class_name)
+
+
+def never_build(*args: Any, **kwargs: Any) -> None:
+    pytest.fail("Keras was asked to build a model the checks should have refused")
+
+
+HUGE_MODELS: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
+    "a huge dense layer": (
+        lambda config: layer_of(config, "Dense")["config"].update(units=2_000_000),
+        r"declares more than 50,000,000 parameters \(at model 'conv_pw_5_relu\.keras' layer "
+        r"'dense[_0-9]*' \(Dense\), which alone holds 130,000,000\)",
+    ),
+    "a build shape that lies": (
+        lambda config: layer_of(config, "Dense")["build_config"].update(
+            input_shape=[None, 10_000_000]
+        ),
+        r"declares a build input shape \[None, 10000000\] but receives \[None, 64\]",
+    ),
+    "an input tensor shape that lies": (
+        lambda config: layer_of(config, "Dense")["inbound_nodes"][0]["args"][0]["config"].update(
+            shape=[None, 10_000_000]
+        ),
+        r"declares an input of shape \[None, 10000000\] but receives \(None, 64\)",
+    ),
+    "a huge input tensor": (
+        lambda config: layer_of(config, "InputLayer")["config"].update(
+            batch_shape=[None, 100_000, 100_000, 64]
+        ),
+        r"makes a tensor of shape \(100000, 100000, 64\) .*over the limit of 67,108,864 elements",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(HUGE_MODELS))
+def test_a_model_declaring_too_much_is_refused_before_keras_builds_it(
+    case: str, models: Models, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keras allocates whatever a config declares: Dense(units=2e6) took > 6 GB to load."""
+    change, message = HUGE_MODELS[case]
+    huge = edit_config(models.deep_suffix, tmp_path / "huge.keras", change)
+    path = package_one(huge, tmp_path)
+    monkeypatch.setattr(keras.models, "load_model", never_build)
+    with pytest.raises(PackageError, match=message):
+        verify_package(path)
+    with pytest.raises(PackageError, match=message):
+        verify_package(path, load_models=False)  # the estimate needs no TensorFlow
+
+
+def test_the_estimate_is_keras_own_count_for_real_models(models: Models) -> None:
+    for path, shape in [(models.input_suffix, BASE_INPUT), (models.deep_suffix, CUT_SHAPE)]:
+        figures = package_module.check_keras_file(path, input_shape=shape)
+        assert figures.input_shape == shape
+        assert figures.parameters == keras.models.load_model(path, compile=False).count_params()
+
+
+def lying_zip(target: Path, members: list[tuple[str, bytes]], liar: str, claimed: int) -> Path:
+    """A zip archive, honest but for `liar`'s compressed size in the central directory, which
+    claims `claimed` bytes: its expansion ratio then looks harmless. The members that follow
+    `liar` must hold at least that many bytes, so that the claim stays inside the archive."""
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members:
+            archive.writestr(name, data)
+    data = bytearray(target.read_bytes())
+    entry = data.find(b"PK\x01\x02")
+    while data[entry + 46 : entry + 46 + len(liar)] != liar.encode():
+        entry = data.find(b"PK\x01\x02", entry + 1)
+    data[entry + 20 : entry + 24] = claimed.to_bytes(4, "little")
+    target.write_bytes(bytes(data))
+    return target
+
+
+MiB = 1024 * 1024
+ZEROS = bytes(20 * MiB)  # deflates about 1000x
+NOISE = np.random.default_rng(5).bytes(300 * 1024)  # does not deflate at all
+
+
+def test_a_bomb_that_lies_about_its_compressed_size_is_cut_off(
+    models: Models, tmp_path: Path, private_tempdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """20 MiB of zeros that claim 250 KB compressed (84x, under the 100x limit) were written
+    out whole before the package was refused; now extraction stops after about a MiB."""
+    bomb, weights = tmp_path / "bomb.keras", tmp_path / "noise.h5"
+    bomb.write_bytes(ZEROS)  # the manifest's checksums agree: only the sizes lie
+    weights.write_bytes(NOISE)
+    manifest = make_manifest([candidate(DEEP_CUT, bomb)], base_weights=weights)
+    lying = lying_zip(
+        tmp_path / "lying.mpkg",
+        [
+            (candidate_archive_name(DEEP_CUT), ZEROS),
+            (BASE_FILE, NOISE),
+            ("manifest.json", manifest.model_dump_json().encode()),
+        ],
+        liar=candidate_archive_name(DEEP_CUT),
+        claimed=250_000,
+    )
+    assert inspect_package(lying).member_sizes[candidate_archive_name(DEEP_CUT)] == len(ZEROS)
+
+    written: list[int] = [0]
+    real_open = open
+
+    class CountingFile:
+        def __init__(self, stream: Any) -> None:
+            self.stream = stream
+
+        def write(self, data: bytes) -> int:
+            written[0] += len(data)
+            return int(self.stream.write(data))
+
+        def __enter__(self) -> CountingFile:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.stream.close()
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.stream, name)
+
+    def counting_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        stream = real_open(file, mode, *args, **kwargs)
+        return CountingFile(stream) if "x" in mode or "w" in mode else stream
+
+    monkeypatch.setattr(package_module, "open", counting_open, raising=False)
+    monkeypatch.setattr(keras.models, "load_model", never_build)
+    expands = r"member 'candidates/conv_pw_5_relu\.keras' expands over 100x its compressed bytes"
+    with pytest.raises(PackageError, match=expands):
+        read_package(lying, extract_to=tmp_path / "out")
+    with pytest.raises(PackageError, match=expands):
+        verify_package(lying)
+    assert written[0] < 2 * 2 * MiB  # two attempts, each cut off after about one MiB
+    assert_nothing_extracted(tmp_path, private_tempdir)
+
+
+def test_a_model_file_whose_weights_lie_about_their_size_is_refused_before_keras_reads_it(
+    models: Models, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keras reads (or extracts to disk) model.weights.h5 as the model file's zip declares."""
+    with zipfile.ZipFile(models.deep_suffix) as archive:
+        config = archive.read("config.json")
+    lying = lying_zip(
+        tmp_path / "lying.keras",
+        [("model.weights.h5", ZEROS), ("metadata.json", NOISE), ("config.json", config)],
+        liar="model.weights.h5",
+        claimed=250_000,
+    )
+    path = package_one(lying, tmp_path)
+    monkeypatch.setattr(keras.models, "load_model", never_build)
+    with pytest.raises(PackageError, match=r"'model\.weights\.h5' expands over 100x"):
+        verify_package(path)
+
+
+def config_with(change: Callable[[dict[str, Any]], Any]) -> Callable[[Models, Path], Path]:
+    return lambda models, folder: edit_config(models.deep_suffix, folder / "odd.keras", change)
+
+
+def layer_norm_model(models: Models, folder: Path) -> Path:
+    inputs = keras.Input(CUT_SHAPE)
+    hidden = keras.layers.LayerNormalization()(inputs)  # harmless, but no base or head uses it
+    hidden = keras.layers.GlobalAveragePooling2D()(hidden)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(hidden))
+    model.save(folder / "layer-norm.keras")
+    return folder / "layer-norm.keras"
+
+
+NOT_ALLOWED: dict[str, tuple[Callable[[Models, Path], Path], str]] = {
+    "a Keras layer outside the allow-list": (
+        layer_norm_model,
+        r"uses layer 'layer_normalization[_0-9]*' of class keras\.layers\.LayerNormalization, "
+        r"which Mainstream does not load \(allowed: Activation, Add, ",
+    ),
+    "a Keras function as an initializer": (
+        config_with(
+            lambda config: layer_of(config, "Dense")["config"].update(
+                kernel_initializer={
+                    "module": "keras.models",
+                    "class_name": "function",
+                    "config": "load_model",
+                    "registered_name": "function",
+                }
+            )
+        ),
+        r"refers to keras\.models\.function, which Mainstream does not load",
+    ),
+    "a custom object by registered name": (
+        config_with(lambda config: layer_of(config, "Dense").update(registered_name="Custom>D")),
+        r"names the registered object 'Custom>D' for keras\.layers\.Dense",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(NOT_ALLOWED))
+def test_only_the_projects_own_layers_and_objects_are_loaded(
+    case: str, models: Models, tmp_path: Path
+) -> None:
+    build, message = NOT_ALLOWED[case]
+    path = package_one(build(models, tmp_path), tmp_path)
+    with pytest.raises(PackageError, match=message):
+        verify_package(path)
+    with pytest.raises(PackageError, match=message):
+        verify_package(path, load_models=False)
+
+
+def test_the_allow_list_covers_every_supported_base() -> None:
+    """Every layer of every supported base body is allowed (and has a size estimate)."""
+    from mainstream.core.bases import BASE_NAMES, BaseConfig, build_base
+
+    used = set()
+    for name in BASE_NAMES:
+        size = 75 if name == "inception_v3" else 32
+        used |= {type(layer).__name__ for layer in build_base(BaseConfig(name, size)).layers}
+    assert used <= package_module.ALLOWED_LAYERS
+    assert package_module.ALLOWED_LAYERS - used == {
+        "GlobalAveragePooling2D",
+        "Dropout",
+        "Dense",
+        "Rescaling",
+        "UnitNormalization",
+    }
 
 
 # ---------------------------------------------------------------------------------------------

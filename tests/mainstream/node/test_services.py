@@ -40,6 +40,7 @@ from tests.support.nodes import (
     CUTS,
     TinyPackages,
     bad_packages,
+    hardened_bad_packages,
     node_config,
     wait_for,
 )
@@ -421,3 +422,30 @@ def test_times_are_epoch_seconds_or_iso_8601() -> None:
     assert parse_time("since", None) is None
     with pytest.raises(ValueError, match="since='yesterday'"):
         parse_time("since", "yesterday")
+
+
+HARDENED_CASES = (
+    "a pickle as bundled base weights",
+    "other weights under a registered fingerprint",
+    "a cut point that climbs out",
+    "a cut point the base does not have",
+)
+
+
+@pytest.mark.parametrize("case", HARDENED_CASES)
+def test_uploads_a_tamperer_made_consistent_are_still_refused_and_change_nothing(
+    case: str, node: Node, tiny_packages: TinyPackages, tmp_path: Path
+) -> None:
+    """Checksums agree, yet: bundled base weights are checked against the fingerprint even
+    when that base is registered here already, and every cut point must be one of the base's."""
+    services = Services(node)
+    services.packages.upload(tiny_packages.buses)  # the base is registered and recorded
+    assert node.registry.get_base(tiny_packages.fingerprint) is not None
+    before = snapshot(node)
+    cases = hardened_bad_packages(tiny_packages, tmp_path / "bad")
+    assert set(cases) == set(HARDENED_CASES)
+    path, reason = cases[case]
+    with pytest.raises(PackageError, match=reason) as refused:
+        services.packages.upload(path)
+    assert "\n" not in str(refused.value)
+    assert snapshot(node) == before
