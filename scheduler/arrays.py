@@ -31,6 +31,9 @@ class Solution:
     mean_f1: float  # weighted by app weight
     min_f1: float
     stats: dict[str, float] = field(default_factory=dict)
+    # A proven upper bound on `value(objective)` for the objective solved (None: unknown);
+    # equal to the value when the solution is proven optimal.
+    upper_bound: float | None = None
 
     def value(self, objective: Objective) -> float:
         return self.mean_f1 if objective == "mean_f1" else self.min_f1

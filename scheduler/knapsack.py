@@ -14,10 +14,13 @@ from __future__ import annotations
 import numpy as np
 
 from scheduler.arrays import PRUNE_EPS, SearchArrays
+from scheduler.deadline import Deadline
 
 
-def lagrangian_grid(center: float, steps: int = 13, spread: float = 4.0) -> np.ndarray:
-    return center * np.power(2.0, np.linspace(-spread / 2, spread / 2, steps))
+def lagrangian_grid(center: float, steps: int = 9, spread: float = 6.0) -> np.ndarray:
+    """Zero and `steps` prices spread over `2 ** spread` around `center` (for bounds)."""
+    around = max(center, 1e-12) * np.power(2.0, np.linspace(-spread / 2, spread / 2, steps))
+    return np.concatenate(([0.0], around))
 
 
 def best_knapsack(
@@ -25,19 +28,20 @@ def best_knapsack(
     admissible: np.ndarray,
     capacity: float,
     floor: float,
-    multiplier: float,
+    multipliers: np.ndarray,
+    deadline: Deadline | None = None,
 ) -> tuple[float, list[int]] | None:
     """Best total score with one admissible option per app and branch cost <= capacity.
 
-    Returns (score, columns) only if the score beats `floor`; None otherwise.
-    `multiplier` centres the grid of Lagrange multipliers used for bounds.
+    Returns (score, columns) only if the score beats `floor`; None otherwise. `multipliers`
+    are the prices of the budget its Lagrangian bounds try (`lagrangian_grid`). Past the
+    deadline it returns the best it has found (no longer proven best).
     """
     apps = arrays.num_apps
     rows = np.arange(apps)
     min_costs = np.where(admissible, arrays.cost, np.inf).min(axis=1)
     if not np.isfinite(min_costs).all() or min_costs.sum() > capacity:
         return None
-    multipliers = np.concatenate(([0.0], lagrangian_grid(max(multiplier, 1e-12), 9, 6.0)))
     gains = (
         np.where(admissible, arrays.score, -np.inf)[None]
         - multipliers[:, None, None] * (np.where(admissible, arrays.cost, 0.0)[None])
@@ -63,7 +67,7 @@ def best_knapsack(
     if len(fitting):
         best_pick = int(fitting[np.argmax(pick_scores[fitting])])
         start = (float(pick_scores[best_pick]), [int(column) for column in picks[best_pick]])
-    return merge_frontiers(items, capacity, floor, multipliers, best_terms, start)
+    return merge_frontiers(items, capacity, floor, multipliers, best_terms, start, deadline)
 
 
 def merge_classes(
@@ -71,7 +75,8 @@ def merge_classes(
     scores: list[np.ndarray],
     capacity: float,
     floor: float,
-    multiplier: float,
+    multipliers: np.ndarray,
+    deadline: Deadline | None = None,
 ) -> tuple[float, list[int]] | None:
     """Multiple-choice knapsack over plain item lists: one item per class, total cost within
     `capacity`, best total score if it beats `floor`. Returns (score, item index per class)."""
@@ -81,7 +86,6 @@ def merge_classes(
     ]
     if any(len(class_costs) == 0 for class_costs, _, _ in items):
         return None
-    multipliers = np.concatenate(([0.0], lagrangian_grid(max(multiplier, 1e-12), 9, 6.0)))
     best_terms = np.array(
         [
             [
@@ -91,7 +95,7 @@ def merge_classes(
             for lam in multipliers
         ]
     )
-    return merge_frontiers(items, capacity, floor, multipliers, best_terms, None)
+    return merge_frontiers(items, capacity, floor, multipliers, best_terms, None, deadline)
 
 
 def pareto_items(
@@ -112,6 +116,7 @@ def merge_frontiers(
     multipliers: np.ndarray,
     best_terms: np.ndarray,
     start: tuple[float, list[int]] | None,
+    deadline: Deadline | None = None,
 ) -> tuple[float, list[int]] | None:
     """Exact multiple-choice knapsack by merging Pareto frontiers, class by class.
 
@@ -119,6 +124,7 @@ def merge_frontiers(
     (cost, score); one is dropped when even the Lagrangian bound of the remaining classes
     (`best_terms[m, k]` = max over class k's items of score - multipliers[m] * cost) cannot
     lift it above the best complete choice known. Returns (score, ids) above `floor`, or None.
+    Past the deadline the merge stops with the best complete choice it has seen.
     """
     min_costs = np.array([class_costs[0] for class_costs, _, _ in items])
     min_scores = np.array([class_scores[0] for _, class_scores, _ in items])
@@ -144,6 +150,8 @@ def merge_frontiers(
     frontier_score = np.zeros(1)
     history: list[tuple[np.ndarray, np.ndarray]] = []  # per class: (parent index, item index)
     for k, (costs, scores, _) in enumerate(items):
+        if deadline is not None and deadline.expired():
+            break
         cand_cost = (frontier_cost[:, None] + costs[None, :]).ravel()
         cand_score = (frontier_score[:, None] + scores[None, :]).ravel()
         room = capacity - cand_cost
@@ -214,39 +222,56 @@ def every_assignment(
     return cost, score, picks[keep]
 
 
-def frontier_window(
+def frontier_points(
     arrays: SearchArrays,
     admissible: np.ndarray,
-    capacity: float,
-    multiplier: float,
-    threshold: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Every Pareto-optimal (branch cost, score) choice within `capacity` whose reduced value
-    `score - multiplier * cost` reaches `threshold`: (costs, scores, columns per app)."""
+    stem: float,
+    room: float,
+    lams: np.ndarray,
+    offsets: np.ndarray,
+    floor: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every Pareto-optimal (cost, score) choice of admissible options that could beat `floor`.
+
+    Costs include `stem` and must stay within `room`. A choice of cost c and score s could
+    beat the floor only if `offsets[m] + s - lams[m] * c > floor` for every price m (a
+    Lagrangian bound on the whole problem); partial choices are dropped as soon as even their
+    best completion fails that. Returns (costs, scores, columns per app), possibly empty.
+    """
     apps = arrays.num_apps
     costs_all = np.where(admissible, arrays.cost, np.inf)
     min_costs = costs_all.min(axis=1)
-    if not np.isfinite(min_costs).all() or min_costs.sum() > capacity:
-        return None
+    empty = (np.zeros(0), np.zeros(0), np.zeros((0, apps), dtype=np.int64))
+    if not np.isfinite(min_costs).all() or stem + min_costs.sum() > room:
+        return empty
     reduced = np.where(
-        admissible, arrays.score - multiplier * np.where(admissible, arrays.cost, 0.0), -np.inf
+        admissible[None],
+        arrays.score[None] - lams[:, None, None] * np.where(admissible, arrays.cost, 0.0)[None],
+        -np.inf,
+    )  # (prices, apps, width)
+    best_reduced = reduced.max(axis=2)
+    suffix_reduced = np.concatenate(
+        (np.cumsum(best_reduced[:, ::-1], axis=1)[:, ::-1], np.zeros((len(lams), 1))), axis=1
     )
-    best_reduced = reduced.max(axis=1)
-    suffix_reduced = np.append(np.cumsum(best_reduced[::-1])[::-1], 0.0)
     suffix_min_cost = np.append(np.cumsum(min_costs[::-1])[::-1], 0.0)
-    if suffix_reduced[0] < threshold:
-        return None
-    frontier_cost, frontier_score = np.zeros(1), np.zeros(1)
+    frontier_cost, frontier_score = np.full(1, stem), np.zeros(1)
     frontier_picks = np.zeros((1, 0), dtype=np.int64)
     for app in range(apps):
         columns = np.nonzero(admissible[app])[0]
         cand_cost = (frontier_cost[:, None] + arrays.cost[app, columns][None, :]).ravel()
         cand_score = (frontier_score[:, None] + arrays.score[app, columns][None, :]).ravel()
-        keep = cand_cost + suffix_min_cost[app + 1] <= capacity
-        keep &= cand_score - multiplier * cand_cost + suffix_reduced[app + 1] >= threshold
+        keep = cand_cost + suffix_min_cost[app + 1] <= room
+        bound = np.min(
+            offsets[:, None]
+            + cand_score[None, :]
+            - lams[:, None] * cand_cost[None, :]
+            + suffix_reduced[:, app + 1 : app + 2],
+            axis=0,
+        )
+        keep &= bound > floor + PRUNE_EPS
         indices = np.nonzero(keep)[0]
         if len(indices) == 0:
-            return None
+            return empty
         cand_cost, cand_score = cand_cost[indices], cand_score[indices]
         order = np.lexsort((-cand_score, cand_cost))
         sorted_score = cand_score[order]
