@@ -15,9 +15,9 @@ import time
 
 import numpy as np
 
+from scheduler.arrays import SearchArrays, Solution, make_solution, min_cost_choice, search_arrays
 from scheduler.options import SearchSpace
 from scheduler.problem import Objective
-from scheduler.search import SearchArrays, Solution, make_solution, min_cost_choice, search_arrays
 
 
 class UpgradeCosts:

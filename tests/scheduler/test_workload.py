@@ -15,10 +15,13 @@ from scheduler.workload import (
     EVENT_LENGTH_RANGE_S,
     example_profile,
     generate_apps,
+    generate_fleet_problem,
+    generate_paper_problem,
     generate_problem,
     mobilenet_v1_layers,
     mobilenet_v1_total_cost,
     no_sharing_full_rate_cost,
+    paper_profile,
 )
 
 
@@ -220,3 +223,48 @@ def test_generate_problem_rejects_bad_arguments(kwargs: dict, field: str) -> Non
     with pytest.raises(InvalidParameterError) as raised:
         generate_problem(**arguments)
     assert raised.value.field == field
+
+
+def test_a_thinner_base_is_a_cheaper_distinct_profile() -> None:
+    full, half = example_profile(16), example_profile(16, width_multiplier=0.5)
+    assert half.base_model == "mobilenet_v1_050" != full.base_model
+    assert [cut.name for cut in half.cut_points] == [cut.name for cut in full.cut_points]
+    assert 0.2 * full.total_cost < half.total_cost < 0.5 * full.total_cost
+    with pytest.raises(InvalidParameterError, match="width_multiplier"):
+        example_profile(16, width_multiplier=1.5)
+
+
+def test_fleet_problem_spreads_apps_over_cameras_and_bases() -> None:
+    problem = generate_fleet_problem(40, num_cameras=4, seed=2)
+    assert problem == generate_fleet_problem(40, num_cameras=4, seed=2)
+    assert problem != generate_fleet_problem(40, num_cameras=4, seed=3)
+    bases = {profile.base_model for profile in problem.all_profiles()}
+    assert bases == {"mobilenet_v1", "mobilenet_v1_050"}
+    assert all(profile.decode_cost == 0.5 for profile in problem.all_profiles())
+    per_camera: dict[str, set[str | None]] = {}
+    for app in problem.apps:
+        per_camera.setdefault(app.camera, set()).add(app.base_model)
+    assert len(per_camera) == 4
+    assert all(found == bases for found in per_camera.values())
+    full_rate = sum(
+        problem.camera_fps * (problem.profile_for(app.base_model or "").total_cost + 0.5)
+        for app in problem.apps
+    )
+    assert problem.budget == pytest.approx(0.1 * full_rate, rel=1e-6)
+
+
+def test_paper_problem_has_flat_near_tied_curves_with_a_late_cliff() -> None:
+    problem = generate_paper_problem(10, seed=5, budget=150)
+    assert problem == generate_paper_problem(10, seed=5, budget=150)
+    assert problem.budget == 150 and problem.camera_fps == 10
+    assert len(problem.fps_options) == 19 and problem.fps_options[0] == 0.1
+    assert problem.profile == paper_profile()
+    near_ties = 0
+    for app in problem.apps:
+        recall = [candidate.recall for candidate in app.candidates]
+        flat = recall[:10]
+        assert max(flat) - min(flat) <= 0.03  # nearly flat over the first ten cut points
+        assert recall[0] - recall[-1] >= 0.09  # a cliff at the end
+        near_ties += sum(abs(a - b) < 0.01 for a, b in itertools.pairwise(recall))
+        assert EVENT_LENGTH_RANGE_S[0] <= app.event_length_s <= EVENT_LENGTH_RANGE_S[1]
+    assert near_ties >= 10 * 8  # most neighbouring cut points are within 0.01

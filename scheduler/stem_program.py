@@ -1,0 +1,424 @@
+"""Exact Lagrangian values of one stem tree, and a walk over its stem rates (DESIGN §3).
+
+With a price `lam` on the budget, the best `score - lam * cost` of the apps of one stem tree
+(a camera: its decode segment, then one chain of base segments per base model) is an exact
+dynamic programme, because of two facts:
+
+- Stem rates never rise with depth, so an option on segment s is usable iff s itself runs at
+  least at the option's rate: what an app can use depends on each segment's own rate only.
+- An app's value is then the best, over the segments of its chain, of the best option on
+  that segment within the segment's rate. Walking a chain from its deepest segment up with
+  the segment's rate as state, the programme also carries the *set of apps already served*
+  by a deeper segment; an app is served exactly once, where its chosen option lies. Taking
+  the maximum over where each app is served gives exactly the sum of the apps' best values.
+
+Chains under one root share nothing but the root's rate, and the sets are per chain, so the
+tables are `2^k` wide for the k apps of one chain and base, not of the whole camera. A chain
+with more than `GROUP_LIMIT` apps is split into groups that each pay an equal share of the
+chain's stem: still an upper bound, no longer exact (`TreeLayout.exact`).
+
+Why this matters: the stem-rate search this replaced bounded the shared stem by the largest
+stem any single app needs, with a budget price picked while ignoring the stem. On the
+original paper's data (flat accuracy curves, so the deepest cuts are as good as the
+shallowest and their branches cost almost nothing) that price came out near zero and the
+stem was nearly free in every bound: the root bound of the stall case was 0.91 against an
+optimum of 0.636, and almost nothing was pruned above the tenth of thirteen segments. The
+programme's values are exact for any price, so the Lagrangian dual over the price is the
+best bound of its kind (0.656 there), and the walk below prunes with it.
+
+`StaircaseWalk` visits stem rates from the root down (the root's rate, then each chain's
+segments from the top); for a partial choice the tables give the exact best completion, for
+a whole grid of prices at once. The solver (search.py) uses it three ways: following the best
+child reconstructs the optimum for one price; a depth-first search pruned with the smallest
+bound over the prices visits every full stem choice that could still beat a floor.
+
+Pure logic: numpy only, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from scheduler.arrays import SearchArrays
+from scheduler.deadline import Deadline
+
+GROUP_LIMIT = 12
+"""Most apps of one chain in one subset table (its width is 2 ** apps)."""
+
+TABLE_CELLS = 6_000_000
+"""Floats the tables of one part may hold; fewer prices are tabled at once when wider."""
+
+IMPOSSIBLE = -1e9
+"""The value of a choice that does not exist (finite, so that sums stay well defined)."""
+
+
+@dataclass(frozen=True)
+class AppGroup:
+    """Apps whose served set one table tracks: apps of one chain, or apps with none.
+
+    `chain` indexes `TreeLayout.chains` (-1: the apps only use the root or no stem at all);
+    `share` is the part of the chain's stem cost the group's table charges.
+    """
+
+    chain: int
+    apps: np.ndarray
+    share: float
+
+
+@dataclass(frozen=True)
+class TreeLayout:
+    """The stem tree of one part: a root segment and the chains hanging below it."""
+
+    root: int  # -1: the part needs no costly segment at all
+    chains: tuple[tuple[int, ...], ...]  # segments from just below the root to the deepest
+    groups: tuple[AppGroup, ...]
+
+    @property
+    def exact(self) -> bool:
+        """Whether the tables' values are exact (no chain split into groups)."""
+        return all(group.share == 1.0 for group in self.groups)
+
+    def chain_groups(self, chain: int) -> list[int]:
+        return [index for index, group in enumerate(self.groups) if group.chain == chain]
+
+
+def tree_layout(arrays: SearchArrays, allowed: np.ndarray) -> TreeLayout:
+    """Root, chains and app groups of a part with at most one stem tree.
+
+    `search_arrays` builds each camera's segments as a decode root with one chain per base
+    model (or, without decode cost, one chain per camera and base whose top is the root), so
+    every segment below the root has at most one child.
+    """
+    roots = np.nonzero(arrays.parent < 0)[0].tolist()
+    if len(roots) > 1:
+        raise ValueError("a part has at most one stem tree")
+    root = int(roots[0]) if roots else -1
+    chains: list[tuple[int, ...]] = []
+    if root >= 0:
+        for top in arrays.children[root]:
+            chain = [top]
+            while arrays.children[chain[-1]]:
+                if len(arrays.children[chain[-1]]) != 1:
+                    raise ValueError("below the root, stem segments form chains")
+                chain.append(arrays.children[chain[-1]][0])
+            chains.append(tuple(chain))
+    chain_of_segment = np.full(arrays.num_segments + 1, -1)  # last entry: segment -1
+    for index, segments in enumerate(chains):
+        chain_of_segment[list(segments)] = index
+    members: dict[int, list[int]] = {}
+    for app in range(arrays.num_apps):
+        used = set(chain_of_segment[arrays.segment[app, allowed[app]]].tolist()) - {-1}
+        if len(used) > 1:
+            raise ValueError("an app's options lie on one chain")
+        members.setdefault(used.pop() if used else -1, []).append(app)
+
+    groups: list[AppGroup] = []
+    for chain_index, chain_apps in sorted(members.items()):
+        if chain_index < 0:  # nothing shared but the root: each app alone
+            groups.extend(AppGroup(-1, np.array([app]), 1.0) for app in chain_apps)
+            continue
+        count = -(-len(chain_apps) // GROUP_LIMIT)
+        for part in np.array_split(np.array(chain_apps), count):
+            groups.append(AppGroup(chain_index, part, 1.0 / count))
+    return TreeLayout(root=root, chains=tuple(chains), groups=tuple(groups))
+
+
+class StemTables:
+    """The programme's tables for one part at several prices `lams` at once.
+
+    `best[g][j][m, S, l]`: for group g, the best value of its chain's segments at depth >= j
+    (0 = just below the root) when segment j runs at a rate of at most level l, the apps in
+    subset S are served there and price m applies (stem costs at the group's share). `top[g]`
+    is the group's whole value by root level; `values` the part's best value per price.
+    """
+
+    def __init__(
+        self, arrays: SearchArrays, allowed: np.ndarray, layout: TreeLayout, lams: np.ndarray
+    ) -> None:
+        self.arrays = arrays
+        self.allowed = allowed & arrays.valid
+        self.layout = layout
+        self.lams = np.asarray(lams, dtype=float)
+        levels = arrays.levels
+        num_prices, num_levels = len(self.lams), len(levels)
+        segments = arrays.num_segments
+
+        # gain[m, a, s, l]: best score - lam * cost of app a's options on segment s (the last
+        # index stands for "no costly segment") with rate at most level l.
+        apps, columns = np.nonzero(self.allowed)
+        on = arrays.segment[apps, columns]
+        on = np.where(on < 0, segments, on)
+        gain = np.full((num_prices, arrays.num_apps, segments + 1, num_levels), IMPOSSIBLE)
+        values = (
+            arrays.score[apps, columns][None, :]
+            - self.lams[:, None] * arrays.cost[apps, columns][None, :]
+        )
+        # An app has at most one option per (segment, rate) (search_arrays keeps the best).
+        gain[:, apps, on, arrays.level[apps, columns]] = values
+        self.gain = np.maximum.accumulate(gain, axis=3)
+        # Root or no stem: what an app gets before any chain segment serves it.
+        root_gain = (
+            self.gain[:, :, layout.root, :]
+            if layout.root >= 0
+            else np.full((num_prices, arrays.num_apps, num_levels), IMPOSSIBLE)
+        )
+        self.before_chain = np.maximum(root_gain, self.gain[:, :, segments, -1:])
+
+        # Levels worth trying per segment: 0 and the rates of allowed options at or below it.
+        self.useful = np.zeros((segments, num_levels), dtype=bool)
+        self.useful[:, 0] = True
+        below = arrays.needs[arrays.segment[apps, columns]]  # (options, segments)
+        option_levels = arrays.level[apps, columns]
+        for segment in range(segments):
+            self.useful[segment, option_levels[below[:, segment]]] = True
+
+        self.unserved: list[np.ndarray] = []  # per group: (2^k, k) 1 where app not in subset
+        self.best: list[list[np.ndarray]] = []
+        self.top: list[np.ndarray] = []  # per group: (m, levels) value by root level
+        for group in layout.groups:
+            size = len(group.apps)
+            subsets = np.arange(2**size)
+            self.unserved.append(
+                (((subsets[:, None] >> np.arange(size)[None, :]) & 1) == 0).astype(float)
+            )
+            chain = layout.chains[group.chain] if group.chain >= 0 else ()
+            table = np.full((num_prices, 2**size, num_levels), IMPOSSIBLE)
+            table[:, 0, :] = 0.0
+            tables = [table.copy()]
+            for segment in reversed(chain):
+                table = table - (group.share * arrays.weight[segment]) * (
+                    self.lams[:, None, None] * levels[None, None, :]
+                )
+                _serve(table, self.gain[:, group.apps, segment, :])
+                table = np.maximum.accumulate(table, axis=2)
+                tables.append(table)
+            tables.reverse()  # tables[j]: segments at depth >= j; tables[len(chain)]: none
+            self.best.append(tables)
+            self.top.append(
+                self.completion(len(self.best) - 1, tables[0], self.before_chain[:, group.apps])
+            )
+
+    def completion(self, group: int, best: np.ndarray, served: np.ndarray) -> np.ndarray:
+        """max over subsets S of best[m, S, l] + the values `served[m, a, l]` of apps not in S."""
+        unserved = np.matmul(self.unserved[group][None], served)  # (prices, subsets, levels)
+        result: np.ndarray = np.max(best[:, :, : served.shape[2]] + unserved, axis=1)
+        return result
+
+    def root_values(self) -> np.ndarray:
+        """(prices, levels): the part's best value with the root at each level."""
+        total = sum(self.top, start=np.zeros((len(self.lams), len(self.arrays.levels))))
+        if self.layout.root < 0:
+            return np.broadcast_to(total[:, :1], total.shape).copy()
+        root_stem = self.arrays.weight[self.layout.root] * self.arrays.levels
+        return total - self.lams[:, None] * root_stem[None, :]
+
+    def values(self) -> np.ndarray:
+        """(prices,): the part's best `score - lam * cost` (an upper bound unless exact)."""
+        if self.layout.root < 0:
+            return self.root_values()[:, 0]
+        return np.max(self.root_values()[:, self.useful[self.layout.root]], axis=1)
+
+
+def _serve(table: np.ndarray, gain: np.ndarray) -> None:
+    """In place: let every app not yet served be served here, at `gain[m, a, l]`."""
+    prices, width, levels = table.shape
+    size = gain.shape[1]
+    for bit in range(size):
+        view = table.reshape(prices, width // (2 * 2**bit), 2, 2**bit, levels)
+        np.maximum(view[:, :, 1], view[:, :, 0] + gain[:, bit][:, None, None, :], out=view[:, :, 1])
+
+
+@dataclass
+class _Node:
+    """A partial choice of stem rates, from the root down; `chain` -1: the root is next."""
+
+    bound: float
+    chain: int
+    depth: int
+    ceiling: int  # level of the segment above: this one runs no faster
+    fixed: np.ndarray  # (prices,): stem paid so far plus the values of finished groups
+    served: list[np.ndarray]  # per group of `chain`: (prices, apps) best value so far
+    later: np.ndarray  # (prices,): exact values of the chains after `chain`
+    sigma: np.ndarray  # level of every segment fixed so far
+
+
+LeafHandler = Callable[[np.ndarray, float], float]
+"""Called with a full choice of stem levels and its bound; returns the (new) floor."""
+
+
+class StaircaseWalk:
+    """Stem-rate choices of one part, visited from the root down with exact completions.
+
+    A node's value at price m is exact: its fixed part plus the tables' best completion.
+    `offset[m]` turns values into bounds on the whole problem's objective
+    (`lam_m * limit + the other parts' values`); a node's bound is the smallest over m.
+    """
+
+    def __init__(self, tables: StemTables) -> None:
+        self.tables = tables
+        layout = tables.layout
+        self.order = [index for index, chain in enumerate(layout.chains) if chain]
+        self.groups_of = {chain: layout.chain_groups(chain) for chain in self.order}
+        self.pseudo = layout.chain_groups(-1)
+        self.root_values = tables.root_values()
+        # Value of each chain (all its groups) by root level, per price.
+        self.chain_top = {
+            chain: sum(
+                (tables.top[group] for group in self.groups_of[chain]),
+                start=np.zeros_like(self.root_values),
+            )
+            for chain in self.order
+        }
+        self.nodes = 0
+        self.leaves = 0
+
+    def _root(self) -> _Node:
+        size = len(self.tables.lams)
+        return _Node(
+            bound=np.inf,
+            chain=-1,
+            depth=0,
+            ceiling=len(self.tables.arrays.levels) - 1,
+            fixed=np.zeros(size),
+            served=[],
+            later=np.zeros(size),
+            sigma=np.zeros(self.tables.arrays.num_segments, dtype=np.int64),
+        )
+
+    def _children(self, node: _Node) -> tuple[np.ndarray, np.ndarray, Callable[[int], _Node]]:
+        """Levels to try next, their exact values (prices, levels) and a child maker."""
+        tables, layout = self.tables, self.tables.layout
+        lams, levels = tables.lams, tables.arrays.levels
+        if node.chain < 0:  # the root's level
+            if layout.root < 0:
+                candidates = np.zeros(1, dtype=np.int64)
+            else:
+                candidates = np.nonzero(tables.useful[layout.root])[0]
+            values = self.root_values[:, candidates]
+
+            def make_root_child(index: int) -> _Node:
+                level = int(candidates[index])
+                sigma = node.sigma.copy()
+                stem = np.zeros(len(lams))
+                if layout.root >= 0:
+                    sigma[layout.root] = level
+                    stem = lams * tables.arrays.weight[layout.root] * levels[level]
+                fixed = sum((tables.top[g][:, level] for g in self.pseudo), start=-stem)
+                return self._enter_chain(0, level, fixed, sigma, float(node.bound))
+
+            return candidates, values, make_root_child
+
+        chain = self.order[node.chain]
+        segment = layout.chains[chain][node.depth]
+        last = node.depth + 1 == len(layout.chains[chain])
+        useful = tables.useful[segment, : node.ceiling + 1]
+        candidates = np.nonzero(useful)[0]
+        stem = lams[:, None] * (tables.arrays.weight[segment] * levels[candidates])[None, :]
+        values = node.fixed[:, None] - stem + node.later[:, None]
+        served_next = []
+        for position, group in enumerate(self.groups_of[chain]):
+            apps = layout.groups[group].apps
+            here = tables.gain[:, apps, segment, :][:, :, candidates]
+            served = np.maximum(node.served[position][:, :, None], here)  # (m, apps, cands)
+            served_next.append(served)
+            if last:
+                values = values + served.sum(axis=1)
+            else:
+                best = tables.best[group][node.depth + 1][:, :, candidates]
+                values = values + _completion_at(tables, group, best, served)
+
+        def make_child(index: int) -> _Node:
+            level = int(candidates[index])
+            sigma = node.sigma.copy()
+            sigma[segment] = level
+            fixed = node.fixed - stem[:, index]
+            served = [values_[:, :, index] for values_ in served_next]
+            if not last:
+                return _Node(
+                    bound=np.inf,
+                    chain=node.chain,
+                    depth=node.depth + 1,
+                    ceiling=level,
+                    fixed=fixed,
+                    served=served,
+                    later=node.later,
+                    sigma=sigma,
+                )
+            fixed = fixed + sum((part.sum(axis=1) for part in served), start=np.zeros_like(fixed))
+            root_level = int(sigma[layout.root])
+            return self._enter_chain(node.chain + 1, root_level, fixed, sigma, np.inf)
+
+        return candidates, values, make_child
+
+    def _enter_chain(
+        self, position: int, root_level: int, fixed: np.ndarray, sigma: np.ndarray, bound: float
+    ) -> _Node:
+        """The node that starts chain `order[position]` (or a leaf past the last chain)."""
+        if position == len(self.order):
+            return _Node(bound, len(self.order), 0, root_level, fixed, [], fixed * 0, sigma)
+        chain = self.order[position]
+        served = [
+            self.tables.before_chain[:, self.tables.layout.groups[g].apps, root_level]
+            for g in self.groups_of[chain]
+        ]
+        later = sum(
+            (self.chain_top[c][:, root_level] for c in self.order[position + 1 :]),
+            start=np.zeros(len(self.tables.lams)),
+        )
+        return _Node(bound, position, 0, root_level, fixed, served, later, sigma)
+
+    def is_leaf(self, node: _Node) -> bool:
+        return node.chain == len(self.order)
+
+    def best_levels(self, price: int) -> np.ndarray:
+        """The stem levels of a best choice at price `price` (exact when the layout is)."""
+        node = self._root()
+        while not self.is_leaf(node):
+            _, values, make_child = self._children(node)
+            node = make_child(int(np.argmax(values[price])))
+        return node.sigma
+
+    def search(
+        self, offset: np.ndarray, floor: float, on_leaf: LeafHandler, deadline: Deadline
+    ) -> tuple[bool, float]:
+        """Visit, depth first, every full choice whose bound beats `floor`.
+
+        Bounds are `min_m offset[m] + value[m]`, best child first. `on_leaf` may raise the
+        floor. Returns whether the walk finished, and an upper bound on what it did not
+        visit (the floor when it finished).
+        """
+        stack = [self._root()]
+        while stack:
+            if deadline.expired():
+                open_bound = max(node.bound for node in stack)
+                return False, max(floor, open_bound)
+            node = stack.pop()
+            if node.bound <= floor:
+                continue
+            self.nodes += 1
+            if self.is_leaf(node):
+                self.leaves += 1
+                floor = max(floor, on_leaf(self.tables.arrays.levels[node.sigma], node.bound))
+                continue
+            _, values, make_child = self._children(node)
+            bounds = np.min(offset[:, None] + values, axis=0)
+            bounds = np.minimum(bounds, node.bound)
+            for index in np.argsort(bounds, kind="stable"):  # best child ends on top
+                if bounds[index] > floor:
+                    child = make_child(int(index))
+                    child.bound = float(bounds[index])
+                    stack.append(child)
+        return True, floor
+
+
+def _completion_at(
+    tables: StemTables, group: int, best: np.ndarray, served: np.ndarray
+) -> np.ndarray:
+    """Best completion below a segment per candidate level: `best` and `served` are both
+    already restricted to the candidates (prices, subsets, candidates)."""
+    unserved = np.matmul(tables.unserved[group][None], served)
+    result: np.ndarray = np.max(best + unserved, axis=1)
+    return result
