@@ -11,6 +11,8 @@ Pure logic: numpy only, no I/O.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from scheduler.arrays import PRUNE_EPS, SearchArrays
@@ -239,11 +241,25 @@ def frontier_points(
     best completion fails that. Returns (costs, scores, columns per app), possibly empty.
     """
     apps = arrays.num_apps
-    costs_all = np.where(admissible, arrays.cost, np.inf)
-    min_costs = costs_all.min(axis=1)
     empty = (np.zeros(0), np.zeros(0), np.zeros((0, apps), dtype=np.int64))
+    if not admissible.any(axis=1).all():
+        return empty
+    cost = np.where(admissible, arrays.cost, 0.0)
+    reduced = np.where(
+        admissible[None], arrays.score[None] - lams[:, None, None] * cost[None], -np.inf
+    )
+    best_reduced = reduced.max(axis=2)  # (prices, apps)
+    # An option is worth listing only if, with every other app at its best, the bound still
+    # beats the floor: its shortfall from its app's best must be below the slack at every price.
+    slack = offsets - lams * stem + best_reduced.sum(axis=1) - floor - PRUNE_EPS
+    worth = admissible & np.all(best_reduced[:, :, None] - reduced < slack[:, None, None], axis=0)
+    min_costs = np.where(worth, arrays.cost, np.inf).min(axis=1)
     if not np.isfinite(min_costs).all() or stem + min_costs.sum() > room:
         return empty
+    columns_of = [np.nonzero(worth[app])[0] for app in range(apps)]
+    if math.prod(len(columns) for columns in columns_of) <= SMALL_PRODUCT:
+        return _every_point(arrays, columns_of, stem, room, lams, offsets, floor)
+    admissible = worth
     reduced = np.where(
         admissible[None],
         arrays.score[None] - lams[:, None, None] * np.where(admissible, arrays.cost, 0.0)[None],
@@ -283,3 +299,28 @@ def frontier_points(
         )
         frontier_cost, frontier_score = cand_cost[pareto], cand_score[pareto]
     return frontier_cost, frontier_score, frontier_picks
+
+
+SMALL_PRODUCT = 4096
+"""Below this many combinations, `frontier_points` scores them all at once."""
+
+
+def _every_point(
+    arrays: SearchArrays,
+    columns_of: list[np.ndarray],
+    stem: float,
+    room: float,
+    lams: np.ndarray,
+    offsets: np.ndarray,
+    floor: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`frontier_points` for a few combinations: score every one, keep the Pareto ones."""
+    grids = np.meshgrid(*columns_of, indexing="ij")
+    picks = np.stack([grid.ravel() for grid in grids], axis=1)
+    rows = np.arange(arrays.num_apps)[None, :]
+    cost = stem + arrays.cost[rows, picks].sum(axis=1)
+    score = arrays.score[rows, picks].sum(axis=1)
+    bound = np.min(offsets[:, None] + score[None, :] - lams[:, None] * cost[None, :], axis=0)
+    keep = (cost <= room) & (bound > floor + PRUNE_EPS)
+    cost, score, ids = pareto_items(cost[keep], score[keep], np.nonzero(keep)[0])
+    return cost, score, picks[ids]

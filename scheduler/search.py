@@ -57,7 +57,14 @@ from scheduler.knapsack import best_knapsack, every_assignment, frontier_points,
 from scheduler.milp import solve_milp
 from scheduler.options import SearchSpace
 from scheduler.problem import Objective
-from scheduler.stem_program import TABLE_CELLS, StaircaseWalk, StemTables, tree_layout
+from scheduler.stem_program import (
+    TABLE_CELLS,
+    PartTables,
+    StaircaseWalk,
+    StemTables,
+    layout_key,
+    tree_layout,
+)
 
 __all__ = [
     "DEFAULT_TIME_LIMIT_S",
@@ -176,6 +183,10 @@ class _PartsSearch:
         self.layouts = [
             tree_layout(sub, ok) for sub, ok in zip(self.subs, self.allowed, strict=True)
         ]
+        shapes: dict[tuple[object, ...], list[int]] = {}
+        for part, (sub, layout) in enumerate(zip(self.subs, self.layouts, strict=True)):
+            shapes.setdefault(layout_key(sub, layout), []).append(part)
+        self.batches = list(shapes.values())  # parts whose tables are computed together
         self.choice = list(incumbent)
         rows = np.arange(arrays.num_apps)
         self.value = float(arrays.score[rows, incumbent].sum())
@@ -186,8 +197,8 @@ class _PartsSearch:
 
     # -- the dual --------------------------------------------------------------------------
 
-    def _price_chunk(self, part: int) -> int:
-        """How many prices one part's tables may hold at once."""
+    def _rows_per_table(self, part: int) -> int:
+        """How many (part, price) rows of this part's shape one batch of tables may hold."""
         layout, levels = self.layouts[part], len(self.arrays.levels)
         cells = sum(
             (len(layout.chains[group.chain]) + 1 if group.chain >= 0 else 1)
@@ -195,88 +206,120 @@ class _PartsSearch:
             * levels
             for group in layout.groups
         )
-        return max(1, min(PRICE_STEPS, TABLE_CELLS // max(1, cells)))
+        return max(1, TABLE_CELLS // max(1, cells))
 
-    def _part_values(self, part: int, lams: np.ndarray) -> np.ndarray:
-        chunk = self._price_chunk(part)
-        return np.concatenate(
+    def _tables(self, lams: np.ndarray) -> list[PartTables]:
+        """Every part's tables at the prices `lams` (at most `_rows_per_table` of them),
+        parts of one shape computed together."""
+        found: dict[int, PartTables] = {}
+        for members in self.batches:
+            per_batch = max(1, self._rows_per_table(members[0]) // len(lams))
+            for start in range(0, len(members), per_batch):
+                chunk = members[start : start + per_batch]
+                tables = StemTables(
+                    [(self.subs[part], self.allowed[part]) for part in chunk],
+                    self.layouts[chunk[0]],
+                    lams,
+                )
+                found.update((part, tables.part(index)) for index, part in enumerate(chunk))
+        return [found[part] for part in range(len(self.parts))]
+
+    def _values_at(self, lams: np.ndarray) -> np.ndarray:
+        """(parts, prices): every part's value at every price, in as few batches as fit."""
+        width = min(self._rows_per_table(part) for part in range(len(self.parts)))
+        return np.hstack(
             [
-                StemTables(
-                    self.subs[part],
-                    self.allowed[part],
-                    self.layouts[part],
-                    lams[start : start + chunk],
-                ).values()
-                for start in range(0, len(lams), chunk)
+                np.vstack([tables.values() for tables in self._tables(lams[start : start + width])])
+                for start in range(0, len(lams), width)
             ]
         )
 
-    def _dual(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """Prices around the dual's minimum and every part's value at each (parts, prices).
+    def _dual_on(self, lams: np.ndarray) -> np.ndarray:
+        """The Lagrangian dual `lam * limit + sum of part values` at every price of `lams`."""
+        values = self._values_at(lams)
+        dual: np.ndarray = lams * self.arrays.limit + values.sum(axis=0)
+        return dual
 
-        The dual `lam * limit + sum of part values` is convex in `lam`: each round evaluates
-        a grid and zooms in on the neighbours of its minimum. None if the deadline passed
-        before a single round.
-        """
+    def _coarse_grid(self) -> tuple[np.ndarray, np.ndarray]:
+        """Prices over six decades (moved out while the minimum is at the far end) and the
+        dual at each: the first proven bound, and where to look closer."""
         limit = max(self.arrays.limit, 1e-12)
         lams = np.concatenate(([0.0], np.geomspace(1e-4, 1e2, PRICE_STEPS - 1) / limit))
-        result = None
-        for _ in range(4):
-            values = np.vstack([self._part_values(k, lams) for k in range(len(self.parts))])
-            result = (lams, values)
-            dual = lams * self.arrays.limit + values.sum(axis=0)
-            best = int(np.argmin(dual))
-            if self.deadline.expired():
+        for _ in range(3):
+            dual = self._dual_on(lams)
+            if int(np.argmin(dual)) < len(lams) - 1 or self.deadline.expired():
                 break
-            if best == len(lams) - 1:  # the minimum lies beyond the grid: look further out
-                lams = lams[-1] * np.geomspace(1.0, 1e4, PRICE_STEPS)
-                continue
-            high = lams[best + 1]
-            low = lams[best - 1] if best > 0 else 0.0
-            inner = np.geomspace(max(low, high * 1e-4), high, PRICE_STEPS - 1)
-            lams = np.unique(np.concatenate(([low], inner, [lams[best]])))
-        return result
+            lams = lams[-1] * np.geomspace(1.0, 1e4, PRICE_STEPS)
+        return lams, dual
+
+    @staticmethod
+    def _bracket(lams: np.ndarray, dual: np.ndarray) -> tuple[float, float, float]:
+        """(low, best, high): the best price of a grid and its neighbours, which enclose the
+        dual's minimum (it is convex). `best` is never 0 (the walks spread around it)."""
+        best = int(np.argmin(dual))
+        low = float(lams[best - 1]) if best > 0 else 0.0
+        high = float(lams[min(best + 1, len(lams) - 1)])
+        centre = float(lams[best]) if lams[best] > 0 else float(lams[min(1, len(lams) - 1)])
+        return low, centre, high
+
+    @staticmethod
+    def _between(low: float, high: float, count: int) -> np.ndarray:
+        return np.unique(np.concatenate(([low], np.geomspace(max(low, high * 1e-4), high, count))))
+
+    def _set_walks(self, low: float, centre: float, high: float) -> float:
+        """Walk tables at zero, a spread of prices around `centre` (deep nodes each find the
+        price that suits them) and a fine grid between `low` and `high` (where the dual's
+        minimum lies: the whole-problem bounds of several parts need it closely). Returns
+        the smallest dual among them."""
+        count = min(PRICE_STEPS, *(self._rows_per_table(part) for part in range(len(self.parts))))
+        spread = centre * np.array([1 / 8, 1 / 4, 1 / 2, 2, 4, 8])[: max(0, (count - 2) // 2)]
+        fine = self._between(low, high, max(1, count - 1 - len(spread)))
+        self.prices = np.unique(np.concatenate(([0.0, centre], spread, fine)))[:count]
+        self.walks = [StaircaseWalk(tables) for tables in self._tables(self.prices)]
+        self.values = np.vstack([walk.tables.values() for walk in self.walks])
+        return float(np.min(self.prices * self.arrays.limit + self.values.sum(axis=0)))
 
     # -- the proof ------------------------------------------------------------------------
 
     def run(self) -> MeanResult:
         started = time.perf_counter()
-        dual = self._dual()
-        if dual is None:
-            return self._result(self._trivial_bound())
-        lams, values = dual
-        duals = lams * self.arrays.limit + values.sum(axis=0)
-        best = int(np.argmin(duals))
-        proven = float(duals[best])
-        self.stats.update(lam=float(lams[best]), dual=proven)
-        self.stats["dual_s"] = time.perf_counter() - started
+        lams, dual = self._coarse_grid()
+        proven = float(np.min(dual))
+        self.stats["coarse_dual"] = proven
         if self.deadline.expired():
             return self._result(proven)
+        low, centre, high = self._bracket(lams, dual)
+        proven = min(proven, self._set_walks(low, centre, high))
 
-        # The walks price the budget over a spread around the dual's price, so that every
-        # node is bounded with the price that suits it best.
-        centre = float(lams[best]) if lams[best] > 0 else float(lams[min(best + 1, len(lams) - 1)])
-        count = min(self._price_chunk(part) for part in range(len(self.parts)))
-        around = max(1, count - 1) | 1  # odd: the centre price is among them
-        self.prices = np.concatenate(([0.0], centre * np.geomspace(1 / 8, 8, around)))
-        self.walks = [
-            StaircaseWalk(StemTables(sub, ok, layout, self.prices))
-            for sub, ok, layout in zip(self.subs, self.allowed, self.layouts, strict=True)
-        ]
-        self.values = np.vstack([walk.tables.values() for walk in self.walks])
-        proven = min(
-            proven, float(np.min(self.prices * self.arrays.limit + self.values.sum(axis=0)))
-        )
-
-        # A first schedule: each part's best choices at prices around the centre, joined.
-        middle = 1 + around // 2
+        # A first schedule: each part's best choices at prices around the best, joined.
+        walk_duals = self.prices * self.arrays.limit + self.values.sum(axis=0)
+        middle = int(np.argmin(walk_duals))
         candidates = [
             [self._own(part)]
-            + [self._part_choice(part, walk, price) for price in range(middle - 2, middle + 3)]
+            + [self._part_choice(part, walk, price) for price in range(middle - 1, middle + 2)]
             for part, walk in enumerate(self.walks)
         ]
         self._join(candidates)
         self.stats["first_value"] = self.value
+
+        # A closer look at the dual's minimum: a tighter bound, and for several parts walks
+        # priced right at it.
+        for _ in range(2):
+            if proven - self.value <= OPTIMALITY_TOLERANCE or self.deadline.expired():
+                break
+            lams = np.unique(
+                np.concatenate((self.prices, self._between(low, high, PRICE_STEPS - 1)))
+            )
+            dual = self._dual_on(lams)
+            proven = min(proven, float(np.min(dual)))
+            low, centre, high = self._bracket(lams, dual)
+        if (
+            len(self.parts) > 1
+            and proven - self.value > OPTIMALITY_TOLERANCE
+            and not self.deadline.expired()
+        ):
+            proven = min(proven, self._set_walks(low, centre, high))
+        self.stats.update(dual=proven, dual_s=time.perf_counter() - started)
 
         # Then targets ever lower below the bound: every schedule better than the target is
         # visited, so finding one proves it optimal; finding none proves the target a bound.

@@ -126,86 +126,35 @@ def tree_layout(arrays: SearchArrays, allowed: np.ndarray) -> TreeLayout:
     return TreeLayout(root=root, chains=tuple(chains), groups=tuple(groups))
 
 
-class StemTables:
-    """The programme's tables for one part at several prices `lams` at once.
+def layout_key(arrays: SearchArrays, layout: TreeLayout) -> tuple[object, ...]:
+    """Parts with equal keys have the same shape and can share one batch of tables."""
+    groups = tuple(
+        (group.chain, tuple(group.apps.tolist()), group.share) for group in layout.groups
+    )
+    shape = (arrays.num_apps, arrays.num_segments, len(arrays.levels))
+    return (shape, layout.root, layout.chains, groups)
+
+
+@dataclass(frozen=True)
+class PartTables:
+    """The tables of one part, at the prices `lams` (views into a `StemTables` batch).
 
     `best[g][j][m, S, l]`: for group g, the best value of its chain's segments at depth >= j
     (0 = just below the root) when segment j runs at a rate of at most level l, the apps in
-    subset S are served there and price m applies (stem costs at the group's share). `top[g]`
-    is the group's whole value by root level; `values` the part's best value per price.
+    subset S are served there and price m applies (stem costs at the group's share).
+    `top[g][m, l]` is the group's whole value with the root at level l; `gain[m, a, s, l]`
+    the best value of app a's options on segment s (index `segments`: none) within level l.
     """
 
-    def __init__(
-        self, arrays: SearchArrays, allowed: np.ndarray, layout: TreeLayout, lams: np.ndarray
-    ) -> None:
-        self.arrays = arrays
-        self.allowed = allowed & arrays.valid
-        self.layout = layout
-        self.lams = np.asarray(lams, dtype=float)
-        levels = arrays.levels
-        num_prices, num_levels = len(self.lams), len(levels)
-        segments = arrays.num_segments
-
-        # gain[m, a, s, l]: best score - lam * cost of app a's options on segment s (the last
-        # index stands for "no costly segment") with rate at most level l.
-        apps, columns = np.nonzero(self.allowed)
-        on = arrays.segment[apps, columns]
-        on = np.where(on < 0, segments, on)
-        gain = np.full((num_prices, arrays.num_apps, segments + 1, num_levels), IMPOSSIBLE)
-        values = (
-            arrays.score[apps, columns][None, :]
-            - self.lams[:, None] * arrays.cost[apps, columns][None, :]
-        )
-        # An app has at most one option per (segment, rate) (search_arrays keeps the best).
-        gain[:, apps, on, arrays.level[apps, columns]] = values
-        self.gain = np.maximum.accumulate(gain, axis=3)
-        # Root or no stem: what an app gets before any chain segment serves it.
-        root_gain = (
-            self.gain[:, :, layout.root, :]
-            if layout.root >= 0
-            else np.full((num_prices, arrays.num_apps, num_levels), IMPOSSIBLE)
-        )
-        self.before_chain = np.maximum(root_gain, self.gain[:, :, segments, -1:])
-
-        # Levels worth trying per segment: 0 and the rates of allowed options at or below it.
-        self.useful = np.zeros((segments, num_levels), dtype=bool)
-        self.useful[:, 0] = True
-        below = arrays.needs[arrays.segment[apps, columns]]  # (options, segments)
-        option_levels = arrays.level[apps, columns]
-        for segment in range(segments):
-            self.useful[segment, option_levels[below[:, segment]]] = True
-
-        self.unserved: list[np.ndarray] = []  # per group: (2^k, k) 1 where app not in subset
-        self.best: list[list[np.ndarray]] = []
-        self.top: list[np.ndarray] = []  # per group: (m, levels) value by root level
-        for group in layout.groups:
-            size = len(group.apps)
-            subsets = np.arange(2**size)
-            self.unserved.append(
-                (((subsets[:, None] >> np.arange(size)[None, :]) & 1) == 0).astype(float)
-            )
-            chain = layout.chains[group.chain] if group.chain >= 0 else ()
-            table = np.full((num_prices, 2**size, num_levels), IMPOSSIBLE)
-            table[:, 0, :] = 0.0
-            tables = [table.copy()]
-            for segment in reversed(chain):
-                table = table - (group.share * arrays.weight[segment]) * (
-                    self.lams[:, None, None] * levels[None, None, :]
-                )
-                _serve(table, self.gain[:, group.apps, segment, :])
-                table = np.maximum.accumulate(table, axis=2)
-                tables.append(table)
-            tables.reverse()  # tables[j]: segments at depth >= j; tables[len(chain)]: none
-            self.best.append(tables)
-            self.top.append(
-                self.completion(len(self.best) - 1, tables[0], self.before_chain[:, group.apps])
-            )
-
-    def completion(self, group: int, best: np.ndarray, served: np.ndarray) -> np.ndarray:
-        """max over subsets S of best[m, S, l] + the values `served[m, a, l]` of apps not in S."""
-        unserved = np.matmul(self.unserved[group][None], served)  # (prices, subsets, levels)
-        result: np.ndarray = np.max(best[:, :, : served.shape[2]] + unserved, axis=1)
-        return result
+    arrays: SearchArrays
+    layout: TreeLayout
+    lams: np.ndarray
+    gain: np.ndarray
+    before_chain: np.ndarray  # (m, apps, levels): served by the root or without stem
+    useful: np.ndarray  # (segments, levels): levels worth trying per segment
+    unserved: list[np.ndarray]  # per group: (2^k, k), 1 where the app is not in the subset
+    best: list[list[np.ndarray]]
+    top: list[np.ndarray]
 
     def root_values(self) -> np.ndarray:
         """(prices, levels): the part's best value with the root at each level."""
@@ -213,13 +162,109 @@ class StemTables:
         if self.layout.root < 0:
             return np.broadcast_to(total[:, :1], total.shape).copy()
         root_stem = self.arrays.weight[self.layout.root] * self.arrays.levels
-        return total - self.lams[:, None] * root_stem[None, :]
+        result: np.ndarray = total - self.lams[:, None] * root_stem[None, :]
+        return result
 
     def values(self) -> np.ndarray:
         """(prices,): the part's best `score - lam * cost` (an upper bound unless exact)."""
-        if self.layout.root < 0:
-            return self.root_values()[:, 0]
-        return np.max(self.root_values()[:, self.useful[self.layout.root]], axis=1)
+        result: np.ndarray = np.max(self.root_values(), axis=1)
+        return result
+
+
+class StemTables:
+    """The programme's tables for several parts of one shape, at several prices at once.
+
+    Rows are (part, price) pairs, part-major: one pass of numpy work serves every camera of a
+    fleet whose cameras look alike, which is what keeps hundreds of apps fast.
+    """
+
+    def __init__(
+        self,
+        parts: list[tuple[SearchArrays, np.ndarray]],
+        layout: TreeLayout,
+        lams: np.ndarray,
+    ) -> None:
+        self.parts = [(arrays, allowed & arrays.valid) for arrays, allowed in parts]
+        self.layout = layout
+        self.lams = np.asarray(lams, dtype=float)
+        first = self.parts[0][0]
+        levels = first.levels
+        num_prices, num_levels = len(self.lams), len(levels)
+        segments, num_apps = first.num_segments, first.num_apps
+        rows = len(self.parts) * num_prices
+        row_lams = np.tile(self.lams, len(self.parts))
+
+        # gain[r, a, s, l]: best score - lam * cost of app a's options on segment s (the last
+        # index stands for "no costly segment") with rate at most level l.
+        gain = np.full((rows, num_apps, segments + 1, num_levels), IMPOSSIBLE)
+        self.useful = np.zeros((len(self.parts), segments, num_levels), dtype=bool)
+        self.useful[:, :, 0] = True
+        weights = np.zeros((rows, segments))
+        for index, (arrays, allowed) in enumerate(self.parts):
+            block = slice(index * num_prices, (index + 1) * num_prices)
+            apps, columns = np.nonzero(allowed)
+            on = arrays.segment[apps, columns]
+            on = np.where(on < 0, segments, on)
+            # An app has at most one option per (segment, rate): search_arrays keeps the best.
+            gain[block, apps, on, arrays.level[apps, columns]] = (
+                arrays.score[apps, columns][None, :]
+                - self.lams[:, None] * arrays.cost[apps, columns][None, :]
+            )
+            weights[block] = arrays.weight[None, :]
+            # Levels worth trying per segment: 0 and the rates of allowed options below it.
+            below = arrays.needs[arrays.segment[apps, columns]]  # (options, segments)
+            option_levels = arrays.level[apps, columns]
+            for segment in range(segments):
+                self.useful[index, segment, option_levels[below[:, segment]]] = True
+        self.gain = np.maximum.accumulate(gain, axis=3)
+        root_gain = (
+            self.gain[:, :, layout.root, :]
+            if layout.root >= 0
+            else np.full((rows, num_apps, num_levels), IMPOSSIBLE)
+        )
+        self.before_chain = np.maximum(root_gain, self.gain[:, :, segments, -1:])
+
+        self.unserved: list[np.ndarray] = []
+        self.best: list[list[np.ndarray]] = []
+        self.top: list[np.ndarray] = []
+        for group in layout.groups:
+            size = len(group.apps)
+            subsets = np.arange(2**size)
+            unserved = (((subsets[:, None] >> np.arange(size)[None, :]) & 1) == 0).astype(float)
+            self.unserved.append(unserved)
+            chain = layout.chains[group.chain] if group.chain >= 0 else ()
+            table = np.full((rows, 2**size, num_levels), IMPOSSIBLE)
+            table[:, 0, :] = 0.0
+            tables = [table.copy()]
+            for segment in reversed(chain):
+                price = group.share * weights[:, segment] * row_lams
+                table = table - price[:, None, None] * levels[None, None, :]
+                _serve(table, self.gain[:, group.apps, segment, :])
+                table = np.maximum.accumulate(table, axis=2)
+                tables.append(table)
+            tables.reverse()  # tables[j]: segments at depth >= j; tables[len(chain)]: none
+            self.best.append(tables)
+            served = self.before_chain[:, group.apps]
+            self.top.append(np.max(tables[0] + np.matmul(unserved[None], served), axis=1))
+
+    def part(self, index: int) -> PartTables:
+        rows = slice(index * len(self.lams), (index + 1) * len(self.lams))
+        arrays = self.parts[index][0]
+        return PartTables(
+            arrays=arrays,
+            layout=self.layout,
+            lams=self.lams,
+            gain=self.gain[rows],
+            before_chain=self.before_chain[rows],
+            useful=self.useful[index],
+            unserved=self.unserved,
+            best=[[table[rows] for table in tables] for tables in self.best],
+            top=[top[rows] for top in self.top],
+        )
+
+    def values(self) -> np.ndarray:
+        """(parts, prices): each part's best `score - lam * cost` (exact unless split)."""
+        return np.vstack([self.part(index).values() for index in range(len(self.parts))])
 
 
 def _serve(table: np.ndarray, gain: np.ndarray) -> None:
@@ -257,7 +302,7 @@ class StaircaseWalk:
     (`lam_m * limit + the other parts' values`); a node's bound is the smallest over m.
     """
 
-    def __init__(self, tables: StemTables) -> None:
+    def __init__(self, tables: PartTables) -> None:
         self.tables = tables
         layout = tables.layout
         self.order = [index for index, chain in enumerate(layout.chains) if chain]
@@ -415,7 +460,7 @@ class StaircaseWalk:
 
 
 def _completion_at(
-    tables: StemTables, group: int, best: np.ndarray, served: np.ndarray
+    tables: PartTables, group: int, best: np.ndarray, served: np.ndarray
 ) -> np.ndarray:
     """Best completion below a segment per candidate level: `best` and `served` are both
     already restricted to the candidates (prices, subsets, candidates)."""
