@@ -216,7 +216,17 @@ def test_live_stream_metrics_and_json_logs(daemon: Daemon, moving_package: Path)
     assert one(samples, "mainstream_scheduler_solve_seconds_sum") > 0
     assert one(samples, "mainstream_scheduler_replans_total") == stats["scheduler"]["replans"]
     assert stats["scheduler"]["replans"] >= 2  # the empty plan at start, then the app's
-    assert one(samples, "mainstream_live_subscribers") == 1  # the closed stream is gone
+    # The closed stream is gone once the server has noticed the disconnect (asynchronously).
+    assert wait_for(
+        lambda: (
+            one(
+                metric_samples(client.get("/metrics", headers=viewer).text),
+                "mainstream_live_subscribers",
+            )
+            == 1
+        ),
+        timeout=10,
+    )
     rss = one(samples, "process_resident_memory_bytes")
     assert 0.5 < rss / stats["process"]["rss_bytes"] < 2.0
     assert one(samples, "process_cpu_seconds_total") > 0
