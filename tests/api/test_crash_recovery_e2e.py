@@ -4,7 +4,6 @@ to a real mosquitto broker, which the crash had kept from going out."""
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.support.mqtt import MOSQUITTO, Broker, Subscriber
+from tests.support.mqtt import Broker, Subscriber, needs_mosquitto
 from tests.support.nodes import (
     Daemon,
     TinyPackages,
@@ -28,10 +27,7 @@ from tests.support.nodes import (
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(
-        not os.access(MOSQUITTO, os.X_OK),
-        reason="the mosquitto broker is not installed (Debian package 'mosquitto')",
-    ),
+    needs_mosquitto,
 ]
 
 BASE = "mainstream/test-node"

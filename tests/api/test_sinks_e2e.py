@@ -4,7 +4,6 @@ webhook deliveries, no lost event across a broker restart, and the last will on 
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from itertools import pairwise
@@ -18,7 +17,7 @@ import yaml
 from tests.support.live_packages import (
     MOVING_APP,
 )
-from tests.support.mqtt import MOSQUITTO, Broker, Subscriber
+from tests.support.mqtt import Broker, Subscriber, needs_mosquitto
 from tests.support.nodes import (
     Daemon,
     TinyPackages,
@@ -32,10 +31,7 @@ from tests.support.webhooks import Receiver
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(
-        not os.access(MOSQUITTO, os.X_OK),
-        reason="the mosquitto broker is not installed (Debian package 'mosquitto')",
-    ),
+    needs_mosquitto,
 ]
 
 NODE = "test-node"

@@ -3,7 +3,6 @@ broker restarts and the bounded offline queue."""
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -21,14 +20,11 @@ from edge_runtime.sinks import EventSink, SinkFanOut
 from edge_runtime.sinks.mqtt import MqttSink
 from edge_runtime.sinks.payload import event_json
 from edge_runtime.sinks.settings import MqttSettings
-from tests.support.mqtt import MOSQUITTO, Broker, Received, Subscriber
+from tests.support.mqtt import Broker, Received, Subscriber, needs_mosquitto
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.skipif(
-    not os.access(MOSQUITTO, os.X_OK),
-    reason="the mosquitto broker is not installed (Debian package 'mosquitto')",
-)
+pytestmark = needs_mosquitto
 
 
 def free_port() -> int:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.support.nodes import free_port
@@ -139,3 +140,10 @@ class Subscriber:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+# Tests that talk to a real broker skip where Debian's mosquitto is not installed.
+needs_mosquitto = pytest.mark.skipif(
+    not os.access(MOSQUITTO, os.X_OK),
+    reason="the mosquitto broker is not installed (Debian package 'mosquitto')",
+)
