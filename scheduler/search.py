@@ -42,6 +42,7 @@ import numpy as np
 
 from scheduler.arrays import (
     ENUMERATE_LIMIT,
+    OPTIMALITY_TOLERANCE,
     SearchArrays,
     Solution,
     best_min_f1_floor,
@@ -52,7 +53,7 @@ from scheduler.arrays import (
     search_arrays,
     segment_levels,
 )
-from scheduler.deadline import Deadline
+from scheduler.deadline import DEFAULT_TIME_LIMIT_S, Deadline
 from scheduler.greedy import greedy_choice
 from scheduler.knapsack import best_knapsack, every_assignment, frontier_points, merge_classes
 from scheduler.milp import solve_milp
@@ -82,13 +83,8 @@ __all__ = [
     "segment_levels",
     "solve_exact",
     "solve_milp",
+    "upper_bound",
 ]
-
-DEFAULT_TIME_LIMIT_S = 1.0
-"""How long a solve may take unless told otherwise."""
-
-OPTIMALITY_TOLERANCE = 1e-9
-"""A schedule whose proven bound is within this of its value counts as optimal."""
 
 PRICE_STEPS = 16
 """Prices per round of the search for the Lagrangian dual, and at most per walk."""
@@ -152,6 +148,24 @@ def solve_exact(
     return solution
 
 
+def upper_bound(
+    space: SearchSpace, objective: Objective, time_limit_s: float = DEFAULT_TIME_LIMIT_S
+) -> float | None:
+    """A proven upper bound on the optimum of `objective`, found without searching (for
+    schedules found otherwise, e.g. the greedy's). None when nothing fits the budget.
+
+    `mean_f1`: the Lagrangian dual of the budget; `min_f1`: the best floor, which is exact.
+    """
+    deadline = Deadline.after(time_limit_s)
+    arrays = search_arrays(space)
+    cheapest = min_cost_choice(arrays, arrays.valid)
+    if cheapest is None or cheapest[0] > arrays.limit:
+        return None
+    if objective == "min_f1":
+        return best_min_f1_floor(arrays, arrays.valid)
+    return _PartsSearch(arrays, arrays.valid.copy(), cheapest[1], deadline).dual_bound()
+
+
 def best_mean(
     arrays: SearchArrays,
     allowed: np.ndarray,
@@ -207,7 +221,7 @@ class _PartsSearch:
         self.values = np.zeros((len(self.parts), 1))  # every part's value at every price
         # Sub-schedules listed at each full stem choice (per part), with their bounds.
         self.leaf_points: dict[
-            tuple[int, bytes], tuple[float, np.ndarray, np.ndarray, np.ndarray]
+            tuple[int, bytes], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
         ] = {}
 
     # -- the dual --------------------------------------------------------------------------
@@ -334,6 +348,15 @@ class _PartsSearch:
         self.leaf_points = {}
         self.values = np.vstack([walk.tables.values() for walk in self.walks])
         return float(np.min(self.prices * self.arrays.limit + self.values.sum(axis=0)))
+
+    def dual_bound(self) -> float:
+        """The Lagrangian dual's minimum on a coarse grid and one closer look: a proven bound
+        on the total score, without searching."""
+        lams, dual = self._coarse_grid()
+        if not self.deadline.expired():
+            low, _, high = self._bracket(lams, dual)
+            lams, dual = self._zoom(low, high, lams, dual)
+        return float(np.min(dual))
 
     # -- the proof ------------------------------------------------------------------------
 
