@@ -84,6 +84,7 @@ __all__ = [
     "solve_exact",
     "solve_milp",
     "upper_bound",
+    "values_are_exact",
 ]
 
 PRICE_STEPS = 16
@@ -164,6 +165,18 @@ def upper_bound(
     if objective == "min_f1":
         return best_min_f1_floor(arrays, arrays.valid)
     return _PartsSearch(arrays, arrays.valid.copy(), cheapest[1], deadline).dual_bound()
+
+
+def values_are_exact(space: SearchSpace) -> bool:
+    """Whether the stem programme's values are exact on every part (no chain has more apps
+    than one subset table holds); when not, its bounds are looser and HiGHS may do better."""
+    arrays = search_arrays(space)
+    parts = independent_parts(arrays, arrays.valid)
+    for apps in parts:
+        sub = arrays.restrict(apps, arrays.limit)
+        if not tree_layout(sub, sub.valid).exact:
+            return False
+    return True
 
 
 def best_mean(

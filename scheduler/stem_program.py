@@ -45,7 +45,7 @@ import numpy as np
 from scheduler.arrays import SearchArrays
 from scheduler.deadline import Deadline
 
-GROUP_LIMIT = 12
+GROUP_LIMIT = 8
 """Most apps of one chain in one subset table (its width is 2 ** apps)."""
 
 TABLE_CELLS = 6_000_000
