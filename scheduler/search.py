@@ -229,6 +229,7 @@ class _PartsSearch:
         rows = np.arange(arrays.num_apps)
         self.value = float(arrays.score[rows, incumbent].sum())
         self.stats: dict[str, float] = {"parts": float(len(self.parts)), "nodes": 0.0}
+        self.round_s = 0.0  # the longest a round of tables has taken: no round is started late
         self.prices = np.zeros(1)  # the walks' prices of the budget, set once the dual is known
         self.walks: list[StaircaseWalk] = []
         self.values = np.zeros((len(self.parts), 1))  # every part's value at every price
@@ -253,6 +254,7 @@ class _PartsSearch:
     def _tables(self, lams: np.ndarray) -> list[PartTables]:
         """Every part's tables at the prices `lams` (at most `_rows_per_table` of them),
         parts of one shape computed together."""
+        started = time.perf_counter()
         found: dict[int, PartTables] = {}
         for members in self.batches:
             per_batch = max(1, self._rows_per_table(members[0]) // len(lams))
@@ -264,6 +266,7 @@ class _PartsSearch:
                     lams,
                 )
                 found.update((part, tables.part(index)) for index, part in enumerate(chunk))
+        self.round_s = max(self.round_s, time.perf_counter() - started)
         return [found[part] for part in range(len(self.parts))]
 
     def _values_at(self, lams: np.ndarray) -> np.ndarray:
@@ -293,6 +296,9 @@ class _PartsSearch:
                 break
             lams = lams[-1] * np.geomspace(1.0, 1e4, PRICE_STEPS)
         return lams, dual
+
+    def _time_for_a_round(self) -> bool:
+        return self.deadline.remaining() > 1.5 * self.round_s
 
     @staticmethod
     def _bracket(lams: np.ndarray, dual: np.ndarray) -> tuple[float, float, float]:
@@ -391,7 +397,7 @@ class _PartsSearch:
 
         # A closer look at the dual's minimum: a tighter bound, and (for several parts,
         # whose listings are bounded at the walks' prices) walks priced closer to it.
-        if proven - self.value > OPTIMALITY_TOLERANCE and not self.deadline.expired():
+        if proven - self.value > OPTIMALITY_TOLERANCE and self._time_for_a_round():
             walk_best = proven
             lams = np.concatenate((lams, self.prices))
             dual = np.concatenate((dual, self.prices * self.arrays.limit + self.values.sum(0)))
@@ -399,7 +405,7 @@ class _PartsSearch:
             lams, dual = self._zoom(low, high, lams, dual)
             proven = min(proven, float(np.min(dual)))
             step = (proven - self.value) / TARGET_STEPS
-            if len(self.parts) > 1 and walk_best - proven > step and not self.deadline.expired():
+            if len(self.parts) > 1 and walk_best - proven > step and self._time_for_a_round():
                 proven = min(proven, self._set_walks(*self._bracket(lams, dual)))
         self.stats.update(dual=proven, dual_s=time.perf_counter() - started)
 
