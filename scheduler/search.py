@@ -55,7 +55,13 @@ from scheduler.arrays import (
 )
 from scheduler.deadline import DEFAULT_TIME_LIMIT_S, Deadline
 from scheduler.greedy import greedy_choice
-from scheduler.knapsack import best_knapsack, every_assignment, frontier_points, merge_classes
+from scheduler.knapsack import (
+    best_by_listing,
+    best_knapsack,
+    every_assignment,
+    frontier_points,
+    merge_classes,
+)
 from scheduler.milp import solve_milp
 from scheduler.options import SearchSpace
 from scheduler.problem import Objective
@@ -94,10 +100,17 @@ TARGET_STEPS = 16
 """The first target lies this fraction of the gap below the bound (then 4, 16, ... times)."""
 
 LEAF_PRICES = 3
+"""Prices whose bounds filter the sub-schedules listed at one full stem choice."""
+
+LISTING_PAIRS = 40_000
+LISTING_COMBINATIONS = 25_000
+"""A few apps are listed outright (`best_by_listing`) when their two largest option counts
+multiply to at most `LISTING_PAIRS` and the others' to at most `LISTING_COMBINATIONS`:
+usually milliseconds (half the time at most), and faster than proving bounds on many
+near-ties; the search takes over if the listing runs out of its time."""
 
 FIRST_PRICES = 5
 """Prices at which every part's best choice becomes a candidate for the first schedule."""
-"""Prices whose bounds filter the sub-schedules listed at one full stem choice."""
 
 
 @dataclass
@@ -203,6 +216,19 @@ def best_mean(
         best = int(np.argmax(scores))  # never empty: the incumbent fits
         value = float(scores[best])
         return MeanResult([int(column) for column in picks[best]], value, {"enumerated": 1.0})
+    counts = sorted(int(count) for count in allowed.sum(axis=1))
+    if (
+        enumerate_limit > 0
+        and len(counts) >= 2
+        and counts[-1] * counts[-2] <= LISTING_PAIRS
+        and math.prod(counts[:-2]) <= LISTING_COMBINATIONS
+    ):
+        value = float(arrays.score[rows, incumbent].sum())
+        found, finished = best_by_listing(arrays, allowed, value, deadline.share(0.5))
+        if found is not None:
+            value, incumbent = found
+        if finished:
+            return MeanResult(list(incumbent), value, {"listed_all": 1.0})
     return _PartsSearch(arrays, allowed, list(incumbent), deadline).run()
 
 
@@ -555,15 +581,6 @@ class _PartsSearch:
         self.stats["listed"] = float(sum(len(listed) for listed in classes))
         self._join(classes)
         return not self.deadline.expired()
-
-    def _trivial_bound(self) -> float:
-        """Every app at its best option, budget ignored: a bound that needs no search."""
-        return float(
-            sum(
-                np.where(ok, sub.score, -np.inf).max(axis=1).sum()
-                for sub, ok in zip(self.subs, self.allowed, strict=True)
-            )
-        )
 
     def _result(self, bound: float) -> MeanResult:
         self.stats["nodes"] = float(sum(walk.nodes for walk in self.walks))

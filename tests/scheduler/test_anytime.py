@@ -187,3 +187,22 @@ def test_gap_is_relative_and_zero_when_proven() -> None:
     assert optimality_gap(0.5, 0.5 + 1e-12) == 0.0
     assert optimality_gap(0.9, 1.0) == pytest.approx(0.1)
     assert optimality_gap(0.0, 0.0) == 0.0
+
+
+@pytest.mark.parametrize(("apps", "budget"), [(3, 150.0), (3, 300.0), (4, 50.0)])
+def test_listing_a_few_apps_outright_agrees_with_the_search_and_highs(
+    apps: int, budget: float
+) -> None:
+    """A few paper-shaped apps are listed outright (too many assignments to enumerate at once,
+    few enough to list pair by pair); the search and HiGHS must agree with the listing."""
+    problem = generate_paper_problem(apps, seed=4, budget=budget)
+    space = space_of(problem)
+    listed = solve_exact(space, "mean_f1", time_limit_s=5.0)
+    searched = solve_exact(space, "mean_f1", enumerate_limit=0, time_limit_s=30.0)
+    optimum = proven_optimum(problem, "mean_f1")
+    assert listed is not None and searched is not None and optimum is not None
+    assert listed.stats.get("listed_all") == 1.0
+    assert listed.upper_bound == listed.mean_f1 == pytest.approx(optimum, abs=TOLERANCE)
+    assert searched.upper_bound == pytest.approx(searched.mean_f1, abs=1e-12)
+    assert searched.mean_f1 == pytest.approx(optimum, abs=TOLERANCE)
+    assert fits(listed.cost, problem.budget)
