@@ -259,7 +259,10 @@ class _PartsSearch:
         self.prices = np.zeros(1)  # the walks' prices of the budget, set once the dual is known
         self.walks: list[StaircaseWalk] = []
         self.values = np.zeros((len(self.parts), 1))  # every part's value at every price
-        # Sub-schedules listed at each full stem choice (per part), with their bounds.
+        # One part: the best knapsack found at each full stem choice (None: not above the
+        # value known when it was solved).
+        self.leaf_best: dict[bytes, tuple[float, list[int]] | None] = {}
+        # Several parts: sub-schedules listed at each full stem choice, with their bounds.
         self.leaf_points: dict[
             tuple[int, bytes], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
         ] = {}
@@ -502,14 +505,25 @@ class _PartsSearch:
 
         def on_leaf(rates: np.ndarray, leaf_values: np.ndarray) -> float:
             nonlocal floor
-            stem = float(sub.weight @ rates)
-            found = best_knapsack(
-                sub, sub.admissible(rates, ok), sub.limit - stem, floor, self.prices, self.deadline
-            )
+            key = rates.tobytes()
+            if key not in self.leaf_best:
+                # Solved once, above the best value known (the lowest floor any later round
+                # can have): later rounds, with lower targets, only look the answer up.
+                stem = float(sub.weight @ rates)
+                self.leaf_best[key] = best_knapsack(
+                    sub,
+                    sub.admissible(rates, ok),
+                    sub.limit - stem,
+                    self.value,
+                    self.prices,
+                    self.deadline,
+                )
+            found = self.leaf_best[key]
             if found is not None and found[0] > self.value:
-                floor = self.value = found[0]
+                self.value = found[0]
                 for app, column in zip(apps.tolist(), found[1], strict=True):
                     self.choice[app] = int(column)
+            floor = max(floor, self.value)
             return floor
 
         finished, open_bound = walk.search(self.prices * sub.limit, target, on_leaf, self.deadline)
