@@ -28,9 +28,11 @@ from scheduler.greedy import greedy_choice
 from scheduler.options import SearchSpace
 from scheduler.problem import Objective
 
-HIGHS_TIME_SHARE = 0.7
+HIGHS_TIME_SHARE = {"small": 0.9, "large": 0.6}
 """Of the time left, what HiGHS is told it has: its presolve does not look at the clock, so
-the rest absorbs its overrun."""
+the rest absorbs its overrun, which grows with the model (`LARGE_MODEL` options)."""
+
+LARGE_MODEL = 5000
 
 
 def solve_milp(
@@ -167,6 +169,7 @@ def _milp_stage(
             bounds_high[x_offset[app] + too_low] = 0.0
 
     matrix = coo_matrix((vals, (rows, cols)), shape=(len(lower), num_vars)).tocsr()
+    size = "large" if sum(len(rates) for rates in space.rate) > LARGE_MODEL else "small"
     if deadline.remaining() <= 0.0:
         return None, None
     result = milp(
@@ -175,7 +178,7 @@ def _milp_stage(
         integrality=integrality,
         bounds=Bounds(bounds_low, bounds_high),
         options={
-            "time_limit": max(1e-3, HIGHS_TIME_SHARE * deadline.remaining()),
+            "time_limit": max(1e-3, HIGHS_TIME_SHARE[size] * deadline.remaining()),
             "mip_rel_gap": 0.0,
         },
     )
