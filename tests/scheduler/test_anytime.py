@@ -22,6 +22,7 @@ from scheduler.milp import solve_milp
 from scheduler.options import SearchSpace, build_option_tables, build_search_space
 from scheduler.planner import make_plan
 from scheduler.problem import Objective, Problem
+from scheduler.report import format_plan
 from scheduler.search import solve_exact, upper_bound
 from scheduler.solvers import SOLVERS, optimality_gap, solve
 from scheduler.stem_program import StemTables, tree_layout
@@ -207,3 +208,15 @@ def test_listing_a_few_apps_outright_agrees_with_the_search_and_highs(
     assert searched.upper_bound == pytest.approx(searched.mean_f1, abs=1e-12)
     assert searched.mean_f1 == pytest.approx(optimum, abs=TOLERANCE)
     assert fits(listed.cost, problem.budget)
+
+
+def test_the_text_report_says_how_good_the_plan_is_proven() -> None:
+    problem = generate_paper_problem(2, seed=0, budget=50.0)
+    plan = make_plan(problem, with_baselines=False)
+    assert "proven optimal" in format_plan(plan, problem)
+    unproven = plan.model_copy(
+        update={"optimality_gap": 0.0004, "upper_bound": plan.value * 1.0004}
+    )
+    assert "within 0.04 % of optimal" in format_plan(unproven, problem)
+    given = plan.model_copy(update={"optimality_gap": None, "upper_bound": None})
+    assert "optimal" not in format_plan(given, problem)
