@@ -60,6 +60,12 @@ def test_the_stall_case_is_solved_exactly_within_the_limit() -> None:
         assert plan.optimality_gap == 0.0 and plan.upper_bound == plan.value
         assert plan.value == pytest.approx(optimum, abs=TOLERANCE)
         assert plan.total_cost <= problem.budget * (1 + 1e-9)
+    # The search itself, not only the listing of a few apps, proves it at once.
+    started = time.perf_counter()
+    searched = solve_exact(space_of(problem), "mean_f1", enumerate_limit=0, time_limit_s=1.0)
+    assert time.perf_counter() - started < 0.5
+    assert searched is not None and searched.upper_bound == searched.mean_f1
+    assert searched.mean_f1 == pytest.approx(optimum, abs=TOLERANCE)
 
 
 @st.composite
