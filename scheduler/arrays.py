@@ -80,6 +80,9 @@ def make_solution(space: SearchSpace, choice: list[int], **stats: float) -> Solu
 PRUNE_EPS = 1e-12
 """A branch is dropped when its bound does not beat the incumbent by more than this."""
 
+OPTIMALITY_TOLERANCE = 1e-9
+"""A schedule whose proven bound is within this of its value counts as optimal."""
+
 ENUMERATE_LIMIT = 200_000
 """Problems (or independent parts) with at most this many assignments are listed outright."""
 

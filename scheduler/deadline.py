@@ -10,6 +10,9 @@ import math
 import time
 from dataclasses import dataclass
 
+DEFAULT_TIME_LIMIT_S = 1.0
+"""How long a solve may take unless told otherwise."""
+
 
 @dataclass(frozen=True)
 class Deadline:

@@ -27,7 +27,7 @@ from scheduler.arrays import (
     min_cost_choice,
     search_arrays,
 )
-from scheduler.deadline import Deadline
+from scheduler.deadline import DEFAULT_TIME_LIMIT_S, Deadline
 from scheduler.options import SearchSpace
 from scheduler.problem import Objective
 
@@ -174,11 +174,12 @@ def _raise_floor(
 
 
 def solve_greedy(
-    space: SearchSpace, objective: Objective, time_limit_s: float | None = None
+    space: SearchSpace, objective: Objective, time_limit_s: float = DEFAULT_TIME_LIMIT_S
 ) -> Solution | None:
-    """Greedy schedule for `objective`; None when nothing fits the budget."""
+    """Greedy schedule for `objective` (where it got to in `time_limit_s`); None when nothing
+    fits the budget. No bound: `solvers.solve(..., "greedy")` adds one."""
     started = time.perf_counter()
-    deadline = Deadline.never() if time_limit_s is None else Deadline.after(time_limit_s)
+    deadline = Deadline.after(time_limit_s)
     choice = greedy_choice(search_arrays(space), objective, deadline=deadline)
     if choice is None:
         return None

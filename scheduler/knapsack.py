@@ -11,6 +11,7 @@ Pure logic: numpy only, no I/O.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -222,6 +223,74 @@ def every_assignment(
     cost, score, picks = cost[fits], score[fits], picks[fits]
     cost, score, keep = pareto_items(cost, score, np.arange(len(cost)))
     return cost, score, picks[keep]
+
+
+def best_by_listing(
+    arrays: SearchArrays, allowed: np.ndarray, floor: float, deadline: Deadline
+) -> tuple[tuple[float, list[int]] | None, bool]:
+    """The best fitting assignment worth more than `floor`, by listing them all: every pair
+    of options of the two apps with most options is scored at once, for each combination of
+    the others' options in turn (skipped when even the pair's best score cannot beat the
+    best so far). For a few apps with many near-tied options this beats any bound.
+
+    Returns (score, columns) or None, and whether the listing finished before the deadline.
+    """
+    columns = [np.nonzero(allowed[app])[0] for app in range(arrays.num_apps)]
+    assert arrays.num_apps >= 2, "listing pairs needs two apps"
+    pair = sorted(range(arrays.num_apps), key=lambda app: len(columns[app]))[-2:]
+    others = [app for app in range(arrays.num_apps) if app not in pair]
+    grid = np.meshgrid(columns[pair[0]], columns[pair[-1]], indexing="ij")
+    first, second = grid[0].ravel(), grid[1].ravel()
+    demand = np.maximum(
+        arrays.rate[pair[0], first][:, None] * arrays.needs[arrays.segment[pair[0], first]],
+        arrays.rate[pair[-1], second][:, None] * arrays.needs[arrays.segment[pair[-1], second]],
+    )
+    pair_cost = arrays.cost[pair[0], first] + arrays.cost[pair[-1], second]
+    pair_score = arrays.score[pair[0], first] + arrays.score[pair[-1], second]
+    # The pair's best score within a branch-cost allowance: a bound that needs no stem.
+    by_cost = np.argsort(pair_cost, kind="stable")
+    sorted_cost = pair_cost[by_cost]
+    best_within = np.maximum.accumulate(pair_score[by_cost])
+    scores = {app: arrays.score[app].tolist() for app in others}
+    costs = {app: arrays.cost[app].tolist() for app in others}
+    needs = {
+        app: np.where(arrays.valid[app], arrays.rate[app], 0.0)[:, None]
+        * arrays.needs[arrays.segment[app]]
+        for app in others
+    }
+    best: tuple[float, list[int]] | None = None
+    bar = floor
+    for combination in itertools.product(*(columns[app] for app in others)):
+        if deadline.expired():
+            return best, False
+        score = sum(scores[app][column] for app, column in zip(others, combination, strict=True))
+        if score + best_within[-1] <= bar + PRUNE_EPS:
+            continue  # not even the pair's best could lift it
+        own_cost = sum(costs[app][column] for app, column in zip(others, combination, strict=True))
+        own_stem = np.max(
+            [needs[app][column] for app, column in zip(others, combination, strict=True)]
+            + [np.zeros(arrays.num_segments)],
+            axis=0,
+        )
+        allowance = arrays.limit - own_cost - float(own_stem @ arrays.weight)
+        within = int(np.searchsorted(sorted_cost, allowance, side="right"))
+        if within == 0 or score + best_within[within - 1] <= bar + PRUNE_EPS:
+            continue  # nor the pair's best within what the budget leaves
+        stem = np.maximum(demand, own_stem[None, :])
+        cost = pair_cost + own_cost
+        total = score + pair_score
+        fits = cost + stem @ arrays.weight <= arrays.limit
+        if not fits.any():
+            continue
+        top = int(np.argmax(np.where(fits, total, -np.inf)))
+        if total[top] > bar + PRUNE_EPS:
+            bar = float(total[top])
+            choice = [0] * arrays.num_apps
+            for app, column in zip(others, combination, strict=True):
+                choice[app] = int(column)
+            choice[pair[0]], choice[pair[-1]] = int(first[top]), int(second[top])
+            best = (bar, choice)
+    return best, True
 
 
 def frontier_points(

@@ -14,38 +14,70 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import coo_matrix
 
-from scheduler.arrays import Solution, make_solution, segment_levels
+from scheduler.arrays import (
+    OPTIMALITY_TOLERANCE,
+    Solution,
+    make_solution,
+    min_cost_choice,
+    search_arrays,
+    segment_levels,
+)
 from scheduler.cost_model import budget_limit
+from scheduler.deadline import DEFAULT_TIME_LIMIT_S, Deadline
+from scheduler.greedy import greedy_choice
 from scheduler.options import SearchSpace
 from scheduler.problem import Objective
 
+HIGHS_TIME_SHARE = {"small": 0.9, "large": 0.6}
+"""Of the time left, what HiGHS is told it has: its presolve does not look at the clock, so
+the rest absorbs its overrun, which grows with the model (`LARGE_MODEL` options)."""
+
+LARGE_MODEL = 5000
+
 
 def solve_milp(
-    space: SearchSpace, objective: Objective, time_limit_s: float = 600.0
+    space: SearchSpace, objective: Objective, time_limit_s: float = DEFAULT_TIME_LIMIT_S
 ) -> Solution | None:
-    """Solve with scipy's MILP (HiGHS). Returns None when nothing fits the budget.
+    """Solve with scipy's MILP (HiGHS) within `time_limit_s`. None when nothing fits the budget.
 
     Variables: x[a, o] = app a runs option o; y[s, l] = segment s runs at >= its l-th level.
     Each app's demand for a segment is linked to y level by level, which keeps the relaxation
     tight. `min_f1` is solved in two stages: the best worst F1, then the best mean with every
-    app at least that good.
+    app at least that good. The solution's `upper_bound` is HiGHS's dual bound (equal to the
+    value when HiGHS proves it optimal). When time runs out before HiGHS finds a schedule,
+    the greedy's schedule is returned with what bound there is.
     """
     started = time.perf_counter()
-    first = _milp_stage(space, objective, minimum_f1=None, time_limit_s=time_limit_s)
+    deadline = Deadline.after(time_limit_s)
+    arrays = search_arrays(space)
+    cheapest = min_cost_choice(arrays, arrays.valid)
+    if cheapest is None or cheapest[0] > arrays.limit:
+        return None  # proven by the exact minimum-cost programme, not by HiGHS
+    # A schedule to fall back on should HiGHS find none in time: the greedy's, quickly.
+    fallback = greedy_choice(arrays, objective, deadline=deadline.share(0.2)) or cheapest[1]
+    first, bound = _milp_stage(space, objective, None, deadline)
     if first is None:
-        return None
-    if objective == "min_f1":
+        first = make_solution(space, fallback)
+    if objective == "min_f1" and not deadline.expired():
         floor = first.min_f1
-        second = _milp_stage(space, "mean_f1", minimum_f1=floor, time_limit_s=time_limit_s)
+        second, _ = _milp_stage(space, "mean_f1", floor, deadline)
         if second is not None and second.min_f1 >= floor - 1e-12:
             first = second
+    value = first.value(objective)
+    if bound is None:  # every app at its best, budget ignored
+        best = np.where(arrays.valid, arrays.f1 if objective == "min_f1" else arrays.score, -np.inf)
+        best_each = best.max(axis=1)
+        bound = float(best_each.min() if objective == "min_f1" else best_each.sum())
+    first.upper_bound = value if bound - value <= OPTIMALITY_TOLERANCE else max(bound, value)
     first.stats["solve_time_s"] = time.perf_counter() - started
     return first
 
 
 def _milp_stage(
-    space: SearchSpace, objective: Objective, minimum_f1: float | None, time_limit_s: float
-) -> Solution | None:
+    space: SearchSpace, objective: Objective, minimum_f1: float | None, deadline: Deadline
+) -> tuple[Solution | None, float | None]:
+    """The stage's best schedule found in time (None: none) and its proven bound on the
+    stage's objective (None: none proven)."""
     levels = segment_levels(space)
     level_offset = []
     x_offset, count = [], 0
@@ -93,6 +125,8 @@ def _milp_stage(
     # Demand: app a's options at or below segment s with rate >= level l need y[s, l].
     ancestors = [_ancestors(space, segment) for segment in range(len(space.segments))]
     for app, (segments, rates) in enumerate(zip(space.segment_of, space.rate, strict=True)):
+        if deadline.expired():  # building a large model takes a while: stop in time
+            return None, None
         demand: dict[int, list[tuple[int, float]]] = {}
         for o, (segment, rate) in enumerate(zip(segments.tolist(), rates.tolist(), strict=True)):
             for above in ancestors[segment]:
@@ -135,20 +169,33 @@ def _milp_stage(
             bounds_high[x_offset[app] + too_low] = 0.0
 
     matrix = coo_matrix((vals, (rows, cols)), shape=(len(lower), num_vars)).tocsr()
+    size = "large" if sum(len(rates) for rates in space.rate) > LARGE_MODEL else "small"
+    if deadline.remaining() <= 0.0:
+        return None, None
     result = milp(
         objective_vector,
         constraints=LinearConstraint(matrix, np.array(lower), np.array(upper)),
         integrality=integrality,
         bounds=Bounds(bounds_low, bounds_high),
-        options={"time_limit": time_limit_s, "mip_rel_gap": 0.0},
+        options={
+            "time_limit": max(1e-3, HIGHS_TIME_SHARE[size] * deadline.remaining()),
+            "mip_rel_gap": 0.0,
+        },
     )
+    dual_bound = getattr(result, "mip_dual_bound", None)
+    bound = -float(dual_bound) if dual_bound is not None and np.isfinite(dual_bound) else None
+    if result.status == 0 and result.x is not None:
+        bound = -float(result.fun)  # proven optimal
     if result.x is None:
-        return None
+        return None, bound
     choice = [
         int(np.argmax(result.x[x_offset[app] : x_offset[app] + len(rates)]))
         for app, rates in enumerate(space.rate)
     ]
-    return make_solution(space, choice)
+    solution = make_solution(space, choice)
+    if solution.cost > budget_limit(space.budget):  # HiGHS's tolerances: not a schedule
+        return None, bound
+    return solution, bound
 
 
 def _ancestors(space: SearchSpace, segment: int) -> list[int]:

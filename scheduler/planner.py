@@ -17,84 +17,106 @@ Pure logic: no I/O.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
-from typing import Literal
 
 from mainstream.core.errors import InfeasibleError, InvalidParameterError
+from scheduler.arrays import Solution, min_cost_choice, search_arrays
 from scheduler.cost_model import Placement, schedule_cost
+from scheduler.deadline import DEFAULT_TIME_LIMIT_S
 from scheduler.event_model import EventParams, event_quality
-from scheduler.greedy import greedy_choice
-from scheduler.options import (
-    Option,
-    SearchSpace,
-    Sharing,
-    build_option_tables,
-    build_search_space,
-)
+from scheduler.options import Option, SearchSpace, Sharing, build_option_tables, build_search_space
 from scheduler.problem import AppPlan, BaselinePlan, Objective, Plan, Problem
-from scheduler.search import (
-    Solution,
-    make_solution,
-    min_cost_choice,
-    search_arrays,
-    solve_exact,
-    solve_milp,
-)
+from scheduler.solvers import SOLVERS, Solver, optimality_gap, solve
 
-Solver = Literal["exact", "greedy", "milp"]
-SOLVERS: tuple[Solver, ...] = ("exact", "greedy", "milp")
+__all__ = ["SOLVERS", "Solver", "evaluate_assignment", "make_plan"]
+
+DESCRIBE_RESERVE_S = 0.02
+"""Of a plan's time limit, what is kept for describing the schedule once it is found."""
 
 
-def make_plan(problem: Problem, solver: Solver = "exact", with_baselines: bool = True) -> Plan:
-    """Plan `problem`: the best schedule found by `solver`, with the baselines if asked.
+def make_plan(
+    problem: Problem,
+    solver: Solver = "auto",
+    with_baselines: bool = True,
+    time_limit_s: float = DEFAULT_TIME_LIMIT_S,
+) -> Plan:
+    """Plan `problem`: the best schedule `solver` finds, with the baselines if asked.
 
+    The plan comes back within `time_limit_s` (building its option tables included), with a
+    proven bound on the optimum (`Plan.upper_bound`, `Plan.optimality_gap`); each baseline is
+    planned within the same limit again, so with baselines the call takes up to three times
+    as long (baselines are small problems and usually take milliseconds).
     Raises InfeasibleError, with the minimum cost needed, when no schedule fits the budget.
     A baseline that does not fit is reported with feasible=False and value 0.
     """
     if solver not in SOLVERS:
         raise InvalidParameterError("solver", solver, f"one of {SOLVERS}")
+    if not (isinstance(time_limit_s, int | float) and time_limit_s > 0):
+        raise InvalidParameterError("time_limit_s", time_limit_s, "a number of seconds > 0")
     started = time.perf_counter()
     space = build_search_space(problem, build_option_tables(problem, "shared"))
-    solution = _solve(space, problem.objective, solver)
+    solution = _solve(space, problem.objective, solver, _left(started, time_limit_s))
     if solution is None:
         raise InfeasibleError(_infeasible_message(problem, space))
     apps, total_cost = _app_plans(problem, space, solution, shared=True)
+    value = solution.value(problem.objective)
+    bound = _bound(solution, value)
     plan = Plan(
         objective=problem.objective,
-        value=solution.value(problem.objective),
+        value=value,
         budget=problem.budget,
         total_cost=total_cost,
         solver=solver,
         solve_time_s=time.perf_counter() - started,
         apps=apps,
+        upper_bound=bound,
+        optimality_gap=optimality_gap(value, bound),
     )
     if with_baselines:
         plan.baselines = {
-            "max_sharing": _baseline(problem, "max_sharing", solver),
-            "no_sharing": _baseline(problem, "no_sharing", solver),
+            "max_sharing": _baseline(problem, "max_sharing", solver, time_limit_s),
+            "no_sharing": _baseline(problem, "no_sharing", solver, time_limit_s),
         }
     return plan
 
 
-def _solve(space: SearchSpace, objective: Objective, solver: Solver) -> Solution | None:
-    if solver == "milp":
-        return solve_milp(space, objective)
-    choice = greedy_choice(search_arrays(space), objective)
-    if choice is None:
-        return None
-    if solver == "greedy":
-        return make_solution(space, choice)
-    return solve_exact(space, objective, incumbent=choice)
+def _left(started: float, time_limit_s: float) -> float:
+    """What is left of the limit for the solver, keeping a little to describe the plan."""
+    reserve = min(DESCRIBE_RESERVE_S, 0.05 * time_limit_s)
+    return max(1e-3, time_limit_s - reserve - (time.perf_counter() - started))
 
 
-def _baseline(problem: Problem, sharing: Sharing, solver: Solver) -> BaselinePlan:
+def _solve(
+    space: SearchSpace, objective: Objective, solver: Solver, time_limit_s: float
+) -> Solution | None:
+    return solve(space, objective, solver, time_limit_s)
+
+
+def _bound(solution: Solution, value: float) -> float:
+    bound = solution.upper_bound
+    return value if bound is None or not math.isfinite(bound) else max(bound, value)
+
+
+def _baseline(
+    problem: Problem, sharing: Sharing, solver: Solver, time_limit_s: float
+) -> BaselinePlan:
+    started = time.perf_counter()
     space = build_search_space(problem, build_option_tables(problem, sharing))
-    solution = _solve(space, problem.objective, solver)
-    if solution is None:
-        return BaselinePlan(value=0.0, feasible=False)
+    solution = _solve(space, problem.objective, solver, _left(started, time_limit_s))
+    if solution is None:  # infeasibility is proven exactly: nothing to gain, no gap
+        return BaselinePlan(value=0.0, feasible=False, upper_bound=0.0, optimality_gap=0.0)
     apps, total_cost = _app_plans(problem, space, solution, shared=sharing != "no_sharing")
-    return BaselinePlan(value=solution.value(problem.objective), total_cost=total_cost, apps=apps)
+    value = solution.value(problem.objective)
+    bound = _bound(solution, value)
+    return BaselinePlan(
+        value=value,
+        total_cost=total_cost,
+        apps=apps,
+        upper_bound=bound,
+        optimality_gap=optimality_gap(value, bound),
+    )
 
 
 def _infeasible_message(problem: Problem, space: SearchSpace) -> str:

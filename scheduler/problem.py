@@ -183,15 +183,36 @@ class AppPlan(BaseModel):
     cost: float
 
 
+_UPPER_BOUND = (
+    "a proven upper bound on the best value any schedule of the problem reaches (the "
+    "objective's units); equal to `value` when proven optimal. None: not computed (a given "
+    "schedule, or a plan stored before bounds existed)"
+)
+_OPTIMALITY_GAP = (
+    "relative gap (upper_bound - value) / upper_bound, in [0, 1]: 0.0 means proven optimal "
+    "(within 1e-9), 0.001 that no schedule is more than 0.1 % better. None: not computed"
+)
+
+
 class BaselinePlan(BaseModel):
+    """A baseline planned like the plan itself; infeasible ones have value 0 and gap 0."""
+
     value: float
     total_cost: float = 0.0
     apps: list[AppPlan] = Field(default_factory=list)
     feasible: bool = True
+    upper_bound: float | None = Field(default=None, description=_UPPER_BOUND)
+    optimality_gap: float | None = Field(default=None, ge=0, le=1, description=_OPTIMALITY_GAP)
 
 
 class Plan(BaseModel):
-    """The scheduler's answer (DESIGN §4)."""
+    """The scheduler's answer (DESIGN §4).
+
+    Every solver stops at its time limit, so a plan says how good it is proven to be:
+    `upper_bound` bounds the best value any schedule could reach and `optimality_gap` is
+    the relative distance to it, `(upper_bound - value) / upper_bound` (0.0: proven optimal).
+    A relative gap reads the same whatever the number of apps or the objective's scale.
+    """
 
     objective: Objective
     value: float
@@ -201,3 +222,5 @@ class Plan(BaseModel):
     solve_time_s: float
     apps: list[AppPlan]
     baselines: dict[str, BaselinePlan] = Field(default_factory=dict)
+    upper_bound: float | None = Field(default=None, description=_UPPER_BOUND)
+    optimality_gap: float | None = Field(default=None, ge=0, le=1, description=_OPTIMALITY_GAP)

@@ -51,6 +51,15 @@ BASELINE_KEYS: tuple[Strategy, ...] = ("max_sharing", "no_sharing")
 # Plain-text views
 
 
+def _proof_note(plan: Plan) -> str:
+    """How good the plan is proven to be, when the plan says (plans before bounds do not)."""
+    if plan.optimality_gap is None:
+        return ""
+    if plan.optimality_gap == 0.0:
+        return ", proven optimal"
+    return f", within {100 * plan.optimality_gap:.3g} % of optimal"
+
+
 def format_plan(plan: Plan, problem: Problem | None = None) -> str:
     """The plan as aligned text: a summary, one row per app, and the baselines beside it."""
     unit = budget_unit(problem)
@@ -64,7 +73,7 @@ def format_plan(plan: Plan, problem: Problem | None = None) -> str:
         f"  Cost       {_num(plan.total_cost)} of {_num(plan.budget)} {unit} budget "
         f"({_percent(plan.total_cost, plan.budget)})"
     )
-    lines.append(f"  Solver     {plan.solver}, {plan.solve_time_s:.3f} s")
+    lines.append(f"  Solver     {plan.solver}, {plan.solve_time_s:.3f} s{_proof_note(plan)}")
     lines.append("")
 
     show_camera = len({app.camera for app in plan.apps}) > 1
@@ -970,7 +979,9 @@ def _cards(plan: Plan, unit: str) -> str:
             STEM_COLOR,
         )
     )
-    cards.append(("Solver", plan.solver, f"{plan.solve_time_s:.3f} s", STEM_COLOR))
+    cards.append(
+        ("Solver", plan.solver, f"{plan.solve_time_s:.3f} s{_proof_note(plan)}", STEM_COLOR)
+    )
     items = "".join(
         f'<div class="card" style="border-top-color:{color}"><div class="card-title">{_esc(name)}'
         f'</div><div class="card-value">{_esc(value)}</div><div class="card-note">{_esc(note)}'

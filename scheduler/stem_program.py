@@ -45,7 +45,7 @@ import numpy as np
 from scheduler.arrays import SearchArrays
 from scheduler.deadline import Deadline
 
-GROUP_LIMIT = 12
+GROUP_LIMIT = 8
 """Most apps of one chain in one subset table (its width is 2 ** apps)."""
 
 TABLE_CELLS = 6_000_000
@@ -196,27 +196,27 @@ class StemTables:
 
         # gain[r, a, s, l]: best score - lam * cost of app a's options on segment s (the last
         # index stands for "no costly segment") with rate at most level l.
+        allowed = np.stack([allowed for _, allowed in self.parts])
+        part, apps, columns = np.nonzero(allowed)
+        on_segment = np.stack([arrays.segment for arrays, _ in self.parts])[part, apps, columns]
+        level = np.stack([arrays.level for arrays, _ in self.parts])[part, apps, columns]
+        score = np.stack([arrays.score for arrays, _ in self.parts])[part, apps, columns]
+        cost = np.stack([arrays.cost for arrays, _ in self.parts])[part, apps, columns]
+        on = np.where(on_segment < 0, segments, on_segment)
         gain = np.full((rows, num_apps, segments + 1, num_levels), IMPOSSIBLE)
+        row = part[None, :] * num_prices + np.arange(num_prices)[:, None]
+        # An app has at most one option per (segment, rate): search_arrays keeps the best.
+        gain[row, apps[None, :], on[None, :], level[None, :]] = (
+            score[None, :] - self.lams[:, None] * cost[None, :]
+        )
+        weights = np.repeat(np.stack([arrays.weight for arrays, _ in self.parts]), num_prices, 0)
+        # Levels worth trying per segment: 0 and the rates of allowed options below it.
         self.useful = np.zeros((len(self.parts), segments, num_levels), dtype=bool)
         self.useful[:, :, 0] = True
-        weights = np.zeros((rows, segments))
-        for index, (arrays, allowed) in enumerate(self.parts):
-            block = slice(index * num_prices, (index + 1) * num_prices)
-            apps, columns = np.nonzero(allowed)
-            on = arrays.segment[apps, columns]
-            on = np.where(on < 0, segments, on)
-            # An app has at most one option per (segment, rate): search_arrays keeps the best.
-            gain[block, apps, on, arrays.level[apps, columns]] = (
-                arrays.score[apps, columns][None, :]
-                - self.lams[:, None] * arrays.cost[apps, columns][None, :]
-            )
-            weights[block] = arrays.weight[None, :]
-            # Levels worth trying per segment: 0 and the rates of allowed options below it.
-            below = arrays.needs[arrays.segment[apps, columns]]  # (options, segments)
-            option_levels = arrays.level[apps, columns]
-            for segment in range(segments):
-                self.useful[index, segment, option_levels[below[:, segment]]] = True
-        self.gain = np.maximum.accumulate(gain, axis=3)
+        needs = np.stack([arrays.needs for arrays, _ in self.parts])
+        option, below = np.nonzero(needs[part, on_segment])  # segment -1 reads the empty last row
+        self.useful[part[option], below, level[option]] = True
+        self.gain = _prefix_max(gain)
         root_gain = (
             self.gain[:, :, layout.root, :]
             if layout.root >= 0
@@ -240,7 +240,7 @@ class StemTables:
                 price = group.share * weights[:, segment] * row_lams
                 table = table - price[:, None, None] * levels[None, None, :]
                 _serve(table, self.gain[:, group.apps, segment, :])
-                table = np.maximum.accumulate(table, axis=2)
+                table = _prefix_max(table)
                 tables.append(table)
             tables.reverse()  # tables[j]: segments at depth >= j; tables[len(chain)]: none
             self.best.append(tables)
@@ -267,6 +267,14 @@ class StemTables:
         return np.vstack([self.part(index).values() for index in range(len(self.parts))])
 
 
+def _prefix_max(values: np.ndarray) -> np.ndarray:
+    """Running maximum along the last axis, in place (faster than ufunc.accumulate on the
+    short level axis)."""
+    for level in range(1, values.shape[-1]):
+        np.maximum(values[..., level], values[..., level - 1], out=values[..., level])
+    return values
+
+
 def _serve(table: np.ndarray, gain: np.ndarray) -> None:
     """In place: let every app not yet served be served here, at `gain[m, a, l]`."""
     prices, width, levels = table.shape
@@ -290,8 +298,9 @@ class _Node:
     sigma: np.ndarray  # level of every segment fixed so far
 
 
-LeafHandler = Callable[[np.ndarray, float], float]
-"""Called with a full choice of stem levels and its bound; returns the (new) floor."""
+LeafHandler = Callable[[np.ndarray, np.ndarray], float]
+"""Called with the stem rates of a full choice and its exact value at each price (the apps'
+best options under those rates, stem paid); returns the (new) floor."""
 
 
 class StaircaseWalk:
@@ -319,6 +328,8 @@ class StaircaseWalk:
         }
         self.nodes = 0
         self.leaves = 0
+        # Children of nodes already expanded: repeated searches (lower floors) reuse them.
+        self._expanded: dict[tuple[int, int, bytes], tuple[np.ndarray, Callable[[int], _Node]]] = {}
 
     def _root(self) -> _Node:
         size = len(self.tables.lams)
@@ -418,11 +429,20 @@ class StaircaseWalk:
     def is_leaf(self, node: _Node) -> bool:
         return node.chain == len(self.order)
 
+    def _expand(self, node: _Node) -> tuple[np.ndarray, Callable[[int], _Node]]:
+        """A node's children's values and maker, computed once per node (searches with
+        lower floors, and reconstructions at several prices, meet the same nodes)."""
+        key = (node.chain, node.depth, node.sigma.tobytes())
+        if key not in self._expanded:
+            _, values, maker = self._children(node)
+            self._expanded[key] = (values, maker)
+        return self._expanded[key]
+
     def best_levels(self, price: int) -> np.ndarray:
         """The stem levels of a best choice at price `price` (exact when the layout is)."""
         node = self._root()
         while not self.is_leaf(node):
-            _, values, make_child = self._children(node)
+            values, make_child = self._expand(node)
             node = make_child(int(np.argmax(values[price])))
         return node.sigma
 
@@ -446,9 +466,10 @@ class StaircaseWalk:
             self.nodes += 1
             if self.is_leaf(node):
                 self.leaves += 1
-                floor = max(floor, on_leaf(self.tables.arrays.levels[node.sigma], node.bound))
+                rates = self.tables.arrays.levels[node.sigma]
+                floor = max(floor, on_leaf(rates, node.fixed))
                 continue
-            _, values, make_child = self._children(node)
+            values, make_child = self._expand(node)
             bounds = np.min(offset[:, None] + values, axis=0)
             bounds = np.minimum(bounds, node.bound)
             for index in np.argsort(bounds, kind="stable"):  # best child ends on top

@@ -1,0 +1,134 @@
+"""Which solver runs, for how long, and the certified answer it returns.
+
+Every solver takes a time limit and returns the best schedule it found with a proven upper
+bound on the optimum (`Solution.upper_bound`, equal to the value when proven optimal):
+
+- `exact`: the search (search.py), seeded with a greedy schedule when that is quick.
+- `milp`: scipy's HiGHS (milp.py); its dual bound.
+- `greedy`: the greedy (greedy.py), then the Lagrangian dual as its bound.
+- `auto`: the exact search, which proves most problems optimal well within the limit and is
+  given all of it. Only where its bounds are relaxed (a camera with more apps on one base
+  model than a subset table holds) and HiGHS's model is small, the search gets part of the
+  time and HiGHS the rest, when the limit is a few seconds; the better schedule and the
+  smaller bound are kept. (On the paper-shaped problems HiGHS needs one to three seconds
+  where the search needs tenths.)
+
+Pure logic: no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Literal
+
+from scheduler.arrays import OPTIMALITY_TOLERANCE, Solution, make_solution, search_arrays
+from scheduler.deadline import DEFAULT_TIME_LIMIT_S, Deadline
+from scheduler.greedy import greedy_choice
+from scheduler.milp import solve_milp
+from scheduler.options import SearchSpace
+from scheduler.problem import Objective
+from scheduler.search import solve_exact, upper_bound, values_are_exact
+
+Solver = Literal["auto", "exact", "greedy", "milp"]
+SOLVERS: tuple[Solver, ...] = ("auto", "exact", "greedy", "milp")
+
+GREEDY_SHARE = 0.15
+"""Of the time limit, what the greedy may use when it only seeds another solver."""
+
+SEARCH_SHARE = 0.5
+"""Of the time limit, what `auto` gives the search before HiGHS may take over."""
+
+MILP_MIN_TIME_S = 2.0
+"""`auto` lets HiGHS try only with at least this much time: below, it rarely gets further than
+the search, and it overruns short limits (its presolve does not look at the clock)."""
+
+MILP_OPTION_LIMIT = 3000
+"""`auto` lets HiGHS try only problems with at most this many options (its model grows
+with them and takes seconds to build and solve beyond)."""
+
+
+def solve(
+    space: SearchSpace,
+    objective: Objective,
+    solver: Solver = "auto",
+    time_limit_s: float = DEFAULT_TIME_LIMIT_S,
+) -> Solution | None:
+    """The best schedule `solver` finds within `time_limit_s`, with a proven upper bound on
+    the optimum; None when nothing fits the budget (proven exactly in every case)."""
+    started = time.perf_counter()
+    deadline = Deadline.after(time_limit_s)
+    if solver == "milp":
+        solution = solve_milp(space, objective, time_limit_s)
+    elif solver == "greedy":
+        solution = _greedy(space, objective, deadline)
+    elif solver == "exact":
+        solution = _exact(space, objective, deadline)
+    else:
+        solution = _auto(space, objective, deadline)
+    if solution is not None:
+        solution.stats["solve_time_s"] = time.perf_counter() - started
+    return solution
+
+
+def optimality_gap(value: float, bound: float) -> float:
+    """Relative gap `(bound - value) / bound`: 0 when proven optimal, at most 1."""
+    if bound - value <= OPTIMALITY_TOLERANCE or bound <= 0.0:
+        return 0.0
+    return min(1.0, (bound - value) / bound)
+
+
+def _greedy_seed(space: SearchSpace, objective: Objective, deadline: Deadline) -> list[int] | None:
+    return greedy_choice(search_arrays(space), objective, deadline=deadline.share(GREEDY_SHARE))
+
+
+def _greedy(space: SearchSpace, objective: Objective, deadline: Deadline) -> Solution | None:
+    choice = greedy_choice(search_arrays(space), objective, deadline=deadline.share(0.65))
+    if choice is None:
+        return None
+    solution = make_solution(space, choice)
+    bound = upper_bound(space, objective, max(0.0, deadline.remaining()))
+    value = solution.value(objective)
+    solution.upper_bound = value if bound is None else max(value, bound)
+    return solution
+
+
+def _exact(space: SearchSpace, objective: Objective, deadline: Deadline) -> Solution | None:
+    seed = _greedy_seed(space, objective, deadline)
+    if seed is None:
+        return None
+    return solve_exact(space, objective, incumbent=seed, time_limit_s=deadline.remaining())
+
+
+def _auto(space: SearchSpace, objective: Objective, deadline: Deadline) -> Solution | None:
+    seed = _greedy_seed(space, objective, deadline)
+    if seed is None:
+        return None
+    options = sum(len(rates) for rates in space.rate)
+    milp_may_help = (
+        deadline.remaining() >= MILP_MIN_TIME_S
+        and options <= MILP_OPTION_LIMIT
+        and not values_are_exact(space)
+    )
+    search_deadline = deadline.share(SEARCH_SHARE) if milp_may_help else deadline
+    found = solve_exact(space, objective, incumbent=seed, time_limit_s=search_deadline.remaining())
+    if found is None or not milp_may_help or _proven(found, objective) or deadline.expired():
+        return found
+    reference = solve_milp(space, objective, deadline.remaining())
+    if reference is None:
+        return found
+    bound = min(_bound(found, objective), _bound(reference, objective))
+    best = reference if reference.value(objective) > found.value(objective) else found
+    best.upper_bound = max(bound, best.value(objective))
+    if best.upper_bound - best.value(objective) <= OPTIMALITY_TOLERANCE:
+        best.upper_bound = best.value(objective)
+    best.stats["method_milp"] = float(best is reference)
+    return best
+
+
+def _bound(solution: Solution, objective: Objective) -> float:
+    return math.inf if solution.upper_bound is None else solution.upper_bound
+
+
+def _proven(solution: Solution, objective: Objective) -> bool:
+    return _bound(solution, objective) - solution.value(objective) <= OPTIMALITY_TOLERANCE
