@@ -84,6 +84,12 @@ def _node_metrics(stats: dict[str, Any]) -> Iterator[Metric]:
         "Predicted objective (mean or min event F1) of the plan in force",
         value=plan.get("value") or 0.0,
     )
+    if plan.get("optimality_gap") is not None:  # plans made before bounds do not say
+        yield GaugeMetricFamily(
+            "mainstream_plan_optimality_gap",
+            "Proven relative gap of the plan in force to the best possible plan (0: optimal)",
+            value=plan["optimality_gap"],
+        )
     yield GaugeMetricFamily(
         "mainstream_runtime_cost_ms_per_second",
         "Compute the runtime measured since the plan was applied",

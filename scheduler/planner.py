@@ -32,7 +32,7 @@ from scheduler.solvers import SOLVERS, Solver, optimality_gap, solve
 
 __all__ = ["SOLVERS", "Solver", "evaluate_assignment", "make_plan"]
 
-DESCRIBE_RESERVE_S = 0.02
+DESCRIBE_RESERVE_S = 0.05
 """Of a plan's time limit, what is kept for describing the schedule once it is found."""
 
 

@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from mainstream.core.errors import InfeasibleError, InvalidParameterError
+from scheduler.deadline import DEFAULT_TIME_LIMIT_S
 from scheduler.planner import Solver, make_plan
 from scheduler.problem import BaselinePlan, Objective, Plan, Problem
 from scheduler.workload import generate_problem
@@ -40,6 +41,7 @@ class StrategyOutcome(BaseModel):
     value: float | None = None
     total_cost: float | None = None
     app_f1: dict[str, float] = Field(default_factory=dict)
+    optimality_gap: float | None = None  # as the plan reports it; None: not known
 
     @classmethod
     def infeasible(cls) -> StrategyOutcome:
@@ -102,10 +104,12 @@ class SweepResult(BaseModel):
         return [(point.budget, point.outcome(strategy).value) for point in self.points_for(size)]
 
 
-def evaluate_point(problem: Problem, solver: Solver = "exact") -> SweepPoint:
+def evaluate_point(
+    problem: Problem, solver: Solver = "auto", time_limit_s: float = DEFAULT_TIME_LIMIT_S
+) -> SweepPoint:
     """Plan `problem` once and record Mainstream and both baselines; infeasible is a result."""
     try:
-        plan = make_plan(problem, solver=solver, with_baselines=True)
+        plan = make_plan(problem, solver=solver, with_baselines=True, time_limit_s=time_limit_s)
     except InfeasibleError:
         # The baselines search a subset of Mainstream's options: if nothing fits for
         # Mainstream, nothing fits for them either.
@@ -129,12 +133,16 @@ def sweep_budgets(
     problem: Problem,
     budgets: Sequence[float],
     *,
-    solver: Solver = "exact",
+    solver: Solver = "auto",
+    time_limit_s: float = DEFAULT_TIME_LIMIT_S,
     on_point: OnPoint | None = None,
 ) -> SweepResult:
     """Plan `problem` at each budget (the problem's own budget is ignored)."""
     checked = _checked_budgets(budgets)
-    points = [_evaluate(with_budget(problem, budget), solver, on_point) for budget in checked]
+    points = [
+        _evaluate(with_budget(problem, budget), solver, time_limit_s, on_point)
+        for budget in checked
+    ]
     return SweepResult(
         objective=problem.objective,
         solver=solver,
@@ -149,14 +157,15 @@ def sweep_app_subsets(
     app_counts: Sequence[int],
     budgets: Sequence[float] | None = None,
     *,
-    solver: Solver = "exact",
+    solver: Solver = "auto",
+    time_limit_s: float = DEFAULT_TIME_LIMIT_S,
     on_point: OnPoint | None = None,
 ) -> SweepResult:
     """Plan the first n apps of `problem` for each n, at each budget (default: its own)."""
     counts = _checked_app_counts(app_counts, available=len(problem.apps))
     checked = _checked_budgets(budgets) if budgets is not None else [problem.budget]
     points = [
-        _evaluate(with_budget(first_apps(problem, count), budget), solver, on_point)
+        _evaluate(with_budget(first_apps(problem, count), budget), solver, time_limit_s, on_point)
         for count in counts
         for budget in checked
     ]
@@ -176,7 +185,8 @@ def sweep_generated(
     seed: int = 0,
     objective: Objective = "mean_f1",
     camera_fps: float = 10.0,
-    solver: Solver = "exact",
+    solver: Solver = "auto",
+    time_limit_s: float = DEFAULT_TIME_LIMIT_S,
     on_point: OnPoint | None = None,
 ) -> SweepResult:
     """Generate one workload per size (same seed) and plan it at each budget.
@@ -191,7 +201,7 @@ def sweep_generated(
         workload = generate_problem(count, seed, camera_fps=camera_fps, objective=objective)
         unit = budget_unit(workload)
         for budget in checked if checked is not None else [workload.budget]:
-            points.append(_evaluate(with_budget(workload, budget), solver, on_point))
+            points.append(_evaluate(with_budget(workload, budget), solver, time_limit_s, on_point))
     return SweepResult(
         objective=objective,
         solver=solver,
@@ -251,8 +261,10 @@ def budget_range(minimum: float, maximum: float, steps: int) -> list[float]:
     return [_round_budget(minimum + index * step) for index in range(steps)]
 
 
-def _evaluate(problem: Problem, solver: Solver, on_point: OnPoint | None) -> SweepPoint:
-    point = evaluate_point(problem, solver)
+def _evaluate(
+    problem: Problem, solver: Solver, time_limit_s: float, on_point: OnPoint | None
+) -> SweepPoint:
+    point = evaluate_point(problem, solver, time_limit_s)
     if on_point is not None:
         on_point(point)
     return point
@@ -264,6 +276,7 @@ def _outcome_of_plan(plan: Plan) -> StrategyOutcome:
         value=plan.value,
         total_cost=plan.total_cost,
         app_f1={app.name: app.f1 for app in plan.apps},
+        optimality_gap=plan.optimality_gap,
     )
 
 
@@ -275,6 +288,7 @@ def _outcome_of_baseline(baseline: BaselinePlan | None) -> StrategyOutcome:
         value=baseline.value,
         total_cost=baseline.total_cost,
         app_f1={app.name: app.f1 for app in baseline.apps},
+        optimality_gap=baseline.optimality_gap,
     )
 
 

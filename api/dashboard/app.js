@@ -325,6 +325,13 @@ function renderAll() {
   renderWhatIfOptions();
 }
 
+/** How good the plan is proven to be, as the CLI's dry-run table says it ("" when unknown). */
+function provenText(gap) {
+  if (gap === null || gap === undefined) return "";
+  if (gap === 0) return " · proven optimal";
+  return ` · within ${(100 * gap).toPrecision(3)} % of optimal`;
+}
+
 function renderSummary() {
   const stats = state.stats;
   if (!stats) return;
@@ -334,7 +341,7 @@ function renderSummary() {
   const objective = schedule && schedule.plan ? schedule.plan.objective : null;
   byId("m-plan").textContent = plan && plan.value !== null ? fmt(plan.value) : plan ? plan.status : "none";
   byId("m-plan-sub").textContent = plan
-    ? `${objective === "min_f1" ? "lowest app F1" : "mean event F1"} · plan #${plan.id} (${plan.status})`
+    ? `${objective === "min_f1" ? "lowest app F1" : "mean event F1"} · plan #${plan.id} (${plan.status})${provenText(plan.optimality_gap)}`
     : "no plan yet";
   byId("m-budget").textContent = fmt(stats.budget_ms_per_s, 0);
   byId("m-predicted").textContent = plan ? fmt(plan.predicted_cost_ms_per_s, 1) : "—";
@@ -516,7 +523,7 @@ function renderPlan() {
   fill(dag, planDags(plan));
   fill(comparison, comparisonSvg(plan));
   const created = schedule.created_at ? new Date(schedule.created_at).toLocaleString() : "";
-  meta.textContent = `plan #${schedule.id} · ${schedule.reason} · ${plan.solver} solver, ${fmt(plan.solve_time_s, 3)} s · ${created}`;
+  meta.textContent = `plan #${schedule.id} · ${schedule.reason} · ${plan.solver} solver, ${fmt(plan.solve_time_s, 3)} s${provenText(plan.optimality_gap)} · ${created}`;
 }
 
 function renderEvents() {
@@ -715,7 +722,7 @@ function renderDryRun(result) {
       "p",
       { class: "dry-run-summary" },
       h("strong", {}, `${plan.objective === "min_f1" ? "Lowest F1" : "Mean F1"} ${fmt(plan.value)}`),
-      `${change} · cost ${fmt(plan.total_cost, 1)} of ${fmt(result.budget, 1)} ms/s · ${plan.solver} solver, ${fmt(plan.solve_time_s, 3)} s`,
+      `${change} · cost ${fmt(plan.total_cost, 1)} of ${fmt(result.budget, 1)} ms/s · ${plan.solver} solver, ${fmt(plan.solve_time_s, 3)} s${provenText(plan.optimality_gap)}`,
     ),
     planTable(plan),
     h(

@@ -41,7 +41,8 @@ from mainstream.cli.client import (
 )
 from mainstream.cli.problem_files import load_problem
 from mainstream.core.errors import NotFoundError
-from scheduler.planner import make_plan
+from scheduler.deadline import DEFAULT_TIME_LIMIT_S
+from scheduler.planner import SOLVERS, make_plan
 from scheduler.problem import Objective, Plan
 from scheduler.report import format_plan, format_sweep, html_report, sweep_html_report
 from scheduler.sweep import (
@@ -55,7 +56,6 @@ from scheduler.sweep import (
     sweep_generated,
 )
 
-SOLVERS = ("exact", "greedy", "milp")
 OBJECTIVES = ("mean_f1", "min_f1")
 DEFAULT_GENERATED_APP_COUNTS = (1, 2, 5, 10)
 
@@ -69,9 +69,19 @@ _report_option = click.option(
 _solver_option = click.option(
     "--solver",
     type=click.Choice(SOLVERS),
-    default="exact",
+    default="auto",
     show_default=True,
-    help="exact: optimal search; greedy: fast marginal-gain heuristic; milp: integer program.",
+    help="auto: exact search, with the MILP and greedy where they help; exact: the search "
+    "alone; greedy: fast marginal-gain heuristic; milp: integer program.",
+)
+_time_limit_option = click.option(
+    "--time-limit",
+    "time_limit_s",
+    type=click.FloatRange(min=0, min_open=True, max=600),
+    default=DEFAULT_TIME_LIMIT_S,
+    show_default=True,
+    help="Seconds one plan may take; the best plan found by then is printed with its proven "
+    "optimality gap.",
 )
 _objective_option = click.option(
     "--objective",
@@ -103,6 +113,7 @@ def show(server: str, token: str | None, as_json: bool) -> None:
 @schedule.command("dry-run")
 @click.argument("problem_path", metavar="[PROBLEM]", type=_problem_argument, required=False)
 @_solver_option
+@_time_limit_option
 @click.option(
     "--budget",
     type=click.FloatRange(min=0, min_open=True),
@@ -139,6 +150,7 @@ def dry_run(
     ctx: click.Context,
     problem_path: Path | None,
     solver: str,
+    time_limit_s: float,
     budget: float | None,
     objective: str | None,
     as_json: bool,
@@ -165,8 +177,9 @@ def dry_run(
             raise click.UsageError("give either PROBLEM (plan a file) or --server, not both")
         if report_path is not None:
             raise click.UsageError("--report needs a PROBLEM file")
-        if ctx.get_parameter_source("solver") == click.core.ParameterSource.COMMANDLINE:
-            raise click.UsageError("--solver needs a PROBLEM file (the node uses its own)")
+        for name, flag in (("solver", "--solver"), ("time_limit_s", "--time-limit")):
+            if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+                raise click.UsageError(f"{flag} needs a PROBLEM file (the node uses its own)")
         _dry_run_on_node(
             server or DEFAULT_SERVER, token, add_apps, remove_apps, budget, objective, as_json
         )
@@ -174,7 +187,9 @@ def dry_run(
     if add_apps or remove_apps:
         raise click.UsageError("--add-app / --remove-app ask a node: leave out PROBLEM")
     problem = load_problem(problem_path, budget=budget, objective=_objective(objective))
-    plan = make_plan(problem, solver=_solver(solver), with_baselines=True)
+    plan = make_plan(
+        problem, solver=_solver(solver), with_baselines=True, time_limit_s=time_limit_s
+    )
     if report_path is not None:
         _check_writable(report_path)
         budgets = budgets_around(problem.budget)
@@ -182,6 +197,7 @@ def dry_run(
             problem,
             budgets,
             solver=_solver(solver),
+            time_limit_s=time_limit_s,
             on_point=_progress(len(budgets), "budget sweep"),
         )
         _write_text_atomically(report_path, html_report(plan, problem, sweep))
@@ -210,6 +226,7 @@ def dry_run(
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of generated workloads.")
 @_solver_option
+@_time_limit_option
 @_objective_option
 @click.option("--json", "as_json", is_flag=True, help="Print only the sweep as JSON on stdout.")
 @_report_option
@@ -220,6 +237,7 @@ def sweep(
     app_counts_text: str | None,
     seed: int,
     solver: str,
+    time_limit_s: float,
     objective: str | None,
     as_json: bool,
     report_path: Path | None,
@@ -251,12 +269,17 @@ def sweep(
                 app_counts,
                 budgets,
                 solver=_solver(solver),
+                time_limit_s=time_limit_s,
                 on_point=_progress(total, "sweep"),
             )
         else:
             chosen = budgets if budgets is not None else budgets_around(problem.budget)
             result = sweep_budgets(
-                problem, chosen, solver=_solver(solver), on_point=_progress(len(chosen), "sweep")
+                problem,
+                chosen,
+                solver=_solver(solver),
+                time_limit_s=time_limit_s,
+                on_point=_progress(len(chosen), "sweep"),
             )
     else:
         counts = app_counts if app_counts is not None else list(DEFAULT_GENERATED_APP_COUNTS)
@@ -267,6 +290,7 @@ def sweep(
             seed=seed,
             objective=_objective(objective) or "mean_f1",
             solver=_solver(solver),
+            time_limit_s=time_limit_s,
             on_point=_progress(total, "sweep"),
         )
 

@@ -369,7 +369,12 @@ class Node:
             plan, new_plan = current.plan, False
         else:
             solve_started = time.perf_counter()
-            plan = make_plan(problem, solver=self.settings.runtime.solver, with_baselines=True)
+            plan = make_plan(
+                problem,
+                solver=self.settings.scheduler.solver,
+                with_baselines=True,
+                time_limit_s=self.settings.scheduler.time_limit_s,
+            )
             self._count_solve(time.perf_counter() - solve_started)
             new_plan = True
         proposal = Proposal(

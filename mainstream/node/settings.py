@@ -12,6 +12,7 @@ field by its path (``api.port: Input should be less than or equal to 65535``).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import socket
@@ -34,6 +35,8 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDic
 from edge_runtime.camera import CameraConfig
 from edge_runtime.sinks.settings import MqttSettings, WebhookSettings
 from mainstream.core.errors import MainstreamError
+
+logger = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 DEFAULT_PORT = 8780
@@ -130,9 +133,6 @@ class RuntimeSettings(BaseModel):
     objective: Literal["mean_f1", "min_f1"] = Field(
         default="mean_f1", description="What the plan maximises: mean or worst app event F1"
     )
-    solver: Literal["exact", "greedy", "milp"] = Field(
-        default="exact", description="Plan search; greedy for very many apps"
-    )
     default_camera_fps: float = Field(
         default=10.0, gt=0, description="Camera rate F assumed when a camera does not say"
     )
@@ -190,6 +190,24 @@ class RuntimeSettings(BaseModel):
     )
     replan_headroom_margin: float = Field(
         default=0.7, gt=0, lt=1, description="Try to grow when measured cost < this x budget"
+    )
+
+
+class SchedulerSettings(BaseModel):
+    """How plans are searched: which solver, and how long one plan may take."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    solver: Literal["auto", "exact", "greedy", "milp"] = Field(
+        default="auto",
+        description="auto: exact search, with the MILP and greedy where they help; or force one",
+    )
+    time_limit_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=600,
+        description="Longest one plan search may take; the plan found by then is used, "
+        "with its proven optimality gap",
     )
 
 
@@ -261,6 +279,7 @@ class NodeConfig(BaseModel):
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
     cameras: list[CameraConfig] = Field(
         default_factory=list,
@@ -274,6 +293,28 @@ class NodeConfig(BaseModel):
         default=None,
         description="An admin bearer token; from the environment only (MAINSTREAM_ADMIN_TOKEN)",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _solver_moved_to_scheduler(cls, values: Any) -> Any:
+        """Version 0.1 configs said `runtime.solver`; it is `scheduler.solver` now."""
+        if not isinstance(values, Mapping):
+            return values
+        runtime = values.get("runtime")
+        if not isinstance(runtime, Mapping) or "solver" not in runtime:
+            return values
+        moved = dict(values)
+        moved["runtime"] = {key: value for key, value in runtime.items() if key != "solver"}
+        scheduler = values.get("scheduler")
+        scheduler = dict(scheduler) if isinstance(scheduler, Mapping) else {}
+        if "solver" not in scheduler:
+            scheduler["solver"] = runtime["solver"]
+            logger.warning(
+                "config: runtime.solver is now scheduler.solver (%s); please move it",
+                runtime["solver"],
+            )
+        moved["scheduler"] = scheduler
+        return moved
 
     @field_validator("registry_url")
     @classmethod

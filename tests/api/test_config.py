@@ -110,3 +110,24 @@ def test_config_cli_validates_and_prints_the_schema(tmp_path: Path) -> None:
     schema = json.loads(runner.invoke(cli, ["config", "schema"]).output)
     assert schema["properties"]["api"]["$ref"].endswith("ApiSettings")
     assert schema["$defs"]["ApiSettings"]["properties"]["port"]["default"] == 8780
+
+
+def test_scheduler_settings_and_the_old_solver_key(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    defaults = load_settings(environment=False)
+    assert defaults.scheduler.solver == "auto" and defaults.scheduler.time_limit_s == 1.0
+    config = tmp_path / "node.yaml"
+    config.write_text(yaml.safe_dump({"runtime": {"solver": "greedy"}}), encoding="utf-8")
+    with caplog.at_level("WARNING"):
+        moved = load_settings(config, environment=False)
+    assert moved.scheduler.solver == "greedy"  # a 0.1 config keeps meaning what it said
+    assert "runtime.solver is now scheduler.solver" in caplog.text
+    config.write_text(
+        yaml.safe_dump({"runtime": {"solver": "greedy"}, "scheduler": {"solver": "milp"}}),
+        encoding="utf-8",
+    )
+    assert load_settings(config, environment=False).scheduler.solver == "milp"
+    config.write_text(yaml.safe_dump({"scheduler": {"time_limit_s": 0}}), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"scheduler\.time_limit_s"):
+        load_settings(config, environment=False)

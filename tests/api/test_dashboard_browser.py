@@ -122,6 +122,7 @@ def test_dashboard_in_a_real_browser(
             ).json()["plan"]["apps"][0]
             expect(page.locator('tr[data-app="trains"] .mono')).to_have_text(planned["cut_point"])
             expect(page.locator("#dag svg.dag")).to_be_visible()
+            expect(page.locator("#m-plan-sub")).to_contain_text("proven optimal")
             expect(page.locator("#comparison svg.bars")).to_be_visible()
             expect(page.locator("#event-list li.event").first).to_contain_text("trains")
             page.wait_for_function(EVENT_SHOT_LOADED)
@@ -154,6 +155,9 @@ def test_dashboard_in_a_real_browser(
             plan = page.locator('[data-testid="dry-run-plan"]')
             expect(plan.locator("tbody tr")).to_have_count(2)
             expect(plan).to_contain_text("trains-2")
+            expect(page.locator("#dry-run-result .dry-run-summary")).to_contain_text(
+                "proven optimal"  # two apps on one camera: the search proves it in time
+            )
             expect(page.locator("#dry-run-result svg.bars")).to_be_visible()
             expect(page.locator("#toasts .toast")).to_have_count(0, timeout=10_000)
             page.locator("#what-if").screenshot(path=artifacts / "03-what-if.png")

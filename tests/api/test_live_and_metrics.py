@@ -212,6 +212,9 @@ def test_live_stream_metrics_and_json_logs(daemon: Daemon, moving_package: Path)
     assert set(latencies) == set(stats["dag_latency_ms"]["synthetic"])
     assert MOVING_APP in latencies and all(value > 0 for value in latencies.values())
     assert one(samples, "mainstream_scheduler_solve_seconds_count") == stats["scheduler"]["solves"]
+    # One app: the search proves its plan optimal, and the metric says so.
+    assert stats["plan"]["optimality_gap"] == 0.0 and stats["plan"]["solver"] == "auto"
+    assert one(samples, "mainstream_plan_optimality_gap") == 0.0
     assert stats["scheduler"]["solves"] >= 1  # the app's plan (an empty node needs none)
     assert one(samples, "mainstream_scheduler_solve_seconds_sum") > 0
     assert one(samples, "mainstream_scheduler_replans_total") == stats["scheduler"]["replans"]

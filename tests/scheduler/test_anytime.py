@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from scheduler.arrays import independent_parts, search_arrays
 from scheduler.cost_model import fits
-from scheduler.milp import solve_milp
+from scheduler.milp import close_gap_mean, solve_milp
 from scheduler.options import SearchSpace, build_option_tables, build_search_space
 from scheduler.planner import make_plan
 from scheduler.problem import Objective, Problem
@@ -150,6 +150,31 @@ def test_the_greedy_bound_is_no_lower_than_the_optimum() -> None:
     assert greedy.upper_bound is not None and greedy.upper_bound >= exact.value - 1e-12
     bound = upper_bound(space_of(problem), "mean_f1")
     assert bound is not None and bound >= exact.value - 1e-12
+
+
+@pytest.mark.parametrize(("apps", "seed"), [(5, 1), (9, 0)])
+def test_reduced_cost_fixing_proves_what_the_search_cannot(apps: int, seed: int) -> None:
+    """Large budgets: the search's bound stays above the optimum for minutes (near-ties);
+    fixing by the LP's reduced costs proves the optimum HiGHS finds on the whole program."""
+    space = space_of(generate_paper_problem(apps, seed=seed, budget=300.0))
+    searched = solve(space, "mean_f1", "exact", time_limit_s=0.1)
+    assert searched is not None and searched.upper_bound is not None
+    assert searched.upper_bound - searched.mean_f1 > 1e-6  # not proven by the search
+    closed = close_gap_mean(space, searched, time_limit_s=20.0)
+    reference = solve_milp(space, "mean_f1", time_limit_s=20.0)
+    assert reference is not None and reference.upper_bound is not None
+    assert closed.upper_bound == closed.mean_f1  # proven
+    assert closed.mean_f1 == pytest.approx(reference.mean_f1, abs=1e-9)
+    assert closed.mean_f1 >= searched.mean_f1 and fits(closed.cost, space.budget)
+
+
+def test_auto_closes_the_search_gap_by_fixing() -> None:
+    """The speed is measured in bench/scheduler.py; here a limit any machine meets."""
+    problem = generate_paper_problem(6, seed=1, budget=300.0)
+    started = time.perf_counter()
+    plan = make_plan(problem, with_baselines=False, time_limit_s=3.0)
+    assert time.perf_counter() - started < 3.0 + SLACK_S
+    assert plan.optimality_gap == 0.0
 
 
 def test_a_hundred_apps_on_ten_cameras_are_solved_exactly() -> None:

@@ -71,6 +71,8 @@ class HealthService(NodeService):
                 "value": plan.plan.value if plan.plan else None,
                 "predicted_cost_ms_per_s": plan.plan.total_cost if plan.plan else 0.0,
                 "solve_time_s": plan.plan.solve_time_s if plan.plan else 0.0,
+                "solver": plan.plan.solver if plan.plan else None,
+                "optimality_gap": plan.plan.optimality_gap if plan.plan else None,
             },
             "measured_cost_ms_per_s": runtime.measured_cost_ms_per_s,
             "cameras": {

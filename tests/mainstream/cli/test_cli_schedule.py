@@ -78,7 +78,8 @@ def test_json_prints_only_the_plan(example: Problem, capsys: pytest.CaptureFixtu
     assert [app.name for app in plan.apps] == [app.name for app in example.apps]
     assert plan.budget == example.budget
     assert plan.total_cost <= plan.budget + 1e-9
-    assert plan.solver == "exact"
+    assert plan.solver == "auto" and plan.optimality_gap == 0.0  # small: proven optimal
+    assert plan.upper_bound == pytest.approx(plan.value)
     assert set(plan.baselines) == {"max_sharing", "no_sharing"}
 
 
@@ -142,6 +143,29 @@ def test_report_into_a_missing_directory_fails_before_planning(
     assert "does not exist" in err
     assert out == ""
     assert not report.exists()
+
+
+def test_time_limit_bounds_the_solve_and_the_table_states_the_gap(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, err = run_cli(["schedule", "dry-run", str(EXAMPLE_JSON)], capsys)
+    assert code == 0, err
+    assert "proven optimal" in out
+    args = ["schedule", "dry-run", str(EXAMPLE_JSON), "--json", "--solver", "milp"]
+    code, out, err = run_cli([*args, "--time-limit", "0.05"], capsys)
+    assert code == 0, err
+    plan = Plan.model_validate_json(out)
+    # HiGHS is cut short: whatever it proved by then, the plan reports it honestly.
+    assert plan.solve_time_s < 0.05 + 0.5
+    assert plan.upper_bound is not None and plan.upper_bound >= plan.value - 1e-9
+    assert plan.optimality_gap is not None and 0.0 <= plan.optimality_gap <= 1.0
+    for bad in ("0", "-1", "abc"):
+        code, _, err = run_cli(
+            ["schedule", "dry-run", str(EXAMPLE_JSON), "--time-limit", bad], capsys
+        )
+        assert code == 2 and "--time-limit" in err
+    code, _, err = run_cli(["schedule", "dry-run", "--time-limit", "2"], capsys)
+    assert code == 2 and "--time-limit needs a PROBLEM file" in err
 
 
 def test_infeasible_budget_exits_non_zero_with_a_message(

@@ -273,6 +273,11 @@ def test_a_dry_run_plans_without_deploying(node: Node, tiny_packages: TinyPackag
     assert both.plan is not None and {a.name for a in both.plan.apps} == {"trains", "buses"}
     assert both.plan.baselines["no_sharing"].value <= both.plan.value + 1e-9
     assert both.current_value == pytest.approx(in_force.plan.value if in_force.plan else -1)
+    assert both.plan.solver == "auto" and both.plan.optimality_gap == 0.0  # proven optimal
+    node.settings.scheduler.solver = "greedy"  # the node plans with its settings' solver
+    greedy = services.schedule.dry_run(DryRunRequest(add_apps=[AppCreate(name="buses")]))
+    assert greedy.plan is not None and greedy.plan.solver == "greedy"
+    node.settings.scheduler.solver = "auto"
 
     tight_budget = both.plan.total_cost / 2
     tight = services.schedule.dry_run(
