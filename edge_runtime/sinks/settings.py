@@ -126,3 +126,11 @@ class WebhookSettings(BaseModel):
         le=1_000_000,
         description="Deliveries waiting per target; beyond it the oldest is dead-lettered",
     )
+    dead_letter_max_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=4096,
+        description="Size at which the dead-letter file is rotated to `<file>.1`",
+    )
+    dead_letter_keep: int = Field(
+        default=3, ge=0, le=100, description="Rotated dead-letter files kept; older are deleted"
+    )

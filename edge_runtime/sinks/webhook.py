@@ -139,31 +139,75 @@ class DeadLetter:
         )
 
 
-def read_dead_letters(path: Path) -> list[DeadLetter]:
-    """Every record of a dead-letter file; an unfinished last line (a crash mid-write) is skipped."""
-    if not path.exists():
-        return []
+def read_dead_letters(path: Path, *, rotated: bool = False) -> list[DeadLetter]:
+    """Every record of a dead-letter file, oldest first; an unfinished last line (a crash
+    mid-write) is skipped. With `rotated`, the rotated files (`<path>.1`, ...) come first."""
+    paths = [*reversed(rotated_dead_letter_paths(path)), path] if rotated else [path]
     letters = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            letters.append(DeadLetter(**json.loads(line)))
-        except (json.JSONDecodeError, TypeError):
-            logger.warning("webhook: skipping an unreadable dead-letter line in %s", path)
+    for one in paths:
+        if not one.exists():
+            continue
+        for line in one.read_text(encoding="utf-8").splitlines():
+            try:
+                letters.append(DeadLetter(**json.loads(line)))
+            except (json.JSONDecodeError, TypeError):
+                logger.warning("webhook: skipping an unreadable dead-letter line in %s", one)
     return letters
 
 
-class DeadLetterFile:
-    """Append-only JSON-lines file; each record is written with one call and flushed to disk."""
+def rotated_dead_letter_paths(path: Path) -> list[Path]:
+    """The rotated files that exist, newest first: `<path>.1`, `<path>.2`, ..."""
+    found = []
+    number = 1
+    while (candidate := path.with_name(f"{path.name}.{number}")).exists():
+        found.append(candidate)
+        number += 1
+    return found
 
-    def __init__(self, path: Path) -> None:
+
+class DeadLetterFile:
+    """Append-only JSON-lines file; each record is written with one call and flushed to disk.
+
+    So that a receiver that stays down cannot fill the disk, the file is rotated when the
+    next record would take it past `max_bytes`: it becomes `<path>.1`, `.1` becomes `.2` and
+    so on, and only `keep` rotated files are kept (the oldest records go first).
+    """
+
+    def __init__(self, path: Path, max_bytes: int = 16 * 1024 * 1024, keep: int = 3) -> None:
         self.path = path
+        self.max_bytes = max_bytes
+        self.keep = keep
         self._lock = threading.Lock()
+
+    def _rotate_if_full(self, incoming: int) -> None:
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return
+        if size == 0 or size + incoming <= self.max_bytes:
+            return
+        oldest = self.path.with_name(f"{self.path.name}.{self.keep}")
+        oldest.unlink(missing_ok=True)
+        for number in range(self.keep - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{number}")
+            if older.exists():
+                older.replace(self.path.with_name(f"{self.path.name}.{number + 1}"))
+        if self.keep > 0:
+            self.path.replace(self.path.with_name(f"{self.path.name}.1"))
+        else:
+            self.path.unlink()
+        logger.warning(
+            "webhook: the dead-letter file reached %d bytes; rotated (%d kept)",
+            size,
+            self.keep,
+        )
 
     def append(self, letter: DeadLetter) -> None:
         line = (letter.to_json() + "\n").encode("utf-8")
         with self._lock:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._rotate_if_full(len(line))
                 with self.path.open("ab") as file:
                     file.write(line)
                     file.flush()
@@ -405,7 +449,11 @@ class WebhookSink:
         self.settings = settings
         self.dead_letter_path = dead_letter_path
         self._builder = EventMessageBuilder(node, base_url=base_url)
-        dead_letters = DeadLetterFile(dead_letter_path)
+        dead_letters = DeadLetterFile(
+            dead_letter_path,
+            max_bytes=settings.dead_letter_max_bytes,
+            keep=settings.dead_letter_keep,
+        )
         self._workers = [
             _TargetWorker(target, settings, dead_letters) for target in settings.targets
         ]

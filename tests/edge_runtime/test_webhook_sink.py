@@ -16,10 +16,13 @@ from edge_runtime.sinks import EventSink, build_sinks, dead_letter_path
 from edge_runtime.sinks.payload import event_json
 from edge_runtime.sinks.settings import WebhookSettings, WebhookTarget
 from edge_runtime.sinks.webhook import (
+    DeadLetter,
+    DeadLetterFile,
     WebhookSink,
     backoff_delay,
     read_dead_letters,
     redact_url,
+    rotated_dead_letter_paths,
     verify_signature,
 )
 from tests.support.webhooks import Receiver
@@ -247,3 +250,32 @@ def test_backoff_and_settings_checks() -> None:
         WebhookTarget(url="ftp://example.org/hook")
     with pytest.raises(ValidationError, match="transitions"):
         WebhookTarget(url="http://example.org/hook", transitions=["started"])
+
+
+def _letter(number: int) -> DeadLetter:
+    return DeadLetter(
+        failed_at=float(number),
+        delivery_id=f"d{number}",
+        url="http://receiver.invalid/hook",
+        event_type="end",
+        event_id=f"e{number}",
+        reason="retries_exhausted",
+        attempts=5,
+        error="connection refused",
+        message={"padding": "x" * 900},
+    )
+
+
+def test_the_dead_letter_file_rotates_and_keeps_the_newest(tmp_path: Path) -> None:
+    path = tmp_path / "dead.jsonl"
+    dead_letters = DeadLetterFile(path, max_bytes=4096, keep=2)
+    for number in range(40):  # about 40 KB of records: ten times the cap
+        dead_letters.append(_letter(number))
+    files = [path, *rotated_dead_letter_paths(path)]
+    assert [p.name for p in files] == ["dead.jsonl", "dead.jsonl.1", "dead.jsonl.2"]
+    assert all(p.stat().st_size <= 4096 for p in files)
+    kept = read_dead_letters(path, rotated=True)
+    numbers = [int(letter.event_id[1:]) for letter in kept]
+    assert numbers == list(range(40 - len(numbers), 40))  # the newest, in order, none lost between
+    assert len(numbers) >= 6  # three files of three records each, at most
+    assert read_dead_letters(path) == kept[-len(read_dead_letters(path)) :]
