@@ -36,7 +36,13 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import ValidationError
 
 from mainstream.core.errors import AuthError, InvalidParameterError, MainstreamError, PackageError
-from mainstream.core.package import PackageLimits, checked_zip_members, open_zip_archive
+from mainstream.core.package import (
+    ByteBudget,
+    PackageLimits,
+    checked_zip_members,
+    open_zip_archive,
+    stream_zip_member,
+)
 from mainstream.node.training_jobs import (
     ARCHIVE_BASES,
     ARCHIVE_DATASET,
@@ -49,7 +55,6 @@ from trainer.job import TrainingJobSpec
 logger = logging.getLogger(__name__)
 
 GiB = 1024**3
-_CHUNK = 1024 * 1024
 _GPU_PROBE = (
     "import tensorflow as tf; "
     "print(', '.join(d.name for d in tf.config.list_physical_devices('GPU')) or 'none')"
@@ -80,15 +85,22 @@ def archive_limits(max_bytes: int) -> PackageLimits:
 
 
 def extract_job_archive(archive_path: Path, folder: Path, max_bytes: int) -> TrainingJobSpec:
-    """Check the archive, extract `dataset/` and `bases/` into `folder`; returns the spec."""
-    with open(archive_path, "rb") as stream, open_zip_archive(stream, "the job archive") as archive:
-        members = checked_zip_members(archive, archive_limits(max_bytes), "the job archive")
+    """Check the archive, extract `dataset/` and `bases/` into `folder`; returns the spec.
+
+    Members are decompressed by the package reader's streaming extractor, so every limit is
+    counted on the bytes actually written (a central directory that lies about sizes, or a
+    zip bomb, is refused before it fills the disk)."""
+    limits = archive_limits(max_bytes)
+    what = "the job archive"
+    with open(archive_path, "rb") as stream, open_zip_archive(stream, what) as archive:
+        members = checked_zip_members(archive, limits, what)
         if ARCHIVE_SPEC not in members:
             raise PackageError(f"the job archive has no {ARCHIVE_SPEC}")
         try:
             spec = TrainingJobSpec.model_validate_json(archive.read(members[ARCHIVE_SPEC]))
         except ValidationError as error:
             raise InvalidParameterError(ARCHIVE_SPEC, "the job spec", str(error)) from error
+        budget = ByteBudget(limits.max_total_bytes)
         for name, info in members.items():
             if name == ARCHIVE_SPEC:
                 continue
@@ -96,13 +108,8 @@ def extract_job_archive(archive_path: Path, folder: Path, max_bytes: int) -> Tra
                 raise PackageError(f"the job archive has an unexpected member {name!r}")
             target = folder / name
             target.parent.mkdir(parents=True, exist_ok=True)
-            written = 0
-            with archive.open(info) as source, open(target, "xb") as sink:
-                while chunk := source.read(_CHUNK):
-                    written += len(chunk)
-                    if written > info.file_size:
-                        raise PackageError(f"member {name!r} is longer than it declares")
-                    sink.write(chunk)
+            with open(target, "xb") as sink:
+                stream_zip_member(stream, info, sink, limits, budget, what)
     return spec
 
 

@@ -656,7 +656,7 @@ def _prepare_destination(extract_to: Path) -> None:
         raise InvalidParameterError("extract_to", str(extract_to), "a missing or empty directory")
 
 
-class _ByteBudget:
+class ByteBudget:
     """Bytes an extraction may still write, counted on the bytes actually decompressed."""
 
     def __init__(self, limit: int) -> None:
@@ -700,7 +700,7 @@ def stream_zip_member(
     info: zipfile.ZipInfo,
     sink: IO[bytes] | None,
     limits: PackageLimits,
-    budget: _ByteBudget | None = None,
+    budget: ByteBudget | None = None,
     what: str = "package",
 ) -> str:
     """Decompress one member of the zip archive in `raw` into `sink`; return its sha256.
@@ -788,7 +788,7 @@ def _extract_member(
     target: Path,
     digest_expected: str,
     limits: PackageLimits,
-    budget: _ByteBudget,
+    budget: ByteBudget,
 ) -> None:
     """Stream one member to `target` under the byte budget, hashing as it goes."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -828,7 +828,7 @@ def read_package(
                     tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent)
                 )
             try:
-                budget = _ByteBudget(limits.max_total_bytes)
+                budget = ByteBudget(limits.max_total_bytes)
                 budget.take(len(listing.manifest_bytes), str(path))
                 for name in sorted(expected):
                     _extract_member(
@@ -889,7 +889,7 @@ def _check_keras_archive(
         missing = sorted(_KERAS_REQUIRED_MEMBERS - set(members))
         if missing:
             raise PackageError(f"{what} lacks {missing}")
-        budget = _ByteBudget(limits.max_total_bytes)
+        budget = ByteBudget(limits.max_total_bytes)
         for info in members.values():
             stream_zip_member(stream, info, None, limits, budget, what)
         config = _parse_json(

@@ -18,6 +18,8 @@ import httpx
 import pytest
 import yaml
 
+from api.trainer_worker import extract_job_archive
+from mainstream.core.errors import PackageError
 from tests.support.nodes import Daemon, free_port, node_config, wait_for
 from tests.support.training import (
     ADMIN,
@@ -164,3 +166,31 @@ def test_remote_job_runs_on_the_worker(
         if daemon.process is not None and daemon.process.poll() is None:
             daemon.process.kill()
             daemon.process.wait()
+
+
+def _lying_job_archive(member: str, size: int, declared: int) -> bytes:
+    """A job archive whose central directory understates one member's size."""
+    data = bytearray(job_archive({"job.json": json.dumps(TINY_SPEC).encode(), member: bytes(size)}))
+    central = data.rfind(b"PK\x01\x02")  # the last entry: `member`
+    data[central + 24 : central + 28] = declared.to_bytes(4, "little")
+    return bytes(data)
+
+
+def test_job_archives_are_extracted_by_the_bytes_actually_written(tmp_path: Path) -> None:
+    """Sizes that lie, and zip bombs, are refused while streaming, not after."""
+    archive = tmp_path / "lying.zip"
+    archive.write_bytes(_lying_job_archive("dataset/frames.bin", 5 * 1024 * 1024, declared=100))
+    with pytest.raises(PackageError, match=r"dataset/frames\.bin"):
+        extract_job_archive(archive, tmp_path / "lying", max_bytes=1024 * 1024)
+    written = sum(f.stat().st_size for f in (tmp_path / "lying").rglob("*") if f.is_file())
+    assert written <= 100  # never more than the member declared
+
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as writer:
+        writer.writestr("job.json", json.dumps(TINY_SPEC))
+        writer.writestr("dataset/x", bytes(20 << 20))
+    assert bomb.stat().st_size < 1024 * 1024  # 20 MiB of zeros deflate about 1000x
+    with pytest.raises(PackageError, match=r"'dataset/x' expands \d+x"):  # within every size
+        extract_job_archive(bomb, tmp_path / "bomb", max_bytes=64 << 20)
+    written = sum(f.stat().st_size for f in (tmp_path / "bomb").rglob("*") if f.is_file())
+    assert written < 20 << 20
