@@ -11,6 +11,7 @@ or SIGINT: the runtime stops, open events are closed and stored, cameras are rel
 
 from __future__ import annotations
 
+import socket
 import threading
 from pathlib import Path
 from types import FrameType
@@ -84,17 +85,25 @@ def serve(
         )
 
     configure_logging(log_level, "json" if log_format == "json" else "text")
+    # The port first: on a busy port nothing else may start (no broker, no camera, no files).
+    listening = _listen(settings.api.host, settings.api.port)
     import uvicorn  # the web server loads only to serve
 
     from api.app import create_app  # FastAPI loads only to serve
 
     node = Node(settings)
     what = "shared registry" if settings.role == "registry" else "node"
-    click.echo(
-        f"{what} {settings.node_name!r}: data in {settings.data_dir}, API on "
-        f"http://{settings.api.host}:{settings.api.port}/docs",
-        err=True,
-    )
+    base = _reachable_url(settings.api.host, settings.api.port)
+    click.echo(f"{what} {settings.node_name!r}: data in {settings.data_dir}", err=True)
+    click.echo(f"  dashboard  {base}/ui/", err=True)
+    click.echo(f"  API docs   {base}/docs", err=True)
+    if settings.admin_token is None and not node.registry.list_tokens():
+        config_hint = f" --config {config_path}" if config_path else ""
+        click.echo(
+            "  no API token yet: create one with "
+            f"`mainstream token create --role admin{config_hint}` and sign in with it",
+            err=True,
+        )
     config = uvicorn.Config(
         create_app(node),
         host=settings.api.host,
@@ -112,7 +121,34 @@ def serve(
             threading.Thread(target=node.live.close, name="close-live", daemon=True).start()
             super().handle_exit(sig, frame)
 
-    Server(config).run()
+    Server(config).run(sockets=[listening])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port, or a one-line error saying why not."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listening = socket.socket(family, socket.SOCK_STREAM)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listening.bind((host, port))
+    except OSError as error:
+        listening.close()
+        reason = error.strerror or str(error)
+        raise click.ClickException(
+            f"cannot listen on {host}:{port}: {reason}; is another `mainstream serve` running? "
+            "Choose another port with --port or api.port"
+        ) from error
+    listening.set_inheritable(True)
+    return listening
+
+
+def _reachable_url(host: str, port: int) -> str:
+    """The URL to open in a browser (a wildcard address is reached through this machine)."""
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
 
 
 @click.group()
