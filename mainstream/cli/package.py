@@ -1,4 +1,4 @@
-"""`mainstream package ...`: look inside, verify and upload M-Packages.
+"""`mainstream package ...`: look inside, verify, upload and list M-Packages.
 
 `inspect` reads only the archive's directory and manifest; `verify` extracts the package to a
 temp directory, checks every sha256 and loads every candidate in Keras safe mode (TensorFlow
@@ -27,7 +27,7 @@ _PACKAGE_ARGUMENT = click.argument(
 
 @click.group()
 def package() -> None:
-    """Inspect, verify and upload M-Packages (.mpkg)."""
+    """Inspect, verify, upload and list M-Packages (.mpkg)."""
 
 
 @package.command("inspect")
@@ -116,6 +116,29 @@ def upload_command(
     record = result["package"]
     verb = "stored" if result["created"] else "already stored as"
     click.echo(f"{verb} {record['app']} v{record['version']} (sha256 {record['sha256'][:12]})")
+
+
+@package.command("list")
+@click.option("--app", default=None, help="Only this app's versions.")
+@remote_options
+def list_command(app: str | None, server: str, token: str | None, as_json: bool) -> None:
+    """The packages a node stores, newest version of each app marked `*` (viewer token)."""
+    with open_client(server, token) as client:
+        packages = client.list_packages(app)
+    if as_json:
+        echo_json(packages)
+        return
+    if not packages:
+        click.echo("no packages stored" + (f" for app {app!r}" if app else ""))
+        return
+    click.echo(f"{'app':<24} {'ver':>4}  {'sha256':<12}  {'size':>9}  {'base':<22} cut points")
+    for item in packages:
+        marker = "*" if item["latest"] else " "
+        click.echo(
+            f"{item['app']:<24} {item['version']:>3}{marker}  {item['sha256'][:12]:<12}  "
+            f"{describe_size(item['size_bytes']):>9}  {item['base_model']:<22} "
+            f"{len(item['cut_points'])}"
+        )
 
 
 def _summary_lines(listing: PackageListing) -> list[str]:

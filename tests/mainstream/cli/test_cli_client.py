@@ -113,6 +113,7 @@ def test_cli_drives_a_running_node(
     refused = cli("apps", "add", "trains", *viewer)
     assert refused.code != 0 and "viewer token" in refused.err
     assert cli("apps", "list", *viewer).out.strip() == "no apps"
+    assert cli("package", "list", *viewer).out.strip() == "no packages stored"
 
     # -- upload through the CLI; the same archive again stores nothing new ---------------------
     uploaded = cli("package", "upload", str(tiny_packages.trains), *admin)
@@ -120,6 +121,15 @@ def test_cli_drives_a_running_node(
     assert uploaded.out.startswith("stored trains v1 (sha256 ")
     again = cli("package", "upload", str(tiny_packages.trains), *admin, "--json").json()
     assert again["created"] is False and again["package"]["version"] == 1
+    listed = cli("package", "list", *viewer)
+    assert listed.code == 0, listed.err
+    [header, row] = listed.out.splitlines()
+    assert header.split()[:3] == ["app", "ver", "sha256"]
+    assert row.split()[:3] == ["trains", "1*", again["package"]["sha256"][:12]]
+    assert cli("package", "list", "--app", "buses", *viewer).out.strip() == (
+        "no packages stored for app 'buses'"
+    )
+    assert [p["version"] for p in cli("package", "list", *viewer, "--json").json()] == [1]
 
     # -- registering an app re-plans the node --------------------------------------------------
     empty = cli("schedule", "show", *viewer, "--json").json()
