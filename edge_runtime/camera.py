@@ -333,7 +333,8 @@ class CameraConfig(BaseModel):
     max_reconnect_attempts: int | None = Field(
         default=None,
         ge=0,
-        description="Give up (state 'failed') after this many; None: retry forever",
+        description="Give up (state 'failed') after this many failed attempts in a row "
+        "(a connection shorter than stable_after_s counts as one); None: retry forever",
     )
     loop: bool = Field(default=False, description="Files: start again at the end")
     paced: bool = Field(

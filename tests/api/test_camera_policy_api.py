@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from edge_runtime.camera import CameraConfig
 from mainstream.node.node import Node
 from mainstream.node.services import create_token
 from mainstream.node.settings import Settings
@@ -79,3 +80,17 @@ def test_a_file_in_the_data_dirs_media_folder_is_accepted(
         "/api/cameras", json={"id": "yard", "url": str(video), "enabled": False}, headers=admin
     )
     assert answer.status_code == 201, answer.text
+
+
+def test_a_registered_camera_the_policy_now_refuses_is_not_started(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    node = Node(Settings(**node_config(tmp_path, runtime={"replan": False})))
+    legacy = CameraConfig(id="legacy", url="http://169.254.169.254/latest/meta-data/")
+    with node.registry.transaction() as transaction:  # as an older version stored it
+        transaction.add_camera(legacy)
+    with TestClient(create_app(node)):
+        assert "synthetic" in node.cameras and "legacy" not in node.cameras
+    assert any(
+        "legacy is refused by camera_policy" in record.getMessage() for record in caplog.records
+    )
