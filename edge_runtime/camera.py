@@ -15,8 +15,12 @@ Life cycle (:data:`ALLOWED_TRANSITIONS`):
 - ``→ stopped`` from any active state on ``stop()``, or when a file ends without `loop`.
 
 A lost stream is retried with capped exponential backoff (:func:`backoff_delay`), forever by
-default. Errors that retrying cannot fix (a missing file) go straight to ``failed``. Nothing a
-source does can raise out of the decode thread: the camera records `last_error` instead.
+default. The backoff starts over only after a connection has delivered frames for
+`stable_after_s`: a flapping source (connects, sends a frame or two, drops) keeps counting as
+failing, so its retries slow down instead of hammering it every `backoff_base_s`.
+Errors that retrying cannot fix (a missing file) go straight to ``failed``. Nothing a
+source does can raise out of the decode thread: the camera records `last_error` instead, and
+clears it when frames flow again.
 
 The no-frame watchdog is enforced inside the blocking read itself (the backend's read timeout
 is set to `watchdog_s`), because a read blocked in native code can only be interrupted safely
@@ -320,10 +324,17 @@ class CameraConfig(BaseModel):
     backoff_base_s: float = Field(default=1.0, gt=0)
     backoff_cap_s: float = Field(default=30.0, gt=0)
     backoff_jitter: float = Field(default=0.2, ge=0, le=1)
+    stable_after_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="A connection must deliver frames this long before a drop starts the "
+        "backoff over; shorter ones (a flapping source) count as failed attempts",
+    )
     max_reconnect_attempts: int | None = Field(
         default=None,
         ge=0,
-        description="Give up (state 'failed') after this many; None: retry forever",
+        description="Give up (state 'failed') after this many failed attempts in a row "
+        "(a connection shorter than stable_after_s counts as one); None: retry forever",
     )
     loop: bool = Field(default=False, description="Files: start again at the end")
     paced: bool = Field(
@@ -421,6 +432,7 @@ class _Run:
     source_config: SourceConfig
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
+    streaming_since: float | None = None  # monotonic time of this connection's first frame
 
 
 class _StreamEnd(Enum):
@@ -669,6 +681,12 @@ class Camera:
         if log:
             logger.warning("camera %s: %s", self.id, message)
 
+    def _clear_error(self, run: _Run) -> None:
+        """Frames flow again: the last error is history (the logs keep it)."""
+        with self._lock:
+            if run is self._run:
+                self._last_error = None
+
     def _decode_thread(self, run: _Run) -> None:
         try:
             self._connect_loop(run)
@@ -680,9 +698,9 @@ class Camera:
     def _connect_loop(self, run: _Run) -> None:
         config = run.config
         jitter_random = random.Random()
-        failures = 0  # consecutive failed attempts; reset by a delivered frame
+        failures = 0  # consecutive failed attempts; reset by a connection that stayed healthy
         while not run.stop.is_set():
-            delivered_before = self._frames_delivered
+            run.streaming_since = None
             try:
                 source = open_source(
                     run.source_config,
@@ -706,8 +724,9 @@ class Camera:
                 message = f"unexpected error reading the source: {error!r}"
             if run.stop.is_set():
                 return
-            if self._frames_delivered > delivered_before:
-                failures = 0
+            since = run.streaming_since
+            if since is not None and time.monotonic() - since >= config.stable_after_s:
+                failures = 0  # the stream was healthy for a while: start the backoff over
             failures += 1
             self._record_error(run, message, log=False)  # logged below with the retry delay
             limit = config.max_reconnect_attempts
@@ -777,6 +796,8 @@ class Camera:
             decode_ms = grab_ms + (time.perf_counter() - started) * 1000.0
             frame = Frame(self.id, sequence, timestamp, image, decode_ms, time.time())
             if not announced:
+                run.streaming_since = time.monotonic()
+                self._clear_error(run)
                 source_name = describe_source(run.source_config)
                 self._transition(run, CameraState.STREAMING, f"receiving frames from {source_name}")
                 announced = True

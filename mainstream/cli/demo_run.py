@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edge_runtime.camera_policy import CameraPolicy
 from edge_runtime.deployer import profile_key
 from edge_runtime.detector import Transition
 from edge_runtime.replay import ReplayRequest, run_replay
@@ -427,9 +428,11 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def node_settings(data_dir: Path, port: int, budget_ms_per_s: float | None) -> Any:
-    """Settings of the demo's node: its own folder, localhost only, no default camera."""
+    """Settings of the demo's node: its own folder, localhost only, no default camera; its
+    camera plays the held-out video from the demo's assets (next to the node's folder)."""
 
     return Settings(
+        camera_policy=CameraPolicy(file_dirs=[data_dir.parent / "assets"]),
         data_dir=data_dir,
         node_name="demo",
         default_camera=None,

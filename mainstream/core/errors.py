@@ -77,3 +77,11 @@ class SourceError(MainstreamError):
 
     http_status = 502
     exit_code = 6
+
+
+class PolicyError(MainstreamError, ValueError):
+    """The node's policy refuses what was asked (a camera URL, an FFmpeg option...); the
+    message names the rule and the setting that would allow it."""
+
+    http_status = 422
+    exit_code = 9

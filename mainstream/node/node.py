@@ -296,6 +296,24 @@ class Node:
                 for config in missing:
                     transaction.add_camera(config)
             logger.info("registered camera(s) %s", ", ".join(c.id for c in missing))
+        for record in self.registry.list_cameras():
+            try:  # registered before the policy was in force, or under a looser one
+                self.settings.check_camera(record.config)
+            except MainstreamError as error:
+                logger.error(
+                    "camera %s is refused by camera_policy and is not started: %s; "
+                    "change or remove it",
+                    record.id,
+                    error,
+                )
+
+    def camera_allowed(self, config: CameraConfig) -> bool:
+        """Whether the camera policy accepts this camera (refused ones are never started)."""
+        try:
+            self.settings.check_camera(config)
+        except MainstreamError:
+            return False
+        return True
 
     # -- planning ------------------------------------------------------------------------------
 
@@ -329,10 +347,13 @@ class Node:
     ) -> Proposal:
         """Plan the node with these apps and cameras; with `build`, also build the deployments.
 
-        Only enabled apps on enabled cameras are planned. Raises InfeasibleError when nothing
-        fits the budget and ModelError when the apps cannot run together.
+        Only enabled apps on enabled cameras are planned; a camera the camera policy refuses
+        (registered before it was in force) counts as disabled. Raises InfeasibleError when
+        nothing fits the budget and ModelError when the apps cannot run together.
         """
-        enabled_cameras = [camera for camera in cameras if camera.enabled]
+        enabled_cameras = [
+            camera for camera in cameras if camera.enabled and self.camera_allowed(camera.config)
+        ]
         camera_ids = {camera.id for camera in enabled_cameras}
         active = [app for app in apps if app.enabled and app.camera in camera_ids]
         effective_budget = self.budget(budget)

@@ -27,12 +27,14 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 from edge_runtime.camera import CameraConfig
+from edge_runtime.camera_policy import CameraPolicy, check_camera_url
 from edge_runtime.sinks.settings import MqttSettings, WebhookSettings
 from mainstream.core.errors import MainstreamError
 
@@ -281,6 +283,10 @@ class NodeConfig(BaseModel):
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
+    camera_policy: CameraPolicy = Field(
+        default_factory=CameraPolicy,
+        description="What camera URLs and FFmpeg options are accepted",
+    )
     cameras: list[CameraConfig] = Field(
         default_factory=list,
         description="Cameras registered at start when the registry does not have them yet",
@@ -331,6 +337,36 @@ class NodeConfig(BaseModel):
         if duplicates:
             raise ValueError(f"camera ids must be unique; repeated: {', '.join(duplicates)}")
         return cameras
+
+    @field_validator("cameras", "default_camera")
+    @classmethod
+    def _cameras_follow_the_policy(
+        cls, value: list[CameraConfig] | CameraConfig | None, info: ValidationInfo
+    ) -> list[CameraConfig] | CameraConfig | None:
+        policy, data_dir = info.data.get("camera_policy"), info.data.get("data_dir")
+        if policy is None or data_dir is None:  # already invalid: reported on its own
+            return value
+        in_force = policy.with_file_dirs(data_dir)
+        cameras = value if isinstance(value, list) else [value] if value is not None else []
+        problems = []
+        for camera in cameras:
+            try:
+                check_camera_url(camera.url, in_force, ffmpeg_options=camera.ffmpeg_options)
+            except MainstreamError as error:
+                problems.append(f"camera {camera.id!r}: {error}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
+
+    def camera_policy_in_force(self) -> CameraPolicy:
+        """The camera policy with its file folders made absolute (default: <data_dir>/media)."""
+        return self.camera_policy.with_file_dirs(self.data_dir)
+
+    def check_camera(self, config: CameraConfig) -> None:
+        """Raise PolicyError when the camera policy refuses this camera's URL or options."""
+        check_camera_url(
+            config.url, self.camera_policy_in_force(), ffmpeg_options=config.ffmpeg_options
+        )
 
     @property
     def bases_dir(self) -> Path:

@@ -83,6 +83,40 @@ def test_errors_name_every_bad_field(tmp_path: Path) -> None:
     assert caught.value.exit_code == 2
 
 
+def test_cameras_in_the_file_must_pass_the_camera_policy(tmp_path: Path) -> None:
+    config = write(
+        tmp_path / "node.yaml",
+        {
+            "data_dir": str(tmp_path / "data"),
+            "cameras": [
+                {"id": "meta", "url": "http://169.254.169.254/latest/meta-data/"},
+                {"id": "yard", "url": str(tmp_path / "data" / "media" / "yard.mp4")},
+            ],
+            "default_camera": {"id": "passwd", "url": "/etc/passwd"},
+        },
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, environment=False)
+    assert [problem.split(":")[0] for problem in caught.value.problems] == [
+        "cameras",
+        "default_camera",
+    ]
+    assert "'meta'" in caught.value.problems[0] and "'yard'" not in caught.value.problems[0]
+    assert "allowed folder" in caught.value.problems[1]
+
+    allowed = write(
+        tmp_path / "allowed.yaml",
+        {
+            "data_dir": str(tmp_path / "data"),
+            "camera_policy": {"file_dirs": ["/etc"], "allowed_networks": ["169.254.0.0/16"]},
+            "cameras": [{"id": "meta", "url": "http://169.254.169.254/"}],
+            "default_camera": {"id": "passwd", "url": "/etc/passwd"},
+        },
+    )
+    settings = load_settings(allowed, environment=False)
+    assert settings.camera_policy_in_force().file_dirs == [Path("/etc")]
+
+
 def test_secrets_in_the_file_are_refused(tmp_path: Path) -> None:
     config = write(tmp_path / "node.yaml", {"admin_token": "oops"})
     with pytest.raises(ConfigError, match=r"environment only.*MAINSTREAM_ADMIN_TOKEN"):

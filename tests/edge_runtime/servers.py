@@ -42,16 +42,26 @@ class MjpegServer:
     """A ``multipart/x-mixed-replace`` JPEG stream, as IP cameras serve on ``/video.mjpg``.
 
     `stall()` keeps connections open but stops sending (a hung camera); `kill()` closes the
-    listening socket and every open connection at once (a camera that lost power).
+    listening socket and every open connection at once (a camera that lost power). With
+    `frames_per_connection` each connection ends after that many frames (a flapping camera);
+    `connections` counts the connections served.
     """
 
     BOUNDARY = "mjpegframe"
 
-    def __init__(self, port: int = 0, fps: float = 25.0, size: tuple[int, int] = (160, 120)):
+    def __init__(
+        self,
+        port: int = 0,
+        fps: float = 25.0,
+        size: tuple[int, int] = (160, 120),
+        frames_per_connection: int | None = None,
+    ):
         self.port = port
         self.fps = fps
         self.size = size
+        self.frames_per_connection = frames_per_connection
         self.frames_sent = 0
+        self.connections = 0
         self._stalled = threading.Event()
         self._killed = threading.Event()
         self._connections: set[socket.socket] = set()
@@ -81,6 +91,7 @@ class MjpegServer:
                 self.end_headers()
                 with server._lock:
                     server._connections.add(self.connection)
+                    server.connections += 1
                 try:
                     server._stream(self, killed)
                 finally:
@@ -102,7 +113,10 @@ class MjpegServer:
         width, height = self.size
         interval = 1.0 / self.fps
         next_due = time.monotonic()
+        sent = 0
         while not killed.is_set():
+            if self.frames_per_connection is not None and sent >= self.frames_per_connection:
+                return
             if self._stalled.is_set():
                 time.sleep(0.02)
                 next_due = time.monotonic()
@@ -124,6 +138,7 @@ class MjpegServer:
             except OSError:
                 return
             self.frames_sent += 1
+            sent += 1
             next_due += interval
             time.sleep(max(0.0, next_due - time.monotonic()))
 

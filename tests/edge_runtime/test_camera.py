@@ -377,6 +377,7 @@ def test_mjpeg_camera_reconnects_after_the_server_dies_and_returns() -> None:
             assert camera.wait_for_state(S.RECONNECTING, timeout=3)
             time.sleep(0.3)  # a few refused attempts
             assert camera.state is S.RECONNECTING
+            assert camera.stats().last_error is not None
             server.restart()  # same port
             assert camera.wait_for_state(S.STREAMING, timeout=5)
             while (
@@ -386,7 +387,7 @@ def test_mjpeg_camera_reconnects_after_the_server_dies_and_returns() -> None:
             assert frame is not None
             stats = camera.stats()
     assert recorder.states[:4] == [S.STARTING, S.STREAMING, S.RECONNECTING, S.STREAMING]
-    assert stats.reconnects >= 1 and stats.last_error is not None
+    assert stats.reconnects >= 1 and stats.last_error is None  # cleared once frames flow
     assert stats.fps_in > 0 and stats.last_frame_time is not None
     assert camera.state is S.STOPPED
 
@@ -408,6 +409,61 @@ def test_watchdog_reconnects_a_stream_that_stops_sending() -> None:
             server.resume()
             assert camera.wait_for_state(S.STREAMING, timeout=5)
     assert recorder.states[:4] == [S.STARTING, S.STREAMING, S.RECONNECTING, S.STREAMING]
+
+
+def retry_attempts(caplog: pytest.LogCaptureFixture) -> list[int]:
+    """The attempt numbers of the camera's "attempt N failed; retrying" log lines."""
+    return [
+        int(record.args[1])  # type: ignore[index]
+        for record in caplog.records
+        if record.name == "edge_runtime.camera" and "retrying in" in record.msg
+    ]
+
+
+def test_a_flapping_source_keeps_growing_the_backoff(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("WARNING", logger="edge_runtime.camera")
+    recorder = StateRecorder()
+    retry = {"backoff_base_s": 0.05, "backoff_cap_s": 1.0, "backoff_jitter": 0.0}
+    with MjpegServer(fps=50, frames_per_connection=4) as server:
+        config = CameraConfig(
+            id="flaky",
+            url=server.url,
+            open_timeout_s=1,
+            watchdog_s=2,
+            stable_after_s=30,
+            ffmpeg_options=FAST_PROBE,
+            **retry,
+        )
+        with Camera(config, on_state_change=recorder) as camera:
+            deadline = time.monotonic() + 8
+            while len(retry_attempts(caplog)) < 4 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            frames = camera.stats().frames_delivered
+    attempts = retry_attempts(caplog)
+    assert recorder.states.count(S.STREAMING) >= 2 and frames > 0  # it did connect, repeatedly
+    assert attempts[:4] == [1, 2, 3, 4]  # never back to 1 although frames came in between
+
+
+def test_a_stream_healthy_for_stable_after_s_starts_the_backoff_over(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("WARNING", logger="edge_runtime.camera")
+    retry = {"backoff_base_s": 0.05, "backoff_cap_s": 1.0, "backoff_jitter": 0.0}
+    with MjpegServer(fps=50, frames_per_connection=25) as server:  # ~0.5 s per connection
+        config = CameraConfig(
+            id="ok",
+            url=server.url,
+            open_timeout_s=1,
+            watchdog_s=2,
+            stable_after_s=0.1,
+            ffmpeg_options=FAST_PROBE,
+            **retry,
+        )
+        with Camera(config):
+            deadline = time.monotonic() + 8
+            while len(retry_attempts(caplog)) < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+    assert retry_attempts(caplog)[:3] == [1, 1, 1]
 
 
 def test_stop_does_not_hang_on_a_blocked_read() -> None:

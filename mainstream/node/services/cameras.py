@@ -33,7 +33,11 @@ logger = logging.getLogger(__name__)
 
 
 class CameraService(NodeService):
-    """Cameras: register, change and remove them; each change re-plans the node."""
+    """Cameras: register, change and remove them; each change re-plans the node.
+
+    Every new or changed camera must pass the node's camera policy (`camera_policy`): a
+    refused URL or FFmpeg option raises PolicyError (422) before anything is stored or started.
+    """
 
     def list_all(self) -> list[CameraView]:
         apps = self.registry.list_apps()
@@ -51,6 +55,7 @@ class CameraService(NodeService):
 
     def create(self, request: CameraCreate) -> CameraView:
         config = request.camera_config()
+        self.settings.check_camera(config)
         with self.node.changes():
             if self.registry.has_camera(config.id):
                 raise ConflictError(f"camera {config.id!r} already exists")
@@ -90,6 +95,7 @@ class CameraService(NodeService):
         return self._change(camera_id, config, enabled)
 
     def _change(self, camera_id: str, config: CameraConfig, enabled: bool) -> CameraView:
+        self.settings.check_camera(config)
         with self.node.changes():
             current = self.registry.get_camera(camera_id)
             changed = current.model_copy(update={"config": config, "enabled": enabled})
