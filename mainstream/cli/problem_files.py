@@ -16,6 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from mainstream.core.errors import MainstreamError, NotFoundError
+from mainstream.core.yaml_files import describe_yaml_error
 from scheduler.problem import Objective, Problem
 
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -63,7 +64,9 @@ def parse_problem_text(text: str, *, fmt: str, source: str = "<problem>") -> Any
         try:
             return yaml.safe_load(text)
         except yaml.YAMLError as error:
-            raise ProblemFileError(f"{source} is not valid YAML: {error}") from error
+            raise ProblemFileError(
+                f"not valid YAML: {describe_yaml_error(error, source)}"
+            ) from error
     raise ProblemFileError(f"unknown problem format {fmt!r}: expected 'json' or 'yaml'")
 
 

@@ -14,6 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from mainstream.core.errors import InvalidParameterError
+from mainstream.core.yaml_files import describe_yaml_error
 from trainer.datasets import export_video_frames
 from trainer.synth import IMAGE_CLASSES, SynthConfig, generate_image_dataset, generate_video
 
@@ -44,7 +45,12 @@ def _load_config(path: Path | None, overrides: dict[str, Any]) -> Any:
 
     values: dict[str, Any] = {}
     if path is not None:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as error:
+            raise InvalidParameterError(
+                "--config", str(path), f"valid YAML ({describe_yaml_error(error, path.name)})"
+            ) from error
         if not isinstance(loaded, dict):
             raise InvalidParameterError(
                 "--config", str(path), "a YAML mapping of SynthConfig fields"

@@ -21,6 +21,7 @@ from mainstream.core.bases import (
     save_weights_atomically,
 )
 from mainstream.core.errors import InvalidParameterError
+from mainstream.core.yaml_files import describe_yaml_error
 from mainstream.node.settings import Settings
 from trainer.pipeline import TrainRequest, train_package
 from trainer.pretrain import load_image_folder, pretrain_base
@@ -315,7 +316,9 @@ def _train_settings(
             loaded = yaml.safe_load(config_file.read_text(encoding="utf-8"))
         except yaml.YAMLError as error:
             raise InvalidParameterError(
-                "config", str(config_file), f"valid YAML ({error})"
+                "config",
+                str(config_file),
+                f"valid YAML ({describe_yaml_error(error, config_file.name)})",
             ) from error
         if loaded is not None and not isinstance(loaded, dict):
             raise InvalidParameterError("config", str(config_file), "a YAML mapping of settings")

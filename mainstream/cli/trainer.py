@@ -29,6 +29,7 @@ from mainstream.core.errors import (
     MainstreamError,
     NotFoundError,
 )
+from mainstream.core.yaml_files import describe_yaml_error
 from mainstream.node.settings import default_data_dir
 
 DEFAULT_SERVER = "http://127.0.0.1:8780"
@@ -341,7 +342,9 @@ def _submit_body(spec_file: Path | None, flags: dict[str, Any], deploy: bool) ->
         try:
             loaded = yaml.safe_load(spec_file.read_text(encoding="utf-8"))
         except yaml.YAMLError as error:
-            raise InvalidParameterError("spec", str(spec_file), f"valid YAML ({error})") from error
+            raise InvalidParameterError(
+                "spec", str(spec_file), f"valid YAML ({describe_yaml_error(error, spec_file.name)})"
+            ) from error
         if not isinstance(loaded, dict):
             raise InvalidParameterError("spec", str(spec_file), "a mapping of job fields")
         body = loaded

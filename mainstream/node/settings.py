@@ -37,6 +37,7 @@ from edge_runtime.camera import CameraConfig
 from edge_runtime.camera_policy import CameraPolicy, check_camera_url
 from edge_runtime.sinks.settings import MqttSettings, WebhookSettings
 from mainstream.core.errors import MainstreamError
+from mainstream.core.yaml_files import describe_yaml_error
 
 logger = logging.getLogger(__name__)
 
@@ -445,8 +446,12 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(source, ["(file): no such file"])
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise ConfigError(source, [f"(file): not valid YAML: {error}"]) from error
+    except yaml.YAMLError as error:
+        raise ConfigError(
+            source, [f"(file): not valid YAML: {describe_yaml_error(error, source)}"]
+        ) from error
+    except UnicodeDecodeError as error:
+        raise ConfigError(source, [f"(file): not UTF-8 text: {error}"]) from error
     if document is None:
         return {}
     if not isinstance(document, dict):

@@ -138,8 +138,10 @@ def test_config_cli_validates_and_prints_the_schema(tmp_path: Path) -> None:
 
     not_yaml = tmp_path / "broken.yaml"
     not_yaml.write_text("api: [unclosed")
-    with pytest.raises(ConfigError, match="not valid YAML"):
+    with pytest.raises(ConfigError, match="not valid YAML") as refused:
         load_settings(not_yaml)
+    assert f"{not_yaml}, line 1, column 15: expected ',' or ']'" in str(refused.value)
+    assert "<unicode string>" not in str(refused.value)
 
     schema = json.loads(runner.invoke(cli, ["config", "schema"]).output)
     assert schema["properties"]["api"]["$ref"].endswith("ApiSettings")

@@ -217,7 +217,8 @@ def test_syntax_errors_name_the_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     path.write_text("budget: 10\napps: [unclosed\n", encoding="utf-8")
     code, _, err = run_cli(["schedule", "dry-run", str(path)], capsys)
     assert code == 2
-    assert "not valid YAML" in err
+    assert f"not valid YAML: {path}, line 3, column 1: expected ',' or ']'" in err
+    assert "<unicode string>" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_a_yaml_list_is_not_a_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
