@@ -52,7 +52,13 @@ from mainstream.core.manifest import (
     weak_candidates,
 )
 from mainstream.core.package import candidate_archive_name, sha256_file, write_package
-from trainer.datasets import LabelledVideo, load_image_folder, load_labelled_video, split_by_time
+from trainer.datasets import (
+    LabelledVideo,
+    load_image_folder,
+    load_labelled_video,
+    read_event_csv,
+    split_by_time,
+)
 from trainer.event_stats import EventInterval, estimate_correlation, event_statistics
 from trainer.finetune import FinetuneOptions, finetune_candidates, save_candidate
 from trainer.selective_backprop import DEFAULT_BETA, DEFAULT_HISTORY_SIZE, TrainingOptions
@@ -220,6 +226,7 @@ def train_package(request: TrainRequest) -> TrainResult:
     # Problems with the request are reported before anything slow is imported or run.
     labels_path = _labels_path(request)
     explicit_stats = _explicit_event_stats(request)
+    _check_positive_class(request, labels_path)
 
     import tensorflow as tf  # TensorFlow loads only when a model is built or run
 
@@ -445,6 +452,22 @@ def _labels_path(request: TrainRequest) -> Path | None:
             "labels", str(labels), "the label CSV of the video (start_frame,end_frame,label)"
         )
     return labels
+
+
+def _check_positive_class(request: TrainRequest, labels: Path | None) -> None:
+    """A class the data does not have is refused before TensorFlow loads (seconds)."""
+    if labels is None:
+        found = sorted(folder.name for folder in request.data.iterdir() if folder.is_dir())
+        where = "the class folders"
+    else:
+        found = sorted({interval.label for interval in read_event_csv(labels)})
+        where = "the labels in the CSV"
+        if not found:
+            return  # a video without events: the loader says so
+    if request.positive_class not in found:
+        raise InvalidParameterError(
+            "positive_class", request.positive_class, f"one of {where} {found}"
+        )
 
 
 def _load_data(request: TrainRequest, config: BaseConfig, labels: Path | None) -> FrameDataset:

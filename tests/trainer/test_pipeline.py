@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +97,40 @@ def test_video_needs_its_labels(workspace: Path, video, tmp_path: Path) -> None:
     )
     with pytest.raises(InvalidParameterError, match="label CSV"):
         train_package(request)
+
+
+def test_a_class_the_data_lacks_is_refused_before_tensorflow_loads(
+    workspace: Path, video, image_folder: Path, tmp_path: Path
+) -> None:
+    """Checked in a fresh interpreter: the refusal must come without importing TensorFlow."""
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from mainstream.core.errors import InvalidParameterError\n"
+        "from trainer.pipeline import TrainRequest, train_package\n"
+        "data, positive, event_stats = Path(sys.argv[1]), sys.argv[2], sys.argv[3] == 'yes'\n"
+        "extra = dict(event_length_s=1.0, event_frequency=0.2, correlation=0.5, camera_fps=10.0)\n"
+        "request = TrainRequest(data=data, positive_class=positive, output=Path(sys.argv[4]),\n"
+        "                       progress=False, **(extra if event_stats else {}))\n"
+        "try:\n"
+        "    train_package(request)\n"
+        "except InvalidParameterError as error:\n"
+        "    print(error)\n"
+        "print('tensorflow' in sys.modules)\n"
+    )
+    for data, folders in ((Path(video.video_path), "no"), (image_folder, "yes")):
+        completed = subprocess.run(
+            [sys.executable, "-c", script, str(data), "dragon", folders, str(tmp_path / "a.mpkg")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        message, tensorflow_loaded = completed.stdout.strip().splitlines()
+        assert "dragon" in message and "one of" in message, completed.stderr
+        assert ("'train'" in message) if folders == "no" else ("'circle'" in message)
+        assert tensorflow_loaded == "False"
+    assert not (tmp_path / "a.mpkg").exists()
 
 
 def test_cli_reports_bad_values_with_the_field_name(
