@@ -35,6 +35,7 @@ from fastapi import Depends, FastAPI, Request, Response, status
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import ValidationError
 
+from api.errors import redact_paths
 from api.limits import BodyLimit, RequestLimits
 from mainstream.core.errors import AuthError, InvalidParameterError, MainstreamError, PackageError
 from mainstream.core.package import PackageLimits, checked_zip_members, open_zip_archive
@@ -213,7 +214,7 @@ def create_worker_app(config: WorkerConfig) -> FastAPI:
         assert isinstance(exc, MainstreamError)
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthError) else None
         return JSONResponse(
-            {"error": type(exc).__name__, "detail": str(exc)},
+            {"error": type(exc).__name__, "detail": redact_paths(str(exc), [config.data_dir])},
             status_code=exc.http_status,
             headers=headers,
         )
