@@ -1,7 +1,8 @@
 """The FastAPI application of a node: `create_app(node)`.
 
 Routes are thin: they validate input and call :class:`mainstream.node.services.Services`. Errors
-become HTTP answers in one place (:mod:`api.errors`). With `manage_node` the application's
+become HTTP answers in one place (:mod:`api.errors`); body size and pace are limited before any
+route runs (:mod:`api.limits`). With `manage_node` the application's
 lifespan starts the node and stops it on shutdown (SIGTERM/SIGINT under uvicorn), which closes
 open events before the process exits.
 """
@@ -15,6 +16,7 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 from api.errors import install_error_handlers
+from api.limits import RequestLimits, node_request_limits
 from api.metrics import metrics_registry
 from api.roles import api_description, runtime_router_options
 from api.routes import (
@@ -58,6 +60,8 @@ def create_app(node: Node, manage_node: bool = True) -> FastAPI:
     app.state.services = Services(node)
     app.state.metrics = metrics_registry(node)
     install_error_handlers(app)
+    # Outside FastAPI's body parsing and the token check: caps and pace apply to every request.
+    app.add_middleware(RequestLimits, **node_request_limits(node.settings.api))
     for module in (packages, bases, system):
         app.include_router(module.router)
     # Cameras, apps, plan and events need a runtime: 409 on a shared registry (api/roles.py).

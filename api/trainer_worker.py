@@ -35,6 +35,8 @@ from fastapi import Depends, FastAPI, Request, Response, status
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import ValidationError
 
+from api.errors import redact_paths
+from api.limits import BodyLimit, RequestLimits
 from mainstream.core.errors import AuthError, InvalidParameterError, MainstreamError, PackageError
 from mainstream.core.package import (
     ByteBudget,
@@ -70,6 +72,7 @@ class WorkerConfig:
     data_dir: Path
     token: str
     max_upload_bytes: int = 4 * GiB
+    body_timeout_s: float = 30.0  # longest wait for the next part of a request body (408)
     max_concurrent_jobs: int = 1
     probe_gpu: bool = True
     devices: dict[str, str] = field(default_factory=dict)
@@ -198,6 +201,19 @@ def create_worker_app(config: WorkerConfig) -> FastAPI:
             jobs.close()
 
     app = FastAPI(title="Mainstream trainer worker", lifespan=lifespan)
+    # Before the token check and any body is read: only POST /jobs takes a body of any size.
+    app.add_middleware(
+        RequestLimits,
+        default=BodyLimit(64 * 1024),
+        routes={
+            ("POST", "/jobs"): BodyLimit(
+                config.max_upload_bytes,
+                f"the upload is larger than {config.max_upload_bytes} bytes, the most this "
+                "worker accepts",
+            )
+        },
+        idle_timeout_s=config.body_timeout_s,
+    )
     auth = [Depends(authorised)]
 
     @app.exception_handler(MainstreamError)
@@ -205,7 +221,7 @@ def create_worker_app(config: WorkerConfig) -> FastAPI:
         assert isinstance(exc, MainstreamError)
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthError) else None
         return JSONResponse(
-            {"error": type(exc).__name__, "detail": str(exc)},
+            {"error": type(exc).__name__, "detail": redact_paths(str(exc), [config.data_dir])},
             status_code=exc.http_status,
             headers=headers,
         )

@@ -3,23 +3,36 @@
 FastAPI's `UploadFile` spools the whole body before the route runs; a package upload is instead
 parsed here chunk by chunk (multipart/form-data with a `file` field, or the raw archive as the
 body), so an oversized upload is cut off without being stored. The rest of an oversized body
-is read and discarded (up to a bound) so that the client receives the 413 answer cleanly.
+is read and discarded (up to a bound) so that the client receives the 413 answer cleanly; in
+front of the application, :mod:`api.limits` refuses bodies that declare more than the limit
+before they are read. A client that disconnects mid-upload gets (were it still there) a 400,
+the log one line, and its staged file is removed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from pathlib import Path
 
 from fastapi import Request
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect
 
-from mainstream.core.errors import InvalidParameterError
+from mainstream.core.errors import InvalidParameterError, MainstreamError
 from mainstream.node.services import TooLargeError
+
+logger = logging.getLogger(__name__)
 
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the file
 MAX_DRAIN_BYTES = 64 * 1024 * 1024
+
+
+class ClientDisconnectedError(MainstreamError):
+    """The client went away before its upload was complete; nothing was stored."""
+
+    http_status = 400
 
 
 class _Sink:
@@ -93,43 +106,19 @@ async def receive_upload(
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     sink = _Sink(destination, limit, field)
     try:
-        if content_type == b"multipart/form-data":
-            boundary = options.get(b"boundary")
-            if not boundary:
-                raise InvalidParameterError("content-type", "multipart", "a boundary parameter")
-            parser = MultipartParser(
-                boundary,
-                callbacks={
-                    "on_part_begin": sink.on_part_begin,
-                    "on_header_field": sink.on_header_field,
-                    "on_header_value": sink.on_header_value,
-                    "on_header_end": sink.on_header_end,
-                    "on_headers_finished": sink.on_headers_finished,
-                    "on_part_data": sink.on_part_data,
-                    "on_part_end": sink.on_part_end,
-                },
-            )
-            received = 0
-            try:
-                async for chunk in request.stream():
-                    received += len(chunk)
-                    if sink.too_large and received > limit + MAX_DRAIN_BYTES:
-                        break
-                    if not sink.too_large:
-                        parser.write(chunk)
-                if not sink.too_large:
-                    parser.finalize()
-            except FormParserError as error:
-                raise InvalidParameterError(
-                    "body", "multipart", f"a well-formed multipart/form-data body ({error})"
-                ) from None
-            if not sink.too_large and not sink.found:
-                raise InvalidParameterError("file", None, f"a form field named {field!r}")
-        else:
-            async for chunk in request.stream():
-                sink.write(chunk)
-                if sink.too_large and sink.written > limit + MAX_DRAIN_BYTES:
-                    break
+        await _receive_into(request, sink, content_type, options, limit, field)
+    except ClientDisconnect:
+        sink.close()
+        destination.unlink(missing_ok=True)
+        logger.warning(
+            "%s %s: 400 client disconnected after %d bytes of its upload; nothing stored",
+            request.method,
+            request.url.path,
+            sink.written,
+        )
+        raise ClientDisconnectedError(
+            "the client disconnected before the upload was complete"
+        ) from None
     finally:
         sink.close()
     if sink.too_large:
@@ -137,3 +126,51 @@ async def receive_upload(
             destination.unlink()
         raise TooLargeError(f"the upload is larger than {limit} bytes, the most this node accepts")
     return sink.written
+
+
+async def _receive_into(
+    request: Request,
+    sink: _Sink,
+    content_type: bytes,
+    options: dict[bytes, bytes],
+    limit: int,
+    field: str,
+) -> None:
+    """Feed the body to `sink`: the `field` part of a multipart body, or the raw body."""
+    if content_type == b"multipart/form-data":
+        boundary = options.get(b"boundary")
+        if not boundary:
+            raise InvalidParameterError("content-type", "multipart", "a boundary parameter")
+        parser = MultipartParser(
+            boundary,
+            callbacks={
+                "on_part_begin": sink.on_part_begin,
+                "on_header_field": sink.on_header_field,
+                "on_header_value": sink.on_header_value,
+                "on_header_end": sink.on_header_end,
+                "on_headers_finished": sink.on_headers_finished,
+                "on_part_data": sink.on_part_data,
+                "on_part_end": sink.on_part_end,
+            },
+        )
+        received = 0
+        try:
+            async for chunk in request.stream():
+                received += len(chunk)
+                if sink.too_large and received > limit + MAX_DRAIN_BYTES:
+                    break
+                if not sink.too_large:
+                    parser.write(chunk)
+            if not sink.too_large:
+                parser.finalize()
+        except FormParserError as error:
+            raise InvalidParameterError(
+                "body", "multipart", f"a well-formed multipart/form-data body ({error})"
+            ) from None
+        if not sink.too_large and not sink.found:
+            raise InvalidParameterError("file", None, f"a form field named {field!r}")
+    else:
+        async for chunk in request.stream():
+            sink.write(chunk)
+            if sink.too_large and sink.written > limit + MAX_DRAIN_BYTES:
+                break

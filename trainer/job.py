@@ -99,7 +99,7 @@ class TrainingJobSpec(BaseModel):
     path relative to the datasets folder and the output is chosen by the job.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     dataset: str = Field(
         description="Image folder or video file, relative to the datasets folder",
@@ -262,7 +262,7 @@ def resolve_inside(root: Path, field: str, relative: str) -> Path:
 class RunnerInput(BaseModel):
     """The file `python -m trainer.job` reads."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     spec: TrainingJobSpec
     datasets_dir: Path

@@ -21,7 +21,7 @@ _TOPIC_PREFIX_PATTERN = r"^[^/#+\s][^#+\s]*$"
 class MqttSettings(BaseModel):
     """Where to publish events, app states and camera states over MQTT."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     enabled: bool = Field(default=False, description="Publish events over MQTT")
     host: str = Field(default="localhost", min_length=1, description="Broker host name or address")
@@ -81,7 +81,7 @@ class MqttSettings(BaseModel):
 class WebhookTarget(BaseModel):
     """One receiver URL, for every app or only for some."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     url: str = Field(description="http:// or https:// URL that receives a POST per event change")
     apps: list[str] = Field(
@@ -104,7 +104,7 @@ class WebhookTarget(BaseModel):
 class WebhookSettings(BaseModel):
     """Event delivery over HTTP POST, signed with a shared secret, with retries."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     targets: list[WebhookTarget] = Field(
         default_factory=list, description="Receivers: url, apps (empty: all), transitions"

@@ -48,6 +48,7 @@ from edge_runtime.sinks import SinkFanOut, build_sinks
 from edge_runtime.source_types import SyntheticSourceConfig, encode_jpeg
 from mainstream.core.errors import InfeasibleError, MainstreamError, ModelError, NotFoundError
 from mainstream.core.manifest import Manifest
+from mainstream.core.package import Package
 from mainstream.node.package_cache import PackageCache
 from mainstream.node.profiles import ProfileStore
 from mainstream.node.registry import (
@@ -92,6 +93,20 @@ class Proposal:
     dag_key: str = ""  # what the DAGs depend on; equal keys mean the running DAGs can stay
     models_in_use: set[tuple[str, str]] = field(default_factory=set)
     new_plan: bool = True  # False when the plan in force already answers this problem
+
+
+@dataclass
+class _Prepared:
+    """The scheduling problem of a state of the node, and what building it needs."""
+
+    reason: str
+    budget: float
+    cameras: list[CameraRecord]  # the enabled cameras
+    active: list[AppRecord]  # the enabled apps on enabled cameras
+    packages: dict[str, Package]
+    deployed: dict[str, DeployedApp]
+    used_fps: dict[str, float]
+    problem: Problem
 
 
 def describe_plan(plan: Plan) -> str:
@@ -149,6 +164,7 @@ class Node:
             settings.runtime.profile_repeats,
         )
         self._change_lock = threading.RLock()
+        self._counters_lock = threading.Lock()
         self._dag_key = ""
         self._plan: PlanRecord | None = None
         self._measurement: _Measurement | None = None
@@ -351,6 +367,42 @@ class Node:
         (registered before it was in force) counts as disabled. Raises InfeasibleError when
         nothing fits the budget and ModelError when the apps cannot run together.
         """
+        prepared = self._prepare(reason, apps, cameras, budget, objective)
+        if isinstance(prepared, Proposal):
+            return prepared
+        return self._solve(prepared, build)
+
+    def what_if(
+        self,
+        reason: str,
+        snapshot: Callable[[], tuple[Sequence[AppRecord], Sequence[CameraRecord]]],
+        *,
+        budget: float | None = None,
+        objective: Objective | None = None,
+    ) -> Proposal:
+        """Plan a hypothetical state of the node (a dry run) without blocking changes.
+
+        `snapshot` runs under the change lock and returns the apps and cameras to plan; the
+        packages and cost profiles are looked up under it too (they are shared with changes).
+        The plan search, the long part, runs after the lock is released. Nothing is built,
+        stored or applied.
+        """
+        with self._change_lock:
+            apps, cameras = snapshot()
+            prepared = self._prepare(reason, apps, cameras, budget, objective)
+        if isinstance(prepared, Proposal):
+            return prepared
+        return self._solve(prepared, build=False)
+
+    def _prepare(
+        self,
+        reason: str,
+        apps: Sequence[AppRecord],
+        cameras: Sequence[CameraRecord],
+        budget: float | None,
+        objective: Objective | None,
+    ) -> _Prepared | Proposal:
+        """The scheduling problem of these apps and cameras, or the empty proposal."""
         enabled_cameras = [
             camera for camera in cameras if camera.enabled and self.camera_allowed(camera.config)
         ]
@@ -379,6 +431,23 @@ class Node:
             used_fps,
             objective or self.settings.runtime.objective,
         )
+        return _Prepared(
+            reason=reason,
+            budget=effective_budget,
+            cameras=enabled_cameras,
+            active=active,
+            packages=packages,
+            deployed=deployed,
+            used_fps=used_fps,
+            problem=problem,
+        )
+
+    def _solve(self, prepared: _Prepared, build: bool) -> Proposal:
+        """Search the plan of a prepared problem (reusing the plan in force when it answers
+        the same problem); with `build`, build its deployments (under the change lock)."""
+        reason, problem, packages = prepared.reason, prepared.problem, prepared.packages
+        deployed, active, used_fps = prepared.deployed, prepared.active, prepared.used_fps
+        effective_budget, enabled_cameras = prepared.budget, prepared.cameras
         current = self.registry.current_plan()
         if (
             current is not None
@@ -434,9 +503,10 @@ class Node:
         return proposal
 
     def _count_solve(self, seconds: float) -> None:
-        self.scheduler.solves += 1
-        self.scheduler.solve_seconds_total += seconds
-        self.scheduler.last_solve_seconds = seconds
+        with self._counters_lock:  # dry runs solve outside the change lock
+            self.scheduler.solves += 1
+            self.scheduler.solve_seconds_total += seconds
+            self.scheduler.last_solve_seconds = seconds
 
     def _with_new_detectors(
         self, plan: Plan, apps: Mapping[str, DeployedApp]

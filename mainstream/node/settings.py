@@ -91,7 +91,7 @@ class ConfigError(MainstreamError, ValueError):
 class ApiSettings(BaseModel):
     """The REST API: where it listens, what is open without a token, upload limits."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     host: str = Field(default="127.0.0.1", description="Address to listen on")
     port: int = Field(default=DEFAULT_PORT, ge=1, le=65535, description="Port to listen on")
@@ -104,6 +104,19 @@ class ApiSettings(BaseModel):
     max_upload_bytes: int = Field(
         default=256 * MiB, gt=0, description="Largest package upload accepted"
     )
+    max_json_bytes: int = Field(
+        default=1 * MiB,
+        gt=0,
+        description="Largest request body of every route but uploads; larger ones get 413 "
+        "before they are read",
+    )
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Longest wait for the next part of a request body; a client that sends "
+        "slower gets 408 and the connection is closed",
+    )
     public_url: str | None = Field(
         default=None,
         pattern=r"^https?://",
@@ -115,7 +128,7 @@ class ApiSettings(BaseModel):
 class RuntimeSettings(BaseModel):
     """How the node runs its apps: engine, compute budget and how profiles are measured."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     engine: Literal["keras", "openvino"] = Field(
         default="keras", description="Inference engine; openvino is faster on Intel CPUs"
@@ -199,7 +212,7 @@ class RuntimeSettings(BaseModel):
 class SchedulerSettings(BaseModel):
     """How plans are searched: which solver, and how long one plan may take."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     solver: Literal["auto", "exact", "greedy", "milp"] = Field(
         default="auto",
@@ -212,12 +225,18 @@ class SchedulerSettings(BaseModel):
         description="Longest one plan search may take; the plan found by then is used, "
         "with its proven optimality gap",
     )
+    max_dry_run_apps: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="Most apps one dry run may add; larger what-if requests get 422",
+    )
 
 
 class TrainerSettings(BaseModel):
     """Where training jobs run: in a child process of this node, or on a remote trainer worker."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     mode: Literal["local", "remote"] = Field(
         default="local", description="local: a child process here; remote: `worker_url`"
@@ -253,7 +272,9 @@ class NodeConfig(BaseModel):
     :class:`Settings` adds reading the environment; this class checks a file alone.
     """
 
-    model_config = ConfigDict(extra="forbid", title="Mainstream node configuration")
+    model_config = ConfigDict(
+        extra="forbid", allow_inf_nan=False, title="Mainstream node configuration"
+    )
 
     data_dir: Path = Field(
         default_factory=default_data_dir, description="Where everything is stored"
@@ -406,7 +427,7 @@ class Settings(BaseSettings, NodeConfig):
     """Root configuration of a Mainstream node: a NodeConfig that also reads MAINSTREAM_*."""
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid"
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", allow_inf_nan=False
     )
 
 

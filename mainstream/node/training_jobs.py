@@ -87,7 +87,7 @@ def utc_now() -> datetime:
 class DeployOptions(BaseModel):
     """Create an app from the package once it is registered (fields as in POST /api/apps)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str | None = Field(default=None, description="App name [default: the package's app]")
     camera: str | None = None

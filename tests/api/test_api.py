@@ -179,9 +179,33 @@ def test_uploads_over_the_limit_are_cut_off(
         raw = client.post(
             "/api/packages", content=tiny_packages.trains.read_bytes(), headers=bearer(secret)
         )
-        for answer in (multipart, raw):
+        chunked = client.post(
+            "/api/packages",
+            content=iter([tiny_packages.trains.read_bytes()]),
+            headers=bearer(secret),
+        )
+        for answer in (multipart, raw, chunked):
             assert answer.status_code == 413
             assert "200000" in answer.json()["detail"]
+        assert node.registry.list_packages() == []
+        staging = node.settings.data_dir / "tmp"
+        assert not staging.exists() or list(staging.iterdir()) == []
+
+
+def test_uploads_just_over_the_limit_are_cut_off_while_they_stream(
+    tiny_packages: TinyPackages,
+    tmp_path: Path,
+) -> None:
+    """Within the envelope the request limits leave for multipart, the upload itself counts."""
+    size = tiny_packages.trains.stat().st_size
+    client, node = start_api(tmp_path / "tight", tiny_packages, api={"max_upload_bytes": size - 1})
+    with client:
+        _, secret = create_token(node.registry, "admin")
+        raw = client.post(
+            "/api/packages", content=tiny_packages.trains.read_bytes(), headers=bearer(secret)
+        )
+        assert raw.status_code == 413
+        assert f"larger than {size - 1} bytes" in raw.json()["detail"]
         assert node.registry.list_packages() == []
         assert list((node.settings.data_dir / "tmp").iterdir()) == []
 

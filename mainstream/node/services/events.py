@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
@@ -34,12 +35,16 @@ def parse_time(field: str, value: str | float | None) -> float | None:
     """Seconds since the epoch from a number or an ISO 8601 date-time (UTC when no zone)."""
     if value is None or value == "":
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
+    number: float | None = None
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
-        pass
+        number = None
+    if number is not None:
+        if not math.isfinite(number):
+            raise InvalidParameterError(field, value, "a finite number of seconds")
+        return number
+    assert isinstance(value, str)
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:

@@ -67,7 +67,7 @@ class InvalidRequestError(MainstreamError, ValueError):
 class EventOverrides(BaseModel):
     """Event statistics that replace the package's measured ones for this deployment."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     event_length_s: float | None = Field(default=None, gt=0, le=MAX_EVENT_LENGTH_S)
     event_frequency: float | None = Field(default=None, gt=0, lt=1)
@@ -80,7 +80,7 @@ class EventOverrides(BaseModel):
 class AppCreate(BaseModel):
     """Deploy a registered package as an app on a camera."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = Field(pattern=NAME_PATTERN, description="Unique app name on this node")
     package: str | None = Field(
@@ -108,7 +108,7 @@ class AppCreate(BaseModel):
 class AppUpdate(BaseModel):
     """Change an app; fields left out keep their values."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     package: str | None = None
     version: PackageVersion | None = None
@@ -135,6 +135,8 @@ def _positive_vote(value: XVote) -> XVote:
 class CameraCreate(CameraConfig):
     """A camera to register: its config plus whether it runs."""
 
+    model_config = ConfigDict(allow_inf_nan=False)
+
     enabled: bool = True
 
     def camera_config(self) -> CameraConfig:
@@ -144,7 +146,7 @@ class CameraCreate(CameraConfig):
 class DryRunRequest(BaseModel):
     """Plan the node with some apps added or removed, or another budget, deploying nothing."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     add_apps: list[AppCreate] = Field(default_factory=list)
     remove_apps: list[str] = Field(default_factory=list)

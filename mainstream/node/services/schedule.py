@@ -11,6 +11,8 @@ from mainstream.core.errors import (
     NotFoundError,
 )
 from mainstream.node.registry import (
+    AppRecord,
+    CameraRecord,
     PlanRecord,
 )
 
@@ -63,9 +65,19 @@ class ScheduleService(NodeService):
     def dry_run(self, request: DryRunRequest) -> DryRunResult:
         """The plan (and both baselines) the node would run after a change; nothing deployed.
 
-        Raises InfeasibleError when nothing fits the budget.
+        At most `scheduler.max_dry_run_apps` added apps (InvalidParameterError beyond). The
+        change lock is held only to read the node's state; the plan is searched without it,
+        so a dry run never delays a change. Raises InfeasibleError when nothing fits the budget.
         """
-        with self.node.changes():
+        most = self.settings.scheduler.max_dry_run_apps
+        if len(request.add_apps) > most:
+            raise InvalidParameterError(
+                "add_apps",
+                f"{len(request.add_apps)} apps",
+                f"at most {most} apps per dry run (scheduler.max_dry_run_apps)",
+            )
+
+        def snapshot() -> tuple[list[AppRecord], list[CameraRecord]]:
             apps = {app.name: app for app in self.registry.list_apps()}
             for name in request.remove_apps:
                 if name not in apps:
@@ -75,14 +87,11 @@ class ScheduleService(NodeService):
                 if addition.name in apps:
                     raise ConflictError(f"dry run: app {addition.name!r} already exists")
                 apps[addition.name] = self.apps.new_record(addition)
-            proposal = self.node.propose(
-                "dry run",
-                list(apps.values()),
-                self.registry.list_cameras(),
-                budget=request.budget,
-                objective=request.objective,
-                build=False,
-            )
+            return list(apps.values()), self.registry.list_cameras()
+
+        proposal = self.node.what_if(
+            "dry run", snapshot, budget=request.budget, objective=request.objective
+        )
         current = self.node.plan_in_force
         return DryRunResult(
             status="ok" if proposal.status == "ok" else "empty",
