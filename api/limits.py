@@ -12,8 +12,9 @@ FastAPI reads a body, parses JSON or resolves the bearer token:
 
 When a limit cuts a body off, the middleware answers itself and tells the application that
 the client went away (`http.disconnect`); whatever the application then tries to send is
-dropped. Every answer sent before the request body was read completely carries
-`Connection: close`, so that the server does not go on reading (and discarding) the rest.
+dropped. When the application answers before reading the body (401, 403), a rest of at most
+DRAIN_BYTES is read and dropped first, so that a client still sending gets the answer rather
+than a connection reset; a larger rest is not read: the answer carries `Connection: close`.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ class RequestLimits:
             await self._answer(send, 413, "TooLargeError", limit.message())
             return
         expects_body = declared != 0 if declared is not None else _chunked(scope)
-        await _Exchange(self, scope, limit, receive, send, expects_body).run()
+        await _Exchange(self, scope, limit, receive, send, expects_body, declared).run()
 
     @staticmethod
     async def _answer(send: Send, status: int, error: str, detail: str) -> None:
@@ -118,8 +119,10 @@ class _Exchange:
         receive: Receive,
         send: Send,
         expects_body: bool,
+        declared: int | None = None,
     ) -> None:
         self.limits = limits
+        self.declared = declared
         self.scope = scope
         self.limit = limit
         self._receive = receive
@@ -170,7 +173,10 @@ class _Exchange:
             return  # the middleware answered already
         if message["type"] == "http.response.start":
             self.response_started = True
-            if not self.body_done:
+            # An answer before the body was read (401, 403, ...): read the rest and drop it
+            # first, as far as that is cheap, so that the client, which is still sending, gets
+            # the answer rather than a connection reset; beyond that, close the connection.
+            if not self.body_done and not await self._drain():
                 headers = [
                     (name, value)
                     for name, value in message.get("headers", [])
@@ -178,6 +184,36 @@ class _Exchange:
                 ]
                 message = {**message, "headers": [*headers, (b"connection", b"close")]}
         await self._send(message)
+
+    async def _drain(self) -> bool:
+        """Read and discard the rest of the body, up to DRAIN_BYTES and DRAIN_SECONDS;
+        True when the whole body was read."""
+        if self.declared is not None and self.declared - self.received > DRAIN_BYTES:
+            return False  # not worth reading: close at once
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DRAIN_SECONDS
+        drained = 0
+        while not self.body_done:
+            left = deadline - loop.time()
+            if left <= 0 or drained > DRAIN_BYTES:
+                return False
+            try:
+                message = await asyncio.wait_for(self._receive(), left)
+            except asyncio.TimeoutError:
+                return False
+            if message["type"] != "http.request":
+                self.body_done = True  # the client went away
+                return False
+            drained += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                self.body_done = True
+        return True
+
+
+DRAIN_BYTES = 8 * 1024 * 1024
+DRAIN_SECONDS = 5.0
+"""How much of an unread body is read and dropped before an early answer (see `send`): a
+declared rest larger than DRAIN_BYTES is not read at all."""
 
 
 def _log_refusal(scope: Scope, status: int, why: str) -> None:

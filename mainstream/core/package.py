@@ -750,8 +750,8 @@ def stream_zip_member(
                     break  # the stream is cut short; reported below
             if written + len(chunk) > info.file_size:
                 raise PackageError(
-                    f"{label} is longer than the {info.file_size} bytes it declares: refusing a "
-                    "likely zip bomb"
+                    f"{label} is corrupt: longer than the {info.file_size} bytes it declares "
+                    "(damaged data, or a zip bomb)"
                 )
             if written + len(chunk) > limits.ratio_min_bytes + limits.max_ratio * consumed:
                 raise PackageError(

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from api.limits import BodyLimit, RequestLimits, node_request_limits
+from api.limits import DRAIN_BYTES, BodyLimit, RequestLimits, node_request_limits
 from mainstream.node.settings import ApiSettings
 
 Message = dict[str, Any]
@@ -175,10 +175,16 @@ def test_the_idle_timeout_ends_with_the_body() -> None:
     assert client.sent == []
 
 
-def test_an_answer_before_the_body_was_read_closes_the_connection() -> None:
-    """The server must not keep reading (and discarding) a body nobody wants."""
+def test_an_answer_before_the_body_was_read_drains_a_small_body_or_closes() -> None:
+    """A small rest is read and dropped first, so that a client still sending gets the answer
+    (not a connection reset); a large one is not read at all: the connection closes."""
     early = EchoApp(read_before_answer=False)
-    refused = call(limits(early), [b"x" * 50], headers=length(50))
+    drained = call(limits(early), [b"x" * 25, b"x" * 25], headers=length(50))
+    assert drained.status == 200 and b"connection" not in drained.headers
+    huge = DRAIN_BYTES + 1
+    refused = call(
+        RequestLimits(early, default=BodyLimit(2 * huge)), [b"x" * 50], headers=length(huge)
+    )
     assert refused.status == 200 and refused.headers[b"connection"] == b"close"
     reads = EchoApp()
     kept = call(limits(reads), [b"x" * 50], headers=length(50))
