@@ -7,7 +7,7 @@ bound on the optimum (`Solution.upper_bound`, equal to the value when proven opt
 - `milp`: scipy's HiGHS (milp.py); its dual bound.
 - `greedy`: the greedy (greedy.py), then the Lagrangian dual as its bound.
 - `auto`: the exact search, which proves most problems optimal in milliseconds. For
-  `mean_f1` on models HiGHS handles quickly, what it leaves unproven after 40 % of the limit
+  `mean_f1` on models HiGHS handles quickly, what it leaves unproven after 20 % of the limit
   goes to reduced-cost fixing (milp.py `close_gap_mean`): the LP relaxation's reduced costs
   fix most variables, and HiGHS closes the gap on the rest. (On the paper-shaped problems at
   large budgets the search's bound stays a few 1e-5 above the optimum for minutes; HiGHS on
@@ -42,7 +42,7 @@ GREEDY_SHARE = 0.15
 SEARCH_SHARE = 0.5
 """Of the time limit, what `auto` gives the search before HiGHS may take over."""
 
-FIXING_SEARCH_SHARE = 0.4
+FIXING_SEARCH_SHARE = 0.2
 """Of the time limit, what `auto` gives the search before reduced-cost fixing and HiGHS try
 to close the gap (`mean_f1`, small models): the search proves most problems in
 milliseconds, and the rest are near-ties that only an integer program's cuts separate."""
