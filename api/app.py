@@ -18,6 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from api.errors import install_error_handlers
 from api.limits import RequestLimits, node_request_limits
 from api.metrics import metrics_registry
+from api.read_gate import ReadGate
 from api.roles import api_description, runtime_router_options
 from api.routes import (
     apps,
@@ -62,6 +63,7 @@ def create_app(node: Node, manage_node: bool = True) -> FastAPI:
     install_error_handlers(app)
     # Outside FastAPI's body parsing and the token check: caps and pace apply to every request.
     app.add_middleware(RequestLimits, **node_request_limits(node.settings.api))
+    app.add_middleware(ReadGate, max_concurrent=node.settings.api.max_concurrent_reads)
     for module in (packages, bases, system):
         app.include_router(module.router)
     # Cameras, apps, plan and events need a runtime: 409 on a shared registry (api/roles.py).

@@ -101,6 +101,13 @@ class ApiSettings(BaseModel):
     open_metrics: bool = Field(
         default=False, description="Serve /metrics without a token (for Prometheus)"
     )
+    max_concurrent_reads: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="GET requests worked on at once; more wait their turn, so that API "
+        "load cannot slow detection (live streams and health checks are not counted)",
+    )
     max_upload_bytes: int = Field(
         default=256 * MiB, gt=0, description="Largest package upload accepted"
     )
