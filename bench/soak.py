@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,7 @@ import yaml  # noqa: E402
 MiB = 1024 * 1024
 STORED_EVENTS = 1200  # what `GET /api/events?limit=1000` reads
 CLIENTS = 50
+DRY_RUN_CLIENTS = 20
 LOAD_SECONDS = 10.0
 TOLERANCE = 0.05  # analysed rate within 5 % of plan
 
@@ -248,22 +250,34 @@ def rate_over(node: Node, seconds: float) -> float:
     return (last - first) / (time.monotonic() - started)
 
 
-def under_load(node: Node) -> dict[str, float]:
-    """The app's analysed rate idle and while CLIENTS read a thousand events each, in a loop."""
-    time.sleep(6)  # past the first plan and the warm-up
+Request = Callable[[httpx.Client], httpx.Response]
+
+
+def read_events(client: httpx.Client) -> httpx.Response:
+    return client.get("/api/events", params={"limit": 1000})
+
+
+def dry_run(client: httpx.Client) -> httpx.Response:
+    return client.post(
+        "/api/schedule/dry-run", json={"add_apps": [{"name": "what-if", "package": "trains"}]}
+    )
+
+
+def under_load(node: Node, request: Request, clients: int) -> dict[str, float]:
+    """The app's analysed rate idle and while `clients` send `request` in a loop."""
     _, planned = node.analysed()
     idle = rate_over(node, LOAD_SECONDS)
     stop = threading.Event()
     latencies: list[float] = []
 
-    def reader() -> None:
+    def client_loop() -> None:
         with httpx.Client(base_url=node.url, headers=node.headers, timeout=120) as client:
             while not stop.is_set():
                 started = time.monotonic()
-                client.get("/api/events", params={"limit": 1000}).raise_for_status()
+                request(client).raise_for_status()
                 latencies.append(time.monotonic() - started)
 
-    threads = [threading.Thread(target=reader, daemon=True) for _ in range(CLIENTS)]
+    threads = [threading.Thread(target=client_loop, daemon=True) for _ in range(clients)]
     for thread in threads:
         thread.start()
     loaded = rate_over(node, LOAD_SECONDS)
@@ -385,7 +399,7 @@ def crash_row(node: Node) -> Row:
     )
 
 
-def load_row(before: dict[str, float], after: dict[str, float]) -> Row:
+def load_row(what: str, before: dict[str, float], after: dict[str, float]) -> Row:
     def describe(figures: dict[str, float]) -> str:
         return (
             f"{figures['loaded']:.2f} fps under load (idle {figures['idle']:.2f}, plan "
@@ -393,11 +407,15 @@ def load_row(before: dict[str, float], after: dict[str, float]) -> Row:
             f"{figures['p50']:.2f} s"
         )
 
-    held = after["planned"] > 0 and after["loaded"] >= (1 - TOLERANCE) * after["planned"]
+    held = (
+        after["requests"] > 0
+        and after["planned"] > 0
+        and after["loaded"] >= (1 - TOLERANCE) * after["planned"]
+    )
     return Row(
-        f"{CLIENTS} clients on GET /api/events?limit=1000 for {LOAD_SECONDS:g} s",
+        what,
         "detection keeps its planned rate",
-        f"all reads at once: {describe(before)}; read gate (default): {describe(after)}",
+        f"all at once: {describe(before)}; read gate (default): {describe(after)}",
         held,
     )
 
@@ -421,13 +439,30 @@ def main() -> None:
         for reads in (64, 2):
             node = Node(folder / f"node-{reads}", package, bases, reads)
             try:
-                figures[reads] = under_load(node)
+                time.sleep(6)  # past the first plan and the warm-up
+                figures[reads] = under_load(node, read_events, CLIENTS)
+                figures[-reads] = under_load(node, dry_run, DRY_RUN_CLIENTS)
                 if reads == 2:
                     rows.extend(hostile_rows(node))
                     rows.append(crash_row(node))
             finally:
                 node.stop()
-        rows.insert(0, load_row(figures[64], figures[2]))
+        rows.insert(
+            0,
+            load_row(
+                f"{CLIENTS} clients on GET /api/events?limit=1000 for {LOAD_SECONDS:g} s",
+                figures[64],
+                figures[2],
+            ),
+        )
+        rows.insert(
+            1,
+            load_row(
+                f"{DRY_RUN_CLIENTS} clients on POST /api/schedule/dry-run for {LOAD_SECONDS:g} s",
+                figures[-64],
+                figures[-2],
+            ),
+        )
         print_table(rows)
         if arguments.json:
             print(json.dumps([row.__dict__ for row in rows], indent=2))

@@ -105,8 +105,9 @@ class ApiSettings(BaseModel):
         default=2,
         ge=1,
         le=64,
-        description="GET requests worked on at once; more wait their turn, so that API "
-        "load cannot slow detection (live streams and health checks are not counted)",
+        description="Reads (GETs and dry runs) worked on at once; more wait their turn, so "
+        "that API load cannot slow detection (live streams, health checks and downloads "
+        "are not counted)",
     )
     max_upload_bytes: int = Field(
         default=256 * MiB, gt=0, description="Largest package upload accepted"

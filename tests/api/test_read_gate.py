@@ -58,10 +58,16 @@ def test_at_most_n_reads_at_once_and_streams_and_health_are_not_queued() -> None
         change = asyncio.create_task(gate(http("POST", "/api/apps"), _nothing, _ignore))
         await asyncio.sleep(0.05)
         assert app.inside == 3 and "/api/apps" in app.paths
+        dry_run = asyncio.create_task(
+            gate(http("POST", "/api/schedule/dry-run"), _nothing, _ignore)
+        )
+        await asyncio.sleep(0.05)
+        assert "/api/schedule/dry-run" not in app.paths  # a dry run reads: it waits its turn
         app.release.set()
-        await asyncio.wait_for(asyncio.gather(*reads, change), 5)
+        await asyncio.wait_for(asyncio.gather(*reads, change, dry_run), 5)
         return app
 
     app = asyncio.run(scenario())
     assert app.paths.count("/api/events") == 10  # every read was served in the end
+    assert "/api/schedule/dry-run" in app.paths
     assert app.most_inside == 3  # two reads and the change
