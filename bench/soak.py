@@ -10,8 +10,8 @@ The API-load row runs the same 50 clients twice in one run, side by side: with
 `api.max_concurrent_reads` at 64 (every read at once, as before the read gate) and at its
 default. It holds when the analysed rate under load stays within 5 % of the plan.
 
-Hostile packages (path cut points, a pickle in place of the bundled weights, a huge declared
-layer, zip bombs) are kept by tests rather than measured here: tests/mainstream/core/
+Other hostile packages (a pickle in place of the bundled weights, a huge declared layer, a
+central directory that lies about sizes) are kept by tests: tests/mainstream/core/
 test_package.py and, against a real `mainstream serve`, tests/api/test_e2e_serve.py.
 
 Run: `python bench/soak.py` (about 2.5 minutes on 2 cores).
@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -372,6 +373,67 @@ def hostile_rows(node: Node) -> list[Row]:
     return rows
 
 
+def hostile_package(source: Path, target: Path, kind: str) -> Path:
+    """The stand-in package made hostile: a cut point that climbs out of the extraction
+    folder, or a zip bomb (20 MiB of zeros that deflate about a thousandfold)."""
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(target, "w") as copy:
+        for info in original.infolist():
+            data = original.read(info)
+            if kind == "climbing cut point" and info.filename == "manifest.json":
+                document = json.loads(data)
+                document["candidates"][0]["cut_point"] = "../../x"
+                data = json.dumps(document).encode()
+            copy.writestr(info, data)
+        if kind == "zip bomb":
+            copy.writestr("candidates/bomb.keras", bytes(20 * MiB), zipfile.ZIP_DEFLATED)
+    return target
+
+
+def package_rows(node: Node, package: Path) -> list[Row]:
+    rows = []
+    for kind in ("climbing cut point", "zip bomb"):
+        bad = hostile_package(package, node.folder / f"{kind.replace(' ', '-')}.mpkg", kind)
+        listed = node.client.get("/api/packages").json()
+        started = time.monotonic()
+        answer = node.client.post("/api/packages", files={"file": (bad.name, bad.read_bytes())})
+        seconds = time.monotonic() - started
+        unchanged = node.client.get("/api/packages").json() == listed
+        rows.append(
+            Row(
+                f"package upload: {kind}",
+                "refused at upload, nothing stored",
+                f"{answer.status_code} after {seconds * 1000:.0f} ms; packages unchanged: "
+                f"{unchanged}",
+                400 <= answer.status_code < 500 and unchanged,
+            )
+        )
+    # A client that goes away mid-upload: a 4xx-class log line, no traceback, nothing kept.
+    staging = node.data / "tmp"
+    before = sorted(staging.rglob("*")) if staging.exists() else []
+    head = (
+        b"POST /api/packages HTTP/1.1\r\nHost: soak\r\n"
+        + f"Authorization: Bearer {node.token}\r\n".encode()
+        + b"Content-Type: application/octet-stream\r\n"
+        + f"Content-Length: {4 * MiB}\r\n\r\n".encode()
+    )
+    with socket.create_connection(("127.0.0.1", node.port), timeout=30) as connection:
+        connection.sendall(head + bytes(MiB))
+    time.sleep(1.0)
+    log = node.log.read_text(errors="replace")
+    after = sorted(staging.rglob("*")) if staging.exists() else []
+    logged = "client disconnected" in log and "Traceback" not in log
+    rows.append(
+        Row(
+            "client disconnects mid-upload",
+            "a 4xx-class log line, staging cleaned",
+            f"{'logged as a client disconnect' if logged else 'no such log line'}; "
+            f"staging {'clean' if after == before else 'left files'}",
+            logged and after == before,
+        )
+    )
+    return rows
+
+
 def crash_row(node: Node) -> Row:
     """An event open when the node is SIGKILLed is closed on the next start, nothing lost."""
     node.client.patch("/api/apps/trains", json={"threshold": 0.0, "quiet_time_s": 600})
@@ -444,6 +506,7 @@ def main() -> None:
                 figures[-reads] = under_load(node, dry_run, DRY_RUN_CLIENTS)
                 if reads == 2:
                     rows.extend(hostile_rows(node))
+                    rows.extend(package_rows(node, package))
                     rows.append(crash_row(node))
             finally:
                 node.stop()
