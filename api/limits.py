@@ -8,7 +8,9 @@ FastAPI reads a body, parses JSON or resolves the bearer token:
   cap is answered 413 without reading a byte of its body and without calling the application;
   a body without a length (chunked) is counted as it streams through `receive` and cut off
   with 413 as soon as it passes the cap;
-* a client that sends a body slower than one part per `idle_timeout_s` is answered 408.
+* a client that sends a body slower than one part per `idle_timeout_s` is answered 408;
+* with `bodies_need_bearer` (the node's API), a request with a body but no bearer token is
+  answered 401 without reading the body (every such route needs one; the route checks it).
 
 When a limit cuts a body off, the middleware answers itself and tells the application that
 the client went away (`http.disconnect`); whatever the application then tries to send is
@@ -79,8 +81,10 @@ class RequestLimits:
         default: BodyLimit,
         routes: Mapping[tuple[str, str], BodyLimit] | None = None,
         idle_timeout_s: float | None = None,
+        bodies_need_bearer: bool = False,
     ) -> None:
         self.app = app
+        self.bodies_need_bearer = bodies_need_bearer
         self.default = default
         self.routes = dict(routes or {})
         self.idle_timeout_s = idle_timeout_s
@@ -99,11 +103,26 @@ class RequestLimits:
             await self._answer(send, 413, "TooLargeError", limit.message())
             return
         expects_body = declared != 0 if declared is not None else _chunked(scope)
+        if expects_body and self.bodies_need_bearer and not _has_bearer(scope):
+            # Every route that takes a body needs a token: without one, nothing is read.
+            _log_refusal(scope, 401, "a body without a bearer token")
+            await self._answer(
+                send,
+                401,
+                "AuthError",
+                "this request needs a bearer token (Authorization: Bearer <token>)",
+                authenticate=True,
+            )
+            return
         await _Exchange(self, scope, limit, receive, send, expects_body, declared).run()
 
     @staticmethod
-    async def _answer(send: Send, status: int, error: str, detail: str) -> None:
+    async def _answer(
+        send: Send, status: int, error: str, detail: str, authenticate: bool = False
+    ) -> None:
         start, body = _error(status, error, detail)
+        if authenticate:
+            start["headers"] = [*start["headers"], (b"www-authenticate", b"Bearer")]
         await send(start)
         await send(body)
 
@@ -220,6 +239,14 @@ def _log_refusal(scope: Scope, status: int, why: str) -> None:
     logger.warning("%s %s: %d %s", scope.get("method"), scope.get("path"), status, why)
 
 
+def _has_bearer(scope: Scope) -> bool:
+    """Whether the request carries bearer credentials (checked later, by the routes)."""
+    for name, value in scope.get("headers", []):
+        if name.lower() == b"authorization":
+            return value[:7].lower() == b"bearer "
+    return False
+
+
 def _chunked(scope: Scope) -> bool:
     """Whether a body without a declared length follows (Transfer-Encoding)."""
     return any(name.lower() == b"transfer-encoding" for name, _ in scope.get("headers", []))
@@ -256,4 +283,5 @@ def node_request_limits(api: ApiSettings) -> dict[str, Any]:
         "default": json_body,
         "routes": dict.fromkeys(UPLOAD_ROUTES, upload),
         "idle_timeout_s": api.body_timeout_s,
+        "bodies_need_bearer": True,  # every route of the node that takes a body needs a token
     }

@@ -213,6 +213,7 @@ def create_worker_app(config: WorkerConfig) -> FastAPI:
             )
         },
         idle_timeout_s=config.body_timeout_s,
+        bodies_need_bearer=True,
     )
     auth = [Depends(authorised)]
 

@@ -213,3 +213,16 @@ def test_the_node_caps_come_from_the_api_settings() -> None:
     assert 5000 < upload.max_bytes < 5000 + 1024 * 1024  # room for the multipart envelope
     assert "api.max_upload_bytes" in upload.message()
     assert middleware.limit_for("POST", "/api/packages/pull").max_bytes == 300
+
+
+def test_a_body_without_a_bearer_token_is_refused_unread_where_bodies_need_one() -> None:
+    app = EchoApp()
+    guarded = RequestLimits(app, default=BodyLimit(10_000), bodies_need_bearer=True)
+    refused = call(guarded, [b"x" * 50], headers=length(50))
+    assert refused.status == 401 and refused.pulled == 0 and app.calls == 0
+    assert refused.headers[b"www-authenticate"] == b"Bearer"
+    chunked = call(guarded, [b"x" * 50], headers=CHUNKED)
+    assert chunked.status == 401 and chunked.pulled == 0
+    bearer = [(b"authorization", b"Bearer mst_anything"), *length(50)]
+    assert call(guarded, [b"x" * 50], headers=bearer).status == 200  # the route checks it
+    assert call(guarded, [b""], method="GET").status == 200  # no body: the route decides
