@@ -10,9 +10,8 @@ The API-load row runs the same 50 clients twice in one run, side by side: with
 `api.max_concurrent_reads` at 64 (every read at once, as before the read gate) and at its
 default. It holds when the analysed rate under load stays within 5 % of the plan.
 
-Other hostile packages (a pickle in place of the bundled weights, a huge declared layer, a
-central directory that lies about sizes) are kept by tests: tests/mainstream/core/
-test_package.py and, against a real `mainstream serve`, tests/api/test_e2e_serve.py.
+A central directory that lies about sizes is kept by tests (tests/mainstream/core/
+test_package.py, tests/api/test_trainer_worker.py).
 
 Run: `python bench/soak.py` (about 2.5 minutes on 2 cores).
 """
@@ -20,6 +19,8 @@ Run: `python bench/soak.py` (about 2.5 minutes on 2 cores).
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
 import json
 import shutil
 import socket
@@ -389,21 +390,87 @@ def hostile_package(source: Path, target: Path, kind: str) -> Path:
     return target
 
 
+def tampered_package(source: Path, target: Path, kind: str) -> Path:
+    """The stand-in package rebuilt by a tamperer who also rewrites the manifest's checksums,
+    so that only the node's own checks can catch it."""
+    import pickle
+
+    from mainstream.core.package import inspect_package, write_package
+
+    manifest = inspect_package(source).manifest
+    folder = target.with_suffix("")
+    folder.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {}
+    with zipfile.ZipFile(source) as archive:
+        for name in archive.namelist():
+            if name.endswith(".keras"):
+                data = archive.read(name)
+                if kind != "a pickle as the bundled base weights":
+                    data = _edit_keras_config(data, kind)
+                local = folder / Path(name).name
+                local.write_bytes(data)
+                files[name] = local
+    candidates = [
+        candidate.model_copy(update={"sha256": sha256_of(files[candidate.file])})
+        for candidate in manifest.candidates
+    ]
+    update: dict[str, object] = {"checksums": {}, "candidates": candidates}
+    if kind == "a pickle as the bundled base weights":
+        pickled = folder / "weights.h5"
+        pickled.write_bytes(pickle.dumps({"weights": [0.0] * 16}))
+        files["base/weights.h5"] = pickled
+        update["base_weights"] = {"file": "base/weights.h5", "sha256": sha256_of(pickled)}
+    return write_package(target, manifest.model_copy(update=update), files)
+
+
+def _edit_keras_config(data: bytes, kind: str) -> bytes:
+    """A .keras archive whose head layer declares two million units, or a Lambda layer."""
+    source = zipfile.ZipFile(io.BytesIO(data))
+    config = json.loads(source.read("config.json"))
+    head = config["config"]["layers"][-1]
+    if kind == "a head declaring Dense(units=2e6)":
+        head["config"]["units"] = 2_000_000
+    else:  # a layer class outside the allow-list, with code in its config
+        head["class_name"] = "Lambda"
+        head["config"]["function"] = {"class_name": "__lambda__", "config": {"code": "x"}}
+    output = io.BytesIO()
+    with zipfile.ZipFile(output, "w") as copy:
+        for name in source.namelist():
+            copy.writestr(name, json.dumps(config) if name == "config.json" else source.read(name))
+    return output.getvalue()
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def package_rows(node: Node, package: Path) -> list[Row]:
     rows = []
-    for kind in ("climbing cut point", "zip bomb"):
-        bad = hostile_package(package, node.folder / f"{kind.replace(' ', '-')}.mpkg", kind)
+    kinds = [
+        "climbing cut point",
+        "zip bomb",
+        "a pickle as the bundled base weights",
+        "a head declaring Dense(units=2e6)",
+        "a Lambda layer",
+    ]
+    for number, kind in enumerate(kinds):
+        target = node.folder / f"hostile-{number}.mpkg"
+        if kind in ("climbing cut point", "zip bomb"):
+            bad = hostile_package(package, target, kind)
+        else:
+            bad = tampered_package(package, target, kind)
         listed = node.client.get("/api/packages").json()
         started = time.monotonic()
         answer = node.client.post("/api/packages", files={"file": (bad.name, bad.read_bytes())})
         seconds = time.monotonic() - started
         unchanged = node.client.get("/api/packages").json() == listed
+        reason = answer.json().get("detail", "") if answer.status_code >= 400 else ""
         rows.append(
             Row(
                 f"package upload: {kind}",
                 "refused at upload, nothing stored",
-                f"{answer.status_code} after {seconds * 1000:.0f} ms; packages unchanged: "
-                f"{unchanged}",
+                f"{answer.status_code} after {seconds * 1000:.0f} ms ({reason[:70]}); "
+                f"packages unchanged: {unchanged}",
                 400 <= answer.status_code < 500 and unchanged,
             )
         )
