@@ -92,7 +92,9 @@ class SynthConfig(BaseModel):
     def _known_kinds(cls, kinds: list[str]) -> list[str]:
         unknown = [kind for kind in kinds if kind not in OBJECT_KINDS]
         if unknown:
-            raise ValueError(f"unknown kinds {unknown}; known kinds are {list(OBJECT_KINDS)}")
+            # Read after "expected" in the CLI's message: "expected kinds from [...]".
+            named = ", ".join(repr(kind) for kind in unknown)
+            raise ValueError(f"kinds from {list(OBJECT_KINDS)} ({named}: no such kind)")
         return kinds
 
     @model_validator(mode="after")

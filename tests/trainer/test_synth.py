@@ -298,3 +298,16 @@ def test_cli_synth_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert status == 0
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == sorted(IMAGE_CLASSES[:3])
     assert "wrote 6 images of 3 classes" in capsys.readouterr().out
+
+
+def test_an_unknown_kind_reads_as_one_clear_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["synth", "video", "--kinds", "dragon", "-o", str(tmp_path / "x.avi")])
+    assert exit_info.value.code != 0
+    message = capsys.readouterr().err.strip()
+    assert message.endswith(
+        "expected kinds from ['train', 'car', 'bus', 'person'] ('dragon': no such kind)"
+    )
+    assert "expected unknown" not in message and not (tmp_path / "x.avi").exists()
