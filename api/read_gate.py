@@ -13,12 +13,8 @@ file downloads.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
-ASGIApp = Callable[[Scope, Callable[[], Any], Callable[[Message], Any]], Any]
+from api.limits import ASGIApp, Receive, Scope, Send
 
 GATED_POSTS = ("/api/schedule/dry-run",)
 """Requests that only read although they are POSTs: a dry run plans (up to the scheduler's
@@ -38,7 +34,7 @@ class ReadGate:
         self.max_concurrent = max_concurrent
         self._semaphore: asyncio.Semaphore | None = None  # made on the server's event loop
 
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not _gated(scope["method"], scope["path"]):
             await self.app(scope, receive, send)
             return

@@ -13,6 +13,7 @@ Pure logic: numpy only, no I/O.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,6 +38,20 @@ class Solution:
 
     def value(self, objective: Objective) -> float:
         return self.mean_f1 if objective == "mean_f1" else self.min_f1
+
+    def bound(self) -> float:
+        """The proven upper bound, infinite when none is known."""
+        return math.inf if self.upper_bound is None else self.upper_bound
+
+    def set_bound(self, bound: float, objective: Objective) -> None:
+        """Record a proven bound: never below the value, and the value itself when within
+        OPTIMALITY_TOLERANCE of it (proven optimal)."""
+        value = self.value(objective)
+        self.upper_bound = value if bound - value <= OPTIMALITY_TOLERANCE else bound
+
+    def proven(self, objective: Objective) -> bool:
+        """Whether the bound proves this solution optimal."""
+        return self.bound() - self.value(objective) <= OPTIMALITY_TOLERANCE
 
 
 def segment_levels(space: SearchSpace) -> list[np.ndarray]:

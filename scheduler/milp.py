@@ -64,12 +64,11 @@ def solve_milp(
         second, _ = _milp_stage(space, "mean_f1", floor, deadline)
         if second is not None and second.min_f1 >= floor - 1e-12:
             first = second
-    value = first.value(objective)
     if bound is None:  # every app at its best, budget ignored
         best = np.where(arrays.valid, arrays.f1 if objective == "min_f1" else arrays.score, -np.inf)
         best_each = best.max(axis=1)
         bound = float(best_each.min() if objective == "min_f1" else best_each.sum())
-    first.upper_bound = value if bound - value <= OPTIMALITY_TOLERANCE else max(bound, value)
+    first.set_bound(bound, objective)
     first.stats["solve_time_s"] = time.perf_counter() - started
     return first
 
@@ -90,8 +89,8 @@ def close_gap_mean(
     """
     deadline = Deadline.after(time_limit_s)
     value = incumbent.value("mean_f1")
-    if _bound_of(incumbent) - value <= OPTIMALITY_TOLERANCE:
-        return incumbent  # proven already
+    if incumbent.proven("mean_f1"):
+        return incumbent
     model = _build_model(space, "mean_f1", None, deadline)
     if model is None or deadline.expired():
         return incumbent
@@ -100,7 +99,7 @@ def close_gap_mean(
         return incumbent
     lp_bound, reduced_low, reduced_high, x = relaxation
     best = incumbent
-    bound = min(lp_bound + LP_BOUND_SLACK, _bound_of(incumbent))
+    bound = min(lp_bound + LP_BOUND_SLACK, incumbent.bound())
     gap = lp_bound - value
     if gap > OPTIMALITY_TOLERANCE and not deadline.expired():
         # Keep a safety margin over HiGHS's dual feasibility tolerance (1e-7).
@@ -114,9 +113,7 @@ def close_gap_mean(
         if reduced_bound is not None:
             # Better than the incumbent means inside the reduced program.
             bound = min(bound, max(value, reduced_bound))
-    best.upper_bound = max(bound, best.value("mean_f1"))
-    if best.upper_bound - best.value("mean_f1") <= OPTIMALITY_TOLERANCE:
-        best.upper_bound = best.value("mean_f1")
+    best.set_bound(bound, "mean_f1")
     return best
 
 
@@ -134,10 +131,6 @@ OBJECTIVE_SCALE = 10_000.0
 
 FIXED_AT = 1e-9
 """An LP value this close to a bound counts as at the bound."""
-
-
-def _bound_of(solution: Solution) -> float:
-    return np.inf if solution.upper_bound is None else solution.upper_bound
 
 
 def _solve_relaxation(

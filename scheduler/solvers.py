@@ -21,7 +21,6 @@ Pure logic: no I/O.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Literal
 
@@ -126,30 +125,20 @@ def _auto(space: SearchSpace, objective: Objective, deadline: Deadline) -> Solut
     else:
         search_deadline = deadline
     found = solve_exact(space, objective, incumbent=seed, time_limit_s=search_deadline.remaining())
-    if found is None or _proven(found, objective) or deadline.expired():
+    if found is None or found.proven(objective) or deadline.expired():
         return found
     if fixing_may_help:
         found = close_gap_mean(space, found, deadline.remaining())
         found.stats["method_fixing"] = 1.0
-        if _proven(found, objective) or deadline.expired():
+        if found.proven(objective) or deadline.expired():
             return found
     if not milp_may_help:
         return found
     reference = solve_milp(space, objective, deadline.remaining())
     if reference is None:
         return found
-    bound = min(_bound(found, objective), _bound(reference, objective))
+    bound = min(found.bound(), reference.bound())
     best = reference if reference.value(objective) > found.value(objective) else found
-    best.upper_bound = max(bound, best.value(objective))
-    if best.upper_bound - best.value(objective) <= OPTIMALITY_TOLERANCE:
-        best.upper_bound = best.value(objective)
+    best.set_bound(bound, objective)
     best.stats["method_milp"] = float(best is reference)
     return best
-
-
-def _bound(solution: Solution, objective: Objective) -> float:
-    return math.inf if solution.upper_bound is None else solution.upper_bound
-
-
-def _proven(solution: Solution, objective: Objective) -> bool:
-    return _bound(solution, objective) - solution.value(objective) <= OPTIMALITY_TOLERANCE

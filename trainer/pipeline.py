@@ -236,11 +236,7 @@ def train_package(request: TrainRequest) -> TrainResult:
 
     with _precision_policy(request.mixed_precision), _quiet_retracing_warnings():
         config, base, base_description = _load_base(request)
-        dataset = _load_data(request, config, labels_path)
-        if request.positive_class not in dataset.class_names:
-            raise InvalidParameterError(
-                "positive_class", request.positive_class, f"one of {list(dataset.class_names)}"
-            )
+        dataset = _load_data(request, config, labels_path)  # the class was checked above
         train, validation = split_by_time(dataset, request.validation_fraction)
         cut_points = (
             default_freeze_points(config, base, request.freeze_points)
