@@ -28,7 +28,8 @@ const state = {
   feed: null,
   timers: [],
   busy: new Set(), // loops with a request in flight
-  cameraFrames: new Map(), // camera id -> object URL of its latest frame
+  cameraFrames: new Map(), // camera id -> object URL of its latest frame (polled fallback)
+  liveViews: new Map(), // camera id -> <img> playing its live view (MJPEG with app scores)
   eventShots: new Map(), // event id -> {peak, url, fetchedAt}
   hypothetical: [], // AppCreate bodies for the what-if form
   whatIfOptions: "", // signature of the choices the what-if form was built from
@@ -90,6 +91,8 @@ function signOut(message = "") {
   if (state.feed) state.feed.stop();
   state.feed = null;
   for (const url of state.cameraFrames.values()) URL.revokeObjectURL(url);
+  for (const image of state.liveViews.values()) image.removeAttribute("src");
+  state.liveViews.clear();
   for (const shot of state.eventShots.values()) if (shot.url) URL.revokeObjectURL(shot.url);
   state.cameraFrames.clear();
   state.eventShots.clear();
@@ -267,12 +270,49 @@ function sortedEvents() {
   return [...state.events.values()].sort((a, b) => b.start_time - a.start_time);
 }
 
+/**
+ * Cameras play their live view (the server's MJPEG stream, the apps' scores drawn on it) in a
+ * plain <img>; a camera whose view cannot open or breaks off falls back to polled frames and
+ * is tried again on the next round.
+ */
+async function openLiveView(id) {
+  if (state.liveViews.has(id)) return true;
+  const url = await state.api.liveViewUrl(id).catch(() => null);
+  if (!url) return false;
+  const image = h("img", { "data-camera-frame": id, "data-live-view": "", alt: `Live view of camera ${id}` });
+  image.addEventListener(
+    "error",
+    () => {
+      if (state.liveViews.get(id) !== image) return;
+      state.liveViews.delete(id);
+      renderCameras();
+    },
+    { once: true },
+  );
+  image.src = url;
+  state.liveViews.set(id, image);
+  renderCameras();
+  return true;
+}
+
+function closeLiveViews(running) {
+  for (const [id, image] of state.liveViews) {
+    if (!running.has(id)) {
+      image.removeAttribute("src"); // ends the stream
+      state.liveViews.delete(id);
+    }
+  }
+}
+
 async function refreshFrames() {
   await once("frames", async () => {
     const running = state.cameras.filter((view) => view.camera.enabled);
+    closeLiveViews(new Set(running.map((view) => view.camera.id)));
     await Promise.all(
       running.map(async (view) => {
         const id = view.camera.id;
+        if (state.liveViews.has(id)) return;
+        if (cameraState(view) === "streaming" && (await openLiveView(id))) return;
         const url = await state.api.imageUrl(`api/cameras/${encodeURIComponent(id)}/latest.jpg`).catch(() => null);
         if (!url) return;
         const previous = state.cameraFrames.get(id);
@@ -373,18 +413,20 @@ function renderCameras() {
       const camera = view.camera;
       const status = view.status || {};
       const current = cameraState(view);
-      const frame = state.cameraFrames.get(camera.id);
+      const liveView = state.liveViews.get(camera.id);
+      const frame = liveView ? liveView.src : state.cameraFrames.get(camera.id);
       return h(
         "article",
         { class: "camera-card", "data-camera": camera.id, "aria-label": `Camera ${camera.id}` },
         h(
           "div",
           { class: `frame${frame ? "" : " empty"}` },
-          h("img", {
-            "data-camera-frame": camera.id,
-            alt: `Latest frame of camera ${camera.id}`,
-            src: frame || null,
-          }),
+          liveView ||
+            h("img", {
+              "data-camera-frame": camera.id,
+              alt: `Latest frame of camera ${camera.id}`,
+              src: frame || null,
+            }),
           frame ? null : h("span", { class: "frame-note" }, camera.enabled ? "Waiting for a frame…" : "Camera disabled"),
           h("span", { class: `pill state-${current}`, "data-state": current }, current),
         ),

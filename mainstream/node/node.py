@@ -42,10 +42,11 @@ from edge_runtime.detector import ENDED_RESTART, EventChange, Transition
 from edge_runtime.engines import EngineOptions, configure_tensorflow_threads
 from edge_runtime.event_store import EventStore
 from edge_runtime.live import LiveHub
+from edge_runtime.overlay import ScoreLine, draw_scores
 from edge_runtime.profiler import default_budget
 from edge_runtime.runtime import CameraDeployment, EdgeRuntime
 from edge_runtime.sinks import SinkFanOut, build_sinks
-from edge_runtime.source_types import SyntheticSourceConfig, encode_jpeg
+from edge_runtime.source_types import Frame, SyntheticSourceConfig, encode_jpeg
 from mainstream.core.errors import InfeasibleError, MainstreamError, ModelError, NotFoundError
 from mainstream.core.manifest import Manifest
 from mainstream.core.package import Package
@@ -680,13 +681,30 @@ class Node:
         }
 
     def latest_jpeg(self, camera_id: str) -> bytes:
+        return encode_jpeg(self._latest_frame(camera_id).image)
+
+    def live_view_jpeg(self, camera_id: str) -> tuple[int, bytes]:
+        """The camera's latest frame with each of its apps' latest score drawn on it, and the
+        frame's sequence number (a live view sends a frame only once)."""
+        frame = self._latest_frame(camera_id)
+        lines = sorted(
+            (
+                ScoreLine(app=stats.app, score=stats.last_score, in_event=stats.active)
+                for stats in self.runtime.stats().apps.values()
+                if stats.camera == camera_id
+            ),
+            key=lambda line: line.app,
+        )
+        return frame.sequence, encode_jpeg(draw_scores(frame.image, lines))
+
+    def _latest_frame(self, camera_id: str) -> Frame:
         record = self.registry.get_camera(camera_id)  # NotFoundError
         if not record.enabled or camera_id not in self.cameras:
             raise NotReadyError(f"camera {camera_id!r} is not running")
         frame = self.cameras.get(camera_id).latest_frame()
         if frame is None:
             raise NotReadyError(f"camera {camera_id!r} has not delivered a frame yet")
-        return encode_jpeg(frame.image)
+        return frame
 
     def camera_status(self, camera_id: str) -> dict[str, Any] | None:
         if camera_id not in self.cameras:

@@ -109,6 +109,12 @@ class ApiSettings(BaseModel):
         "that API load cannot slow detection (live streams, health checks and downloads "
         "are not counted)",
     )
+    max_live_views: int = Field(
+        default=8,
+        ge=0,
+        le=256,
+        description="Live camera views (MJPEG streams) served at once; more get 429",
+    )
     max_upload_bytes: int = Field(
         default=256 * MiB, gt=0, description="Largest package upload accepted"
     )

@@ -39,6 +39,11 @@ FRAME_LOADED = """() => {
   const image = document.querySelector('img[data-camera-frame="synthetic"]');
   return image !== null && image.complete && image.naturalWidth > 0 && image.offsetWidth > 0;
 }"""
+# The live view: an MJPEG stream in an <img>, which stays incomplete while it plays.
+LIVE_VIEW_PLAYING = """() => {
+  const image = document.querySelector('img[data-live-view][data-camera-frame="synthetic"]');
+  return image !== null && image.naturalWidth > 0 && image.offsetWidth > 0;
+}"""
 EVENT_SHOT_LOADED = """() => [...document.querySelectorAll('img[data-event-shot]')]
   .some((image) => image.complete && image.naturalWidth > 0 && image.offsetWidth > 0)"""
 
@@ -116,7 +121,10 @@ def test_dashboard_in_a_real_browser(
             expect(page.locator("#role-badge")).to_have_text("admin")
             camera = page.locator('[data-camera="synthetic"]')
             expect(camera.locator(".pill")).to_have_attribute("data-state", "streaming")
-            page.wait_for_function(FRAME_LOADED)
+            page.wait_for_function(LIVE_VIEW_PLAYING)
+            assert "/stream.mjpg?ticket=" in str(
+                camera.locator("img[data-live-view]").get_attribute("src")
+            )
             planned = httpx.get(
                 f"{daemon.url}/api/schedule", headers={"Authorization": f"Bearer {viewer_token}"}
             ).json()["plan"]["apps"][0]
@@ -172,7 +180,8 @@ def test_dashboard_in_a_real_browser(
             page.get_by_role("button", name="Sign in").click()
             expect(page.locator("#role-badge")).to_have_text("viewer")
             expect(camera.locator(".pill")).to_have_attribute("data-state", "streaming")
-            page.wait_for_function(FRAME_LOADED)
+            page.wait_for_function(FRAME_LOADED)  # polled frames instead of the live view
+            expect(camera.locator("img[data-live-view]")).to_have_count(0)
             expect(page.locator("#live-indicator")).to_have_class(re.compile(r"\bpolling\b"))
             expect(page.locator("#event-list li.event").first).to_contain_text("trains")
             expect(page.get_by_text("Add camera")).to_be_hidden()
