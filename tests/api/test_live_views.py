@@ -18,14 +18,14 @@ def test_a_part_is_one_jpeg_with_its_length() -> None:
         f"Content-Length: {len(jpeg)}".encode(),
     ]
     assert body == jpeg + b"\r\n"
-    assert MEDIA_TYPE == f"multipart/x-mixed-replace; boundary={BOUNDARY}"
+    assert MEDIA_TYPE.endswith(f"; boundary={BOUNDARY}")
 
 
 def test_views_beyond_the_limit_are_refused_until_one_closes() -> None:
     slots = LiveViewSlots(2)
     slots.take()
     slots.take()
-    with pytest.raises(BusyError, match="api.max_live_views") as refused:
+    with pytest.raises(BusyError, match=r"api\.max_live_views") as refused:
         slots.take()
     assert refused.value.http_status == 429
     slots.give_back()
