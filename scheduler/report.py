@@ -789,14 +789,15 @@ def fps_curves(
         candidate = _candidate(app, app_plan.cut_point) if app is not None else None
         if app is None or candidate is None:
             continue
+        planned = candidate.planned_rates(problem.confidence)
         qualities = event_quality_for_rates(
             grid,
             camera_fps=problem.camera_fps,
             event_length_s=app.event_length_s,
             event_frequency=app.event_frequency,
             correlation=app.correlation,
-            recall=candidate.recall,
-            false_positive_rate=candidate.false_positive_rate,
+            recall=planned[0],
+            false_positive_rate=planned[1],
             x_vote=app_plan.x_vote,
         )
         curves.append(

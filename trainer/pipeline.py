@@ -47,6 +47,7 @@ from mainstream.core.manifest import (
     BaseModelInfo,
     CandidateInfo,
     EventStats,
+    FrameEvidence,
     Manifest,
     TrainingInfo,
     weak_candidates,
@@ -59,7 +60,12 @@ from trainer.datasets import (
     read_event_csv,
     split_by_time,
 )
-from trainer.event_stats import EventInterval, estimate_correlation, event_statistics
+from trainer.event_stats import (
+    CorrelationEstimate,
+    EventInterval,
+    estimate_correlation,
+    event_statistics,
+)
 from trainer.finetune import FinetuneOptions, finetune_candidates, save_candidate
 from trainer.selective_backprop import DEFAULT_BETA, DEFAULT_HISTORY_SIZE, TrainingOptions
 
@@ -267,7 +273,13 @@ def train_package(request: TrainRequest) -> TrainResult:
             raise InvalidParameterError("event_stats", None, "measured or given statistics")
 
         with tempfile.TemporaryDirectory(prefix="mainstream-train-") as folder:
-            files, candidate_infos = _save_candidates(result, Path(folder), base)
+            files, candidate_infos = _save_candidates(
+                result,
+                Path(folder),
+                base,
+                _held_out_events(validation),
+                _split_description(request),
+            )
             base_weights = None
             if _bundle_base(request, config):
                 weights_path = Path(folder) / "base.weights.h5"
@@ -539,17 +551,22 @@ def _measured_event_stats(
         f"{video.total_frames} frames at {video.fps:g} fps"
     ]
     chosen: str | None = None
+    evidence = None
     if request.correlation is not None:
         correlation = request.correlation
         notes.append("correlation given explicitly")
     else:
         candidate = choose_correlation_candidate(result.candidates)
         chosen = candidate.cut_point
-        correlation, method = _held_out_correlation(
+        estimate = _held_out_correlation(
             video, validation, candidate, request.frame_step, request.positive_class
         )
-        notes.append(f"correlation from the held-out fires of candidate {chosen!r}: {method}")
-    stats = statistics.to_manifest(correlation, "; ".join(notes))
+        correlation, evidence = estimate.correlation, estimate.evidence()
+        notes.append(
+            f"camera-rate correlation from the held-out fires of candidate {chosen!r}: "
+            f"{estimate.method}"
+        )
+    stats = statistics.to_manifest(correlation, "; ".join(notes), evidence)
     overrides = {
         name: value
         for name, value in (
@@ -570,11 +587,11 @@ def _held_out_correlation(
     candidate: TrainedCandidate,
     frame_step: int,
     positive_class: str,
-) -> tuple[float, str]:
-    """Fit c to the candidate's fires on the held-out frames (on the decoded frame grid).
+) -> CorrelationEstimate:
+    """The camera-rate c from the candidate's fires on the held-out frames.
 
-    With `frame_step` > 1 only every step-th camera frame was decoded: the fit then runs on
-    that grid (rate fps / step), i.e. it measures the correlation of frames `step` apart.
+    With `frame_step` > 1 only every step-th camera frame was decoded: the transitions are
+    then those of frames `step` apart (correlation c**step), turned into the camera-rate c.
     """
 
     assert video.fps is not None
@@ -598,15 +615,26 @@ def _held_out_correlation(
             "a split that holds out at least one whole event (more data, a larger fraction), "
             "or give --correlation",
         )
-    estimate = estimate_correlation(fires, intervals, video.fps / frame_step, evaluated=evaluated)
-    method = estimate.method
-    if frame_step > 1:
-        method += f"; frames {frame_step} camera frames apart"
-    return estimate.correlation, method
+    return estimate_correlation(
+        fires, intervals, video.fps / frame_step, evaluated=evaluated, frame_gap=frame_step
+    )
+
+
+def _held_out_events(validation: FrameDataset) -> int | None:
+    """Whole positive events among the held-out frames (None for an image folder)."""
+    return len(validation.intervals) if isinstance(validation, LabelledVideo) else None
+
+
+def _split_description(request: TrainRequest) -> str:
+    return f"by time, validation fraction {request.validation_fraction:g}"
 
 
 def _save_candidates(
-    result: FinetuneResult, folder: Path, base: keras.Model
+    result: FinetuneResult,
+    folder: Path,
+    base: keras.Model,
+    held_out_events: int | None,
+    split: str,
 ) -> tuple[dict[str, Path], list[CandidateInfo]]:
 
     files: dict[str, Path] = {}
@@ -628,6 +656,14 @@ def _save_candidates(
                 held_out_frames=candidate.quality.positive_frames
                 + candidate.quality.negative_frames,
                 training=candidate.counters.as_dict(),
+                evidence=FrameEvidence(
+                    positive_frames=candidate.quality.positive_frames,
+                    positive_fires=candidate.quality.positive_fires,
+                    negative_frames=candidate.quality.negative_frames,
+                    negative_fires=candidate.quality.negative_fires,
+                    events=held_out_events,
+                    split=split,
+                ),
             )
         )
     return files, infos
@@ -664,7 +700,7 @@ def _training_info(
             "all": dataset.summary(),
             "train": train.summary(),
             "held_out": validation.summary(),
-            "split": f"by time, validation fraction {request.validation_fraction:g}",
+            "split": _split_description(request),
         },
         epochs=request.epochs,
         strategy=request.strategy,

@@ -454,8 +454,8 @@ BAD_PACKAGES: dict[str, tuple[Callable[[Path, Path], Path], str]] = {
         r"candidates\[0\]\.file: String should match pattern",
     ),
     "unknown format_version": (
-        lambda good, bad: edit_manifest(good, bad, lambda m: m.update(format_version=2)),
-        r"format_version 2; this version of Mainstream reads format_version 1 only",
+        lambda good, bad: edit_manifest(good, bad, lambda m: m.update(format_version=3)),
+        r"format_version 3; this version of Mainstream reads format_version 1 and 2",
     ),
     "not an M-Package": (
         lambda good, bad: edit_manifest(good, bad, lambda m: m.update(format="other.format")),
