@@ -33,7 +33,7 @@ from scheduler.options import Option, SearchSpace, Sharing, build_option_tables,
 from scheduler.problem import AppPlan, AppSpec, BaselinePlan, Candidate, Objective, Plan, Problem
 from scheduler.solvers import SOLVERS, Solver, optimality_gap, solve
 
-__all__ = ["SOLVERS", "Solver", "evaluate_assignment", "make_plan"]
+__all__ = ["SOLVERS", "Solver", "evaluate_assignment", "f1_interval", "make_plan", "predicted_f1"]
 
 DESCRIBE_RESERVE_S = 0.05
 """Of a plan's time limit, what is kept for describing the schedule once it is found."""
@@ -170,7 +170,9 @@ def _describe(problem: Problem, options: list[Option], shared: bool) -> tuple[li
                 precision=option.precision,
                 f1=option.f1,
                 cost=breakdown.app_shares[app.name],
-                f1_interval=f1_interval(problem, app, candidate, option),
+                f1_interval=f1_interval(
+                    problem.camera_fps, app, candidate, option.fps, option.x_vote, option.f1
+                ),
                 evidence_warning=candidate.thin_evidence(),
             )
         )
@@ -181,10 +183,42 @@ def _candidate_at(app: AppSpec, cut_point: str) -> Candidate:
     return next(candidate for candidate in app.candidates if candidate.cut_point == cut_point)
 
 
+def predicted_f1(
+    camera_fps: float,
+    app: AppSpec,
+    candidate: Candidate,
+    fps: float,
+    x_vote: int,
+    confidence: float | None = None,
+) -> tuple[float, tuple[float, float] | None]:
+    """One candidate's predicted event F1 at (fps, X), as a plan would state it, and its
+    90 % interval (None without evidence)."""
+    recall, false_positive_rate = candidate.planned_rates(confidence)
+    point = event_quality(
+        EventParams(
+            camera_fps=camera_fps,
+            analysis_fps=fps,
+            event_length_s=app.event_length_s,
+            event_frequency=app.event_frequency,
+            correlation=app.correlation,
+            recall=recall,
+            false_positive_rate=false_positive_rate,
+            x_vote=x_vote,
+        )
+    ).f1
+    return point, f1_interval(camera_fps, app, candidate, fps, x_vote, point)
+
+
 def f1_interval(
-    problem: Problem, app: AppSpec, candidate: Candidate, option: Option
+    camera_fps: float,
+    app: AppSpec,
+    candidate: Candidate,
+    fps: float,
+    x_vote: int,
+    point: float,
 ) -> tuple[float, float] | None:
-    """The predicted F1's 90 % credible interval for one app's option; None without evidence.
+    """The 90 % credible interval of the F1 predicted (`point`) for one candidate at (fps, X);
+    None when neither its figures nor the correlation carry evidence.
 
     Cheap and deterministic: the event model evaluated at the ends of the inputs' 90 %
     intervals rather than over posterior samples. F1 rises with the per-frame recall and
@@ -205,20 +239,20 @@ def f1_interval(
     values = [
         event_quality(
             EventParams(
-                camera_fps=problem.camera_fps,
-                analysis_fps=option.fps,
+                camera_fps=camera_fps,
+                analysis_fps=fps,
                 event_length_s=app.event_length_s,
                 event_frequency=app.event_frequency,
                 correlation=correlation,
                 recall=recall,
                 false_positive_rate=false_positive_rate,
-                x_vote=option.x_vote,
+                x_vote=x_vote,
             )
         ).f1
         for recall, false_positive_rate in ((recall_low, fpr_high), (recall_high, fpr_low))
         for correlation in sorted(correlations)
     ]
-    return min([*values, option.f1]), max([*values, option.f1])
+    return min([*values, point]), max([*values, point])
 
 
 def evaluate_assignment(problem: Problem, assignment: Mapping[str, tuple[str, float, int]]) -> Plan:

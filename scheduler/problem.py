@@ -7,11 +7,12 @@ the search works on plain tables built from them.
 from __future__ import annotations
 
 import itertools
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mainstream.core.manifest import FrameEvidence
+from mainstream.core.manifest import CandidateInfo, FrameEvidence, Manifest, frame_evidence
 from scheduler.estimates import (
     CREDIBLE_LEVEL,
     THIN_EVENTS,
@@ -103,6 +104,16 @@ class Candidate(BaseModel):
     false_positive_rate: float = Field(ge=0, le=1)
     evidence: FrameEvidence | None = None
 
+    @classmethod
+    def from_manifest(cls, manifest: Manifest, info: CandidateInfo) -> Candidate:
+        """A package's candidate, with the counts behind its figures when it has them."""
+        return cls(
+            cut_point=info.cut_point,
+            recall=info.recall,
+            false_positive_rate=info.false_positive_rate,
+            evidence=frame_evidence(manifest, info),
+        )
+
     def estimates(self, level: float = CREDIBLE_LEVEL) -> tuple[RateEstimate, RateEstimate] | None:
         """Posteriors of the per-frame recall and FP rate; None without evidence."""
         if self.evidence is None:
@@ -169,6 +180,32 @@ class AppSpec(BaseModel):
     x_vote: int | Literal["auto"] = 1
     weight: float = Field(default=1.0, gt=0)
     candidates: list[Candidate] = Field(min_length=1)
+
+    @classmethod
+    def from_manifest(
+        cls,
+        manifest: Manifest,
+        *,
+        overrides: Mapping[str, float] | None = None,
+        **fields: Any,
+    ) -> AppSpec:
+        """A package's app: its event statistics (with `overrides` on top), the correlation's
+        interval unless the correlation is overridden, and its candidates with their counts.
+        `fields` sets the rest (name, camera, x_vote, ...); the name defaults to the app's."""
+        given = dict(overrides or {})
+        stats = manifest.event_stats.model_dump() | given
+        evidence = manifest.event_stats.correlation_evidence
+        interval = (
+            evidence.interval if evidence is not None and "correlation" not in given else None
+        )
+        return cls(
+            **({"name": manifest.app.name} | fields),
+            event_length_s=stats["event_length_s"],
+            event_frequency=stats["event_frequency"],
+            correlation=stats["correlation"],
+            correlation_interval=interval,
+            candidates=[Candidate.from_manifest(manifest, info) for info in manifest.candidates],
+        )
 
     @field_validator("correlation_interval")
     @classmethod
