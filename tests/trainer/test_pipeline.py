@@ -220,6 +220,25 @@ def test_cli_trains_a_video_into_a_verified_package(
         held_out = candidate.model_extra["held_out_frames"]  # type: ignore[index]
         assert held_out == manifest.training.dataset["held_out"]["frames"]  # type: ignore[index]
 
+    # Format 2: the counts behind every figure, and the correlation's evidence.
+    assert manifest.format_version == 2
+    classes = manifest.training.dataset["held_out"]["classes"]  # type: ignore[index]
+    for candidate in manifest.candidates:
+        counts = candidate.evidence
+        assert counts is not None and not counts.derived
+        assert (counts.positive_frames, counts.negative_frames) == (
+            classes["train"],
+            classes["background"],
+        )
+        assert counts.positive_fires / counts.positive_frames == candidate.recall
+        assert counts.negative_fires / counts.negative_frames == candidate.false_positive_rate
+        assert counts.events is not None and counts.events >= 1
+        assert counts.split == "by time, validation fraction 0.25"
+    evidence = stats.correlation_evidence
+    assert evidence is not None and evidence.events == manifest.candidates[0].evidence.events
+    assert evidence.interval[0] <= stats.correlation <= evidence.interval[1]
+    assert "camera-rate correlation" in stats.how_measured
+
     # The packaged base weights rebuild exactly the base the candidates were trained on.
     with read_package(output) as package:
         rebuilt = build_base(
@@ -257,7 +276,10 @@ def test_registered_base_image_folder_and_selective_backprop(
     assert manifest.base_weights is None
     assert [c.cut_point for c in manifest.candidates] == ["conv_pw_13_relu"]
     assert manifest.event_stats.correlation == 0.3
+    assert manifest.event_stats.correlation_evidence is None
     assert "given explicitly" in manifest.event_stats.how_measured
+    counts = manifest.candidates[0].evidence
+    assert counts is not None and counts.events is None  # an image folder has no events
     assert manifest.training.strategy == "selective-backprop"
     counters = manifest.candidates[0].model_extra["training"]  # type: ignore[index]
     assert counters["examples_selected"] < counters["examples_scored"]
