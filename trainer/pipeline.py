@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -59,6 +60,7 @@ from trainer.datasets import (
     load_labelled_video,
     read_event_csv,
     split_by_time,
+    time_folds,
 )
 from trainer.event_stats import (
     CorrelationEstimate,
@@ -66,7 +68,7 @@ from trainer.event_stats import (
     estimate_correlation,
     event_statistics,
 )
-from trainer.finetune import FinetuneOptions, finetune_candidates, save_candidate
+from trainer.finetune import FinetuneOptions, HeldOutQuality, finetune_candidates, save_candidate
 from trainer.selective_backprop import DEFAULT_BETA, DEFAULT_HISTORY_SIZE, TrainingOptions
 
 if TYPE_CHECKING:
@@ -137,6 +139,14 @@ class TrainRequest(BaseModel):
     augment_copies: int = Field(default=0, ge=0, description="Augmented copies per frame")
     seed: int = 0
     validation_fraction: float = Field(default=0.25, gt=0, lt=1)
+    folds: int = Field(
+        default=1,
+        ge=1,
+        le=10,
+        description="1: one held-out split by time (validation_fraction); K >= 2: K-fold "
+        "cross-validation over time blocks for the per-frame figures, then the candidates "
+        "trained on every frame (K + 1 trainings)",
+    )
     frame_step: int = Field(default=1, ge=1, description="Use every N-th frame of a video")
     event_length_s: float | None = Field(default=None, gt=0)
     event_frequency: float | None = Field(default=None, gt=0, lt=1)
@@ -243,17 +253,15 @@ def train_package(request: TrainRequest) -> TrainResult:
     with _precision_policy(request.mixed_precision), _quiet_retracing_warnings():
         config, base, base_description = _load_base(request)
         dataset = _load_data(request, config, labels_path)  # the class was checked above
-        train, validation = split_by_time(dataset, request.validation_fraction)
+        splits = (
+            time_folds(dataset, request.folds)
+            if request.folds > 1
+            else [split_by_time(dataset, request.validation_fraction)]
+        )
         cut_points = (
             default_freeze_points(config, base, request.freeze_points)
             if isinstance(request.freeze_points, int)
             else list(request.freeze_points)
-        )
-        logger.info(
-            "%d training and %d held-out frames; cut points %s",
-            len(train),
-            len(validation),
-            ", ".join(cut_points),
         )
         options = FinetuneOptions(
             training=request.training_options(),
@@ -261,12 +269,39 @@ def train_package(request: TrainRequest) -> TrainResult:
             augment_copies=request.augment_copies,
             progress=request.progress,
         )
-        result = finetune_candidates(
-            base, config, cut_points, train, validation, request.positive_class, options
-        )
+        held_out = []
+        for number, (train, validation) in enumerate(splits, start=1):
+            logger.info(
+                "%s%d training and %d held-out frames; cut points %s",
+                f"fold {number} of {len(splits)}: " if len(splits) > 1 else "",
+                len(train),
+                len(validation),
+                ", ".join(cut_points),
+            )
+            held_out.append(
+                HeldOutFold(
+                    validation,
+                    finetune_candidates(
+                        base, config, cut_points, train, validation, request.positive_class, options
+                    ),
+                    train.summary(),
+                )
+            )
+        result = held_out[0].result
+        if len(held_out) > 1:
+            logger.info("final candidates: trained on all %d frames", len(dataset))
+            # The held-out frames of the last fold are only there to satisfy the trainer's
+            # checks: every figure of the package comes from the folds.
+            result = finetune_candidates(
+                base, config, cut_points, dataset, splits[-1][1], request.positive_class, options
+            )
+            for index, candidate in enumerate(result.candidates):
+                candidate.quality = pooled_quality(
+                    [fold.result.candidates[index].quality for fold in held_out]
+                )
         chosen: str | None = None
-        if isinstance(dataset, LabelledVideo) and isinstance(validation, LabelledVideo):
-            event_stats, chosen = _measured_event_stats(request, dataset, validation, result)
+        if isinstance(dataset, LabelledVideo):
+            event_stats, chosen = _measured_event_stats(request, dataset, held_out, result)
         elif explicit_stats is not None:
             event_stats = explicit_stats
         else:  # unreachable: _explicit_event_stats raises for image folders without stats
@@ -277,8 +312,8 @@ def train_package(request: TrainRequest) -> TrainResult:
                 result,
                 Path(folder),
                 base,
-                _held_out_events(validation),
-                _split_description(request),
+                _held_out_events(held_out),
+                _split_description(request, len(held_out)),
             )
             base_weights = None
             if _bundle_base(request, config):
@@ -299,9 +334,7 @@ def train_package(request: TrainRequest) -> TrainResult:
                 base_model=base_description,
                 event_stats=event_stats,
                 candidates=candidate_infos,
-                training=_training_info(
-                    request, dataset, train, validation, result, wall_time, device
-                ),
+                training=_training_info(request, dataset, held_out, result, wall_time, device),
                 base_weights=base_weights,
             )
             package_path = write_package(request.output, manifest, files)
@@ -313,8 +346,39 @@ def train_package(request: TrainRequest) -> TrainResult:
         candidates=[_candidate_summary(candidate) for candidate in result.candidates],
         correlation_candidate=chosen,
         device=device,
-        stem_seconds=result.stem_seconds,
+        stem_seconds=result.stem_seconds
+        + (sum(fold.result.stem_seconds for fold in held_out) if len(held_out) > 1 else 0.0),
         wall_time_s=time.perf_counter() - started,
+    )
+
+
+@dataclass(frozen=True)
+class HeldOutFold:
+    """One held-out part of the data and the candidates trained without it."""
+
+    validation: FrameDataset
+    result: FinetuneResult
+    train_summary: dict[str, object]
+
+
+def pooled_quality(qualities: list[HeldOutQuality]) -> HeldOutQuality:
+    """One candidate's per-frame figures over several held-out parts: the counts add up."""
+    positives = sum(quality.positive_frames for quality in qualities)
+    negatives = sum(quality.negative_frames for quality in qualities)
+    positive_fires = sum(quality.positive_fires for quality in qualities)
+    negative_fires = sum(quality.negative_fires for quality in qualities)
+    correct = sum(
+        quality.accuracy * (quality.positive_frames + quality.negative_frames)
+        for quality in qualities
+    )
+    return HeldOutQuality(
+        recall=positive_fires / positives,
+        false_positive_rate=negative_fires / negatives,
+        accuracy=correct / (positives + negatives),
+        positive_frames=positives,
+        negative_frames=negatives,
+        positive_fires=positive_fires,
+        negative_fires=negative_fires,
     )
 
 
@@ -532,7 +596,7 @@ def choose_correlation_candidate(candidates: list[TrainedCandidate]) -> TrainedC
 def _measured_event_stats(
     request: TrainRequest,
     video: LabelledVideo,
-    validation: LabelledVideo,
+    held_out: list[HeldOutFold],
     result: FinetuneResult,
 ) -> tuple[EventStats, str | None]:
     """Event length and frequency from the labels; correlation from held-out fires.
@@ -558,8 +622,12 @@ def _measured_event_stats(
     else:
         candidate = choose_correlation_candidate(result.candidates)
         chosen = candidate.cut_point
+        index = result.candidates.index(candidate)
         estimate = _held_out_correlation(
-            video, validation, candidate, request.frame_step, request.positive_class
+            video,
+            [(fold.validation, fold.result.candidates[index]) for fold in held_out],
+            request.frame_step,
+            request.positive_class,
         )
         correlation, evidence = estimate.correlation, estimate.evidence()
         notes.append(
@@ -583,15 +651,15 @@ def _measured_event_stats(
 
 def _held_out_correlation(
     video: LabelledVideo,
-    validation: LabelledVideo,
-    candidate: TrainedCandidate,
+    held_out: list[tuple[FrameDataset, TrainedCandidate]],
     frame_step: int,
     positive_class: str,
 ) -> CorrelationEstimate:
-    """The camera-rate c from the candidate's fires on the held-out frames.
+    """The camera-rate c from one candidate's fires on the held-out frames of every fold.
 
     With `frame_step` > 1 only every step-th camera frame was decoded: the transitions are
     then those of frames `step` apart (correlation c**step), turned into the camera-rate c.
+    Held-out parts never share a frame, so their fires fill one grid.
     """
 
     assert video.fps is not None
@@ -599,19 +667,22 @@ def _held_out_correlation(
     grid_length = math.ceil(video.total_frames / frame_step)
     fires = np.zeros(grid_length, dtype=bool)
     evaluated = np.zeros(grid_length, dtype=bool)
-    positions = validation.order // frame_step
-    fires[positions] = candidate.held_out_predictions == positive_index
-    evaluated[positions] = True
     intervals = []
-    for interval in validation.intervals:
-        first = math.ceil(interval.start_frame / frame_step)
-        last = interval.end_frame // frame_step
-        if last >= first:
-            intervals.append(EventInterval(first, last, interval.label))
+    for validation, candidate in held_out:
+        assert isinstance(validation, LabelledVideo)
+        positions = validation.order // frame_step
+        fires[positions] = candidate.held_out_predictions == positive_index
+        evaluated[positions] = True
+        for interval in validation.intervals:
+            first = math.ceil(interval.start_frame / frame_step)
+            last = interval.end_frame // frame_step
+            if last >= first:
+                intervals.append(EventInterval(first, last, interval.label))
     if not intervals:
+        frames = sum(len(validation) for validation, _ in held_out)
         raise InvalidParameterError(
             "validation_fraction",
-            f"{len(validation)} held-out frames without a whole event",
+            f"{frames} held-out frames without a whole event",
             "a split that holds out at least one whole event (more data, a larger fraction), "
             "or give --correlation",
         )
@@ -620,13 +691,21 @@ def _held_out_correlation(
     )
 
 
-def _held_out_events(validation: FrameDataset) -> int | None:
+def _held_out_events(held_out: list[HeldOutFold]) -> int | None:
     """Whole positive events among the held-out frames (None for an image folder)."""
-    return len(validation.intervals) if isinstance(validation, LabelledVideo) else None
+    videos = [fold.validation for fold in held_out if isinstance(fold.validation, LabelledVideo)]
+    if len(videos) != len(held_out):
+        return None
+    return sum(len(video.intervals) for video in videos)
 
 
-def _split_description(request: TrainRequest) -> str:
-    return f"by time, validation fraction {request.validation_fraction:g}"
+def _split_description(request: TrainRequest, usable_folds: int) -> str:
+    if request.folds == 1:
+        return f"by time, validation fraction {request.validation_fraction:g}"
+    return (
+        f"{request.folds}-fold cross-validation over time blocks (events kept whole; "
+        f"{usable_folds} folds hold every class), final candidates trained on every frame"
+    )
 
 
 def _save_candidates(
@@ -686,21 +765,32 @@ def _app_name(request: TrainRequest) -> str:
 def _training_info(
     request: TrainRequest,
     dataset: FrameDataset,
-    train: FrameDataset,
-    validation: FrameDataset,
+    held_out: list[HeldOutFold],
     result: FinetuneResult,
     wall_time_s: float,
     device: str,
 ) -> TrainingInfo:
+    if len(held_out) == 1:
+        train_summary, held_out_summary = (
+            held_out[0].train_summary,
+            held_out[0].validation.summary(),
+        )
+    else:
+        train_summary = dataset.summary()
+        held_out_summary = _pooled_summary([fold.validation for fold in held_out])
+    stem_seconds = result.stem_seconds + (
+        sum(fold.result.stem_seconds for fold in held_out) if len(held_out) > 1 else 0.0
+    )
     return TrainingInfo(
         dataset={
             "source": request.data.name,
             "kind": "image folder" if request.data.is_dir() else "labelled video",
             "frame_step": request.frame_step,
             "all": dataset.summary(),
-            "train": train.summary(),
-            "held_out": validation.summary(),
-            "split": _split_description(request),
+            "train": train_summary,
+            "held_out": held_out_summary,
+            "split": _split_description(request, len(held_out)),
+            "folds": len(held_out),
         },
         epochs=request.epochs,
         strategy=request.strategy,
@@ -713,13 +803,28 @@ def _training_info(
         cache=request.cache,
         augment_copies=request.augment_copies,
         mixed_precision=request.mixed_precision,
-        stem_seconds=round(result.stem_seconds, 3),
+        stem_seconds=round(stem_seconds, 3),
         selective_backprop=(
             {"beta": request.selective_backprop_beta, "history": request.selective_backprop_history}
             if request.strategy == "selective-backprop"
             else None
         ),
     )
+
+
+def _pooled_summary(parts: list[FrameDataset]) -> dict[str, object]:
+    """The held-out frames of every fold, described like one dataset's summary."""
+    classes: dict[str, int] = {}
+    for part in parts:
+        for name, count in part.class_counts().items():
+            classes[name] = classes.get(name, 0) + count
+    return {
+        "frames": sum(len(part) for part in parts),
+        "image_shape": list(parts[0].images.shape[1:]),
+        "classes": classes,
+        "clips": len(np.unique(np.concatenate([part.groups for part in parts]))),
+        "fps": parts[0].fps,
+    }
 
 
 def library_versions() -> dict[str, str]:
