@@ -226,9 +226,11 @@ def f1_interval(
     (recall low, FP high) and (recall high, FP low); the correlation moves event recall and
     false alarms the same way, so at each corner both ends of its interval (and the point
     value) are tried and the lowest and highest F1 kept. The box of two 90 % intervals holds
-    the pair with about 81 % probability while its corners are more extreme than the F1
-    quantiles they stand for; the two effects pull the interval's coverage opposite ways.
-    The point estimate is always inside (a confidence above 0.95 can plan outside the box).
+    the pair with only about 81 % probability, but its corners are more extreme than the F1
+    quantiles they stand for; on four cases (weak to strong, 100-3,000 negative frames, X 1
+    and 2) 95-98 % of F1 values drawn from the posteriors fell inside, so the interval errs
+    on the wide side. The point estimate is always inside (a confidence above 0.95 can plan
+    outside the box).
     """
     if candidate.evidence is None and app.correlation_interval is None:
         return None

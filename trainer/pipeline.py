@@ -346,8 +346,7 @@ def train_package(request: TrainRequest) -> TrainResult:
         candidates=[_candidate_summary(candidate) for candidate in result.candidates],
         correlation_candidate=chosen,
         device=device,
-        stem_seconds=result.stem_seconds
-        + (sum(fold.result.stem_seconds for fold in held_out) if len(held_out) > 1 else 0.0),
+        stem_seconds=_stem_seconds(held_out, result),
         wall_time_s=time.perf_counter() - started,
     )
 
@@ -359,6 +358,13 @@ class HeldOutFold:
     validation: FrameDataset
     result: FinetuneResult
     train_summary: dict[str, object]
+
+
+def _stem_seconds(held_out: list[HeldOutFold], final: FinetuneResult) -> float:
+    """Time spent computing stem features: the final training's, plus every fold's."""
+    if len(held_out) == 1:
+        return final.stem_seconds
+    return final.stem_seconds + sum(fold.result.stem_seconds for fold in held_out)
 
 
 def pooled_quality(qualities: list[HeldOutQuality]) -> HeldOutQuality:
@@ -778,9 +784,7 @@ def _training_info(
     else:
         train_summary = dataset.summary()
         held_out_summary = _pooled_summary([fold.validation for fold in held_out])
-    stem_seconds = result.stem_seconds + (
-        sum(fold.result.stem_seconds for fold in held_out) if len(held_out) > 1 else 0.0
-    )
+    stem_seconds = _stem_seconds(held_out, result)
     return TrainingInfo(
         dataset={
             "source": request.data.name,
