@@ -124,6 +124,11 @@ def format_plan(plan: Plan, problem: Problem | None = None) -> str:
 
     lines.append("")
     lines += _plan_legend(problem)
+    if show_interval:
+        lines += [
+            "F1 90% interval: the event model at the ends of the 90 % intervals of each app's",
+            "     per-frame recall, false-positive rate (from their held-out counts) and correlation.",
+        ]
     return "\n".join(lines) + "\n"
 
 
