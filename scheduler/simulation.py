@@ -154,12 +154,11 @@ def _count_detections(
         # A stride >= 1 puts at most one sample on a camera frame; none past the window.
         np.less(next_position, frame + 1, out=sampled)
         sampled &= next_position < frames_per_event
-        if not sampled.any():
-            continue
-        run_length[sampled] += 1
-        run_length[sampled] *= fired[sampled]
+        # Sampled frames extend the run of fires or end it; the others leave it as it is.
+        run_length += sampled
+        run_length *= fired | ~sampled
         detected |= sampled & (run_length >= x_vote)
-        next_position[sampled] += stride
+        next_position += stride * sampled
     return int(np.count_nonzero(detected))
 
 
