@@ -3,7 +3,7 @@
 
 import { Api, ApiError, forgetToken, saveToken, savedToken } from "./api.js";
 import { comparisonSvg, dagGroups, dagSvg } from "./charts.js";
-import { byId, fill, fmt, fmtDuration, fmtFps, fmtTime, h } from "./dom.js";
+import { byId, fill, fmt, fmtDuration, fmtF1, fmtFps, fmtTime, h } from "./dom.js";
 import { LiveFeed } from "./live.js";
 
 const REFRESH_MS = 5000; // cameras, apps, plan, stats
@@ -510,7 +510,11 @@ function renderApps() {
         h("td", { class: "num" }, planned ? String(planned.x_vote) : String(app.x_vote)),
         h("td", { class: "num" }, planned ? fmt(planned.recall) : "—"),
         h("td", { class: "num" }, planned ? fmt(planned.precision) : "—"),
-        h("td", { class: "num strong" }, planned ? fmt(planned.f1) : "—"),
+        h(
+          "td",
+          { class: "num strong", title: planned && planned.evidence_warning ? `thin evidence: ${planned.evidence_warning}` : null },
+          planned ? fmtF1(planned) : "—",
+        ),
         h(
           "td",
           {
@@ -738,7 +742,14 @@ function planTable(plan) {
             h("td", { class: "num" }, String(app.x_vote)),
             h("td", { class: "num" }, fmt(app.recall)),
             h("td", { class: "num" }, fmt(app.precision)),
-            h("td", { class: "num strong" }, fmt(app.f1)),
+            h(
+              "td",
+              {
+                class: "num strong",
+                title: app.evidence_warning ? `thin evidence: ${app.evidence_warning}` : "90 % interval in brackets",
+              },
+              fmtF1(app),
+            ),
             h("td", { class: "num" }, fmt(app.cost, 1)),
           ),
         ),

@@ -431,6 +431,7 @@ class Node:
             effective_budget,
             used_fps,
             objective or self.settings.runtime.objective,
+            self.settings.planning.confidence,
         )
         return _Prepared(
             reason=reason,

@@ -247,6 +247,21 @@ class SchedulerSettings(BaseModel):
     )
 
 
+class PlanningSettings(BaseModel):
+    """How sure the plan must be of the apps' per-frame figures (estimates with uncertainty)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    confidence: float | None = Field(
+        default=None,
+        ge=0.5,
+        lt=1,
+        description="None: plan on the posterior means of each candidate's per-frame recall "
+        "and false-positive rate; e.g. 0.9: on pessimistic quantiles (recall's 10 %, the "
+        "false-positive rate's 90 %), for plans that hold with that confidence",
+    )
+
+
 class TrainerSettings(BaseModel):
     """Where training jobs run: in a child process of this node, or on a remote trainer worker."""
 
@@ -318,6 +333,7 @@ class NodeConfig(BaseModel):
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    planning: PlanningSettings = Field(default_factory=PlanningSettings)
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
     camera_policy: CameraPolicy = Field(
         default_factory=CameraPolicy,

@@ -143,7 +143,8 @@ def test_a_hard_problem_answers_at_its_limit_with_an_honest_bound() -> None:
 
 def test_the_greedy_bound_is_no_lower_than_the_optimum() -> None:
     problem = generate_paper_problem(5, seed=2, budget=150.0)
-    exact = make_plan(problem, solver="exact", with_baselines=False, time_limit_s=5.0)
+    # `auto`: the search alone leaves this instance's bound 5e-5 above the optimum (near-ties).
+    exact = make_plan(problem, solver="auto", with_baselines=False, time_limit_s=5.0)
     assert exact.optimality_gap == 0.0
     greedy = make_plan(problem, solver="greedy", with_baselines=False)
     assert greedy.value <= exact.value + 1e-12
