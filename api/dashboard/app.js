@@ -132,7 +132,10 @@ function start() {
     onMode: setLiveMode,
     onEvent: (message) => {
       if (message && message.event) {
-        state.events.set(message.event.id, message.event);
+        // Live messages carry no mark: keep the one this page knows.
+        const known = state.events.get(message.event.id);
+        const review = message.event.review || (known ? known.review : null);
+        state.events.set(message.event.id, { ...message.event, review });
         trimEvents();
         renderEvents();
       }
@@ -568,6 +571,17 @@ function renderEvents() {
             h("strong", {}, event.app),
             h("span", { class: "muted" }, ` on ${event.camera}`),
             event.open ? h("span", { class: "pill small state-streaming" }, "ongoing") : null,
+            event.review
+              ? h(
+                  "span",
+                  {
+                    class: `pill small review-${event.review.verdict}`,
+                    "data-review": event.review.verdict,
+                    title: event.review.note || `marked by ${event.review.reviewed_by || "an operator"}`,
+                  },
+                  event.review.verdict === "true" ? "real" : "false alarm",
+                )
+              : null,
           ),
           h(
             "div",
@@ -579,11 +593,37 @@ function renderEvents() {
             ` · peak ${fmt(event.peak_score)}`,
             ` · ${event.frames_fired}/${event.frames_analysed} frames fired`,
           ),
+          reviewButtons(event),
         ),
       );
     }),
   );
   for (const event of events) loadEventShot(event);
+}
+
+function reviewButtons(event) {
+  // Marking an event true or false feeds the app's precision estimate (admin only); pressing
+  // the mark an event already has takes it back.
+  const current = event.review ? event.review.verdict : null;
+  const button = (verdict, label) =>
+    h(
+      "button",
+      {
+        type: "button",
+        class: `btn small review-button${current === verdict ? " chosen" : ""}`,
+        "aria-pressed": current === verdict ? "true" : "false",
+        "aria-label": `Mark event ${event.id} ${verdict}`,
+        title: verdict === "true" ? "A real event" : "A false alarm",
+        onclick: () => reviewEvent(event, current === verdict ? null : verdict),
+      },
+      label,
+    );
+  return h(
+    "div",
+    { class: "event-review admin-only" },
+    button("true", "✓ Real"),
+    button("false", "✗ False alarm"),
+  );
 }
 
 function latestPackages() {
@@ -760,6 +800,22 @@ async function removeCamera(id) {
     await refreshAll();
   } catch (error) {
     handleError(error, `camera ${id}`);
+  }
+}
+
+async function reviewEvent(event, verdict) {
+  const path = `api/events/${encodeURIComponent(event.id)}/review`;
+  try {
+    const result = verdict === null ? await state.api.delete(path) : await state.api.put(path, { verdict });
+    state.events.set(event.id, result.event);
+    renderEvents();
+    const feedback = result.feedback;
+    if (result.replanned) toast(`Re-planned: ${result.replanned}`);
+    else if (feedback)
+      toast(`${feedback.app}: ${feedback.true} true, ${feedback.false} false, ${feedback.unreviewed} unreviewed`);
+    if (result.replanned) await refreshAll();
+  } catch (error) {
+    handleError(error, "review");
   }
 }
 
