@@ -445,6 +445,31 @@ function measuredApp(name) {
   return measured && measured.apps ? measured.apps[name] : null;
 }
 
+function appFeedback(name) {
+  const apps = state.stats && state.stats.apps ? Object.values(state.stats.apps) : [];
+  const found = apps.find((item) => item.app === name);
+  return found ? found.feedback : null;
+}
+
+function precisionCell(planned, feedback) {
+  // The plan's precision, and what operators' marks on the app's events say about it.
+  const marked = feedback ? feedback.true + feedback.false : 0;
+  if (!marked) return h("td", { class: "num" }, planned ? fmt(planned.precision) : "—");
+  const interval = feedback.precision_interval
+    ? ` (90 %: ${fmt(feedback.precision_interval[0])}–${fmt(feedback.precision_interval[1])})`
+    : "";
+  const title =
+    `${feedback.true} marked true, ${feedback.false} false, ${feedback.unreviewed} unreviewed` +
+    (feedback.precision !== null ? `; precision from the marks ${fmt(feedback.precision)}${interval}` : "") +
+    (feedback.in_force ? "; the plan uses it" : "; too few marks for the plan to use it");
+  return h(
+    "td",
+    { class: "num", title, "data-feedback": feedback.in_force ? "in-force" : "counted" },
+    planned ? fmt(planned.precision) : "—",
+    h("span", { class: "muted small-note" }, ` · ✓${feedback.true} ✗${feedback.false}`),
+  );
+}
+
 function renderApps() {
   const rows = byId("app-rows");
   if (!state.apps.length) {
@@ -470,7 +495,7 @@ function renderApps() {
         h("td", { class: "num" }, runtime.fps !== undefined ? fmtFps(runtime.fps) : "—"),
         h("td", { class: "num" }, planned ? String(planned.x_vote) : String(app.x_vote)),
         h("td", { class: "num" }, planned ? fmt(planned.recall) : "—"),
-        h("td", { class: "num" }, planned ? fmt(planned.precision) : "—"),
+        precisionCell(planned, appFeedback(app.name)),
         h("td", { class: "num strong" }, planned ? fmt(planned.f1) : "—"),
         h(
           "td",
@@ -813,7 +838,7 @@ async function reviewEvent(event, verdict) {
     if (result.replanned) toast(`Re-planned: ${result.replanned}`);
     else if (feedback)
       toast(`${feedback.app}: ${feedback.true} true, ${feedback.false} false, ${feedback.unreviewed} unreviewed`);
-    if (result.replanned) await refreshAll();
+    await refreshAll(); // the app's counts, and the plan when the mark re-planned
   } catch (error) {
     handleError(error, "review");
   }

@@ -260,6 +260,7 @@ class FeedbackLoop:
                 app.camera,
                 app.package_sha256,
                 app.threshold,
+                app.updated_at,  # event overrides and anything else the spec depends on
                 camera_fps,
                 option,
                 self._generation,
@@ -395,14 +396,15 @@ class FeedbackLoop:
 
     # -- MQTT commands -----------------------------------------------------------------------------
 
-    def listen(self, subscribe: Callable[[str, Callable[[str, bytes], None]], object]) -> None:
+    def listen(
+        self, subscribe: Callable[[str, Callable[[str, bytes], None]], Sequence[str]]
+    ) -> None:
         """Take marks from MQTT (`<prefix>/<node>/events/<id>/review/set`), worked on one at a
         time by a worker thread: the network thread only queues them."""
-        if self._worker is not None:
-            return
+        if self._worker is not None or not subscribe(REVIEW_TOPIC, self._queue_command):
+            return  # listening already, or no sink takes commands
         self._worker = threading.Thread(target=self._work, name="feedback-commands", daemon=True)
         self._worker.start()
-        subscribe(REVIEW_TOPIC, self._queue_command)
 
     def close(self) -> None:
         """Stop taking MQTT marks; call without holding the node's change lock (the worker

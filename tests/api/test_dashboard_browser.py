@@ -144,6 +144,8 @@ def test_dashboard_in_a_real_browser(
                 headers={"Authorization": f"Bearer {viewer_token}"},
             ).json()["review"]
             assert stored is not None and stored["verdict"] == "false"
+            marks = page.locator('tr[data-app="trains"] [data-feedback="counted"]')
+            expect(marks).to_contain_text("✓0 ✗1")  # one mark: too few for the plan to use
 
             # Admin controls work: add a camera, disable it, remove it.
             page.on("dialog", lambda dialog: dialog.accept())
