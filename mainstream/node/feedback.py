@@ -23,7 +23,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from edge_runtime.detector import EventChange, EventRecord, Transition
@@ -272,14 +272,7 @@ class FeedbackLoop:
                 if len(self._cache) > 1000:
                     self._cache.clear()
                 self._cache[key] = cached
-        return AppFeedback(
-            **{
-                **cached.__dict__,
-                "true": totals.true,
-                "false": totals.false,
-                "unreviewed": totals.unreviewed,
-            }
-        )
+        return replace(cached, true=totals.true, false=totals.false, unreviewed=totals.unreviewed)
 
     def _estimate_marks(
         self, app: AppRecord, spec: AppSpec | None, camera_fps: float, planned: AppPlan | None
@@ -388,9 +381,7 @@ class FeedbackLoop:
         if context is None:
             return
         try:
-            self.node.events.save_context(
-                DetectionContext(**{**context.__dict__, "event_id": change.event.id})
-            )
+            self.node.events.save_context(replace(context, event_id=change.event.id))
         except Exception:  # feedback must never stop detection
             logger.exception("could not store the detection context of event %s", change.event.id)
 
