@@ -103,6 +103,13 @@ class Candidate(BaseModel):
     recall: float = Field(ge=0, le=1)
     false_positive_rate: float = Field(ge=0, le=1)
     evidence: FrameEvidence | None = None
+    false_positive_shift: float = Field(
+        default=0.0,
+        ge=-1,
+        le=1,
+        description="added to the planned FP rate: what operators' marks on the app's events "
+        "imply (0: none)",
+    )
 
     @classmethod
     def from_manifest(cls, manifest: Manifest, info: CandidateInfo) -> Candidate:
@@ -128,19 +135,25 @@ class Candidate(BaseModel):
         """The per-frame recall and FP rate the scheduler plans this candidate on."""
         estimates = self.estimates()
         if estimates is None:
-            return self.recall, self.false_positive_rate
-        return planning_rates(*estimates, confidence)
+            recall, false_positive_rate = self.recall, self.false_positive_rate
+        else:
+            recall, false_positive_rate = planning_rates(*estimates, confidence)
+        return recall, self._shifted(false_positive_rate)
+
+    def _shifted(self, false_positive_rate: float) -> float:
+        return min(1.0, max(0.0, false_positive_rate + self.false_positive_shift))
 
     def rate_bounds(self) -> tuple[tuple[float, float], tuple[float, float]]:
         """(recall low, high), (FP rate low, high): the 90 % intervals, or the ratios twice."""
         estimates = self.estimates()
         if estimates is None:
-            return (self.recall, self.recall), (
-                self.false_positive_rate,
-                self.false_positive_rate,
-            )
+            fpr = self._shifted(self.false_positive_rate)
+            return (self.recall, self.recall), (fpr, fpr)
         recall, false_positive_rate = estimates
-        return (recall.low, recall.high), (false_positive_rate.low, false_positive_rate.high)
+        return (recall.low, recall.high), (
+            self._shifted(false_positive_rate.low),
+            self._shifted(false_positive_rate.high),
+        )
 
     def thin_evidence(self) -> str | None:
         """Why the held-out evidence behind the figures is thin, or None.

@@ -69,6 +69,10 @@ export class Api {
     return this.request("POST", path, body ?? {});
   }
 
+  put(path, body) {
+    return this.request("PUT", path, body);
+  }
+
   patch(path, body) {
     return this.request("PATCH", path, body);
   }

@@ -135,7 +135,10 @@ function start() {
     onMode: setLiveMode,
     onEvent: (message) => {
       if (message && message.event) {
-        state.events.set(message.event.id, message.event);
+        // Live messages carry no mark: keep the one this page knows.
+        const known = state.events.get(message.event.id);
+        const review = message.event.review || (known ? known.review : null);
+        state.events.set(message.event.id, { ...message.event, review });
         trimEvents();
         renderEvents();
       }
@@ -484,6 +487,31 @@ function measuredApp(name) {
   return measured && measured.apps ? measured.apps[name] : null;
 }
 
+function appFeedback(name) {
+  const apps = state.stats && state.stats.apps ? Object.values(state.stats.apps) : [];
+  const found = apps.find((item) => item.app === name);
+  return found ? found.feedback : null;
+}
+
+function precisionCell(planned, feedback) {
+  // The plan's precision, and what operators' marks on the app's events say about it.
+  const marked = feedback ? feedback.true + feedback.false : 0;
+  if (!marked) return h("td", { class: "num" }, planned ? fmt(planned.precision) : "—");
+  const interval = feedback.precision_interval
+    ? ` (90 %: ${fmt(feedback.precision_interval[0])}–${fmt(feedback.precision_interval[1])})`
+    : "";
+  const title =
+    `${feedback.true} marked true, ${feedback.false} false, ${feedback.unreviewed} unreviewed` +
+    (feedback.precision !== null ? `; precision from the marks ${fmt(feedback.precision)}${interval}` : "") +
+    (feedback.in_force ? "; the plan uses it" : "; too few marks for the plan to use it");
+  return h(
+    "td",
+    { class: "num", title, "data-feedback": feedback.in_force ? "in-force" : "counted" },
+    planned ? fmt(planned.precision) : "—",
+    h("span", { class: "muted small-note" }, ` · ✓${feedback.true} ✗${feedback.false}`),
+  );
+}
+
 function renderApps() {
   const rows = byId("app-rows");
   if (!state.apps.length) {
@@ -509,7 +537,7 @@ function renderApps() {
         h("td", { class: "num" }, runtime.fps !== undefined ? fmtFps(runtime.fps) : "—"),
         h("td", { class: "num" }, planned ? String(planned.x_vote) : String(app.x_vote)),
         h("td", { class: "num" }, planned ? fmt(planned.recall) : "—"),
-        h("td", { class: "num" }, planned ? fmt(planned.precision) : "—"),
+        precisionCell(planned, appFeedback(app.name)),
         h(
           "td",
           { class: "num strong", title: planned && planned.evidence_warning ? `thin evidence: ${planned.evidence_warning}` : null },
@@ -614,6 +642,17 @@ function renderEvents() {
             h("strong", {}, event.app),
             h("span", { class: "muted" }, ` on ${event.camera}`),
             event.open ? h("span", { class: "pill small state-streaming" }, "ongoing") : null,
+            event.review
+              ? h(
+                  "span",
+                  {
+                    class: `pill small review-${event.review.verdict}`,
+                    "data-review": event.review.verdict,
+                    title: event.review.note || `marked by ${event.review.reviewed_by || "an operator"}`,
+                  },
+                  event.review.verdict === "true" ? "real" : "false alarm",
+                )
+              : null,
           ),
           h(
             "div",
@@ -625,11 +664,37 @@ function renderEvents() {
             ` · peak ${fmt(event.peak_score)}`,
             ` · ${event.frames_fired}/${event.frames_analysed} frames fired`,
           ),
+          reviewButtons(event),
         ),
       );
     }),
   );
   for (const event of events) loadEventShot(event);
+}
+
+function reviewButtons(event) {
+  // Marking an event true or false feeds the app's precision estimate (admin only); pressing
+  // the mark an event already has takes it back.
+  const current = event.review ? event.review.verdict : null;
+  const button = (verdict, label) =>
+    h(
+      "button",
+      {
+        type: "button",
+        class: `btn small review-button${current === verdict ? " chosen" : ""}`,
+        "aria-pressed": current === verdict ? "true" : "false",
+        "aria-label": `Mark event ${event.id} ${verdict}`,
+        title: verdict === "true" ? "A real event" : "A false alarm",
+        onclick: () => reviewEvent(event, current === verdict ? null : verdict),
+      },
+      label,
+    );
+  return h(
+    "div",
+    { class: "event-review admin-only" },
+    button("true", "✓ Real"),
+    button("false", "✗ False alarm"),
+  );
 }
 
 function latestPackages() {
@@ -813,6 +878,22 @@ async function removeCamera(id) {
     await refreshAll();
   } catch (error) {
     handleError(error, `camera ${id}`);
+  }
+}
+
+async function reviewEvent(event, verdict) {
+  const path = `api/events/${encodeURIComponent(event.id)}/review`;
+  try {
+    const result = verdict === null ? await state.api.delete(path) : await state.api.put(path, { verdict });
+    state.events.set(event.id, result.event);
+    renderEvents();
+    const feedback = result.feedback;
+    if (result.replanned) toast(`Re-planned: ${result.replanned}`);
+    else if (feedback)
+      toast(`${feedback.app}: ${feedback.true} true, ${feedback.false} false, ${feedback.unreviewed} unreviewed`);
+    await refreshAll(); // the app's counts, and the plan when the mark re-planned
+  } catch (error) {
+    handleError(error, "review");
   }
 }
 

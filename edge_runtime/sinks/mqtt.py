@@ -6,6 +6,11 @@ Topics, under `<prefix>/<node>` (prefix `mainstream` by default):
     <app>/state              "ON" while any camera has an open event of the app, else "OFF" (retained)
     cameras/<camera>/status  the camera's state: starting, streaming, reconnecting, ... (retained)
     available                "online" / "offline" (retained; the broker's last will says "offline")
+    events/<id>/review       an operator's mark on the event: "true", "false" or "clear"
+
+Commands the node takes (see `subscribe`), Frigate style:
+
+    events/<id>/review/set   mark the event: "true", "false" or "clear"
 
 Every message is published with QoS 1 by one publisher thread, one at a time and in the order the
 changes happened. While the broker is unreachable, messages wait in a bounded queue (the oldest
@@ -72,6 +77,9 @@ class MqttTopics:
 
     def camera_status(self, camera: str) -> str:
         return f"{self.base}/cameras/{topic_level(camera)}/status"
+
+    def event_review(self, event_id: str) -> str:
+        return f"{self.base}/events/{topic_level(event_id)}/review"
 
     def under_node(self, suffix: str) -> str:
         return f"{self.base}/{suffix.lstrip('/')}"
@@ -224,6 +232,12 @@ class MqttSink:
         with self._condition:
             payload = STATE_ON if on else STATE_OFF
             self._enqueue(_Message(self.topics.app_state(app), payload, retain=True))
+
+    def on_review(self, event_id: str, verdict: bool | None) -> None:
+        """An operator marked an event (None: cleared the mark); not retained."""
+        payload = b"clear" if verdict is None else (b"true" if verdict else b"false")
+        with self._condition:
+            self._enqueue(_Message(self.topics.event_review(event_id), payload, retain=False))
 
     def subscribe(self, suffix: str, handler: MessageHandler) -> str:
         """Call `handler(topic, payload)` for messages on `<prefix>/<node>/<suffix>`.

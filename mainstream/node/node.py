@@ -50,6 +50,7 @@ from edge_runtime.source_types import Frame, SyntheticSourceConfig, encode_jpeg
 from mainstream.core.errors import InfeasibleError, MainstreamError, ModelError, NotFoundError
 from mainstream.core.manifest import Manifest
 from mainstream.core.package import Package
+from mainstream.node.feedback import FeedbackConfig, FeedbackLoop
 from mainstream.node.package_cache import PackageCache
 from mainstream.node.profiles import ProfileStore
 from mainstream.node.registry import (
@@ -171,6 +172,7 @@ class Node:
         self._measurement: _Measurement | None = None
         self._stopped = False
         self.replanner = ReplanMonitor(self, ReplanConfig.from_settings(settings.runtime))
+        self.feedback = FeedbackLoop(self, FeedbackConfig.from_settings(settings.feedback))
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -206,6 +208,7 @@ class Node:
                 return
             self._configure_threads()
             self.sinks = self._build_sinks()
+            self.feedback.listen(self.sinks.subscribe)
             self._close_events_left_open()
             self._collect_garbage()
             self._register_startup_cameras()
@@ -229,6 +232,7 @@ class Node:
         """Stop analysing (open events are closed and stored), then the cameras; then the sinks,
         so that the end of every event closed here still goes out; close files."""
         self.replanner.stop()  # outside the lock: the monitor takes it to re-plan
+        self.feedback.close()  # likewise: a mark from MQTT may be re-planning
         with self._change_lock:
             if self._stopped:
                 return
@@ -274,7 +278,9 @@ class Node:
             self._publish_event(EventChange(Transition.END, event))
 
     def _publish_event(self, change: EventChange) -> None:
-        """Runtime listener: a committed event change goes to the sinks and the live stream."""
+        """Runtime listener: a committed event change goes to the sinks and the live stream
+        (a new event's detection context is stored first, for feedback)."""
+        self.feedback.on_event(change)
         self.sinks(change)
         self.live(change)
 
@@ -433,6 +439,7 @@ class Node:
             objective or self.settings.runtime.objective,
             self.settings.planning.confidence,
         )
+        problem = self.feedback.corrected(problem, active)
         return _Prepared(
             reason=reason,
             budget=effective_budget,
@@ -633,6 +640,7 @@ class Node:
                 self.runtime.undeploy(camera_id)
             self.cameras.remove(camera_id)
         self._plan = self.registry.current_plan()
+        self.feedback.plan_applied(self._plan, self.registry.list_apps())
         if proposal.new_plan:
             self.scheduler.replans += 1
             if proposal.plan is not None:

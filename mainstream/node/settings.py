@@ -262,6 +262,36 @@ class PlanningSettings(BaseModel):
     )
 
 
+class FeedbackSettings(BaseModel):
+    """How operators' marks on events (true / false) change an app's estimates and the plan."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    enabled: bool = Field(
+        default=True,
+        description="Plan with the per-frame FPR that the marks on each app's events imply",
+    )
+    min_reviews: int = Field(
+        default=5,
+        ge=1,
+        description="Marks an app needs (on events of its current package and threshold) "
+        "before its estimate is used",
+    )
+    replan_delta: float = Field(
+        default=0.02,
+        gt=0,
+        le=1,
+        description="Re-plan at once when a mark moves an app's predicted F1 by this much",
+    )
+    prior_strength: float = Field(
+        default=4.0,
+        gt=0,
+        le=1000,
+        description="Weight, in marks, of the package's predicted precision in the estimate "
+        "(the Beta prior's pseudo-count)",
+    )
+
+
 class TrainerSettings(BaseModel):
     """Where training jobs run: in a child process of this node, or on a remote trainer worker."""
 
@@ -334,6 +364,7 @@ class NodeConfig(BaseModel):
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     planning: PlanningSettings = Field(default_factory=PlanningSettings)
+    feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
     camera_policy: CameraPolicy = Field(
         default_factory=CameraPolicy,

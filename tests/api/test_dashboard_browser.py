@@ -139,6 +139,22 @@ def test_dashboard_in_a_real_browser(
             expect(page.locator("#live-indicator")).to_have_class(re.compile(r"\blive\b"))
             page.screenshot(path=artifacts / "02-dashboard-admin.png", full_page=True)
 
+            # An admin marks the event a false alarm on its card; the mark is stored with it.
+            card = page.locator("#event-list li.event").first
+            event_id = card.get_attribute("data-event")
+            card.get_by_role("button", name=f"Mark event {event_id} false").click()
+            expect(card.locator("[data-review]")).to_have_attribute("data-review", "false")
+            expect(
+                card.get_by_role("button", name=f"Mark event {event_id} false")
+            ).to_have_attribute("aria-pressed", "true")
+            stored = httpx.get(
+                f"{daemon.url}/api/events/{event_id}",
+                headers={"Authorization": f"Bearer {viewer_token}"},
+            ).json()["review"]
+            assert stored is not None and stored["verdict"] == "false"
+            marks = page.locator('tr[data-app="trains"] [data-feedback="counted"]')
+            expect(marks).to_contain_text("✓0 ✗1")  # one mark: too few for the plan to use
+
             # Admin controls work: add a camera, disable it, remove it.
             page.on("dialog", lambda dialog: dialog.accept())
             page.get_by_text("Add camera").click()
@@ -186,6 +202,9 @@ def test_dashboard_in_a_real_browser(
             expect(page.locator("#event-list li.event").first).to_contain_text("trains")
             expect(page.get_by_text("Add camera")).to_be_hidden()
             expect(page.get_by_role("button", name="Remove app trains")).to_be_hidden()
+            viewer_card = page.locator(f'#event-list li.event[data-event="{event_id}"]')
+            expect(viewer_card.locator("[data-review]")).to_have_attribute("data-review", "false")
+            expect(viewer_card.locator(".event-review")).to_be_hidden()
             page.screenshot(path=artifacts / "04-viewer-phone.png", full_page=True)
         finally:
             browser.close()
