@@ -69,6 +69,7 @@ class FinetuneOptions:
     augment_copies: int = 0
     inference_batch_size: int = 64
     progress: bool = True
+    warm_start: bool = False  # start each candidate from the next deeper one's trained layers
 
     def __post_init__(self) -> None:
         if self.augment_copies < 0:
@@ -252,6 +253,27 @@ def build_candidate(
     )(pooled)
     safe_name = "".join(char if char.isalnum() else "_" for char in cut_point)
     return keras.Model(cut_input, scores, name=f"candidate_{safe_name}")
+
+
+def warm_start_from(model: keras.Model, donor: keras.Model) -> list[str]:
+    """Copy `donor`'s weights into the layers of `model` with the same name and weight shapes.
+
+    A shallower candidate's suffix holds every layer of a deeper candidate's suffix plus the
+    head, so those layers (already trained for this app) start where the deeper one ended;
+    only the layers between the two cuts start from the base. Returns the layers copied.
+    """
+    donor_layers = {layer.name: layer for layer in donor.layers if layer.weights}
+    copied = []
+    for layer in model.layers:
+        source = donor_layers.get(layer.name)
+        if source is None or not layer.weights:
+            continue
+        weights = source.get_weights()
+        if [w.shape for w in weights] != [tuple(v.shape) for v in layer.weights]:
+            continue
+        layer.set_weights(weights)
+        copied.append(layer.name)
+    return copied
 
 
 def frozen_stem(base: keras.Model, cut_point: str) -> keras.Model | None:
@@ -468,8 +490,12 @@ def finetune_candidates(
     stem_seconds = time.perf_counter() - stem_started if options.cache else 0.0
     stem_cpu_seconds = time.process_time() - stem_cpu_started if options.cache else 0.0
 
-    candidates = []
-    for index, cut in enumerate(ordered_cuts):
+    candidates: list[TrainedCandidate] = []
+    # Warm start trains the deepest cut first, so each shallower one can start from it.
+    training_order = list(enumerate(ordered_cuts))
+    if options.warm_start:
+        training_order.reverse()
+    for index, cut in training_order:
         if cut in train_features:
             inputs: _CandidateInputs = _CandidateInputs(
                 train=VariantSource(train_features[cut], seed),
@@ -491,8 +517,10 @@ def finetune_candidates(
                 seed + index,
                 evaluate_during_training,
                 evaluate_every_steps,
+                donor=candidates[-1] if options.warm_start and candidates else None,
             )
         )
+    candidates.sort(key=lambda trained: ordered_cuts.index(trained.cut_point))
     if weights_fingerprint(base) != base_fingerprint:
         raise ModelError("the base's weights changed during fine-tuning")
     return FinetuneResult(
@@ -524,10 +552,13 @@ def _train_candidate(
     seed: int,
     evaluate_during_training: bool,
     evaluate_every_steps: int | None,
+    donor: TrainedCandidate | None = None,
 ) -> TrainedCandidate:
 
     started, cpu_started = time.perf_counter(), time.process_time()
     candidate = build_candidate(base, cut, class_count, seed=seed)
+    if donor is not None:
+        warm_start_from(candidate, donor.model)
     expected_stem = stem_fingerprint(base, cut)
     model = naive_model(base, cut, candidate) if inputs.naive else candidate
     predict = make_predictor(model, options.inference_batch_size)
@@ -540,11 +571,16 @@ def _train_candidate(
         inputs.train,
         train_labels,
         options.training,
-        evaluate=held_out_accuracy if evaluate_during_training else None,
+        evaluate=(
+            held_out_accuracy
+            if evaluate_during_training or options.training.patience is not None
+            else None
+        ),
         evaluate_every_steps=evaluate_every_steps,
         progress=options.progress,
         description=f"training {cut}",
     )
+    counters.warm_started_from = donor.cut_point if donor is not None else None
     # The frozen part the candidate was trained against must still be the base's.
     if inputs.naive:
         stem_copies = [layer for layer in model.layers if layer is not candidate and layer.weights]
