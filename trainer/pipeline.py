@@ -194,7 +194,7 @@ class TrainRequest(BaseModel):
 
     @model_validator(mode="after")
     def _combination_makes_sense(self) -> TrainRequest:
-        check_combination(self.strategy, self.epochs, self.model_fields_set)
+        check_combination(self.strategy, self.epochs, self.model_fields_set, self.augment_copies)
         return self
 
     @model_validator(mode="after")

@@ -204,6 +204,13 @@ def pretrain_base(
         raise InvalidParameterError("batch_size", batch_size, "an integer ≥ 2")
     if not learning_rate > 0:
         raise InvalidParameterError("learning_rate", learning_rate, "a positive number")
+    if strategy == "selective-augment":
+        raise InvalidParameterError(
+            "strategy",
+            strategy,
+            "a strategy without stored augmented variants (pretraining "
+            "draws fresh flips every epoch)",
+        )
 
     started = time.perf_counter()
     keras.utils.set_random_seed(seed)

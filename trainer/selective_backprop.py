@@ -23,7 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mainstream.core.errors import InvalidParameterError
-from trainer.strategies import STRATEGY_NAMES, StrategyName, make_strategy
+from trainer.strategies import STRATEGY_NAMES, StrategyName, TrainingSet, make_strategy
 from trainer.strategies.base import DEFAULT_BETA, DEFAULT_HISTORY_SIZE, DEFAULT_SMOOTHING
 from trainer.strategies.selective_backprop import (
     ExampleSelector,
@@ -66,6 +66,7 @@ class TrainingOptions:
     beta: float = DEFAULT_BETA
     history_size: int = DEFAULT_HISTORY_SIZE
     smoothing: float = DEFAULT_SMOOTHING
+    augment_beta: float = 1.0  # Selective-Augment: P(augment) = loss percentile^augment_beta
     unselective_epochs: int = 1
     seed: int = 0
     patience: int | None = None
@@ -84,6 +85,8 @@ class TrainingOptions:
             raise InvalidParameterError("beta", self.beta, "beta >= 0")
         if self.history_size < 1:
             raise InvalidParameterError("history_size", self.history_size, "an integer >= 1")
+        if self.augment_beta < 0:
+            raise InvalidParameterError("augment_beta", self.augment_beta, "a number >= 0")
         if not 0 <= self.smoothing < 1:
             raise InvalidParameterError("smoothing", self.smoothing, "0 <= epsilon < 1")
         if self.unselective_epochs < 0:
@@ -104,8 +107,8 @@ class EpochCounters:
     optimizer_steps: int = 0
     examples_forwarded: int = 0
     examples_backpropagated: int = 0
-    examples_augmented: int = 0  # reserved for augmenting strategies
-    examples_interpolated: int = 0  # reserved for interpolating strategies
+    examples_augmented: int = 0  # trained on an augmented variant chosen by the strategy
+    examples_interpolated: int = 0  # merged into composites (no strategy does this yet)
     held_out_accuracy: float | None = None
 
     @property
@@ -303,7 +306,14 @@ def train_model(
     steps = _build_steps(model, options.learning_rate, options.batch_norm_training)
     rng = np.random.default_rng(options.seed)
     count = len(labels)
-    strategy = make_strategy(options.strategy, options, rng, count)
+    data = TrainingSet(
+        examples=count,
+        variants=int(getattr(source, "variant_count", 1)),
+        transforms=int(getattr(source, "transform_count", 0)),
+    )
+    strategy = make_strategy(options.strategy, options, rng, data)
+    choose_variants = getattr(strategy, "variants", None)
+    variant_batch = getattr(source, "variant_batch", None)
     counters = TrainingCounters(strategy=options.strategy)
     queue = _Queue()
     clock = _TrainingClock()
@@ -366,9 +376,13 @@ def train_model(
                 batch_labels = labels[indices]
                 epoch_counters.examples_scored += len(indices)
                 if mode == "all":
-                    losses = run_train_step(
-                        source.batch(indices, epoch), batch_labels, epoch_counters
-                    )
+                    if choose_variants is not None and variant_batch is not None:
+                        variants = choose_variants(indices, epoch)
+                        inputs = variant_batch(indices, variants)
+                        epoch_counters.examples_augmented += int(np.count_nonzero(variants))
+                    else:
+                        inputs = source.batch(indices, epoch)
+                    losses = run_train_step(inputs, batch_labels, epoch_counters)
                     strategy.observe(indices, losses, epoch)
                     epoch_counters.examples_selected += len(indices)
                 elif mode == "score":

@@ -319,3 +319,20 @@ def test_warm_started_package_with_early_stop_records_it(base) -> None:
         assert None not in accuracies and len(accuracies) <= 4
         if counters.stopped_after_epoch is not None:
             assert len(accuracies) < 4
+
+
+def test_selective_augment_on_cached_variants_one_per_transformation(base) -> None:
+    train, held_out = textured_or_flat(48, seed=8), textured_or_flat(24, seed=9)
+    sa = FinetuneOptions(
+        training=TrainingOptions(
+            epochs=2, batch_size=16, learning_rate=0.003, strategy="selective-augment"
+        ),
+        augment_copies=1,
+        progress=False,
+    )
+    result = finetune_candidates(base, CONFIG, CUTS[-1:], train, held_out, "event", sa)
+    epochs = result.candidates[0].counters.epochs
+    assert epochs[0].examples_augmented == 0 and 0 < epochs[1].examples_augmented < 48
+    variants = image_variants(train.images[:4], 1, seed=0, by_transform=True)
+    assert variants.shape[0] == 4  # the original, then flip, crop, brightness
+    assert np.array_equal(variants[1], train.images[:4, :, ::-1])

@@ -8,8 +8,10 @@ from hypothesis.extra.numpy import arrays
 
 from mainstream.core.errors import InvalidParameterError
 from tests.trainer.test_selective_backprop import accuracy, easy_features, head_model
+from trainer.finetune import VariantSource
 from trainer.selective_backprop import ArraySource, TrainingOptions, train_model
-from trainer.strategies import STRATEGY_NAMES, check_combination, make_strategy
+from trainer.strategies import STRATEGY_NAMES, TrainingSet, check_combination, make_strategy
+from trainer.strategies.selective_augment import MAX_RATE, SelectiveAugment
 from trainer.strategies.selective_backprop import (
     ExampleSelector,
     ThesisSelectiveBackprop,
@@ -130,9 +132,11 @@ def test_stale_sb_skips_forward_passes_that_sb_spends() -> None:
 
 def test_every_strategy_trains_and_counts_per_epoch() -> None:
     features, labels = easy_features(64, seed=0)
+    variants = np.stack([features, features[:, ::-1], features + 0.1, features * 0.9])
+    source = VariantSource(variants, seed=0, transform_count=3)
     for name in STRATEGY_NAMES:
         options = TrainingOptions(epochs=2, batch_size=16, learning_rate=0.05, strategy=name)
-        counters = train_model(head_model(), ArraySource(features), labels, options)
+        counters = train_model(head_model(), source, labels, options)
         assert counters.strategy == name
         assert [epoch.epoch for epoch in counters.epochs] == [0, 1]
         assert counters.examples_backpropagated == counters.examples_selected
@@ -141,7 +145,7 @@ def test_every_strategy_trains_and_counts_per_epoch() -> None:
 
 def test_unknown_strategy_is_one_clear_line() -> None:
     with pytest.raises(InvalidParameterError, match="strategy") as error:
-        make_strategy("sb", TrainingOptions(), np.random.default_rng(0), 10)
+        make_strategy("sb", TrainingOptions(), np.random.default_rng(0), TrainingSet(10))
     assert "\n" not in str(error.value)
 
 
@@ -181,3 +185,70 @@ def test_a_train_request_refuses_a_strategy_with_one_epoch(tmp_path) -> None:
     with pytest.raises(ValidationError, match="needs epochs >= 2"):
         TrainRequest(**fields, strategy="selective-backprop", epochs=1)
     assert TrainRequest(**fields, strategy="stale-selective-backprop").epochs == 2
+
+
+# --- Selective-Augment ------------------------------------------------------------------------
+
+
+def selective_augment(count: int = 1000, transforms: int = 3, seed: int = 0) -> SelectiveAugment:
+    options = TrainingOptions(strategy="selective-augment")
+    return SelectiveAugment(options, np.random.default_rng(seed), count, 1 + transforms, transforms)
+
+
+def test_selective_augment_augments_hard_examples_more_often() -> None:
+    strategy = selective_augment()
+    indices = np.arange(1000)
+    hard = indices % 2 == 1
+    strategy.observe(indices, np.where(hard, 2.0, 0.1) + indices * 1e-6, epoch=0)
+    assert strategy.mode(0) == "all" and not strategy.variants(indices, 0).any()  # warm-up
+    strategy.mode(1)
+    augmented = np.zeros(1000)
+    for _ in range(200):
+        augmented += strategy.variants(indices, 1) > 0
+    rate = augmented / 200
+    flagged = np.zeros(1000, dtype=bool)
+    flagged[strategy.flagged_for_review] = True
+    assert flagged.sum() == 20 and hard[flagged].all()  # the top 2 % of losses
+    assert rate[flagged].max() == 0  # held back for review, not augmented
+    # Rate = loss percentile (beta 1), capped: easy ones ~ 0.25 on average, hard ones ~ 0.75.
+    assert rate[~hard].mean() == pytest.approx(0.25, abs=0.03)
+    assert rate[hard & ~flagged].mean() == pytest.approx(0.74, abs=0.04)
+    assert rate.max() <= MAX_RATE + 0.1
+
+
+def test_selective_augment_prefers_the_transformation_with_higher_loss() -> None:
+    strategy = selective_augment(count=300)
+    indices = np.arange(300)
+    strategy.observe(indices, np.linspace(0.1, 2, 300), epoch=0)
+    strategy.mode(1)
+    for _ in range(30):
+        variants = strategy.variants(indices, 1)
+        # Arm 1 ("crop" in the pipeline) makes the loss high; the others leave it low.
+        losses = np.where(variants == 2, 3.0, 0.2)
+        strategy.observe(indices, losses, epoch=1)
+    uses = strategy.arm_uses / strategy.arm_uses.sum()
+    assert int(np.argmax(strategy.arm_scores)) == 1
+    assert uses[1] > 0.7  # exploration keeps the others in play
+    assert uses[0] > 0 and uses[2] > 0
+
+
+def test_selective_augment_needs_variants() -> None:
+    with pytest.raises(InvalidParameterError, match="augment"):
+        SelectiveAugment(TrainingOptions(), np.random.default_rng(0), 10, 1, 0)
+    with pytest.raises(ValueError, match="augment_copies >= 1"):
+        check_combination("selective-augment", 3, set(), augment_copies=0)
+
+
+def test_selective_augment_counts_augmented_samples_per_epoch() -> None:
+    features, labels = easy_features(64, seed=0)
+    variants = np.stack([features, features[:, ::-1], features + 0.1, features * 0.9])
+    source = VariantSource(variants, seed=0, transform_count=3)
+    options = TrainingOptions(
+        epochs=3, batch_size=16, learning_rate=0.05, strategy="selective-augment"
+    )
+    counters = train_model(head_model(), source, labels, options)
+    first, *later = counters.epochs
+    assert first.examples_augmented == 0
+    assert all(0 < epoch.examples_augmented < 64 for epoch in later)
+    assert counters.examples_backpropagated == 3 * 64  # every example, every epoch
+    assert counters.as_dict()["epochs"][1]["augmented"] == later[0].examples_augmented

@@ -6,12 +6,14 @@ One module per strategy; :data:`STRATEGY_NAMES` lists them and :func:`make_strat
 from __future__ import annotations
 
 from collections.abc import Callable, Set
+from dataclasses import dataclass
 from typing import Literal, get_args
 
 import numpy as np
 
 from mainstream.core.errors import InvalidParameterError
 from trainer.strategies.base import StrategyParameters, TrainingStrategy
+from trainer.strategies.selective_augment import SelectiveAugment
 from trainer.strategies.selective_backprop import (
     PercentileSelectiveBackprop,
     ThesisSelectiveBackprop,
@@ -19,35 +21,52 @@ from trainer.strategies.selective_backprop import (
 from trainer.strategies.stale_selective_backprop import StaleSelectiveBackprop
 from trainer.strategies.standard import StandardStrategy
 
-StrategyFactory = Callable[[StrategyParameters, np.random.Generator, int], TrainingStrategy]
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """What a strategy may need to know of the training set."""
+
+    examples: int
+    variants: int = 1  # stored variants per example (1: the originals only)
+    transforms: int = 0  # transformations the augmented variants cycle through
+
+
+StrategyFactory = Callable[[StrategyParameters, np.random.Generator, TrainingSet], TrainingStrategy]
 
 _FACTORIES: dict[str, StrategyFactory] = {
-    "standard": lambda parameters, rng, count: StandardStrategy(),
-    "selective-backprop": lambda parameters, rng, count: PercentileSelectiveBackprop(
+    "standard": lambda parameters, rng, data: StandardStrategy(),
+    "selective-backprop": lambda parameters, rng, data: PercentileSelectiveBackprop(
         parameters, rng
     ),
-    "selective-backprop-thesis": lambda parameters, rng, count: ThesisSelectiveBackprop(
+    "selective-backprop-thesis": lambda parameters, rng, data: ThesisSelectiveBackprop(
         parameters, rng
     ),
-    "stale-selective-backprop": lambda parameters, rng, count: StaleSelectiveBackprop(
-        parameters, rng, count
+    "stale-selective-backprop": lambda parameters, rng, data: StaleSelectiveBackprop(
+        parameters, rng, data.examples
+    ),
+    "selective-augment": lambda parameters, rng, data: SelectiveAugment(
+        parameters, rng, data.examples, data.variants, data.transforms
     ),
 }
 
 StrategyName = Literal[
-    "standard", "selective-backprop", "selective-backprop-thesis", "stale-selective-backprop"
+    "standard",
+    "selective-backprop",
+    "selective-backprop-thesis",
+    "stale-selective-backprop",
+    "selective-augment",
 ]
 STRATEGY_NAMES: tuple[str, ...] = get_args(StrategyName)
 
 
 def make_strategy(
-    name: str, parameters: StrategyParameters, rng: np.random.Generator, example_count: int
+    name: str, parameters: StrategyParameters, rng: np.random.Generator, data: TrainingSet
 ) -> TrainingStrategy:
-    """The strategy called `name`, for a training set of `example_count` examples."""
+    """The strategy called `name`, for the training set `data`."""
     factory = _FACTORIES.get(name)
     if factory is None:
         raise InvalidParameterError("strategy", name, f"one of {list(STRATEGY_NAMES)}")
-    return factory(parameters, rng, example_count)
+    return factory(parameters, rng, data)
 
 
 # Knobs (TrainRequest field names) that only one family of strategies reads.
@@ -58,7 +77,9 @@ _KNOB_STRATEGIES: dict[str, tuple[str, ...]] = {
 }
 
 
-def check_combination(strategy: str, epochs: int, fields_set: Set[str]) -> None:
+def check_combination(
+    strategy: str, epochs: int, fields_set: Set[str], augment_copies: int | None = None
+) -> None:
     """Refuse settings that cannot do what they say, with one line each.
 
     A selective strategy trains its first epoch on every example (the loss record needs one),
@@ -68,6 +89,11 @@ def check_combination(strategy: str, epochs: int, fields_set: Set[str]) -> None:
     if strategy != "standard" and epochs < 2:
         raise ValueError(
             f"strategy {strategy!r} needs epochs >= 2: its first epoch trains on every example"
+        )
+    if strategy == "selective-augment" and augment_copies is not None and augment_copies < 1:
+        raise ValueError(
+            "strategy 'selective-augment' needs augmented variants to choose from: "
+            "augment_copies >= 1"
         )
     for knob, users in _KNOB_STRATEGIES.items():
         if knob in fields_set and strategy not in users:

@@ -43,6 +43,12 @@ class TrainingStrategy(Protocol):
         ...
 
 
+class AugmentingStrategy(TrainingStrategy, Protocol):
+    """A strategy that also picks which stored variant of each example trains (0: original)."""
+
+    def variants(self, indices: np.ndarray, epoch: int) -> np.ndarray: ...
+
+
 class LastLosses:
     """The most recent loss of every example, and the epoch it was measured in (-1: never)."""
 
@@ -77,3 +83,6 @@ class StrategyParameters(Protocol):
 
     @property
     def smoothing(self) -> float: ...
+
+    @property
+    def augment_beta(self) -> float: ...
