@@ -17,6 +17,13 @@
    accuracy; the table gives the backward passes (examples backpropagated), forward passes
    and training time each run needed to first reach it.
 
+3. Package. Naive vs cached + warm start (deepest candidate first, each shallower one starting
+   from the next deeper one's trained layers) + early stop on a held-out plateau + a strategy
+   (`--package-strategy`), per candidate: wall time, epochs run, held-out accuracy.
+4. Pretraining from scratch. A 10-class synthetic image set, each strategy against standard
+   training: time to standard's final accuracy, final accuracy, passes; an accuracy-vs-time
+   PNG (`--plot`).
+
 The base is a random MobileNet whose BatchNorm statistics are fitted to the video (no
 pretrained weights offline). Run: `python bench/trainer.py [--quick]` (or
 `python -m bench.trainer`).
@@ -25,6 +32,7 @@ pretrained weights offline). Run: `python bench/trainer.py [--quick]` (or
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import sys
 import tempfile
@@ -427,6 +435,149 @@ def fast_package_benchmark(
     print(CANNOT_PAY)
 
 
+PRETRAIN_STRATEGIES = (
+    "standard",
+    "selective-backprop",
+    "stale-selective-backprop",
+    "intertrain",
+)
+
+
+def pretraining_benchmark(
+    images_per_class: int,
+    input_size: int,
+    alpha: float,
+    epochs: int,
+    seeds: int,
+    epoch_factor: float,
+    plot_path: Path,
+) -> None:
+    """Base pretraining from scratch on 10 synthetic classes: time to standard's final accuracy.
+
+    Standard trains `epochs` epochs; the other strategies get `epoch_factor` times as many (they
+    skip or merge examples). Accuracy on a held-out fifth after every epoch (time excluded).
+    """
+    import keras
+
+    from mainstream.core.bases import BaseConfig, build_base, preprocess
+    from trainer.pretrain import FlippedImages, classifier_for_pretraining
+    from trainer.selective_backprop import TrainingOptions, train_model
+    from trainer.synth import IMAGE_CLASSES, draw_class_image
+
+    rng = np.random.default_rng(11)
+    names = list(IMAGE_CLASSES[:10])
+    images = np.stack(
+        [draw_class_image(name, input_size, rng) for name in names for _ in range(images_per_class)]
+    )
+    labels = np.repeat(np.arange(len(names)), images_per_class)
+    order = rng.permutation(len(labels))
+    cut = int(0.8 * len(labels))
+    train_index, test_index = order[:cut], order[cut:]
+    config = BaseConfig("mobilenet_v1", input_size=input_size, alpha=alpha)
+    test_inputs = preprocess(config, images[test_index])
+    print(
+        f"\n4. Base pretraining from scratch: {len(names)} synthetic classes, {cut} training / "
+        f"{len(test_index)} test images, {input_size}px, alpha {alpha}, batch 32, Adam 1e-3; "
+        f"standard {epochs} epochs, others {epoch_factor:g}x; target = standard's final accuracy"
+    )
+    print(
+        f"{'seed':>4} {'strategy':<26} {'final acc':>9} {'target':>7} {'s to target':>12} "
+        f"{'speed-up':>9} {'fwd':>7} {'bwd':>7} {'merged':>7}"
+    )
+    curves: dict[str, list[tuple[float, float]]] = {}
+    speedups: dict[str, list[float]] = {name: [] for name in PRETRAIN_STRATEGIES}
+    finals: dict[str, list[float]] = {name: [] for name in PRETRAIN_STRATEGIES}
+    for seed in range(seeds):
+        results = {}
+        for strategy in PRETRAIN_STRATEGIES:
+            keras.utils.set_random_seed(seed)
+            body = build_base(config)
+            for layer in body.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.momentum = 0.9  # as pretrain_base: statistics follow a fast-moving body
+            classifier = classifier_for_pretraining(body, len(names))
+
+            def accuracy(classifier: Any = classifier) -> float:
+                scores = classifier.predict(test_inputs, batch_size=128, verbose=0)
+                return float(np.mean(scores.argmax(axis=1) == labels[test_index]))
+
+            run_epochs = epochs if strategy == "standard" else round(epochs * epoch_factor)
+            results[strategy] = train_model(
+                classifier,
+                FlippedImages(config, images[train_index], seed),
+                labels[train_index],
+                TrainingOptions(
+                    epochs=run_epochs,
+                    batch_size=32,
+                    learning_rate=1e-3,
+                    strategy=strategy,
+                    seed=seed,
+                    batch_norm_training=True,
+                ),
+                evaluate=accuracy,
+            )
+        target = results["standard"].checkpoints[-1].validation_accuracy
+        standard_time = results["standard"].checkpoints[-1].train_seconds
+        for strategy, counters in results.items():
+            reached = first_reaching(counters, target)
+            speedup = standard_time / reached.seconds if reached.seconds else float("nan")
+            speedups[strategy].append(speedup)
+            finals[strategy].append(reached.final_accuracy)
+            merged = sum(epoch.examples_interpolated for epoch in counters.epochs)
+            print(
+                f"{seed:>4} {strategy:<26} {reached.final_accuracy:>9.3f} {target:>7.3f} "
+                f"{f'{reached.seconds:.1f}' if reached.seconds else 'not reached':>12} "
+                f"{speedup:>8.2f}x {counters.examples_forwarded:>7} "
+                f"{counters.examples_backpropagated:>7} {merged:>7}"
+            )
+            if seed == 0:
+                curves[strategy] = [
+                    (checkpoint.train_seconds, checkpoint.validation_accuracy)
+                    for checkpoint in counters.checkpoints
+                ]
+    print("means over seeds (speed-up to standard's final accuracy; nan = not reached):")
+    for strategy in PRETRAIN_STRATEGIES:
+        print(
+            f"  {strategy:<26} speed-up {np.nanmean(speedups[strategy]):.2f}x "
+            f"(reached {int(np.sum(np.isfinite(speedups[strategy])))}/{seeds}), final acc "
+            f"{np.mean(finals[strategy]):.3f} vs standard {np.mean(finals['standard']):.3f}"
+        )
+    write_accuracy_plot(curves, plot_path)
+    print(f"accuracy vs training time (seed 0): {plot_path}")
+
+
+def write_accuracy_plot(curves: dict[str, list[tuple[float, float]]], path: Path) -> None:
+    """A small PNG line plot of accuracy against seconds (OpenCV; no plotting library needed)."""
+    import cv2
+
+    width, height, margin = 720, 440, 60
+    canvas = np.full((height, width, 3), 255, dtype=np.uint8)
+    longest = max((t for curve in curves.values() for t, _ in curve), default=1.0) or 1.0
+    colours = [(200, 60, 40), (40, 140, 40), (40, 60, 200), (160, 40, 160), (0, 140, 200)]
+
+    def point(seconds: float, accuracy: float) -> tuple[int, int]:
+        x = margin + int((width - 2 * margin) * seconds / longest)
+        y = height - margin - int((height - 2 * margin) * accuracy)
+        return x, y
+
+    cv2.line(canvas, point(0, 0), point(longest, 0), (0, 0, 0), 1)
+    cv2.line(canvas, point(0, 0), point(0, 1), (0, 0, 0), 1)
+    for tick in (0.0, 0.5, 1.0):
+        cv2.putText(canvas, f"{tick:.1f}", (10, point(0, tick)[1] + 5), 0, 0.4, (0, 0, 0), 1)
+    cv2.putText(
+        canvas, f"{longest:.0f} s", (width - margin - 30, height - 35), 0, 0.4, (0, 0, 0), 1
+    )
+    cv2.putText(canvas, "held-out accuracy vs training seconds", (margin, 30), 0, 0.5, (0, 0, 0))
+    for index, (name, curve) in enumerate(curves.items()):
+        colour = colours[index % len(colours)]
+        points = [point(0, 0), *(point(t, a) for t, a in curve)]
+        for start, end in itertools.pairwise(points):
+            cv2.line(canvas, start, end, colour, 2)
+        cv2.putText(canvas, name, (margin + 10, 55 + 18 * index), 0, 0.45, colour, 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), canvas)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="A smaller run (smoke test).")
@@ -443,12 +594,25 @@ def main() -> None:
     )
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--part", choices=["all", "caching", "sb", "package"], default="all")
+    parser.add_argument(
+        "--part", choices=["all", "caching", "sb", "package", "pretrain"], default="all"
+    )
+    parser.add_argument("--pretrain-per-class", type=int, default=500, help="Images per class.")
+    parser.add_argument("--pretrain-size", type=int, default=64)
+    parser.add_argument("--pretrain-epochs", type=int, default=6)
+    parser.add_argument("--pretrain-epoch-factor", type=float, default=1.5)
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "mainstream-pretrain-accuracy.png",
+        help="Where the pretraining accuracy-vs-time PNG goes.",
+    )
     parser.add_argument("--package-strategy", default="standard", help="Fast package strategy.")
     parser.add_argument("--patience", type=int, default=1, help="Fast package early stop.")
     args = parser.parse_args()
     if args.quick:
         args.duration, args.epochs, args.sb_epochs, args.seeds, args.rounds = 16.0, 1, 2, 1, 1
+        args.pretrain_per_class, args.pretrain_epochs = 40, 2
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
     started = time.perf_counter()
@@ -468,6 +632,16 @@ def main() -> None:
             args.candidates,
             args.package_strategy,
             args.patience,
+        )
+    if args.part in ("all", "pretrain"):
+        pretraining_benchmark(
+            args.pretrain_per_class,
+            args.pretrain_size,
+            args.alpha,
+            args.pretrain_epochs,
+            args.seeds,
+            args.pretrain_epoch_factor,
+            args.plot,
         )
     print(f"\nbenchmark wall time {time.perf_counter() - started:.0f} s")
 

@@ -124,6 +124,7 @@ class TrainingJobSpec(BaseModel):
     selective_backprop_beta: float | None = Field(default=None, ge=0)
     selective_backprop_history: int | None = Field(default=None, ge=1)
     selective_backprop_smoothing: float | None = Field(default=None, ge=0, lt=1)
+    interpolation: Literal["linavg", "randpatch"] | None = None
     warm_start: bool = False
     patience: int | None = Field(default=None, ge=1)
     cache: bool = True

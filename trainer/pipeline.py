@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -139,6 +139,9 @@ class TrainRequest(BaseModel):
     selective_backprop_smoothing: float = Field(
         default=DEFAULT_SMOOTHING, ge=0, lt=1, description="Thesis SB's epsilon (Eq. 8)"
     )
+    interpolation: Literal["linavg", "randpatch"] = Field(
+        default="linavg", description="InterTrain's operator: pixel average or side-by-side halves"
+    )
     warm_start: bool = Field(
         default=False, description="Start each candidate from the next deeper one's layers"
     )
@@ -214,6 +217,7 @@ class TrainRequest(BaseModel):
             beta=self.selective_backprop_beta,
             history_size=self.selective_backprop_history,
             smoothing=self.selective_backprop_smoothing,
+            interpolation=self.interpolation,
             seed=self.seed,
             patience=self.patience,
         )
@@ -711,6 +715,7 @@ def _training_info(
             if request.strategy == "selective-backprop-thesis"
             else None
         ),
+        interpolation=request.interpolation if request.strategy == "intertrain" else None,
         warm_start=request.warm_start,
         patience=request.patience,
     )

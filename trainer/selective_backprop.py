@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from mainstream.core.errors import InvalidParameterError
 from trainer.strategies import STRATEGY_NAMES, StrategyName, TrainingSet, make_strategy
 from trainer.strategies.base import DEFAULT_BETA, DEFAULT_HISTORY_SIZE, DEFAULT_SMOOTHING
+from trainer.strategies.intertrain import interpolate
 from trainer.strategies.selective_backprop import (
     ExampleSelector,
     LossHistory,
@@ -67,6 +68,7 @@ class TrainingOptions:
     history_size: int = DEFAULT_HISTORY_SIZE
     smoothing: float = DEFAULT_SMOOTHING
     augment_beta: float = 1.0  # Selective-Augment: P(augment) = loss percentile^augment_beta
+    interpolation: str = "linavg"  # InterTrain's operator: "linavg" or "randpatch"
     unselective_epochs: int = 1
     seed: int = 0
     patience: int | None = None
@@ -85,6 +87,10 @@ class TrainingOptions:
             raise InvalidParameterError("beta", self.beta, "beta >= 0")
         if self.history_size < 1:
             raise InvalidParameterError("history_size", self.history_size, "an integer >= 1")
+        if self.interpolation not in ("linavg", "randpatch"):
+            raise InvalidParameterError(
+                "interpolation", self.interpolation, "one of ['linavg', 'randpatch']"
+            )
         if self.augment_beta < 0:
             raise InvalidParameterError("augment_beta", self.augment_beta, "a number >= 0")
         if not 0 <= self.smoothing < 1:
@@ -108,7 +114,7 @@ class EpochCounters:
     examples_forwarded: int = 0
     examples_backpropagated: int = 0
     examples_augmented: int = 0  # trained on an augmented variant chosen by the strategy
-    examples_interpolated: int = 0  # merged into composites (no strategy does this yet)
+    examples_interpolated: int = 0  # merged into composites (two per composite input)
     held_out_accuracy: float | None = None
 
     @property
@@ -205,8 +211,9 @@ class ArraySource:
 
 @dataclass
 class _TrainingSteps:
-    train: Callable[[Any, Any], Any]
-    score: Callable[[Any, Any], Any]
+    train: Callable[[Any, Any], Any]  # -> (per-example loss, correct)
+    score: Callable[[Any, Any], Any]  # -> (per-example loss, class scores)
+    mixed: Callable[[Any, Any, Any, Any], Any]  # composites -> (loss vs first label, correct)
 
 
 def _build_steps(
@@ -232,22 +239,41 @@ def _build_steps(
     trainable = model.trainable_variables
     optimizer.build(trainable)
 
+    def correct(labels: tf.Tensor, scores: tf.Tensor) -> tf.Tensor:
+        return tf.equal(tf.argmax(scores, axis=1, output_type=tf.int32), labels)
+
     @tf.function(input_signature=[input_spec, label_spec])
-    def train_step(inputs: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    def train_step(inputs: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as tape:
-            scores = model(inputs, training=batch_norm_training)
-            losses = per_example_loss(labels, tf.cast(scores, tf.float32))
+            scores = tf.cast(model(inputs, training=batch_norm_training), tf.float32)
+            losses = per_example_loss(labels, scores)
             scaled = optimizer.scale_loss(tf.reduce_mean(losses))
         gradients = tape.gradient(scaled, trainable)
         optimizer.apply(gradients, trainable)
-        return losses
+        return losses, correct(labels, scores)
+
+    weight_spec = tf.TensorSpec(shape=(None,), dtype=tf.float32)
+
+    @tf.function(input_signature=[input_spec, label_spec, label_spec, weight_spec])
+    def mixed_step(
+        inputs: tf.Tensor, first: tf.Tensor, second: tf.Tensor, weights: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """Rows train against two labels, weighted (a standalone row has weight 1)."""
+        with tf.GradientTape() as tape:
+            scores = tf.cast(model(inputs, training=batch_norm_training), tf.float32)
+            first_loss = per_example_loss(first, scores)
+            losses = weights * first_loss + (1 - weights) * per_example_loss(second, scores)
+            scaled = optimizer.scale_loss(tf.reduce_mean(losses))
+        gradients = tape.gradient(scaled, trainable)
+        optimizer.apply(gradients, trainable)
+        return first_loss, correct(first, scores)
 
     @tf.function(input_signature=[input_spec, label_spec])
     def score_step(inputs: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         scores = tf.cast(model(inputs, training=False), tf.float32)
         return per_example_loss(labels, scores), scores
 
-    return _TrainingSteps(train=train_step, score=score_step)
+    return _TrainingSteps(train=train_step, score=score_step, mixed=mixed_step)
 
 
 @dataclass
@@ -313,6 +339,7 @@ def train_model(
     )
     strategy = make_strategy(options.strategy, options, rng, data)
     choose_variants = getattr(strategy, "variants", None)
+    merge_mask = getattr(strategy, "merge_mask", None)
     variant_batch = getattr(source, "variant_batch", None)
     counters = TrainingCounters(strategy=options.strategy)
     queue = _Queue()
@@ -339,23 +366,54 @@ def train_model(
 
     def run_train_step(
         inputs: np.ndarray, batch_labels: np.ndarray, epoch_counters: EpochCounters
-    ) -> np.ndarray:
-        losses = steps.train(inputs.astype(np.float32, copy=False), batch_labels).numpy()
+    ) -> tuple[np.ndarray, np.ndarray]:
+        losses, correct = steps.train(inputs.astype(np.float32, copy=False), batch_labels)
+        count_step(len(batch_labels), epoch_counters)
+        return np.asarray(losses), np.asarray(correct)
+
+    def count_step(rows: int, epoch_counters: EpochCounters) -> None:
         counters.optimizer_steps += 1
-        counters.examples_backpropagated += len(batch_labels)
-        counters.examples_forwarded += len(batch_labels)
+        counters.examples_backpropagated += rows
+        counters.examples_forwarded += rows
         epoch_counters.optimizer_steps += 1
-        epoch_counters.examples_backpropagated += len(batch_labels)
-        epoch_counters.examples_forwarded += len(batch_labels)
+        epoch_counters.examples_backpropagated += rows
+        epoch_counters.examples_forwarded += rows
         if evaluate_every_steps and counters.optimizer_steps % evaluate_every_steps == 0:
             checkpoint()
-        return np.asarray(losses)
+
+    def run_interpolated_step(
+        indices: np.ndarray, epoch: int, epoch_counters: EpochCounters
+    ) -> None:
+        """Merge the strategy's chosen examples pairwise; one row per pair, one per single."""
+        merge = merge_mask(indices) if merge_mask is not None else np.zeros(len(indices), bool)
+        chosen = rng.permutation(indices[merge])
+        chosen = chosen[: len(chosen) - len(chosen) % 2]
+        singles = indices[~np.isin(indices, chosen)]
+        first, second = chosen[0::2], chosen[1::2]
+        parts = [source.batch(singles, epoch)] if len(singles) else []
+        weights = [np.ones(len(singles), dtype=np.float32)]
+        if len(first):
+            composite, share = interpolate(
+                source.batch(first, epoch), source.batch(second, epoch), options.interpolation
+            )
+            parts.append(composite)
+            weights.append(share)
+        rows = np.concatenate(parts).astype(np.float32, copy=False)
+        first_labels = np.concatenate([labels[singles], labels[first]])
+        second_labels = np.concatenate([labels[singles], labels[second]])
+        losses, correct = steps.mixed(rows, first_labels, second_labels, np.concatenate(weights))
+        count_step(len(rows), epoch_counters)
+        epoch_counters.examples_interpolated += len(chosen)
+        # Only standalone rows tell an example's own loss.
+        strategy.observe(
+            singles, np.asarray(losses)[: len(singles)], epoch, np.asarray(correct)[: len(singles)]
+        )
 
     def drain(epoch: int, epoch_counters: EpochCounters, minimum: int) -> None:
         while len(queue) >= max(minimum, 1):
             batch_inputs, batch_targets, batch_indices = queue.take(options.batch_size)
-            losses = run_train_step(batch_inputs, batch_targets, epoch_counters)
-            strategy.observe(batch_indices, losses, epoch)
+            losses, correct = run_train_step(batch_inputs, batch_targets, epoch_counters)
+            strategy.observe(batch_indices, losses, epoch, correct)
 
     batch_size = options.batch_size
     bar = tqdm(
@@ -382,8 +440,11 @@ def train_model(
                         epoch_counters.examples_augmented += int(np.count_nonzero(variants))
                     else:
                         inputs = source.batch(indices, epoch)
-                    losses = run_train_step(inputs, batch_labels, epoch_counters)
-                    strategy.observe(indices, losses, epoch)
+                    losses, correct = run_train_step(inputs, batch_labels, epoch_counters)
+                    strategy.observe(indices, losses, epoch, correct)
+                    epoch_counters.examples_selected += len(indices)
+                elif mode == "interpolate":
+                    run_interpolated_step(indices, epoch, epoch_counters)
                     epoch_counters.examples_selected += len(indices)
                 elif mode == "score":
                     inputs = source.batch(indices, epoch)

@@ -191,6 +191,7 @@ _TRAIN_FLAG_FIELDS: dict[str, str] = {
     "strategy": "strategy",
     "beta": "selective_backprop_beta",
     "smoothing": "selective_backprop_smoothing",
+    "interpolation": "interpolation",
     "warm_start": "warm_start",
     "patience": "patience",
     "cache": "cache",
@@ -255,6 +256,11 @@ _BASE_FLAG_FIELDS: dict[str, str] = {
 )
 @click.option("--beta", type=float, help="Selective-Backprop selectivity exponent (default 3).")
 @click.option("--smoothing", type=float, help="Thesis Selective-Backprop epsilon (default 0.1).")
+@click.option(
+    "--interpolation",
+    type=click.Choice(["linavg", "randpatch"]),
+    help="InterTrain's operator (default linavg).",
+)
 @click.option(
     "--warm-start/--no-warm-start",
     default=None,

@@ -11,6 +11,7 @@ from tests.trainer.test_selective_backprop import accuracy, easy_features, head_
 from trainer.finetune import VariantSource
 from trainer.selective_backprop import ArraySource, TrainingOptions, train_model
 from trainer.strategies import STRATEGY_NAMES, TrainingSet, check_combination, make_strategy
+from trainer.strategies.intertrain import InterTrain, amenable, interpolate, loss_thresholds
 from trainer.strategies.selective_augment import MAX_RATE, SelectiveAugment
 from trainer.strategies.selective_backprop import (
     ExampleSelector,
@@ -139,7 +140,8 @@ def test_every_strategy_trains_and_counts_per_epoch() -> None:
         counters = train_model(head_model(), source, labels, options)
         assert counters.strategy == name
         assert [epoch.epoch for epoch in counters.epochs] == [0, 1]
-        assert counters.examples_backpropagated == counters.examples_selected
+        merged = sum(epoch.examples_interpolated for epoch in counters.epochs)
+        assert counters.examples_backpropagated == counters.examples_selected - merged // 2
         assert sum(e.examples_forwarded for e in counters.epochs) == counters.examples_forwarded
 
 
@@ -252,3 +254,70 @@ def test_selective_augment_counts_augmented_samples_per_epoch() -> None:
     assert all(0 < epoch.examples_augmented < 64 for epoch in later)
     assert counters.examples_backpropagated == 3 * 64  # every example, every epoch
     assert counters.as_dict()["epochs"][1]["augmented"] == later[0].examples_augmented
+
+
+# --- InterTrain -------------------------------------------------------------------------------
+
+
+def test_intertrain_thresholds_split_the_loss_distribution() -> None:
+    losses = np.array([0.05, 0.1, 0.2, 0.9, 1.5, 2.5, 3.0])
+    correct = np.array([True, True, True, True, False, False, False])
+    thresholds = loss_thresholds(losses, correct)
+    assert thresholds.incorrect == pytest.approx(np.mean([1.5, 2.5, 3.0]))  # L_incorr
+    assert thresholds.mid == pytest.approx((np.mean(losses[:4]) + thresholds.incorrect) / 2)
+    assert thresholds.correct_under_mid == 1.0 and thresholds.incorrect_under_mid == 0.0
+    previous = np.array([0.1, 0.1, 0.1, 0.5, 1.0, 3.0, 2.0])
+    region1, region3 = amenable(losses, previous, thresholds)
+    # Region 1: low loss; region 2 (1.5, between the thresholds) is left alone; region 3
+    # (above L_incorr) only when its loss rose over the last epoch (k = 1): 3.0, not 2.5.
+    assert region1.tolist() == [True, True, True, True, False, False, False]
+    assert region3.tolist() == [False, False, False, False, False, False, True]
+
+
+def test_intertrain_moves_samples_between_regions_as_the_paper_says() -> None:
+    strategy = InterTrain(6, "linavg", np.random.default_rng(0))
+    everyone = np.arange(6)
+    correct = np.array([True, True, True, False, False, False])
+    strategy.observe(everyone, np.array([0.1, 0.1, 0.2, 1.6, 2.0, 4.0]), 0, correct)
+    assert strategy.mode(0) == "all"
+    strategy.observe(everyone, np.array([0.1, 0.1, 0.2, 1.6, 2.0, 5.0]), 0, correct)
+    assert strategy.mode(1) == "interpolate"
+    # Low-loss samples merge; the rising region-3 sample (4.0 -> 5.0) merges for one epoch.
+    assert strategy.merge_mask(everyone).tolist() == [True, True, True, False, False, True]
+    # Region 2 (1.6 and 2.0: between L_mid and L_incorr) trains alone.
+    # Epoch 1: sample 3 trains alone (its loss is measured); the others are interpolated.
+    strategy.observe(np.array([3, 4]), np.array([1.6, 1.9]), 1, np.array([False, False]))
+    strategy.mode(2)
+    # Region 1 stays for a second epoch; the region-3 sample is brought back.
+    assert strategy.merge_mask(everyone).tolist() == [True, True, True, False, False, False]
+    strategy.observe(np.array([3, 4, 5]), np.array([1.6, 1.9, 5.0]), 2, np.array([0, 0, 0]) > 0)
+    strategy.mode(3)
+    # After two epochs interpolated, region-1 samples train alone once to be measured again.
+    assert strategy.merge_mask(everyone)[:3].tolist() == [False, False, False]
+    assert len(strategy.thresholds) == 3
+
+
+def test_intertrain_operators() -> None:
+    first, second = np.zeros((2, 4, 4, 1)), np.ones((2, 4, 4, 1))
+    patched, share = interpolate(first, second, "randpatch")
+    assert patched[:, :, :2].max() == 0 and patched[:, :, 2:].min() == 1 and share[0] == 0.5
+    averaged, share = interpolate(first, second, "linavg")
+    assert np.all(averaged == 0.5) and share[0] == 0.5
+
+
+@pytest.mark.parametrize("operator", ["linavg", "randpatch"])
+def test_intertrain_processes_fewer_inputs_and_still_learns(operator) -> None:
+    features, labels = easy_features(256, seed=0)
+    options = TrainingOptions(
+        epochs=4, batch_size=16, learning_rate=0.05, strategy="intertrain", interpolation=operator
+    )
+    model = head_model()
+    counters = train_model(model, ArraySource(features), labels, options)
+    first, *later = counters.epochs
+    assert first.examples_interpolated == 0 and first.examples_forwarded == 256
+    for epoch in later:
+        # Each composite row carries two examples: rows = examples - interpolated / 2.
+        assert epoch.examples_forwarded == 256 - epoch.examples_interpolated // 2
+    assert any(epoch.examples_interpolated > 128 for epoch in later)
+    test_features, test_labels = easy_features(200, seed=1)
+    assert accuracy(model, test_features, test_labels) > 0.9

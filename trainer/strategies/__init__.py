@@ -13,6 +13,7 @@ import numpy as np
 
 from mainstream.core.errors import InvalidParameterError
 from trainer.strategies.base import StrategyParameters, TrainingStrategy
+from trainer.strategies.intertrain import InterTrain
 from trainer.strategies.selective_augment import SelectiveAugment
 from trainer.strategies.selective_backprop import (
     PercentileSelectiveBackprop,
@@ -47,6 +48,9 @@ _FACTORIES: dict[str, StrategyFactory] = {
     "selective-augment": lambda parameters, rng, data: SelectiveAugment(
         parameters, rng, data.examples, data.variants, data.transforms
     ),
+    "intertrain": lambda parameters, rng, data: InterTrain(
+        data.examples, parameters.interpolation, rng
+    ),
 }
 
 StrategyName = Literal[
@@ -55,6 +59,7 @@ StrategyName = Literal[
     "selective-backprop-thesis",
     "stale-selective-backprop",
     "selective-augment",
+    "intertrain",
 ]
 STRATEGY_NAMES: tuple[str, ...] = get_args(StrategyName)
 
@@ -74,6 +79,7 @@ _KNOB_STRATEGIES: dict[str, tuple[str, ...]] = {
     "selective_backprop_beta": ("selective-backprop", "stale-selective-backprop"),
     "selective_backprop_history": ("selective-backprop",),
     "selective_backprop_smoothing": ("selective-backprop-thesis",),
+    "interpolation": ("intertrain",),
 }
 
 

@@ -7,7 +7,9 @@ epoch, how to treat each batch:
 - ``"score"``: every example gets a forward pass first, and :meth:`TrainingStrategy.select`
   decides from those losses which ones earn a backward pass (Selective-Backprop);
 - ``"preselect"``: :meth:`TrainingStrategy.preselect` decides before any forward pass, from
-  earlier losses; unchosen examples cost nothing (Stale Selective-Backprop).
+  earlier losses; unchosen examples cost nothing (Stale Selective-Backprop);
+- ``"interpolate"``: the strategy's `merge_mask` picks examples of each batch to merge
+  pairwise into composite inputs, one pass for two examples (InterTrain).
 
 Strategies are plain numpy: no TensorFlow here.
 """
@@ -18,7 +20,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-EpochMode = Literal["all", "score", "preselect"]
+EpochMode = Literal["all", "score", "preselect", "interpolate"]
 
 
 class TrainingStrategy(Protocol):
@@ -38,8 +40,15 @@ class TrainingStrategy(Protocol):
         """Boolean mask over `indices` before any forward pass ("preselect" epochs)."""
         ...
 
-    def observe(self, indices: np.ndarray, losses: np.ndarray, epoch: int) -> None:
-        """Losses measured for `indices` during `epoch` (by scoring or by a train step)."""
+    def observe(
+        self,
+        indices: np.ndarray,
+        losses: np.ndarray,
+        epoch: int,
+        correct: np.ndarray | None = None,
+    ) -> None:
+        """Losses measured for `indices` during `epoch` (by scoring or by a train step), and
+        whether each was classified correctly (when the step knows it)."""
         ...
 
 
@@ -86,3 +95,14 @@ class StrategyParameters(Protocol):
 
     @property
     def augment_beta(self) -> float: ...
+
+    @property
+    def interpolation(self) -> str: ...
+
+
+class InterpolatingStrategy(TrainingStrategy, Protocol):
+    """A strategy that merges some examples of a batch into composites."""
+
+    operator: str
+
+    def merge_mask(self, indices: np.ndarray) -> np.ndarray: ...

@@ -123,7 +123,13 @@ class SelectiveAugment:
     def preselect(self, indices: np.ndarray) -> np.ndarray:
         return np.ones(len(indices), dtype=bool)
 
-    def observe(self, indices: np.ndarray, losses: np.ndarray, epoch: int) -> None:
+    def observe(
+        self,
+        indices: np.ndarray,
+        losses: np.ndarray,
+        epoch: int,
+        correct: np.ndarray | None = None,
+    ) -> None:
         losses = np.asarray(losses, dtype=np.float64).ravel()
         variants = np.array([self._chosen.get(int(index), 0) for index in indices])
         original = variants == 0

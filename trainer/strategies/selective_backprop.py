@@ -140,7 +140,13 @@ class PercentileSelectiveBackprop:
     def preselect(self, indices: np.ndarray) -> np.ndarray:
         return np.ones(len(indices), dtype=bool)
 
-    def observe(self, indices: np.ndarray, losses: np.ndarray, epoch: int) -> None:
+    def observe(
+        self,
+        indices: np.ndarray,
+        losses: np.ndarray,
+        epoch: int,
+        correct: np.ndarray | None = None,
+    ) -> None:
         if self.mode(epoch) == "all":
             self.selector.record(losses)
 
@@ -172,5 +178,11 @@ class ThesisSelectiveBackprop:
     def preselect(self, indices: np.ndarray) -> np.ndarray:
         return np.ones(len(indices), dtype=bool)
 
-    def observe(self, indices: np.ndarray, losses: np.ndarray, epoch: int) -> None:
+    def observe(
+        self,
+        indices: np.ndarray,
+        losses: np.ndarray,
+        epoch: int,
+        correct: np.ndarray | None = None,
+    ) -> None:
         return None  # look-once: nothing is remembered

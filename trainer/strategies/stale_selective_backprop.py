@@ -65,5 +65,11 @@ class StaleSelectiveBackprop:
     def preselect(self, indices: np.ndarray) -> np.ndarray:
         return self._rng.random(len(indices)) < self.probabilities(indices)
 
-    def observe(self, indices: np.ndarray, losses: np.ndarray, epoch: int) -> None:
+    def observe(
+        self,
+        indices: np.ndarray,
+        losses: np.ndarray,
+        epoch: int,
+        correct: np.ndarray | None = None,
+    ) -> None:
         self.last.record(indices, losses, epoch)

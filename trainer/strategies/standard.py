@@ -24,5 +24,11 @@ class StandardStrategy:
     def preselect(self, indices: np.ndarray) -> np.ndarray:
         return np.ones(len(indices), dtype=bool)
 
-    def observe(self, indices: np.ndarray, losses: np.ndarray, epoch: int) -> None:
+    def observe(
+        self,
+        indices: np.ndarray,
+        losses: np.ndarray,
+        epoch: int,
+        correct: np.ndarray | None = None,
+    ) -> None:
         return None
