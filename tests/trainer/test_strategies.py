@@ -321,3 +321,25 @@ def test_intertrain_processes_fewer_inputs_and_still_learns(operator) -> None:
     assert any(epoch.examples_interpolated > 128 for epoch in later)
     test_features, test_labels = easy_features(200, seed=1)
     assert accuracy(model, test_features, test_labels) > 0.9
+
+
+def test_a_training_job_carries_the_strategy_fields_to_the_pipeline(tmp_path) -> None:
+    from mainstream.core.errors import InvalidParameterError as Invalid
+    from trainer.job import TrainingJobSpec
+
+    (tmp_path / "images" / "a").mkdir(parents=True)
+    spec = TrainingJobSpec(
+        dataset="images",
+        positive_class="a",
+        strategy="intertrain",
+        interpolation="randpatch",
+        warm_start=True,
+        patience=2,
+    )
+    request = spec.train_request(tmp_path, tmp_path / "out.mpkg", None, progress=False)
+    assert (request.strategy, request.interpolation) == ("intertrain", "randpatch")
+    assert request.warm_start and request.training_options().patience == 2
+    assert TrainingJobSpec(dataset="images", positive_class="a").strategy == "standard"
+    wrong = TrainingJobSpec(dataset="images", positive_class="a", interpolation="linavg")
+    with pytest.raises(Invalid, match="interpolation applies to intertrain only"):
+        wrong.train_request(tmp_path, tmp_path / "out.mpkg", None)
