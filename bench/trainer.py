@@ -611,8 +611,22 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=1, help="Fast package early stop.")
     args = parser.parse_args()
     if args.quick:
-        args.duration, args.epochs, args.sb_epochs, args.seeds, args.rounds = 16.0, 1, 2, 1, 1
-        args.pretrain_per_class, args.pretrain_epochs = 40, 2
+        # Smaller defaults; flags given on the command line keep their values.
+        given = {arg.split("=")[0] for arg in sys.argv[1:] if arg.startswith("--")}
+        smaller = {
+            "duration": 16.0,
+            "epochs": 1,
+            "sb_epochs": 2,
+            "seeds": 1,
+            "rounds": 1,
+            "pretrain_per_class": 40,
+            "pretrain_epochs": 2,
+        }
+        for name, value in smaller.items():
+            if f"--{name.replace('_', '-')}" not in given:
+                setattr(args, name, value)
+    if args.part in ("all", "package") and args.package_strategy != "standard" and args.epochs < 2:
+        parser.error(f"--package-strategy {args.package_strategy} needs --epochs >= 2")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
     started = time.perf_counter()
