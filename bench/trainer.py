@@ -517,7 +517,8 @@ def pretraining_benchmark(
                 evaluate=accuracy,
             )
         target = results["standard"].checkpoints[-1].validation_accuracy
-        standard_time = results["standard"].checkpoints[-1].train_seconds
+        # Standard's own time to its final accuracy (it may get there before its last epoch).
+        standard_time = first_reaching(results["standard"], target).seconds or float("nan")
         for strategy, counters in results.items():
             reached = first_reaching(counters, target)
             speedup = standard_time / reached.seconds if reached.seconds else float("nan")
