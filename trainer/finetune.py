@@ -69,6 +69,7 @@ class FinetuneOptions:
     augment_copies: int = 0
     inference_batch_size: int = 64
     progress: bool = True
+    warm_start: bool = False  # start each candidate from the next deeper one's trained layers
 
     def __post_init__(self) -> None:
         if self.augment_copies < 0:
@@ -158,29 +159,56 @@ def per_frame_quality(
     )
 
 
-def augment_images(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One random augmentation per image: horizontal flip, crop (85-100 %) and brightness."""
+TRANSFORMS: tuple[str, ...] = ("flip", "crop", "brightness")
+
+
+def augment_images(
+    images: np.ndarray, rng: np.random.Generator, transforms: Sequence[str] = TRANSFORMS
+) -> np.ndarray:
+    """One random augmentation per image: horizontal flip, crop (85-100 %) and brightness.
+
+    `transforms` restricts it to some of them (one transformation per variant lets
+    Selective-Augment score transformations separately).
+    """
     import cv2  # OpenCV loads only when frames are decoded or drawn
 
+    unknown = set(transforms) - set(TRANSFORMS)
+    if unknown:
+        raise InvalidParameterError("transforms", sorted(unknown), f"some of {list(TRANSFORMS)}")
     augmented = np.empty_like(images)
     height, width = images.shape[1:3]
+    only_flip = list(transforms) == ["flip"]
     for index, image in enumerate(images):
-        if rng.random() < 0.5:
+        if "flip" in transforms and (only_flip or rng.random() < 0.5):
             image = image[:, ::-1]
-        scale = rng.uniform(0.85, 1.0)
+        if "crop" not in transforms and "brightness" not in transforms:
+            augmented[index] = image
+            continue
+        scale = rng.uniform(0.85, 1.0) if "crop" in transforms else 1.0
         crop_height, crop_width = max(1, round(height * scale)), max(1, round(width * scale))
         top = int(rng.integers(0, height - crop_height + 1))
         left = int(rng.integers(0, width - crop_width + 1))
         crop = np.ascontiguousarray(image[top : top + crop_height, left : left + crop_width])
         resized = cv2.resize(crop, (width, height), interpolation=cv2.INTER_LINEAR)
-        shift = rng.uniform(-0.15, 0.15) * 255.0
+        shift = rng.uniform(-0.15, 0.15) * 255.0 if "brightness" in transforms else 0.0
         augmented[index] = np.clip(resized.astype(np.float32) + shift, 0, 255).astype(np.uint8)
     return augmented
 
 
-def image_variants(images: np.ndarray, copies: int, seed: int) -> np.ndarray:
-    """(1 + copies, N, H, W, 3): the originals, then `copies` augmented copies of each image."""
+def image_variants(
+    images: np.ndarray, copies: int, seed: int, by_transform: bool = False
+) -> np.ndarray:
+    """(1 + copies, N, H, W, 3): the originals, then `copies` augmented copies of each image.
+
+    `by_transform`: (1 + copies * T, ...) with one variant per transformation per copy, in the
+    order of `TRANSFORMS` (variant v >= 1 is transformation (v - 1) mod T).
+    """
     rng = np.random.default_rng([seed, 7919])
+    if by_transform:
+        variants = [images]
+        for _ in range(copies):
+            variants.extend(augment_images(images, rng, [name]) for name in TRANSFORMS)
+        return np.stack(variants)
     variants = [images, *(augment_images(images, rng) for _ in range(copies))]
     return np.stack(variants)
 
@@ -196,9 +224,19 @@ class VariantSource:
     variants: np.ndarray  # (V, N, ...)
     seed: int
     transform: Callable[[np.ndarray], np.ndarray] | None = None
+    transform_count: int = 0  # > 0: variant v >= 1 is transformation (v - 1) mod this
 
     def __len__(self) -> int:
         return int(self.variants.shape[1])
+
+    @property
+    def variant_count(self) -> int:
+        return int(self.variants.shape[0])
+
+    def variant_batch(self, indices: np.ndarray, variants: np.ndarray) -> np.ndarray:
+        """The given variant of each example (a strategy chose them)."""
+        chosen = self.variants[variants, indices]
+        return self.transform(chosen) if self.transform is not None else chosen
 
     def batch(self, indices: np.ndarray, epoch: int) -> np.ndarray:
         variant_count = self.variants.shape[0]
@@ -256,6 +294,27 @@ def build_candidate(
     )(pooled)
     safe_name = "".join(char if char.isalnum() else "_" for char in cut_point)
     return keras.Model(cut_input, scores, name=f"candidate_{safe_name}")
+
+
+def warm_start_from(model: keras.Model, donor: keras.Model) -> list[str]:
+    """Copy `donor`'s weights into the layers of `model` with the same name and weight shapes.
+
+    A shallower candidate's suffix holds every layer of a deeper candidate's suffix plus the
+    head, so those layers (already trained for this app) start where the deeper one ended;
+    only the layers between the two cuts start from the base. Returns the layers copied.
+    """
+    donor_layers = {layer.name: layer for layer in donor.layers if layer.weights}
+    copied = []
+    for layer in model.layers:
+        source = donor_layers.get(layer.name)
+        if source is None or not layer.weights:
+            continue
+        weights = source.get_weights()
+        if [w.shape for w in weights] != [tuple(v.shape) for v in layer.weights]:
+            continue
+        layer.set_weights(weights)
+        copied.append(layer.name)
+    return copied
 
 
 def frozen_stem(base: keras.Model, cut_point: str) -> keras.Model | None:
@@ -447,9 +506,11 @@ def finetune_candidates(
     def preprocessed(images: np.ndarray) -> np.ndarray:
         return preprocess(config, images)
 
-    train_variants = image_variants(train.images, options.augment_copies, seed)
+    by_transform = options.training.strategy == "selective-augment"
+    transform_count = len(TRANSFORMS) if by_transform else 0
+    train_variants = image_variants(train.images, options.augment_copies, seed, by_transform)
     held_out_images = VariantSource(validation.images[np.newaxis], seed, preprocessed)
-    train_images = VariantSource(train_variants, seed, preprocessed)
+    train_images = VariantSource(train_variants, seed, preprocessed, transform_count)
     train_features: dict[str, np.ndarray] = {}
     held_out_features: dict[str, np.ndarray] = {}
     stem_started, stem_cpu_started = time.perf_counter(), time.process_time()
@@ -472,11 +533,15 @@ def finetune_candidates(
     stem_seconds = time.perf_counter() - stem_started if options.cache else 0.0
     stem_cpu_seconds = time.process_time() - stem_cpu_started if options.cache else 0.0
 
-    candidates = []
-    for index, cut in enumerate(ordered_cuts):
+    candidates: list[TrainedCandidate] = []
+    # Warm start trains the deepest cut first, so each shallower one can start from it.
+    training_order = list(enumerate(ordered_cuts))
+    if options.warm_start:
+        training_order.reverse()
+    for index, cut in training_order:
         if cut in train_features:
             inputs: _CandidateInputs = _CandidateInputs(
-                train=VariantSource(train_features[cut], seed),
+                train=VariantSource(train_features[cut], seed, None, transform_count),
                 held_out=held_out_features[cut],
                 naive=False,
             )
@@ -495,8 +560,10 @@ def finetune_candidates(
                 seed + index,
                 evaluate_during_training,
                 evaluate_every_steps,
+                donor=candidates[-1] if options.warm_start and candidates else None,
             )
         )
+    candidates.sort(key=lambda trained: ordered_cuts.index(trained.cut_point))
     if weights_fingerprint(base) != base_fingerprint:
         raise ModelError("the base's weights changed during fine-tuning")
     return FinetuneResult(
@@ -528,10 +595,13 @@ def _train_candidate(
     seed: int,
     evaluate_during_training: bool,
     evaluate_every_steps: int | None,
+    donor: TrainedCandidate | None = None,
 ) -> TrainedCandidate:
 
     started, cpu_started = time.perf_counter(), time.process_time()
     candidate = build_candidate(base, cut, class_count, seed=seed)
+    if donor is not None:
+        warm_start_from(candidate, donor.model)
     expected_stem = stem_fingerprint(base, cut)
     model = naive_model(base, cut, candidate) if inputs.naive else candidate
     predict = make_predictor(model, options.inference_batch_size)
@@ -544,11 +614,16 @@ def _train_candidate(
         inputs.train,
         train_labels,
         options.training,
-        evaluate=held_out_accuracy if evaluate_during_training else None,
+        evaluate=(
+            held_out_accuracy
+            if evaluate_during_training or options.training.patience is not None
+            else None
+        ),
         evaluate_every_steps=evaluate_every_steps,
         progress=options.progress,
         description=f"training {cut}",
     )
+    counters.warm_started_from = donor.cut_point if donor is not None else None
     # The frozen part the candidate was trained against must still be the base's.
     if inputs.naive:
         stem_copies = [layer for layer in model.layers if layer is not candidate and layer.weights]

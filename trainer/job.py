@@ -51,6 +51,7 @@ from trainer.pipeline import (
     checked_app_name,
     train_package,
 )
+from trainer.strategies import StrategyName
 
 logger = logging.getLogger(__name__)
 
@@ -119,9 +120,13 @@ class TrainingJobSpec(BaseModel):
     epochs: int = Field(default=2, ge=1, le=1000)
     batch_size: int = Field(default=32, ge=1)
     learning_rate: float = Field(default=1e-3, gt=0)
-    strategy: Literal["standard", "selective-backprop"] = "standard"
+    strategy: StrategyName = "standard"
     selective_backprop_beta: float | None = Field(default=None, ge=0)
     selective_backprop_history: int | None = Field(default=None, ge=1)
+    selective_backprop_smoothing: float | None = Field(default=None, ge=0, lt=1)
+    interpolation: Literal["linavg", "randpatch"] | None = None
+    warm_start: bool = False
+    patience: int | None = Field(default=None, ge=1)
     cache: bool = True
     augment_copies: int = Field(default=0, ge=0)
     seed: int = 0

@@ -51,6 +51,7 @@ from mainstream.core.manifest import (
     FrameEvidence,
     Manifest,
     TrainingInfo,
+    TrainingRecord,
     weak_candidates,
 )
 from mainstream.core.package import candidate_archive_name, sha256_file, write_package
@@ -69,7 +70,13 @@ from trainer.event_stats import (
     event_statistics,
 )
 from trainer.finetune import FinetuneOptions, HeldOutQuality, finetune_candidates, save_candidate
-from trainer.selective_backprop import DEFAULT_BETA, DEFAULT_HISTORY_SIZE, TrainingOptions
+from trainer.selective_backprop import (
+    DEFAULT_BETA,
+    DEFAULT_HISTORY_SIZE,
+    DEFAULT_SMOOTHING,
+    TrainingOptions,
+)
+from trainer.strategies import StrategyName, check_combination
 
 if TYPE_CHECKING:
     import keras
@@ -132,9 +139,23 @@ class TrainRequest(BaseModel):
     epochs: int = Field(default=2, ge=1)
     batch_size: int = Field(default=32, ge=1)
     learning_rate: float = Field(default=1e-3, gt=0)
-    strategy: Literal["standard", "selective-backprop"] = "standard"
+    strategy: StrategyName = Field(
+        default="standard", description="Which examples each epoch trains on (trainer/strategies)"
+    )
     selective_backprop_beta: float = Field(default=DEFAULT_BETA, ge=0)
     selective_backprop_history: int = Field(default=DEFAULT_HISTORY_SIZE, ge=1)
+    selective_backprop_smoothing: float = Field(
+        default=DEFAULT_SMOOTHING, ge=0, lt=1, description="Thesis SB's epsilon (Eq. 8)"
+    )
+    interpolation: Literal["linavg", "randpatch"] = Field(
+        default="linavg", description="InterTrain's operator: pixel average or side-by-side halves"
+    )
+    warm_start: bool = Field(
+        default=False, description="Start each candidate from the next deeper one's layers"
+    )
+    patience: int | None = Field(
+        default=None, ge=1, description="Stop after N epochs without held-out improvement"
+    )
     cache: bool = Field(default=True, description="Train on cached stem features")
     augment_copies: int = Field(default=0, ge=0, description="Augmented copies per frame")
     seed: int = 0
@@ -191,6 +212,11 @@ class TrainRequest(BaseModel):
         return checked_app_name(value)
 
     @model_validator(mode="after")
+    def _combination_makes_sense(self) -> TrainRequest:
+        check_combination(self.strategy, self.epochs, self.model_fields_set, self.augment_copies)
+        return self
+
+    @model_validator(mode="after")
     def _output_is_a_file(self) -> TrainRequest:
         if self.output.exists() and self.output.is_dir():
             raise ValueError(f"output {str(self.output)!r} is a folder; give a file name")
@@ -206,7 +232,10 @@ class TrainRequest(BaseModel):
             strategy=self.strategy,
             beta=self.selective_backprop_beta,
             history_size=self.selective_backprop_history,
+            smoothing=self.selective_backprop_smoothing,
+            interpolation=self.interpolation,
             seed=self.seed,
+            patience=self.patience,
         )
 
 
@@ -268,6 +297,7 @@ def train_package(request: TrainRequest) -> TrainResult:
             cache=request.cache,
             augment_copies=request.augment_copies,
             progress=request.progress,
+            warm_start=request.warm_start,
         )
         held_out = []
         for number, (train, validation) in enumerate(splits, start=1):
@@ -740,7 +770,7 @@ def _save_candidates(
                 input_shape=cut_output_shape(base, candidate.cut_point),
                 held_out_frames=candidate.quality.positive_frames
                 + candidate.quality.negative_frames,
-                training=candidate.counters.as_dict(),
+                training=TrainingRecord.model_validate(candidate.counters.as_dict()),
                 evidence=FrameEvidence(
                     positive_frames=candidate.quality.positive_frames,
                     positive_fires=candidate.quality.positive_fires,
@@ -810,9 +840,14 @@ def _training_info(
         stem_seconds=round(stem_seconds, 3),
         selective_backprop=(
             {"beta": request.selective_backprop_beta, "history": request.selective_backprop_history}
-            if request.strategy == "selective-backprop"
+            if request.strategy in ("selective-backprop", "stale-selective-backprop")
+            else {"smoothing": request.selective_backprop_smoothing}
+            if request.strategy == "selective-backprop-thesis"
             else None
         ),
+        interpolation=request.interpolation if request.strategy == "intertrain" else None,
+        warm_start=request.warm_start,
+        patience=request.patience,
     )
 
 

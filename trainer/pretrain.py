@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from mainstream.core.bases import BaseConfig, build_base, preprocess, weights_fingerprint
 from mainstream.core.errors import InvalidParameterError
+from trainer.selective_backprop import TrainingOptions, train_model
 
 if TYPE_CHECKING:
     import keras
@@ -58,6 +59,7 @@ class PretrainReport:
     train_accuracy: float
     validation_accuracy: float | None
     wall_time_s: float
+    training: dict[str, Any] | None = None  # strategy counters (custom loop only)
 
     def as_provenance(self, data_dir: Path | str) -> dict[str, Any]:
         return {
@@ -71,6 +73,7 @@ class PretrainReport:
                 None if self.validation_accuracy is None else round(self.validation_accuracy, 4)
             ),
             "wall_time_s": round(self.wall_time_s, 1),
+            **({"training": self.training} if self.training is not None else {}),
         }
 
 
@@ -180,12 +183,18 @@ def pretrain_base(
     seed: int = 0,
     run_eagerly: bool | None = None,
     verbose: int | str = "auto",
+    strategy: str = "standard",
 ) -> tuple[keras.Model, PretrainReport]:
     """Train the body of `config` on `folder`; returns the trained body (no head) and a report.
 
     The body starts from `config.weights` ("none" = from scratch). `run_eagerly=None` decides
     by run length: compiling the training graph costs as much as a few dozen small steps, so
     very short runs are faster eagerly.
+
+    `strategy` other than "standard" trains with the strategy loop
+    (:func:`trainer.selective_backprop.train_model`, BatchNorm in training mode) and records
+    its counters in the report; from scratch, the backward pass through the whole body is the
+    bulk of a step, which is where Selective-Backprop and Stale-SB can save time.
     """
     import keras  # TensorFlow loads only when a model is built or run
 
@@ -195,6 +204,13 @@ def pretrain_base(
         raise InvalidParameterError("batch_size", batch_size, "an integer ≥ 2")
     if not learning_rate > 0:
         raise InvalidParameterError("learning_rate", learning_rate, "a positive number")
+    if strategy == "selective-augment":
+        raise InvalidParameterError(
+            "strategy",
+            strategy,
+            "a strategy without stored augmented variants (pretraining "
+            "draws fresh flips every epoch)",
+        )
 
     started = time.perf_counter()
     keras.utils.set_random_seed(seed)
@@ -221,16 +237,27 @@ def pretrain_base(
     validation_data = None
     if validation is not None:
         validation_data = (preprocess(config, validation.images), validation.labels)
+    training: dict[str, Any] | None = None
     with _batch_norm_momentum(body, _TRAINING_BATCH_NORM_MOMENTUM):
-        history = classifier.fit(
-            _training_batches(config, train, batch_size, rng),
-            steps_per_epoch=steps_per_epoch,
-            epochs=epochs,
-            validation_data=validation_data,
-            shuffle=False,  # the batches are shuffled already
-            verbose=verbose,
-        )
+        if strategy == "standard":
+            history = classifier.fit(
+                _training_batches(config, train, batch_size, rng),
+                steps_per_epoch=steps_per_epoch,
+                epochs=epochs,
+                validation_data=validation_data,
+                shuffle=False,  # the batches are shuffled already
+                verbose=verbose,
+            )
+            train_accuracy = float(history.history["accuracy"][-1])
+        else:
+            training = _train_with_strategy(
+                classifier, config, train, strategy, epochs, batch_size, learning_rate, seed
+            )
     recalibrate_batch_norm(body, config, train.images, batch_size)
+    if training is not None:
+        sample = train.images[:1000]
+        scores = classifier.predict(preprocess(config, sample), batch_size=batch_size, verbose=0)
+        train_accuracy = float(np.mean(scores.argmax(axis=1) == train.labels[:1000]))
 
     validation_accuracy = None
     if validation_data is not None:
@@ -243,11 +270,55 @@ def pretrain_base(
         train_images=len(train.labels),
         validation_images=0 if validation is None else len(validation.labels),
         epochs=epochs,
-        train_accuracy=float(history.history["accuracy"][-1]),
+        train_accuracy=train_accuracy,
         validation_accuracy=validation_accuracy,
         wall_time_s=time.perf_counter() - started,
+        training=training,
     )
     return body, report
+
+
+@dataclass
+class FlippedImages:
+    """Training images, preprocessed, each flipped at random (a fresh draw every epoch)."""
+
+    config: BaseConfig
+    images: np.ndarray
+    seed: int
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def batch(self, indices: np.ndarray, epoch: int) -> np.ndarray:
+        flips = np.random.default_rng([self.seed, epoch]).random(len(self.images)) < 0.5
+        batch = self.images[indices].copy()
+        flip = flips[indices]
+        batch[flip] = batch[flip, :, ::-1]
+        return preprocess(self.config, batch)
+
+
+def _train_with_strategy(
+    classifier: keras.Model,
+    config: BaseConfig,
+    train: ImageFolder,
+    strategy: str,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+) -> dict[str, Any]:
+    options = TrainingOptions(
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        strategy=strategy,
+        seed=seed,
+        batch_norm_training=True,
+    )
+    counters = train_model(
+        classifier, FlippedImages(config, train.images, seed), train.labels, options
+    )
+    return counters.as_dict()
 
 
 def _batch_norm_layers(model: keras.Model) -> list[Any]:

@@ -1,121 +1,64 @@
-"""Training loops: standard mini-batch training and Selective-Backprop.
+"""The training loop: mini-batches whose examples a named strategy chooses.
 
-Selective-Backprop (released form) spends backward passes only on the examples the network
-still gets wrong. Every candidate example goes through a cheap forward pass; its loss is ranked
-against the last ``history_size`` losses seen, and the example is kept for a backward pass with
-probability ``P = percentile ** beta``. Kept examples are queued until a full fixed-size batch
-is ready, which then makes one optimizer step. The first epoch keeps everything, so the loss
-history reflects a network that has seen the data once before it starts filtering.
+The loop does the passes; the strategy (:mod:`trainer.strategies`) decides, epoch by epoch,
+whether every example trains (standard), whether each is scored by a forward pass and then
+selected for a backward pass (Selective-Backprop, released or thesis form), or whether examples
+are chosen before any forward pass from last epoch's losses (Stale Selective-Backprop). Chosen
+examples are queued until a full fixed-size batch is ready, which then makes one optimizer step.
+The counters record forward and backward passes and selection rates per epoch.
 
 The loop works on any :class:`ExampleSource` (cached stem features or raw images), so the same
-code trains a candidate on cached features and the naive full model of the benchmark.
-
-The selection logic (:func:`selection_probability`, :class:`LossHistory`,
-:class:`ExampleSelector`) is plain numpy; TensorFlow is imported only inside the loop.
+code trains a candidate on cached features, the naive full model of the benchmark, and a base
+from scratch. The selection logic is re-exported here from :mod:`trainer.strategies`.
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from mainstream.core.errors import InvalidParameterError
+from trainer.strategies import STRATEGY_NAMES, StrategyName, TrainingSet, make_strategy
+from trainer.strategies.base import DEFAULT_BETA, DEFAULT_HISTORY_SIZE, DEFAULT_SMOOTHING
+from trainer.strategies.intertrain import interpolate
+from trainer.strategies.selective_backprop import (
+    ExampleSelector,
+    LossHistory,
+    loss_percentile,
+    selection_probability,
+)
 
 if TYPE_CHECKING:
     import keras
 
-Strategy = Literal["standard", "selective-backprop"]
-STRATEGIES: tuple[str, ...] = ("standard", "selective-backprop")
+Strategy = StrategyName
+STRATEGIES: tuple[str, ...] = STRATEGY_NAMES
 
-DEFAULT_BETA = 3.0
-DEFAULT_HISTORY_SIZE = 1024
-
-
-def loss_percentile(loss: float, history: Sequence[float] | np.ndarray) -> float:
-    """Where `loss` ranks among `history`, in [0, 1] (ties count half, like scipy's "rank").
-
-    `history` is expected to already contain `loss`, so the largest loss seen ranks 1.0.
-    """
-    values = np.asarray(history, dtype=np.float64)
-    if values.size == 0:
-        return 1.0
-    below = int(np.count_nonzero(values < loss))
-    at_or_below = int(np.count_nonzero(values <= loss))
-    # scipy.stats.percentileofscore(kind="rank"): the mean rank of the values equal to `loss`.
-    tied = 1 if at_or_below > below else 0
-    return (below + at_or_below + tied) / (2 * values.size)
-
-
-def selection_probability(percentile: float, beta: float = DEFAULT_BETA) -> float:
-    """P(backward pass) for an example whose loss sits at `percentile` (0..1): percentile^beta."""
-    if not 0.0 <= percentile <= 1.0:
-        raise InvalidParameterError("percentile", percentile, "a value in [0, 1]")
-    if beta < 0:
-        raise InvalidParameterError("beta", beta, "beta >= 0")
-    return float(percentile**beta)
-
-
-class LossHistory:
-    """The last `capacity` losses seen, to rank new losses against (R = 1024 by default)."""
-
-    def __init__(self, capacity: int = DEFAULT_HISTORY_SIZE) -> None:
-        if capacity < 1:
-            raise InvalidParameterError("history_size", capacity, "an integer >= 1")
-        self._losses: deque[float] = deque(maxlen=capacity)
-
-    def __len__(self) -> int:
-        return len(self._losses)
-
-    def add(self, loss: float) -> None:
-        self._losses.append(float(loss))
-
-    def percentile(self, loss: float) -> float:
-        return loss_percentile(loss, np.fromiter(self._losses, dtype=np.float64))
-
-
-class ExampleSelector:
-    """Decides, example by example, which ones get a backward pass (Selective-Backprop)."""
-
-    def __init__(
-        self,
-        beta: float = DEFAULT_BETA,
-        history_size: int = DEFAULT_HISTORY_SIZE,
-        rng: np.random.Generator | None = None,
-    ) -> None:
-        if beta < 0:
-            raise InvalidParameterError("beta", beta, "beta >= 0")
-        self.beta = beta
-        self.history = LossHistory(history_size)
-        self._rng = rng if rng is not None else np.random.default_rng(0)
-
-    def record(self, losses: np.ndarray) -> None:
-        """Add losses measured without selection (the unselective first epoch)."""
-        for loss in np.asarray(losses, dtype=np.float64).ravel():
-            self.history.add(float(loss))
-
-    def probabilities(self, losses: np.ndarray) -> np.ndarray:
-        """Record each loss in turn and return its selection probability."""
-        result = np.empty(len(losses), dtype=np.float64)
-        for index, loss in enumerate(np.asarray(losses, dtype=np.float64).ravel()):
-            self.history.add(float(loss))
-            result[index] = selection_probability(self.history.percentile(float(loss)), self.beta)
-        return result
-
-    def select(self, losses: np.ndarray) -> np.ndarray:
-        """Boolean mask of the examples chosen for the backward pass."""
-        probabilities = self.probabilities(losses)
-        return self._rng.random(len(probabilities)) < probabilities
+__all__ = [
+    "DEFAULT_BETA",
+    "DEFAULT_HISTORY_SIZE",
+    "DEFAULT_SMOOTHING",
+    "ExampleSelector",
+    "LossHistory",
+    "loss_percentile",
+    "selection_probability",
+]
 
 
 @dataclass(frozen=True)
 class TrainingOptions:
-    """How to train one model: plain mini-batches or Selective-Backprop."""
+    """How to train one model: the strategy and its knobs, and when to stop.
+
+    `patience`: stop when held-out accuracy (the loop's `evaluate`) has not improved for this
+    many epochs, and keep the best epoch's weights (None: train every epoch).
+    `batch_norm_training`: run BatchNorm in training mode (a body trained from scratch);
+    otherwise it uses stored statistics (fine-tuning on top of a frozen stem).
+    """
 
     epochs: int = 2
     batch_size: int = 32
@@ -123,8 +66,13 @@ class TrainingOptions:
     strategy: str = "standard"
     beta: float = DEFAULT_BETA
     history_size: int = DEFAULT_HISTORY_SIZE
+    smoothing: float = DEFAULT_SMOOTHING
+    augment_beta: float = 1.0  # Selective-Augment: P(augment) = loss percentile^augment_beta
+    interpolation: str = "linavg"  # InterTrain's operator: "linavg" or "randpatch"
     unselective_epochs: int = 1
     seed: int = 0
+    patience: int | None = None
+    batch_norm_training: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -139,18 +87,40 @@ class TrainingOptions:
             raise InvalidParameterError("beta", self.beta, "beta >= 0")
         if self.history_size < 1:
             raise InvalidParameterError("history_size", self.history_size, "an integer >= 1")
+        if self.interpolation not in ("linavg", "randpatch"):
+            raise InvalidParameterError(
+                "interpolation", self.interpolation, "one of ['linavg', 'randpatch']"
+            )
+        if self.augment_beta < 0:
+            raise InvalidParameterError("augment_beta", self.augment_beta, "a number >= 0")
+        if not 0 <= self.smoothing < 1:
+            raise InvalidParameterError("smoothing", self.smoothing, "0 <= epsilon < 1")
         if self.unselective_epochs < 0:
             raise InvalidParameterError(
                 "unselective_epochs", self.unselective_epochs, "an integer >= 0"
             )
+        if self.patience is not None and self.patience < 1:
+            raise InvalidParameterError("patience", self.patience, "an integer >= 1 or none")
 
 
 @dataclass
 class EpochCounters:
+    """One epoch: examples scored and selected, passes of one example, optimizer steps."""
+
     epoch: int
     examples_scored: int = 0
     examples_selected: int = 0
     optimizer_steps: int = 0
+    examples_forwarded: int = 0
+    examples_backpropagated: int = 0
+    examples_augmented: int = 0  # trained on an augmented variant chosen by the strategy
+    examples_interpolated: int = 0  # merged into composites (two per composite input)
+    held_out_accuracy: float | None = None
+
+    @property
+    def selection_rate(self) -> float:
+        """Share of the epoch's examples chosen for a backward pass."""
+        return self.examples_selected / self.examples_scored if self.examples_scored else 0.0
 
 
 @dataclass
@@ -169,9 +139,9 @@ class Checkpoint:
 class TrainingCounters:
     """What a training run cost.
 
-    examples_scored: examples whose loss was measured (a forward pass; for standard training
-    the forward pass of the train step itself). examples_selected: examples chosen for a
-    backward pass. optimizer_steps: backward passes, one per batch.
+    examples_scored: examples considered for a backward pass (for standard training, every
+    example of every epoch; for Stale-SB, also the ones skipped without any pass).
+    examples_selected: examples chosen for a backward pass. optimizer_steps: one per batch.
     examples_backpropagated: examples that actually went through a backward pass.
     examples_forwarded: every forward pass of one example (scoring plus train steps).
     """
@@ -186,8 +156,12 @@ class TrainingCounters:
     train_cpu_seconds: float = 0.0
     epochs: list[EpochCounters] = field(default_factory=list)
     checkpoints: list[Checkpoint] = field(default_factory=list)
+    stopped_after_epoch: int | None = None  # early stop on a held-out plateau
+    best_epoch: int | None = None  # the epoch whose weights were kept
+    warm_started_from: str | None = None  # cut point whose trained layers seeded this model
 
-    def as_dict(self) -> dict[str, object]:
+    def as_dict(self) -> dict[str, Any]:
+        """The manifest's `TrainingRecord` fields (plain JSON values)."""
         return {
             "strategy": self.strategy,
             "examples_scored": self.examples_scored,
@@ -196,6 +170,21 @@ class TrainingCounters:
             "examples_backpropagated": self.examples_backpropagated,
             "examples_forwarded": self.examples_forwarded,
             "train_seconds": round(self.train_seconds, 3),
+            "epochs": [
+                {
+                    "epoch": epoch.epoch,
+                    "forward_passes": epoch.examples_forwarded,
+                    "backward_passes": epoch.examples_backpropagated,
+                    "selection_rate": round(epoch.selection_rate, 4),
+                    "augmented": epoch.examples_augmented,
+                    "interpolated": epoch.examples_interpolated,
+                    "held_out_accuracy": epoch.held_out_accuracy,
+                }
+                for epoch in self.epochs
+            ],
+            "warm_started_from": self.warm_started_from,
+            "stopped_after_epoch": self.stopped_after_epoch,
+            "best_epoch": self.best_epoch,
         }
 
 
@@ -222,17 +211,21 @@ class ArraySource:
 
 @dataclass
 class _TrainingSteps:
-    train: Callable[[Any, Any], Any]
-    score: Callable[[Any, Any], Any]
+    train: Callable[[Any, Any], Any]  # -> (per-example loss, correct)
+    score: Callable[[Any, Any], Any]  # -> (per-example loss, class scores)
+    mixed: Callable[[Any, Any, Any, Any], Any]  # composites -> (loss vs first label, correct)
 
 
-def _build_steps(model: keras.Model, learning_rate: float) -> _TrainingSteps:
+def _build_steps(
+    model: keras.Model, learning_rate: float, batch_norm_training: bool = False
+) -> _TrainingSteps:
     """Compile the forward-only scoring step and the train step for `model`.
 
-    Both run the model with ``training=False``: BatchNorm layers use their stored statistics
-    everywhere, so the frozen part stays bit-identical to the base and the trainable part
-    behaves the same during training as at inference (moving statistics would not settle on
-    the small datasets an app is specialised on).
+    Fine-tuning runs the model with ``training=False``: BatchNorm layers use their stored
+    statistics everywhere, so the frozen part stays bit-identical to the base and the trainable
+    part behaves the same during training as at inference (moving statistics would not settle
+    on the small datasets an app is specialised on). A body trained from scratch needs batch
+    statistics (`batch_norm_training`); its scoring pass stays in inference mode.
     """
     import keras  # TensorFlow loads only when a model is built or run
     import tensorflow as tf  # TensorFlow loads only when a model is built or run
@@ -246,22 +239,68 @@ def _build_steps(model: keras.Model, learning_rate: float) -> _TrainingSteps:
     trainable = model.trainable_variables
     optimizer.build(trainable)
 
+    def correct(labels: tf.Tensor, scores: tf.Tensor) -> tf.Tensor:
+        return tf.equal(tf.argmax(scores, axis=1, output_type=tf.int32), labels)
+
     @tf.function(input_signature=[input_spec, label_spec])
-    def train_step(inputs: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    def train_step(inputs: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as tape:
-            scores = model(inputs, training=False)
-            losses = per_example_loss(labels, tf.cast(scores, tf.float32))
+            scores = tf.cast(model(inputs, training=batch_norm_training), tf.float32)
+            losses = per_example_loss(labels, scores)
             scaled = optimizer.scale_loss(tf.reduce_mean(losses))
         gradients = tape.gradient(scaled, trainable)
         optimizer.apply(gradients, trainable)
-        return losses
+        return losses, correct(labels, scores)
+
+    weight_spec = tf.TensorSpec(shape=(None,), dtype=tf.float32)
+
+    @tf.function(input_signature=[input_spec, label_spec, label_spec, weight_spec])
+    def mixed_step(
+        inputs: tf.Tensor, first: tf.Tensor, second: tf.Tensor, weights: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """Rows train against two labels, weighted (a standalone row has weight 1)."""
+        with tf.GradientTape() as tape:
+            scores = tf.cast(model(inputs, training=batch_norm_training), tf.float32)
+            first_loss = per_example_loss(first, scores)
+            losses = weights * first_loss + (1 - weights) * per_example_loss(second, scores)
+            scaled = optimizer.scale_loss(tf.reduce_mean(losses))
+        gradients = tape.gradient(scaled, trainable)
+        optimizer.apply(gradients, trainable)
+        return first_loss, correct(first, scores)
 
     @tf.function(input_signature=[input_spec, label_spec])
-    def score_step(inputs: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
-        scores = model(inputs, training=False)
-        return per_example_loss(labels, tf.cast(scores, tf.float32))
+    def score_step(inputs: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        scores = tf.cast(model(inputs, training=False), tf.float32)
+        return per_example_loss(labels, scores), scores
 
-    return _TrainingSteps(train=train_step, score=score_step)
+    return _TrainingSteps(train=train_step, score=score_step, mixed=mixed_step)
+
+
+@dataclass
+class _Queue:
+    """Examples chosen for a backward pass, waiting for a full batch."""
+
+    inputs: list[np.ndarray] = field(default_factory=list)
+    labels: list[np.ndarray] = field(default_factory=list)
+    indices: list[np.ndarray] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return sum(len(part) for part in self.labels)
+
+    def add(self, inputs: np.ndarray, labels: np.ndarray, indices: np.ndarray) -> None:
+        if len(labels):
+            self.inputs.append(inputs)
+            self.labels.append(labels)
+            self.indices.append(indices)
+
+    def take(self, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Pop the first `size` queued examples (the rest stay, in order)."""
+        parts = [np.concatenate(part) for part in (self.inputs, self.labels, self.indices)]
+        for part in (self.inputs, self.labels, self.indices):
+            part.clear()
+        if len(parts[1]) > size:
+            self.add(parts[0][size:], parts[1][size:], parts[2][size:])
+        return parts[0][:size], parts[1][:size], parts[2][:size]
 
 
 def train_model(
@@ -279,7 +318,8 @@ def train_model(
 
     With `evaluate`, validation accuracy is measured after every epoch (and every
     `evaluate_every_steps` optimizer steps) and stored in `counters.checkpoints`; the time
-    spent evaluating is not counted as training time.
+    spent evaluating is not counted as training time. With `options.patience` and `evaluate`,
+    training stops on a plateau and the best epoch's weights are restored.
     """
 
     labels = np.asarray(labels, dtype=np.int32)
@@ -289,17 +329,26 @@ def train_model(
         )
     if len(labels) == 0:
         raise InvalidParameterError("training set", "empty", "at least one example")
-    steps = _build_steps(model, options.learning_rate)
+    steps = _build_steps(model, options.learning_rate, options.batch_norm_training)
     rng = np.random.default_rng(options.seed)
-    selector = ExampleSelector(options.beta, options.history_size, rng)
+    count = len(labels)
+    data = TrainingSet(
+        examples=count,
+        variants=int(getattr(source, "variant_count", 1)),
+        transforms=int(getattr(source, "transform_count", 0)),
+    )
+    strategy = make_strategy(options.strategy, options, rng, data)
+    choose_variants = getattr(strategy, "variants", None)
+    merge_mask = getattr(strategy, "merge_mask", None)
+    variant_batch = getattr(source, "variant_batch", None)
     counters = TrainingCounters(strategy=options.strategy)
-    pending_inputs: list[np.ndarray] = []
-    pending_labels: list[np.ndarray] = []
+    queue = _Queue()
     clock = _TrainingClock()
+    best: tuple[float, int, list[Any]] | None = None
 
-    def checkpoint() -> None:
+    def checkpoint() -> float | None:
         if evaluate is None:
-            return
+            return None
         clock.pause()
         accuracy = float(evaluate())
         clock.resume()
@@ -313,17 +362,59 @@ def train_model(
                 train_cpu_seconds=clock.cpu_elapsed(),
             )
         )
+        return accuracy
 
-    def run_train_step(inputs: np.ndarray, batch_labels: np.ndarray) -> np.ndarray:
-        losses = steps.train(inputs.astype(np.float32, copy=False), batch_labels).numpy()
+    def run_train_step(
+        inputs: np.ndarray, batch_labels: np.ndarray, epoch_counters: EpochCounters
+    ) -> tuple[np.ndarray, np.ndarray]:
+        losses, correct = steps.train(inputs.astype(np.float32, copy=False), batch_labels)
+        count_step(len(batch_labels), epoch_counters)
+        return np.asarray(losses), np.asarray(correct)
+
+    def count_step(rows: int, epoch_counters: EpochCounters) -> None:
         counters.optimizer_steps += 1
-        counters.examples_backpropagated += len(batch_labels)
-        counters.examples_forwarded += len(batch_labels)
+        counters.examples_backpropagated += rows
+        counters.examples_forwarded += rows
+        epoch_counters.optimizer_steps += 1
+        epoch_counters.examples_backpropagated += rows
+        epoch_counters.examples_forwarded += rows
         if evaluate_every_steps and counters.optimizer_steps % evaluate_every_steps == 0:
             checkpoint()
-        return np.asarray(losses)
 
-    count = len(labels)
+    def run_interpolated_step(
+        indices: np.ndarray, epoch: int, epoch_counters: EpochCounters
+    ) -> None:
+        """Merge the strategy's chosen examples pairwise; one row per pair, one per single."""
+        merge = merge_mask(indices) if merge_mask is not None else np.zeros(len(indices), bool)
+        chosen = rng.permutation(indices[merge])
+        chosen = chosen[: len(chosen) - len(chosen) % 2]
+        singles = indices[~np.isin(indices, chosen)]
+        first, second = chosen[0::2], chosen[1::2]
+        parts = [source.batch(singles, epoch)] if len(singles) else []
+        weights = [np.ones(len(singles), dtype=np.float32)]
+        if len(first):
+            composite, share = interpolate(
+                source.batch(first, epoch), source.batch(second, epoch), options.interpolation
+            )
+            parts.append(composite)
+            weights.append(share)
+        rows = np.concatenate(parts).astype(np.float32, copy=False)
+        first_labels = np.concatenate([labels[singles], labels[first]])
+        second_labels = np.concatenate([labels[singles], labels[second]])
+        losses, correct = steps.mixed(rows, first_labels, second_labels, np.concatenate(weights))
+        count_step(len(rows), epoch_counters)
+        epoch_counters.examples_interpolated += len(chosen)
+        # Only standalone rows tell an example's own loss.
+        strategy.observe(
+            singles, np.asarray(losses)[: len(singles)], epoch, np.asarray(correct)[: len(singles)]
+        )
+
+    def drain(epoch: int, epoch_counters: EpochCounters, minimum: int) -> None:
+        while len(queue) >= max(minimum, 1):
+            batch_inputs, batch_targets, batch_indices = queue.take(options.batch_size)
+            losses, correct = run_train_step(batch_inputs, batch_targets, epoch_counters)
+            strategy.observe(batch_indices, losses, epoch, correct)
+
     batch_size = options.batch_size
     bar = tqdm(
         total=options.epochs * count,
@@ -337,67 +428,74 @@ def train_model(
         for epoch in range(options.epochs):
             epoch_counters = EpochCounters(epoch=epoch)
             order = rng.permutation(count)
-            selective = (
-                options.strategy == "selective-backprop" and epoch >= options.unselective_epochs
-            )
+            mode = strategy.mode(epoch)
             for start in range(0, count, batch_size):
                 indices = order[start : start + batch_size]
-                inputs = source.batch(indices, epoch)
                 batch_labels = labels[indices]
-                if not selective:
-                    steps_before = counters.optimizer_steps
-                    losses = run_train_step(inputs, batch_labels)
-                    selector.record(losses)
-                    epoch_counters.optimizer_steps += counters.optimizer_steps - steps_before
-                    epoch_counters.examples_scored += len(indices)
+                epoch_counters.examples_scored += len(indices)
+                if mode == "all":
+                    if choose_variants is not None and variant_batch is not None:
+                        variants = choose_variants(indices, epoch)
+                        inputs = variant_batch(indices, variants)
+                        epoch_counters.examples_augmented += int(np.count_nonzero(variants))
+                    else:
+                        inputs = source.batch(indices, epoch)
+                    losses, correct = run_train_step(inputs, batch_labels, epoch_counters)
+                    strategy.observe(indices, losses, epoch, correct)
                     epoch_counters.examples_selected += len(indices)
-                else:
-                    losses = np.asarray(
-                        steps.score(inputs.astype(np.float32, copy=False), batch_labels).numpy()
+                elif mode == "interpolate":
+                    run_interpolated_step(indices, epoch, epoch_counters)
+                    epoch_counters.examples_selected += len(indices)
+                elif mode == "score":
+                    inputs = source.batch(indices, epoch)
+                    scored_losses, scores = steps.score(
+                        inputs.astype(np.float32, copy=False), batch_labels
                     )
+                    losses, scores = np.asarray(scored_losses), np.asarray(scores)
                     counters.examples_forwarded += len(indices)
-                    chosen = selector.select(losses)
-                    epoch_counters.examples_scored += len(indices)
+                    epoch_counters.examples_forwarded += len(indices)
+                    strategy.observe(indices, losses, epoch)
+                    chosen = strategy.select(indices, losses, scores, batch_labels)
+                    epoch_counters.examples_selected += int(chosen.sum())
+                    queue.add(inputs[chosen], batch_labels[chosen], indices[chosen])
+                    drain(epoch, epoch_counters, batch_size)
+                else:  # "preselect": unchosen examples cost no pass at all
+                    chosen = strategy.preselect(indices)
                     epoch_counters.examples_selected += int(chosen.sum())
                     if chosen.any():
-                        pending_inputs.append(inputs[chosen])
-                        pending_labels.append(batch_labels[chosen])
-                    while sum(len(part) for part in pending_labels) >= batch_size:
-                        batch_inputs, batch_targets = _take_batch(
-                            pending_inputs, pending_labels, batch_size
+                        queue.add(
+                            source.batch(indices[chosen], epoch),
+                            batch_labels[chosen],
+                            indices[chosen],
                         )
-                        run_train_step(batch_inputs, batch_targets)
-                        epoch_counters.optimizer_steps += 1
+                    drain(epoch, epoch_counters, batch_size)
                 bar.update(len(indices))
             counters.epochs.append(epoch_counters)
             counters.examples_scored += epoch_counters.examples_scored
             counters.examples_selected += epoch_counters.examples_selected
-            checkpoint()
-        if pending_labels:
+            accuracy = checkpoint()
+            epoch_counters.held_out_accuracy = accuracy
+            if accuracy is not None and options.patience is not None:
+                if best is None or accuracy > best[0]:
+                    best = (accuracy, epoch, model.get_weights())
+                elif epoch - best[1] >= options.patience:
+                    counters.stopped_after_epoch = epoch
+                    break
+        if len(queue):
             # Selected examples left over at the very end still earn their backward pass.
-            run_train_step(np.concatenate(pending_inputs), np.concatenate(pending_labels))
-            counters.epochs[-1].optimizer_steps += 1
-            checkpoint()
+            drain(counters.epochs[-1].epoch, counters.epochs[-1], 1)
+            last_accuracy = checkpoint()
+            if best is not None and last_accuracy is not None and last_accuracy > best[0]:
+                best = (last_accuracy, counters.epochs[-1].epoch, model.get_weights())
+        if best is not None:
+            model.set_weights(best[2])
+            counters.best_epoch = best[1]
     finally:
         bar.close()
         clock.pause()
     counters.train_seconds = clock.elapsed()
     counters.train_cpu_seconds = clock.cpu_elapsed()
     return counters
-
-
-def _take_batch(
-    pending_inputs: list[np.ndarray], pending_labels: list[np.ndarray], batch_size: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pop the first `batch_size` queued examples (the queue keeps the rest in order)."""
-    inputs = np.concatenate(pending_inputs)
-    labels = np.concatenate(pending_labels)
-    pending_inputs.clear()
-    pending_labels.clear()
-    if len(labels) > batch_size:
-        pending_inputs.append(inputs[batch_size:])
-        pending_labels.append(labels[batch_size:])
-    return inputs[:batch_size], labels[:batch_size]
 
 
 class _TrainingClock:

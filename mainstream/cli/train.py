@@ -25,6 +25,7 @@ from mainstream.core.yaml_files import describe_yaml_error
 from mainstream.node.settings import Settings
 from trainer.pipeline import TrainRequest, train_package
 from trainer.pretrain import load_image_folder, pretrain_base
+from trainer.strategies import STRATEGY_NAMES
 
 
 def _default_bases_dir() -> Path:
@@ -62,6 +63,13 @@ def base() -> None:
 )
 @click.option("--seed", default=0, show_default=True, help="Seed of initialisation and shuffling.")
 @click.option(
+    "--strategy",
+    default="standard",
+    show_default=True,
+    type=click.Choice(STRATEGY_NAMES),
+    help="Which examples each epoch trains on (README: training strategies).",
+)
+@click.option(
     "--init-weights",
     default="none",
     show_default=True,
@@ -90,6 +98,7 @@ def pretrain(
     learning_rate: float,
     validation_fraction: float,
     seed: int,
+    strategy: str,
     init_weights: str,
     bases_dir: Path | None,
     output: Path | None,
@@ -114,6 +123,7 @@ def pretrain(
         learning_rate=learning_rate,
         validation_fraction=validation_fraction,
         seed=seed,
+        strategy=strategy,
     )
     info = save_base(
         body,
@@ -180,6 +190,10 @@ _TRAIN_FLAG_FIELDS: dict[str, str] = {
     "learning_rate": "learning_rate",
     "strategy": "strategy",
     "beta": "selective_backprop_beta",
+    "smoothing": "selective_backprop_smoothing",
+    "interpolation": "interpolation",
+    "warm_start": "warm_start",
+    "patience": "patience",
     "cache": "cache",
     "augment_copies": "augment_copies",
     "seed": "seed",
@@ -236,8 +250,24 @@ _BASE_FLAG_FIELDS: dict[str, str] = {
 @click.option("--epochs", type=int)
 @click.option("--batch-size", type=int)
 @click.option("--learning-rate", type=float)
-@click.option("--strategy", type=click.Choice(["standard", "selective-backprop"]))
+@click.option(
+    "--strategy",
+    type=click.Choice(STRATEGY_NAMES),
+    help="Which examples each epoch trains on (README: training strategies).",
+)
 @click.option("--beta", type=float, help="Selective-Backprop selectivity exponent (default 3).")
+@click.option("--smoothing", type=float, help="Thesis Selective-Backprop epsilon (default 0.1).")
+@click.option(
+    "--interpolation",
+    type=click.Choice(["linavg", "randpatch"]),
+    help="InterTrain's operator (default linavg).",
+)
+@click.option(
+    "--warm-start/--no-warm-start",
+    default=None,
+    help="Start each candidate from the next deeper one's trained layers (default: no).",
+)
+@click.option("--patience", type=int, help="Stop after N epochs without held-out improvement.")
 @click.option(
     "--cache/--no-cache", default=None, help="Train on cached stem features (default: yes)."
 )

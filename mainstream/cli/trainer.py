@@ -31,6 +31,7 @@ from mainstream.core.errors import (
 )
 from mainstream.core.yaml_files import describe_yaml_error
 from mainstream.node.settings import default_data_dir
+from trainer.strategies import STRATEGY_NAMES
 
 DEFAULT_SERVER = "http://127.0.0.1:8780"
 DEFAULT_WORKER_PORT = 8781
@@ -273,6 +274,13 @@ def cancel_job(server: str, token: str | None, job_id: str) -> None:
 @click.option("--freeze-points", help="N or comma-separated cut-point names.")
 @click.option("--epochs", type=int)
 @click.option("--seed", type=int)
+@click.option(
+    "--strategy",
+    type=click.Choice(STRATEGY_NAMES),
+    help="Which examples each epoch trains on (README: training strategies).",
+)
+@click.option("--warm-start/--no-warm-start", default=None, help="Warm-start shallower cuts.")
+@click.option("--patience", type=int, help="Stop after N epochs without held-out improvement.")
 @click.option("--event-length", type=float, help="Event length in seconds.")
 @click.option("--event-frequency", type=float, help="Fraction of time covered by events.")
 @click.option("--correlation", type=float, help="Inter-frame correlation.")
@@ -322,6 +330,9 @@ _FLAG_FIELDS = {
     "freeze_points": "freeze_points",
     "epochs": "epochs",
     "seed": "seed",
+    "strategy": "strategy",
+    "warm_start": "warm_start",
+    "patience": "patience",
     "event_length": "event_length_s",
     "event_frequency": "event_frequency",
     "correlation": "correlation",

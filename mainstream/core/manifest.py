@@ -160,6 +160,43 @@ class CalibrationClip(BaseModel):
     counts: FrameEvidence
 
 
+class EpochTrainingRecord(BaseModel):
+    """One epoch of a candidate's training: what the strategy chose and what it cost."""
+
+    model_config = ConfigDict(extra="allow")
+
+    epoch: int = Field(ge=0)
+    forward_passes: int = Field(default=0, ge=0, description="Examples through a forward pass")
+    backward_passes: int = Field(default=0, ge=0, description="Examples through a backward pass")
+    selection_rate: float = Field(default=1.0, ge=0, le=1)
+    augmented: int = Field(default=0, ge=0, description="Augmented samples used")
+    interpolated: int = Field(default=0, ge=0, description="Samples merged into composites")
+    held_out_accuracy: float | None = Field(default=None, ge=0, le=1)
+
+
+class TrainingRecord(BaseModel):
+    """How one candidate was trained: the strategy and its counters (whole run and per epoch).
+
+    The first seven fields are the counters packages have always carried; the rest are optional.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    strategy: str = "standard"
+    examples_scored: int = Field(default=0, ge=0)
+    examples_selected: int = Field(default=0, ge=0)
+    optimizer_steps: int = Field(default=0, ge=0)
+    examples_backpropagated: int = Field(default=0, ge=0)
+    examples_forwarded: int = Field(default=0, ge=0)
+    train_seconds: float = Field(default=0.0, ge=0)
+    epochs: list[EpochTrainingRecord] = Field(default_factory=list)
+    warm_started_from: str | None = Field(
+        default=None, description="Cut point whose trained layers initialised this candidate"
+    )
+    stopped_after_epoch: int | None = Field(default=None, ge=0)
+    best_epoch: int | None = Field(default=None, ge=0)
+
+
 class CandidateInfo(BaseModel):
     """One specialised model: the suffix after `cut_point`, and its held-out per-frame quality."""
 
@@ -184,6 +221,7 @@ class CandidateInfo(BaseModel):
         description="counts measured on the deployment camera; they replace the held-out "
         "counts of each rate they measure (recall: clips with events; FP rate: any clip)",
     )
+    training: TrainingRecord | None = None
 
 
 class TrainingInfo(BaseModel):

@@ -25,6 +25,7 @@ from trainer.finetune import (
     save_candidate,
     stem_features,
     stem_fingerprint,
+    warm_start_from,
 )
 from trainer.selective_backprop import TrainingOptions
 
@@ -281,3 +282,57 @@ def test_bad_requests_are_refused(base) -> None:
 
     with pytest.raises(ModelError, match="no_such_layer"):
         finetune_candidates(base, CONFIG, ["no_such_layer"], data, data, "event", options())
+
+
+def test_warm_start_copies_the_deeper_candidates_layers(base) -> None:
+    deep = build_candidate(base, "conv_pw_12_relu", 2, seed=1)
+    for layer in deep.layers:
+        layer.set_weights([np.full(w.shape, 0.5, dtype=w.dtype) for w in layer.get_weights()])
+    shallow = build_candidate(base, "conv_pw_10_relu", 2, seed=2)
+    copied = warm_start_from(shallow, deep)
+    deep_names = {layer.name for layer in deep.layers if layer.weights}
+    assert set(copied) == deep_names and "head_scores" in copied
+    for layer in shallow.layers:
+        expected = 0.5 if layer.name in deep_names else None
+        if expected is not None:
+            assert all(np.all(w == 0.5) for w in layer.get_weights())
+    # Layers between the two cuts keep the base's weights.
+    between = shallow.get_layer("conv_pw_11")
+    assert not np.all(between.get_weights()[0] == 0.5)
+
+
+def test_warm_started_package_with_early_stop_records_it(base) -> None:
+    train, held_out = textured_or_flat(64, seed=6), textured_or_flat(32, seed=7)
+    warm = FinetuneOptions(
+        training=TrainingOptions(epochs=4, batch_size=16, learning_rate=0.003, patience=1),
+        progress=False,
+        warm_start=True,
+    )
+    result = finetune_candidates(base, CONFIG, CUTS, train, held_out, "event", warm)
+    shallow, deep = result.candidates  # network order, although the deep one trained first
+    assert (shallow.cut_point, deep.cut_point) == tuple(CUTS)
+    assert shallow.counters.warm_started_from == "conv_pw_13_relu"
+    assert deep.counters.warm_started_from is None
+    for counters in (shallow.counters, deep.counters):
+        assert counters.best_epoch is not None
+        accuracies = [epoch.held_out_accuracy for epoch in counters.epochs]
+        assert None not in accuracies and len(accuracies) <= 4
+        if counters.stopped_after_epoch is not None:
+            assert len(accuracies) < 4
+
+
+def test_selective_augment_on_cached_variants_one_per_transformation(base) -> None:
+    train, held_out = textured_or_flat(48, seed=8), textured_or_flat(24, seed=9)
+    sa = FinetuneOptions(
+        training=TrainingOptions(
+            epochs=2, batch_size=16, learning_rate=0.003, strategy="selective-augment"
+        ),
+        augment_copies=1,
+        progress=False,
+    )
+    result = finetune_candidates(base, CONFIG, CUTS[-1:], train, held_out, "event", sa)
+    epochs = result.candidates[0].counters.epochs
+    assert epochs[0].examples_augmented == 0 and 0 < epochs[1].examples_augmented < 48
+    variants = image_variants(train.images[:4], 1, seed=0, by_transform=True)
+    assert variants.shape[0] == 4  # the original, then flip, crop, brightness
+    assert np.array_equal(variants[1], train.images[:4, :, ::-1])

@@ -281,8 +281,10 @@ def test_registered_base_image_folder_and_selective_backprop(
     counts = manifest.candidates[0].evidence
     assert counts is not None and counts.events is None  # an image folder has no events
     assert manifest.training.strategy == "selective-backprop"
-    counters = manifest.candidates[0].model_extra["training"]  # type: ignore[index]
-    assert counters["examples_selected"] < counters["examples_scored"]
+    counters = manifest.candidates[0].training
+    assert counters is not None and counters.strategy == "selective-backprop"
+    assert counters.examples_selected < counters.examples_scored
+    assert counters.epochs[0].selection_rate == 1.0
 
     # A registered base brings its own architecture: asking for another one is an error.
     clash = {**common, "base": {"weights": info.weights_fingerprint, "alpha": 0.5}}

@@ -147,3 +147,32 @@ def test_pretrain_cli_rejects_bad_arguments(shape_folder: Path, tmp_path: Path) 
     result = runner.invoke(cli, ["base", "pretrain", "--data", str(shape_folder), "--base", "vgg"])
     assert result.exit_code == 2 and "vgg" in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_pretraining_with_stale_selective_backprop_skips_passes(shape_folder: Path) -> None:
+    from trainer.pretrain import pretrain_base
+
+    full = load_image_folder(shape_folder, 64, show_progress=False)
+    keep = np.arange(0, len(full.labels), 3)  # 30 images: the graph tracing is the cost
+    folder = ImageFolder(full.images[keep], full.labels[keep], full.classes)
+    config = BaseConfig("mobilenet_v1", input_size=64, alpha=0.25)
+    _body, report = pretrain_base(
+        config,
+        folder,
+        epochs=2,
+        batch_size=8,
+        strategy="stale-selective-backprop",
+        seed=1,
+        validation_fraction=0,
+    )
+    assert report.training is not None
+    first, second = report.training["epochs"]
+    assert first["forward_passes"] == first["backward_passes"] == report.train_images
+    # The second epoch forwards only the examples it chose from the first epoch's losses.
+    assert 0 < second["selection_rate"] < 1
+    assert report.training["examples_forwarded"] == report.training["examples_selected"]
+    assert report.training["examples_forwarded"] < 2 * report.train_images
+    assert report.as_provenance(shape_folder)["training"]["strategy"] == (
+        "stale-selective-backprop"
+    )
+    assert 0 <= report.train_accuracy <= 1
