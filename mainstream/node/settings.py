@@ -2,7 +2,7 @@
 
 Values come from the defaults, then a YAML file (`load_settings(path)`), then `MAINSTREAM_*`
 environment variables (nested fields with `__`: `MAINSTREAM_API__PORT=9000`). Secrets (`admin_token`,
-`mqtt.password`, `webhooks.secret`, `trainer.worker_token`,
+`mqtt.password`, `webhooks.secret`, `trainer.worker_token`, `api.metrics_token`,
 `registry_token`) are read from the environment only; a config file that contains one is rejected,
 so that secrets never end up in files that get copied around or committed.
 
@@ -51,6 +51,7 @@ SECRET_FIELDS: tuple[str, ...] = (
     "webhooks.secret",
     "trainer.worker_token",
     "registry_token",
+    "api.metrics_token",
 )
 """Fields (dotted paths) that may only come from the environment."""
 
@@ -98,8 +99,16 @@ class ApiSettings(BaseModel):
     open_health: bool = Field(
         default=True, description="Serve /api/health/* without a token (for load balancers)"
     )
-    open_metrics: bool = Field(
-        default=False, description="Serve /metrics without a token (for Prometheus)"
+    metrics_access: Literal["token", "loopback", "open"] = Field(
+        default="token",
+        description="Who may scrape /metrics: token: an API token or `metrics_token`; "
+        "loopback: also anyone on this machine (127.0.0.0/8, ::1) without a token; "
+        "open: anyone without a token",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="A token that reads /metrics and nothing else (for Prometheus); from the "
+        "environment only (MAINSTREAM_API__METRICS_TOKEN)",
     )
     max_concurrent_reads: int = Field(
         default=2,
@@ -131,6 +140,31 @@ class ApiSettings(BaseModel):
         description="URL others reach this API under, for links in MQTT and webhook messages; "
         "default: http://<host>:<port> (paths only when listening on 0.0.0.0 or ::)",
     )
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token_is_long(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None and len(token.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters (a guessable token opens /metrics)")
+        return token
+
+    @model_validator(mode="before")
+    @classmethod
+    def _open_metrics_became_metrics_access(cls, values: Any) -> Any:
+        """Version 0.1 configs said `open_metrics: true`; it is `metrics_access: open` now."""
+        if not isinstance(values, Mapping) or "open_metrics" not in values:
+            return values
+        moved = {key: value for key, value in values.items() if key != "open_metrics"}
+        if "metrics_access" not in moved:
+            opened = values["open_metrics"]
+            if not isinstance(opened, bool):
+                opened = str(opened).strip().lower() in ("1", "true", "yes", "on")
+            moved["metrics_access"] = "open" if opened else "token"
+            logger.warning(
+                "config: api.open_metrics is now api.metrics_access (%s); please move it",
+                moved["metrics_access"],
+            )
+        return moved
 
 
 class RuntimeSettings(BaseModel):

@@ -25,7 +25,7 @@ def test_the_environment_overrides_the_file(
         tmp_path / "node.yaml",
         {
             "data_dir": str(tmp_path / "data"),
-            "api": {"port": 9000, "open_metrics": True},
+            "api": {"port": 9000, "metrics_access": "loopback"},
             "cameras": [{"id": "door", "url": "synthetic://?fps=5"}],
         },
     )
@@ -33,10 +33,10 @@ def test_the_environment_overrides_the_file(
     monkeypatch.setenv("MAINSTREAM_API__PORT", "9100")
     monkeypatch.setenv("MAINSTREAM_ADMIN_TOKEN", "from-the-environment")
     settings = load_settings(config)
-    assert (settings.api.host, settings.api.port, settings.api.open_metrics) == (
+    assert (settings.api.host, settings.api.port, settings.api.metrics_access) == (
         "0.0.0.0",
         9100,
-        True,
+        "loopback",
     )
     assert settings.admin_token is not None
     assert settings.admin_token.get_secret_value() == "from-the-environment"
