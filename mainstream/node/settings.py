@@ -485,11 +485,14 @@ def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, An
 
 
 def validation_problems(error: ValidationError) -> list[str]:
-    """One line per error: `field.path: message`."""
+    """One line per error: `field.path[index]: message`, without pydantic's "Value error, "."""
     problems = []
     for item in error.errors():
-        location = ".".join(str(part) for part in item["loc"]) or "(root)"
-        problems.append(f"{location}: {item['msg']}")
+        location = "".join(
+            f"[{part}]" if isinstance(part, int) else f".{part}" for part in item["loc"]
+        ).lstrip(".")
+        message = str(item["msg"]).removeprefix("Value error, ").replace("\n", " ")
+        problems.append(f"{location or '(root)'}: {message}")
     return problems
 
 
