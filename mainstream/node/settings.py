@@ -43,7 +43,6 @@ logger = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 DEFAULT_PORT = 8780
-DEFAULT_SYNTHETIC_CAMERA_URL = "synthetic://?fps=10&size=320x240"
 ENV_PREFIX = "MAINSTREAM_"
 SECRET_FIELDS: tuple[str, ...] = (
     "admin_token",
@@ -69,11 +68,6 @@ def default_node_name() -> str:
     """The host name, reduced to the characters a node name may hold (MQTT topics use it)."""
     name = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname()).strip("-.") or "node"
     return name[:64]
-
-
-def default_synthetic_camera() -> CameraConfig:
-    """A camera that needs no hardware, so apps can be tried on a fresh node."""
-    return CameraConfig(id="synthetic", url=DEFAULT_SYNTHETIC_CAMERA_URL)
 
 
 class ConfigError(MainstreamError, ValueError):
@@ -356,8 +350,9 @@ class NodeConfig(BaseModel):
         description="Cameras registered at start when the registry does not have them yet",
     )
     default_camera: CameraConfig | None = Field(
-        default_factory=default_synthetic_camera,
-        description="A camera registered at start when missing (null: none)",
+        default=None,
+        description="A camera registered at start when missing, and given to apps that name "
+        "none (say `{id: test, url: 'synthetic://?fps=10'}` to try apps without hardware)",
     )
     admin_token: SecretStr | None = Field(
         default=None,

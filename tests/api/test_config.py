@@ -41,7 +41,7 @@ def test_the_environment_overrides_the_file(
     assert settings.admin_token is not None
     assert settings.admin_token.get_secret_value() == "from-the-environment"
     assert "from-the-environment" not in repr(settings)
-    assert [camera.id for camera in settings.startup_cameras()] == ["door", "synthetic"]
+    assert [camera.id for camera in settings.startup_cameras()] == ["door"]
     assert settings.bases_dir == tmp_path / "data" / "bases"
 
     alone = load_settings(config, environment=False)
@@ -57,8 +57,7 @@ def test_defaults_keep_working_without_a_file(
     assert settings.data_dir == tmp_path / "mainstream"
     assert settings.api.port == 8780 and settings.api.max_upload_bytes == 256 * 1024 * 1024
     assert settings.runtime.budget_ms_per_s is None and settings.runtime.utilisation == 0.8
-    assert settings.default_camera is not None
-    assert settings.default_camera.url.startswith("synthetic://")
+    assert settings.default_camera is None and settings.startup_cameras() == []
 
 
 def test_errors_name_every_bad_field(tmp_path: Path) -> None:
