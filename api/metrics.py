@@ -4,7 +4,8 @@ Names follow Prometheus conventions (base units, `_total` on counters) and what 
 Triton users know: per camera `mainstream_camera_fps`, `mainstream_camera_skipped_fps`,
 `mainstream_camera_decode_seconds`, `mainstream_camera_up`; per app `mainstream_app_fps`,
 `mainstream_app_planned_fps`, `mainstream_app_predicted_f1`, `mainstream_app_events_total` and
-`mainstream_app_info{cut_point=...}`; `mainstream_dag_node_latency_seconds{camera,node}`; the
+`mainstream_app_info{cut_point=...}`; `mainstream_dag_node_latency_seconds{camera,node}`;
+retention's `mainstream_events_pruned_total` and `mainstream_events_kept_bytes{app}`; the
 scheduler's solve time and re-plans; sink counters `mainstream_sink_*{sink=...}`; and the
 standard `process_*` metrics. `mainstream_node_info{node=...}` names the node. /api/stats holds
 the same figures as JSON.
@@ -100,6 +101,30 @@ def _node_metrics(stats: dict[str, Any]) -> Iterator[Metric]:
     )
     yield GaugeMetricFamily(
         "mainstream_events_stored", "Events in the event store", value=stats["events_stored"]
+    )
+    yield from _retention_metrics(stats["retention"])
+
+
+def _retention_metrics(retention: dict[str, Any]) -> Iterator[Metric]:
+    yield CounterMetricFamily(
+        "mainstream_events_pruned",
+        "Events deleted by retention since start",
+        value=retention["pruned_total"],
+    )
+    if retention["bytes"] is None:  # no pruning pass yet
+        return
+    kept = GaugeMetricFamily(
+        "mainstream_events_kept_bytes",
+        "Bytes of events kept per app (snapshots plus an estimate per row), at the last prune",
+        labels=["app"],
+    )
+    for app, figures in retention["apps"].items():
+        kept.add_metric([app], figures["bytes"])
+    yield kept
+    yield GaugeMetricFamily(
+        "mainstream_event_store_file_bytes",
+        "Size of the event database on disk, at the last prune",
+        value=retention["file_bytes"],
     )
 
 

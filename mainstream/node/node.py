@@ -61,6 +61,7 @@ from mainstream.node.registry import (
     utc_now,
 )
 from mainstream.node.replanner import ReplanConfig, ReplanMonitor
+from mainstream.node.retention import RetentionKeeper
 from mainstream.node.settings import Settings
 from scheduler.planner import make_plan
 from scheduler.problem import Objective, Plan, Problem
@@ -170,6 +171,7 @@ class Node:
         self._measurement: _Measurement | None = None
         self._stopped = False
         self.replanner = ReplanMonitor(self, ReplanConfig.from_settings(settings.runtime))
+        self.retention = RetentionKeeper(self.events, settings.retention)
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -221,6 +223,7 @@ class Node:
                 self.last_error = str(error)
                 proposal = self._empty_proposal("node started; nothing deployed", error)
             self.commit(proposal)
+        self.retention.start()  # on its own thread: a first pass now, then every interval
         if self.settings.runtime.replan:
             self.replanner.start()
 
@@ -228,6 +231,7 @@ class Node:
         """Stop analysing (open events are closed and stored), then the cameras; then the sinks,
         so that the end of every event closed here still goes out; close files."""
         self.replanner.stop()  # outside the lock: the monitor takes it to re-plan
+        self.retention.stop()  # before the event store closes under it
         with self._change_lock:
             if self._stopped:
                 return

@@ -269,6 +269,33 @@ class SchedulerSettings(BaseModel):
     )
 
 
+class RetentionSettings(BaseModel):
+    """How long events and their snapshots are kept; a background task prunes the rest."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    days: float | None = Field(
+        default=30.0,
+        gt=0,
+        description="Delete events that ended more than this many days ago (null: however old)",
+    )
+    max_mb_per_app: float | None = Field(
+        default=None,
+        gt=0,
+        description="Keep at most this many MB of each app's events, the newest (snapshots "
+        "plus about 128 bytes per event); null: no cap",
+    )
+    interval_s: float = Field(
+        default=600.0, ge=1, le=86_400, description="How often pruning runs (also once at start)"
+    )
+    batch_size: int = Field(
+        default=500,
+        ge=1,
+        le=100_000,
+        description="Events deleted per transaction; the runtime writes between batches",
+    )
+
+
 class TrainerSettings(BaseModel):
     """Where training jobs run: in a child process of this node, or on a remote trainer worker."""
 
@@ -341,6 +368,7 @@ class NodeConfig(BaseModel):
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     camera_policy: CameraPolicy = Field(
         default_factory=CameraPolicy,
         description="What camera URLs and FFmpeg options are accepted",

@@ -98,6 +98,7 @@ class HealthService(NodeService):
             "dag_latency_ms": dag_latency_ms,
             "deployments": runtime.deployments,
             "events_stored": self.node.events.count(),
+            "retention": self.node.retention.stats(),
             "replans": self.node.replanner.stats(),
             "scheduler": dataclasses.asdict(self.node.scheduler),
             "process": process_usage(),
