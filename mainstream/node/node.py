@@ -254,6 +254,7 @@ class Node:
                 mqtt=settings.mqtt,
                 webhooks=settings.webhooks,
                 base_url=public_url(settings),
+                snapshots=self.events.snapshot,
             )
         except Exception:
             logger.exception("the event sinks could not be started; events are only stored")
@@ -598,6 +599,10 @@ class Node:
                 store(transaction)
             self.record(transaction, proposal)
         self.apply(proposal)
+        self.sinks.on_inventory(
+            {app.name: app.camera for app in self.registry.list_apps()},
+            [camera.id for camera in self.registry.list_cameras()],
+        )
 
     def record(self, transaction: Transaction, proposal: Proposal) -> None:
         """Store the proposal's plan as the plan in force (in the caller's transaction)."""
