@@ -209,7 +209,7 @@ class Node:
             self.sinks = self._build_sinks()
             self._close_events_left_open()
             self._collect_garbage()
-            self._register_startup_cameras()
+            self.register_startup_cameras()
             self.runtime.start()
             self.started_at = time.time()
             try:
@@ -306,7 +306,8 @@ class Node:
         for stale in self.registry.blobs.root.glob(".*.tmp"):
             stale.unlink(missing_ok=True)
 
-    def _register_startup_cameras(self) -> None:
+    def register_startup_cameras(self) -> None:
+        """Register the configured cameras the registry lacks (again harmless)."""
         missing = [
             config
             for config in self.settings.startup_cameras()

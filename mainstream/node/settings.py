@@ -38,6 +38,7 @@ from edge_runtime.camera_policy import CameraPolicy, check_camera_url
 from edge_runtime.sinks.settings import MqttSettings, WebhookSettings
 from mainstream.core.errors import MainstreamError
 from mainstream.core.yaml_files import describe_yaml_error
+from mainstream.node.app_spec import AppCreate
 
 logger = logging.getLogger(__name__)
 
@@ -377,6 +378,12 @@ class NodeConfig(BaseModel):
         default_factory=list,
         description="Cameras registered at start when the registry does not have them yet",
     )
+    apps: list[AppCreate] = Field(
+        default_factory=list,
+        description="Apps this file declares (name, package, version, camera, weight, x_vote, "
+        "threshold, quiet_time_s, event_overrides, enabled): registered or brought back to "
+        "these values at every start, and not changed or deleted over the API",
+    )
     default_camera: CameraConfig | None = Field(
         default=None,
         description="A camera registered at start when missing, and given to apps that name "
@@ -424,6 +431,17 @@ class NodeConfig(BaseModel):
         if duplicates:
             raise ValueError(f"camera ids must be unique; repeated: {', '.join(duplicates)}")
         return cameras
+
+    @field_validator("apps")
+    @classmethod
+    def _unique_app_names(cls, apps: list[AppCreate], info: ValidationInfo) -> list[AppCreate]:
+        names = [app.name for app in apps]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"app names must be unique; repeated: {', '.join(duplicates)}")
+        if apps and info.data.get("role") == "registry":
+            raise ValueError("a shared registry (role registry) runs no apps")
+        return apps
 
     @field_validator("cameras", "default_camera")
     @classmethod
