@@ -91,7 +91,7 @@ class AppService(NodeService):
             if self.registry.has_app(request.name) or not self.node.running:
                 continue
             try:
-                self.create(request)
+                self._create(request)
             except MainstreamError as error:
                 logger.error("app %s in the config file is not run: %s", request.name, error)
 
@@ -152,7 +152,13 @@ class AppService(NodeService):
 
         A package the node does not hold is pulled from the shared registry first (when
         `registry_url` is set), outside the change lock: downloads do not hold up other changes.
+        A name the config file declares is the file's (it runs once its package is here).
         """
+        if not self.registry.has_app(request.name):
+            self._refuse_declared(request.name, "set")
+        return self._create(request)
+
+    def _create(self, request: AppCreate) -> AppView:
         if self.registry.has_app(request.name):  # checked again under the lock
             raise ConflictError(f"app {request.name!r} already exists")
         self.packages.ensure_local(request.package or request.name, request.version)

@@ -494,6 +494,8 @@ def test_apps_declared_in_the_config_file_win_over_the_api(
             services.apps.update("trains", AppUpdate(weight=1.0))
         with pytest.raises(ConflictError, match=r"; remove it there and restart the node"):
             services.apps.delete("trains")
+        with pytest.raises(ConflictError, match=r"declared in the config file \(apps:\); set it"):
+            services.apps.create(AppCreate(name="buses", package="trains"))  # waits for its own
         assert services.apps.get("trains").app.weight == 2.0
 
         services.packages.upload(tiny_packages.buses)  # the waiting app runs at once
