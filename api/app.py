@@ -17,6 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.errors import install_error_handlers
 from api.limits import RequestLimits, node_request_limits
+from api.live_views import LiveViewSlots
 from api.metrics import metrics_registry
 from api.read_gate import ReadGate
 from api.roles import api_description, runtime_router_options
@@ -60,6 +61,7 @@ def create_app(node: Node, manage_node: bool = True) -> FastAPI:
     app.state.node = node
     app.state.services = Services(node)
     app.state.metrics = metrics_registry(node)
+    app.state.live_views = LiveViewSlots(node.settings.api.max_live_views)
     install_error_handlers(app)
     # Outside FastAPI's body parsing and the token check: caps and pace apply to every request.
     app.add_middleware(RequestLimits, **node_request_limits(node.settings.api))

@@ -4,7 +4,9 @@ Names follow Prometheus conventions (base units, `_total` on counters) and what 
 Triton users know: per camera `mainstream_camera_fps`, `mainstream_camera_skipped_fps`,
 `mainstream_camera_decode_seconds`, `mainstream_camera_up`; per app `mainstream_app_fps`,
 `mainstream_app_planned_fps`, `mainstream_app_predicted_f1`, `mainstream_app_events_total` and
-`mainstream_app_info{cut_point=...}`; `mainstream_dag_node_latency_seconds{camera,node}`;
+`mainstream_app_info{cut_point=...}`; operators' marks per app, `mainstream_app_reviews{verdict=
+true|false|unreviewed}`, and what they imply, `mainstream_app_feedback_precision` and
+`mainstream_app_feedback_false_positive_rate`; `mainstream_dag_node_latency_seconds{camera,node}`;
 retention's `mainstream_events_pruned_total` and `mainstream_events_kept_bytes{app}`; the
 scheduler's solve time and re-plans; sink counters `mainstream_sink_*{sink=...}`; and the
 standard `process_*` metrics. `mainstream_node_info{node=...}` names the node. /api/stats holds
@@ -289,6 +291,38 @@ def _app_metrics(apps: dict[str, dict[str, Any]]) -> Iterator[Metric]:
             planned_fps.add_metric(key, app["planned_fps"])
             predicted_f1.add_metric(key, app["predicted_f1"])
     yield from (info, fps, planned_fps, predicted_f1, analysed, events, active)
+    yield from _feedback_metrics(apps)
+
+
+def _feedback_metrics(apps: dict[str, dict[str, Any]]) -> Iterator[Metric]:
+    labels = ["app", "camera"]
+    reviews = GaugeMetricFamily(
+        "mainstream_app_reviews",
+        "The app's events by operator mark (true, false, unreviewed)",
+        labels=[*labels, "verdict"],
+    )
+    precision = GaugeMetricFamily(
+        "mainstream_app_feedback_precision",
+        "Event precision the operators' marks imply (posterior mean)",
+        labels=labels,
+    )
+    false_positive_rate = GaugeMetricFamily(
+        "mainstream_app_feedback_false_positive_rate",
+        "Per-frame false-positive rate the marks imply at the cut point in force",
+        labels=labels,
+    )
+    for app in sorted(apps.values(), key=lambda item: (item["camera"], item["app"])):
+        feedback = app.get("feedback")
+        if not feedback:
+            continue
+        key = [app["app"], app["camera"]]
+        for verdict in ("true", "false", "unreviewed"):
+            reviews.add_metric([*key, verdict], float(feedback[verdict]))
+        if feedback["precision"] is not None:
+            precision.add_metric(key, feedback["precision"])
+        if feedback["false_positive_rate"] is not None:
+            false_positive_rate.add_metric(key, feedback["false_positive_rate"])
+    yield from (reviews, precision, false_positive_rate)
 
 
 def _dag_metrics(latency_ms: dict[str, dict[str, float]]) -> Iterator[Metric]:

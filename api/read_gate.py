@@ -21,7 +21,7 @@ GATED_POSTS = ("/api/schedule/dry-run",)
 time limit of CPU) and changes nothing."""
 
 UNGATED_PREFIXES = ("/api/live", "/api/health/", "/ui/")
-UNGATED_SUFFIXES = ("/archive", "/weights")
+UNGATED_SUFFIXES = ("/archive", "/weights", "/stream.mjpg")
 """Paths that are never queued: long-lived streams, health checks, the dashboard's files, and
 file downloads (a slow client would hold a place for minutes, using no CPU)."""
 

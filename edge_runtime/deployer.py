@@ -38,7 +38,6 @@ from mainstream.core.manifest import Manifest
 from scheduler.problem import (
     DEFAULT_FPS_OPTIONS,
     AppSpec,
-    Candidate,
     Objective,
     Plan,
     Problem,
@@ -67,24 +66,16 @@ class DeployedApp:
     quiet_time_s: float = 2.0
 
     def app_spec(self) -> AppSpec:
-        stats = self.manifest.event_stats.model_dump() | dict(self.event_overrides)
-        return AppSpec(
+        """The app as the scheduler sees it, with the held-out counts behind its figures
+        (stored, or derived from a version-1 package)."""
+        return AppSpec.from_manifest(
+            self.manifest,
+            overrides=self.event_overrides,
             name=self.name,
             camera=self.camera,
             base_model=profile_key(self.manifest),
-            event_length_s=stats["event_length_s"],
-            event_frequency=stats["event_frequency"],
-            correlation=stats["correlation"],
             x_vote=self.x_vote,
             weight=self.weight,
-            candidates=[
-                Candidate(
-                    cut_point=c.cut_point,
-                    recall=c.recall,
-                    false_positive_rate=c.false_positive_rate,
-                )
-                for c in self.manifest.candidates
-            ],
         )
 
     def detector_config(self, x_vote: int, update_every_frames: int = 0) -> DetectorConfig:
@@ -103,6 +94,7 @@ def problem_for(
     budget: float,
     camera_fps: Mapping[str, float],
     objective: Objective = "mean_f1",
+    confidence: float | None = None,
 ) -> Problem:
     """The scheduling problem of a node. All cameras must share one rate F (DESIGN §4)."""
     rates = {camera_fps[app.camera] for app in apps if app.camera in camera_fps}
@@ -118,6 +110,7 @@ def problem_for(
         camera_fps=rate,
         budget=budget,
         objective=objective,
+        confidence=confidence,
         fps_options=[fps for fps in DEFAULT_FPS_OPTIONS if fps <= rate] or [rate],
         profiles=list(profiles),
         apps=[app.app_spec() for app in apps],

@@ -6,6 +6,11 @@ open is closed by :meth:`EventStore.close_open` when the node starts again.
 
 The schema's version is SQLite's `user_version`; :func:`_migrate` brings an older file up to
 date in one transaction when the store opens it (version 1 added `last_time` and `ended_by`).
+
+Operator reviews (an event marked true or false) and the detection context of each event (the
+option and model that reported it) live in tables of their own, created by
+:func:`_add_review_tables` whatever the version: a file without them gains them, and an
+older Mainstream that opens the file ignores them. Deleting an event deletes both.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 from edge_runtime.detector import ENDED_QUIET, EventRecord
 
@@ -76,6 +82,52 @@ class StoreUsage:
 
 
 @dataclass(frozen=True)
+class EventReview:
+    """An operator's mark on an event: a real event (`verdict` True) or a false alarm."""
+
+    event_id: str
+    verdict: bool
+    note: str
+    reviewed_at: float  # seconds since the epoch
+    reviewed_by: str  # the token's name, or the channel (e.g. "mqtt")
+
+
+@dataclass(frozen=True)
+class DetectionContext:
+    """How an event was detected: the app's option in the plan and the model it ran.
+
+    Feedback counts a mark towards an app's estimate only when the event came from the app's
+    current package and threshold, and attributes it to the option that reported it.
+    """
+
+    event_id: str
+    plan_id: int | None
+    cut_point: str
+    fps: float
+    x_vote: int
+    package_sha256: str
+    threshold: float
+
+
+class ReviewCounts(NamedTuple):
+    """Marks on one app's events on one camera."""
+
+    app: str
+    camera: str
+    true: int
+    false: int
+    unreviewed: int
+
+
+class ReviewedEvent(NamedTuple):
+    """One mark with the context its event was detected in (None: not recorded)."""
+
+    event_id: str
+    verdict: bool
+    context: DetectionContext | None
+
+
+@dataclass(frozen=True)
 class EventQuery:
     app: str | None = None
     camera: str | None = None
@@ -97,6 +149,7 @@ class EventStore:
         self._connection.execute("PRAGMA journal_mode=WAL")
         self._connection.execute("PRAGMA synchronous=FULL")
         _migrate(self._connection)
+        _add_review_tables(self._connection)
 
     def close(self) -> None:
         with self._lock:
@@ -221,8 +274,9 @@ class EventStore:
         return [str(row[0]) for row in rows]
 
     def delete_closed(self, event_ids: Sequence[str]) -> int:
-        """Delete these events, row and snapshot together, in one transaction; an event that is
-        open (or was never stored) is left alone. Returns how many were deleted."""
+        """Delete these events in one transaction, with their snapshots (in the row) and their
+        marks and contexts (a trigger); an event that is open (or was never stored) is left
+        alone. Returns how many were deleted."""
         if not event_ids:
             return 0
         marks = ", ".join("?" for _ in event_ids)
@@ -290,6 +344,114 @@ class EventStore:
     def count(self) -> int:
         with self._lock:
             return int(self._connection.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    # -- reviews and detection contexts ----------------------------------------------------------
+
+    def save_context(self, context: DetectionContext) -> None:
+        """Record how an event was detected; the first record of an event is kept."""
+        with self._transaction() as connection:
+            connection.execute(
+                "INSERT OR IGNORE INTO event_contexts (event_id, plan_id, cut_point, fps, "
+                "x_vote, package_sha256, threshold) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    context.event_id,
+                    context.plan_id,
+                    context.cut_point,
+                    context.fps,
+                    context.x_vote,
+                    context.package_sha256,
+                    context.threshold,
+                ),
+            )
+
+    def context(self, event_id: str) -> DetectionContext | None:
+        with self._lock:
+            row = self._connection.execute(
+                f"SELECT {_CONTEXT_COLUMNS} FROM event_contexts WHERE event_id = ?", (event_id,)
+            ).fetchone()
+        return _context(row) if row else None
+
+    def review(self, review: EventReview) -> bool:
+        """Store a mark, replacing the event's earlier one; False when there is no such event."""
+        with self._transaction() as connection:
+            if (
+                connection.execute(
+                    "SELECT 1 FROM events WHERE id = ?", (review.event_id,)
+                ).fetchone()
+                is None
+            ):
+                return False
+            connection.execute(
+                """
+                INSERT INTO event_reviews (event_id, verdict, note, reviewed_at, reviewed_by)
+                VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT(event_id) DO UPDATE SET
+                    verdict = excluded.verdict,
+                    note = excluded.note,
+                    reviewed_at = excluded.reviewed_at,
+                    reviewed_by = excluded.reviewed_by
+                """,
+                (
+                    review.event_id,
+                    int(review.verdict),
+                    review.note,
+                    review.reviewed_at,
+                    review.reviewed_by,
+                ),
+            )
+        return True
+
+    def clear_review(self, event_id: str) -> bool:
+        """Remove an event's mark; False when it had none."""
+        with self._transaction() as connection:
+            cursor = connection.execute("DELETE FROM event_reviews WHERE event_id = ?", (event_id,))
+        return cursor.rowcount > 0
+
+    def reviews(self, event_ids: Sequence[str]) -> dict[str, EventReview]:
+        """The marks of these events (those without one are left out)."""
+        found: dict[str, EventReview] = {}
+        ids = list(dict.fromkeys(event_ids))
+        for start in range(0, len(ids), _IDS_PER_QUERY):
+            chunk = ids[start : start + _IDS_PER_QUERY]
+            marks = ", ".join("?" * len(chunk))
+            with self._lock:
+                rows = self._connection.execute(
+                    f"SELECT {_REVIEW_COLUMNS} FROM event_reviews WHERE event_id IN ({marks})",
+                    chunk,
+                ).fetchall()
+            found.update((str(row[0]), _review(row)) for row in rows)
+        return found
+
+    def review_counts(self) -> list[ReviewCounts]:
+        """Marked true, marked false and unmarked events per app and camera."""
+        with self._lock:
+            rows = self._connection.execute(
+                """
+                SELECT e.app, e.camera,
+                       COALESCE(SUM(r.verdict = 1), 0), COALESCE(SUM(r.verdict = 0), 0),
+                       COALESCE(SUM(r.event_id IS NULL), 0)
+                FROM events e LEFT JOIN event_reviews r ON r.event_id = e.id
+                GROUP BY e.app, e.camera ORDER BY e.app, e.camera
+                """
+            ).fetchall()
+        return [ReviewCounts(str(a), str(c), int(t), int(f), int(u)) for a, c, t, f, u in rows]
+
+    def reviewed(self, app: str, camera: str) -> list[ReviewedEvent]:
+        """Every mark on the app's events on the camera, with each event's detection context."""
+        with self._lock:
+            rows = self._connection.execute(
+                f"""
+                SELECT r.event_id, r.verdict, {_CONTEXT_COLUMNS_OF_C}
+                FROM event_reviews r JOIN events e ON e.id = r.event_id
+                LEFT JOIN event_contexts c ON c.event_id = r.event_id
+                WHERE e.app = ? AND e.camera = ? ORDER BY e.start_time, e.id
+                """,
+                (app, camera),
+            ).fetchall()
+        return [
+            ReviewedEvent(str(row[0]), bool(row[1]), _context(row[2:]) if row[2] else None)
+            for row in rows
+        ]
 
 
 _COLUMNS = (
@@ -362,4 +524,78 @@ def _record(row: tuple[object, ...]) -> EventRecord:
         frames_fired=int(row[8]),  # type: ignore[call-overload]
         last_time=None if row[9] is None else float(row[9]),  # type: ignore[arg-type]
         ended_by=None if row[4] is None else str(row[10] or ENDED_QUIET),
+    )
+
+
+_IDS_PER_QUERY = 500  # below SQLite's limit on bound parameters
+_REVIEW_COLUMNS = "event_id, verdict, note, reviewed_at, reviewed_by"
+_CONTEXT_COLUMNS = "event_id, plan_id, cut_point, fps, x_vote, package_sha256, threshold"
+_CONTEXT_COLUMNS_OF_C = ", ".join(f"c.{name}" for name in _CONTEXT_COLUMNS.split(", "))
+REVIEW_STATEMENTS = (
+    """
+    CREATE TABLE IF NOT EXISTS event_reviews (
+        event_id TEXT PRIMARY KEY,
+        verdict INTEGER NOT NULL,
+        note TEXT NOT NULL DEFAULT '',
+        reviewed_at REAL NOT NULL,
+        reviewed_by TEXT NOT NULL DEFAULT ''
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS event_contexts (
+        event_id TEXT PRIMARY KEY,
+        plan_id INTEGER,
+        cut_point TEXT NOT NULL,
+        fps REAL NOT NULL,
+        x_vote INTEGER NOT NULL,
+        package_sha256 TEXT NOT NULL,
+        threshold REAL NOT NULL
+    )
+    """,
+    """
+    CREATE TRIGGER IF NOT EXISTS event_reviews_follow_events AFTER DELETE ON events
+    BEGIN
+        DELETE FROM event_reviews WHERE event_id = old.id;
+        DELETE FROM event_contexts WHERE event_id = old.id;
+    END
+    """,
+)
+
+
+def _add_review_tables(connection: sqlite3.Connection) -> None:
+    """Create the review and detection-context tables when missing (one transaction).
+
+    Independent of `user_version`: the tables are only ever added, so the step is safe to
+    repeat, and a trigger removes an event's mark and context with the event, however the
+    event is deleted.
+    """
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in REVIEW_STATEMENTS:
+            connection.execute(statement)
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+
+
+def _review(row: tuple[object, ...]) -> EventReview:
+    return EventReview(
+        event_id=str(row[0]),
+        verdict=bool(row[1]),
+        note=str(row[2] or ""),
+        reviewed_at=float(row[3]),  # type: ignore[arg-type]
+        reviewed_by=str(row[4] or ""),
+    )
+
+
+def _context(row: Sequence[object]) -> DetectionContext:
+    return DetectionContext(
+        event_id=str(row[0]),
+        plan_id=None if row[1] is None else int(row[1]),  # type: ignore[call-overload]
+        cut_point=str(row[2]),
+        fps=float(row[3]),  # type: ignore[arg-type]
+        x_vote=int(row[4]),  # type: ignore[call-overload]
+        package_sha256=str(row[5]),
+        threshold=float(row[6]),  # type: ignore[arg-type]
     )

@@ -2,9 +2,18 @@
 
 An app analyses a camera at `analysis_fps` out of `camera_fps`. An event covers
 `event_length_s * camera_fps` camera frames; with a random phase the app samples
-`floor(D/s)` or `floor(D/s) + 1` of them. The samples of one window form a two-state Markov
-chain (fire / miss) with stationary fire probability p and lag-1 correlation c. An event is
-reported when `x_vote` consecutive samples fire.
+`floor(D/s)` or `floor(D/s) + 1` of them. The detector's fires on consecutive *camera* frames
+form a two-state Markov chain (fire / miss) with stationary fire probability p and lag-1
+correlation c. The app sees every s-th frame (s = camera_fps / analysis_fps), and a two-state
+chain looked at every s-th step is again such a chain, with the same p and correlation c**s
+(the second eigenvalue of the transition matrix is c, so that of its s-th power is c**s).
+So the analysed samples form a chain with correlation `c**s`: `sample_correlation`. With a
+fractional stride the gaps alternate between floor(s) and ceil(s) camera frames and c**s is
+their geometric mean. An event is reported when `x_vote` consecutive samples fire.
+
+The correlation is stored and estimated at the camera rate because that is what the trainer
+can measure without bias (consecutive camera frames); a single c applied at every analysis
+rate, as earlier versions did, made frames one second apart as alike as frames 0.1 s apart.
 
 Pure logic: no I/O, no framework imports.
 """
@@ -109,6 +118,17 @@ def samples_per_window(
     return [(whole, 1.0 - fraction), (whole + 1, fraction)]
 
 
+def sample_correlation(correlation: float, camera_fps: float, analysis_fps: float) -> float:
+    """Lag-1 correlation of the analysed samples: the camera-rate correlation to the stride.
+
+    `correlation ** (camera_fps / analysis_fps)`; at the camera rate it is `correlation` itself.
+    """
+    stride = camera_fps / analysis_fps
+    if stride <= 1.0:
+        return correlation
+    return correlation**stride
+
+
 def miss_probabilities(
     fire_probability: float, correlation: float, x_vote: int, max_samples: int
 ) -> list[float]:
@@ -189,9 +209,10 @@ def f1_from(recall: float, precision: float) -> float:
 def event_quality(params: EventParams) -> EventQuality:
     """Event-level recall, precision and F1 for one option (DESIGN §2)."""
     counts = samples_per_window(params.event_length_s, params.camera_fps, params.analysis_fps)
-    recall = detection_probability(params.recall, params.correlation, params.x_vote, counts)
+    correlation = sample_correlation(params.correlation, params.camera_fps, params.analysis_fps)
+    recall = detection_probability(params.recall, correlation, params.x_vote, counts)
     false_alarm = detection_probability(
-        params.false_positive_rate, params.correlation, params.x_vote, counts
+        params.false_positive_rate, correlation, params.x_vote, counts
     )
     precision = precision_from(recall, false_alarm, params.event_frequency)
     return EventQuality(
@@ -215,8 +236,8 @@ def event_quality_for_rates(
 ) -> list[EventQuality]:
     """`event_quality` of one option at many analysis rates, in the order given.
 
-    The miss tables depend only on (p, c, X), so they are built once, up to the largest window
-    any of the rates needs; the results are identical to calling `event_quality` per rate.
+    The results are identical to calling `event_quality` per rate: each rate has its own
+    sample correlation, so its own miss tables, each as long as its window needs.
     """
     validate_stream(camera_fps, event_length_s, event_frequency, correlation)
     validate_probability("recall", recall)
@@ -227,16 +248,13 @@ def event_quality_for_rates(
     if not analysis_fps_values:
         return []
 
-    counts_per_rate = [
-        samples_per_window(event_length_s, camera_fps, analysis_fps)
-        for analysis_fps in analysis_fps_values
-    ]
-    max_samples = max(count for counts in counts_per_rate for count, _ in counts)
-    event_misses = miss_probabilities(recall, correlation, x_vote, max_samples)
-    negative_misses = miss_probabilities(false_positive_rate, correlation, x_vote, max_samples)
-
     qualities = []
-    for counts in counts_per_rate:
+    for analysis_fps in analysis_fps_values:
+        counts = samples_per_window(event_length_s, camera_fps, analysis_fps)
+        max_samples = max(count for count, _ in counts)
+        at_rate = sample_correlation(correlation, camera_fps, analysis_fps)
+        event_misses = miss_probabilities(recall, at_rate, x_vote, max_samples)
+        negative_misses = miss_probabilities(false_positive_rate, at_rate, x_vote, max_samples)
         event_recall = expected_detection(event_misses, counts)
         false_alarm = expected_detection(negative_misses, counts)
         precision = precision_from(event_recall, false_alarm, event_frequency)

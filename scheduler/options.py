@@ -16,7 +16,12 @@ from typing import Literal, NamedTuple
 import numpy as np
 
 from scheduler.cost_model import branch_cost, camera_decode_cost
-from scheduler.event_model import miss_probabilities, samples_per_window, validate_stream
+from scheduler.event_model import (
+    miss_probabilities,
+    sample_correlation,
+    samples_per_window,
+    validate_stream,
+)
 from scheduler.problem import X_VOTE_CHOICES, AppSpec, Candidate, Problem, Profile
 
 Sharing = Literal["shared", "no_sharing", "max_sharing"]
@@ -112,7 +117,7 @@ def build_app_options(problem: Problem, app: AppSpec, sharing: Sharing = "shared
         costs = [branch_cost(profile, stem_depth, fps, shared) for fps in rates]
         for x_vote in votes:
             recall, precision, f1 = quality.at_every_rate(
-                candidate.recall, candidate.false_positive_rate, x_vote
+                *candidate.planned_rates(problem.confidence), x_vote
             )
             options.extend(
                 map(
@@ -148,8 +153,9 @@ class _QualityTable:
     """Event quality of one app at every rate, for many (recall, FP rate, X) at once.
 
     The same arithmetic as `event_model.event_quality` (the tests check they agree to the
-    last bit), done on numpy arrays over the rates: the window counts and the miss
-    recursion come from the event model itself.
+    last bit), done on numpy arrays over the rates: the window counts, the sample correlation
+    of each rate (the camera-rate correlation to the stride) and the miss recursion come
+    from the event model itself.
     """
 
     def __init__(self, camera_fps: float, app: AppSpec, rates: list[float]) -> None:
@@ -160,18 +166,20 @@ class _QualityTable:
         self.second_share = np.array(
             [window[1][1] if len(window) > 1 else 0.0 for window in windows]
         )
-        self.max_samples = int(self.whole.max()) + 1
-        self.correlation = app.correlation
+        self.samples = [int(whole) + 1 for whole in self.whole]
+        self.correlations = [sample_correlation(app.correlation, camera_fps, fps) for fps in rates]
         self.event_frequency = app.event_frequency
 
     def detection(self, fire_probability: float, x_vote: int) -> np.ndarray:
         """E_r[1 - miss(r)] at every rate (event_model.expected_detection)."""
-        misses = np.array(
-            miss_probabilities(fire_probability, self.correlation, x_vote, self.max_samples)
-        )
-        detected = self.first_share * (1.0 - misses[self.whole]) + self.second_share * (
-            1.0 - misses[self.whole + 1]
-        )
+        miss_whole = np.empty(len(self.samples))
+        miss_next = np.empty(len(self.samples))
+        for index, (samples, correlation) in enumerate(
+            zip(self.samples, self.correlations, strict=True)
+        ):
+            misses = miss_probabilities(fire_probability, correlation, x_vote, samples)
+            miss_whole[index], miss_next[index] = misses[samples - 1], misses[samples]
+        detected = self.first_share * (1.0 - miss_whole) + self.second_share * (1.0 - miss_next)
         return np.minimum(1.0, np.maximum(0.0, detected))
 
     def at_every_rate(

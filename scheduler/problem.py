@@ -7,9 +7,20 @@ the search works on plain tables built from them.
 from __future__ import annotations
 
 import itertools
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from mainstream.core.manifest import CandidateInfo, FrameEvidence, Manifest, frame_evidence
+from scheduler.estimates import (
+    CREDIBLE_LEVEL,
+    THIN_EVENTS,
+    THIN_NEGATIVE_FRAMES,
+    RateEstimate,
+    planning_rates,
+    rate_estimate,
+)
 
 DEFAULT_FPS_OPTIONS: tuple[float, ...] = (0.1, 0.2, 0.5, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
 DEFAULT_CAMERA = "camera0"
@@ -78,13 +89,89 @@ class Profile(BaseModel):
 
 
 class Candidate(BaseModel):
-    """One model of an app: the cut point it specialises from and its per-frame quality."""
+    """One model of an app: the cut point it specialises from and its per-frame quality.
+
+    `recall` and `false_positive_rate` are the measured ratios. With `evidence` (the held-out
+    counts behind them) the scheduler plans on their Beta posteriors instead
+    (:mod:`scheduler.estimates`): the posterior means, or pessimistic quantiles under a
+    problem's `confidence`; without it, on the ratios as given, with no interval.
+    """
 
     model_config = ConfigDict(extra="allow")
 
     cut_point: str
     recall: float = Field(ge=0, le=1)
     false_positive_rate: float = Field(ge=0, le=1)
+    evidence: FrameEvidence | None = None
+    false_positive_shift: float = Field(
+        default=0.0,
+        ge=-1,
+        le=1,
+        description="added to the planned FP rate: what operators' marks on the app's events "
+        "imply (0: none)",
+    )
+
+    @classmethod
+    def from_manifest(cls, manifest: Manifest, info: CandidateInfo) -> Candidate:
+        """A package's candidate, with the counts behind its figures when it has them."""
+        return cls(
+            cut_point=info.cut_point,
+            recall=info.recall,
+            false_positive_rate=info.false_positive_rate,
+            evidence=frame_evidence(manifest, info),
+        )
+
+    def estimates(self, level: float = CREDIBLE_LEVEL) -> tuple[RateEstimate, RateEstimate] | None:
+        """Posteriors of the per-frame recall and FP rate; None without evidence."""
+        if self.evidence is None:
+            return None
+        counts = self.evidence
+        return (
+            rate_estimate(counts.positive_fires, counts.positive_frames, level),
+            rate_estimate(counts.negative_fires, counts.negative_frames, level),
+        )
+
+    def planned_rates(self, confidence: float | None) -> tuple[float, float]:
+        """The per-frame recall and FP rate the scheduler plans this candidate on."""
+        estimates = self.estimates()
+        if estimates is None:
+            recall, false_positive_rate = self.recall, self.false_positive_rate
+        else:
+            recall, false_positive_rate = planning_rates(*estimates, confidence)
+        return recall, self._shifted(false_positive_rate)
+
+    def _shifted(self, false_positive_rate: float) -> float:
+        return min(1.0, max(0.0, false_positive_rate + self.false_positive_shift))
+
+    def rate_bounds(self) -> tuple[tuple[float, float], tuple[float, float]]:
+        """(recall low, high), (FP rate low, high): the 90 % intervals, or the ratios twice."""
+        estimates = self.estimates()
+        if estimates is None:
+            fpr = self._shifted(self.false_positive_rate)
+            return (self.recall, self.recall), (fpr, fpr)
+        recall, false_positive_rate = estimates
+        return (recall.low, recall.high), (
+            self._shifted(false_positive_rate.low),
+            self._shifted(false_positive_rate.high),
+        )
+
+    def thin_evidence(self) -> str | None:
+        """Why the held-out evidence behind the figures is thin, or None.
+
+        Thin: fewer than `THIN_EVENTS` held-out events (or an unknown number) or fewer than
+        `THIN_NEGATIVE_FRAMES` negative frames. None also without evidence (nothing to weigh).
+        """
+        counts = self.evidence
+        if counts is None:
+            return None  # nothing to weigh: the figures are taken as given
+        reasons = []
+        if counts.events is None:
+            reasons.append("number of held-out events unknown")
+        elif counts.events < THIN_EVENTS:
+            reasons.append(f"{counts.events} held-out events (< {THIN_EVENTS})")
+        if counts.negative_frames < THIN_NEGATIVE_FRAMES:
+            reasons.append(f"{counts.negative_frames} negative frames (< {THIN_NEGATIVE_FRAMES:,})")
+        return "; ".join(reasons) or None
 
 
 class AppSpec(BaseModel):
@@ -97,10 +184,48 @@ class AppSpec(BaseModel):
     base_model: str | None = None
     event_length_s: float = Field(gt=0)
     event_frequency: float = Field(gt=0, lt=1)
-    correlation: float = Field(ge=0, le=1)
+    correlation: float = Field(
+        ge=0, le=1, description="lag-1 correlation of the fires on consecutive camera frames"
+    )
+    correlation_interval: tuple[float, float] | None = Field(
+        default=None, description="credible interval of the correlation; None: taken as exact"
+    )
     x_vote: int | Literal["auto"] = 1
     weight: float = Field(default=1.0, gt=0)
     candidates: list[Candidate] = Field(min_length=1)
+
+    @classmethod
+    def from_manifest(
+        cls,
+        manifest: Manifest,
+        *,
+        overrides: Mapping[str, float] | None = None,
+        **fields: Any,
+    ) -> AppSpec:
+        """A package's app: its event statistics (with `overrides` on top), the correlation's
+        interval unless the correlation is overridden, and its candidates with their counts.
+        `fields` sets the rest (name, camera, x_vote, ...); the name defaults to the app's."""
+        given = dict(overrides or {})
+        stats = manifest.event_stats.model_dump() | given
+        evidence = manifest.event_stats.correlation_evidence
+        interval = (
+            evidence.interval if evidence is not None and "correlation" not in given else None
+        )
+        return cls(
+            **({"name": manifest.app.name} | fields),
+            event_length_s=stats["event_length_s"],
+            event_frequency=stats["event_frequency"],
+            correlation=stats["correlation"],
+            correlation_interval=interval,
+            candidates=[Candidate.from_manifest(manifest, info) for info in manifest.candidates],
+        )
+
+    @field_validator("correlation_interval")
+    @classmethod
+    def _interval_in_range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not 0.0 <= value[0] <= value[1] <= 1.0:
+            raise ValueError(f"correlation_interval {list(value)} must be [low, high] in [0, 1]")
+        return value
 
     @field_validator("x_vote")
     @classmethod
@@ -118,6 +243,13 @@ class Problem(BaseModel):
     camera_fps: float = Field(default=10.0, gt=0)
     budget: float = Field(gt=0)
     objective: Objective = "mean_f1"
+    confidence: float | None = Field(
+        default=None,
+        ge=0.5,
+        lt=1,
+        description="None: plan on the posterior means of the per-frame figures; e.g. 0.9: on "
+        "pessimistic quantiles (recall's 10 % quantile, the FP rate's 90 % quantile)",
+    )
     fps_options: list[float] = Field(default_factory=lambda: list(DEFAULT_FPS_OPTIONS))
     profile: Profile | None = None
     profiles: list[Profile] | None = None
@@ -181,6 +313,14 @@ class AppPlan(BaseModel):
     precision: float
     f1: float
     cost: float
+    f1_interval: tuple[float, float] | None = Field(
+        default=None,
+        description="90 % credible interval of the predicted F1 (see planner.f1_interval); "
+        "None: the app's figures have no held-out counts",
+    )
+    evidence_warning: str | None = Field(
+        default=None, description="why the held-out evidence behind the figures is thin"
+    )
 
 
 _UPPER_BOUND = (
@@ -218,6 +358,9 @@ class Plan(BaseModel):
     value: float
     budget: float
     total_cost: float
+    confidence: float | None = Field(
+        default=None, description="the problem's: None planned on posterior means"
+    )
     solver: str
     solve_time_s: float
     apps: list[AppPlan]

@@ -74,14 +74,19 @@ def format_plan(plan: Plan, problem: Problem | None = None) -> str:
         f"({_percent(plan.total_cost, plan.budget)})"
     )
     lines.append(f"  Solver     {plan.solver}, {plan.solve_time_s:.3f} s{_proof_note(plan)}")
+    if plan.confidence is not None or any(app.f1_interval is not None for app in plan.apps):
+        lines.append(f"  Planned on {planned_on(plan.confidence)}")
     lines.append("")
 
     show_camera = len({app.camera for app in plan.apps}) > 1
     show_base = len({app.base_model for app in plan.apps}) > 1
+    show_interval = any(app.f1_interval is not None for app in plan.apps)
     headers = ["App"]
     headers += ["Camera"] if show_camera else []
     headers += ["Base"] if show_base else []
-    headers += ["Cut point", "FPS", "X", "Recall", "Precision", "F1", "Cost", "Share"]
+    headers += ["Cut point", "FPS", "X", "Recall", "Precision", "F1"]
+    headers += ["F1 90% interval"] if show_interval else []
+    headers += ["Cost", "Share"]
     rows: list[list[str]] = []
     for app in plan.apps:
         row = [app.name]
@@ -94,9 +99,9 @@ def format_plan(plan: Plan, problem: Problem | None = None) -> str:
             f"{app.recall:.3f}",
             f"{app.precision:.3f}",
             f"{app.f1:.3f}",
-            _num(app.cost),
-            _percent(app.cost, plan.total_cost),
         ]
+        row += [f1_interval_text(app)] if show_interval else []
+        row += [_num(app.cost), _percent(app.cost, plan.total_cost)]
         rows.append(row)
     stem_cost = shared_stem_cost(plan)
     if stem_cost is not None:
@@ -106,6 +111,11 @@ def format_plan(plan: Plan, problem: Problem | None = None) -> str:
         )
     first_numeric = 2 + int(show_camera) + int(show_base)
     lines += text_table(headers, rows, right_from=first_numeric)
+    lines += [
+        f"  warning: {app.name}: thin evidence, {app.evidence_warning}"
+        for app in plan.apps
+        if app.evidence_warning
+    ]
 
     if plan.baselines:
         lines.append("")
@@ -114,6 +124,11 @@ def format_plan(plan: Plan, problem: Problem | None = None) -> str:
 
     lines.append("")
     lines += _plan_legend(problem)
+    if show_interval:
+        lines += [
+            "F1 90% interval: the event model at the ends of the 90 % intervals of each app's",
+            "     per-frame recall, false-positive rate (from their held-out counts) and correlation.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -168,6 +183,24 @@ def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right_from
 
     separator = "  ".join("-" * width for width in widths)
     return [line(headers), separator, *(line(row) for row in rows)]
+
+
+def f1_interval_text(app: AppPlan) -> str:
+    """`[0.612, 0.874]`, or `-` when the app's figures carry no held-out counts."""
+    if app.f1_interval is None:
+        return "-"
+    low, high = app.f1_interval
+    return f"[{low:.3f}, {high:.3f}]"
+
+
+def planned_on(confidence: float | None) -> str:
+    """What a plan took for the per-frame figures, in words."""
+    if confidence is None:
+        return "the posterior means of the per-frame recall and false-positive rate"
+    return (
+        f"pessimistic quantiles at confidence {confidence:g} (recall's "
+        f"{1 - confidence:.0%} quantile, false-positive rate's {confidence:.0%})"
+    )
 
 
 def _baseline_summary(plan: Plan) -> str:
@@ -789,14 +822,15 @@ def fps_curves(
         candidate = _candidate(app, app_plan.cut_point) if app is not None else None
         if app is None or candidate is None:
             continue
+        planned = candidate.planned_rates(problem.confidence)
         qualities = event_quality_for_rates(
             grid,
             camera_fps=problem.camera_fps,
             event_length_s=app.event_length_s,
             event_frequency=app.event_frequency,
             correlation=app.correlation,
-            recall=candidate.recall,
-            false_positive_rate=candidate.false_positive_rate,
+            recall=planned[0],
+            false_positive_rate=planned[1],
             x_vote=app_plan.x_vote,
         )
         curves.append(

@@ -1,15 +1,18 @@
 """Monte-Carlo simulation of the process the event model describes (DESIGN §2).
 
 It exists to check the closed forms in `event_model`, so it simulates the process literally
-instead of reusing any of the model's formulas: each trial lays a sampling grid with stride
-`s = camera_fps / analysis_fps` and a uniformly random phase over a window of
-`D = event_length_s * camera_fps` camera frames, draws the fire/miss outcome of every analysed
-sample from the two-state Markov chain (first sample fires with probability p; afterwards
-P(fire | fire) = p + (1 - p)·c and P(fire | miss) = 1 - (1 - p + p·c)), and reports the window
-when `x_vote` consecutive samples fired.
+instead of reusing any of the model's formulas: each trial draws the fire/miss outcome of every
+*camera* frame of a window of `D = event_length_s * camera_fps` frames from the two-state
+Markov chain (the first frame fires with probability p; afterwards P(fire | fire) =
+p + (1 - p)·c and P(fire | miss) = 1 - (1 - p + p·c)), lays a sampling grid with stride
+`s = camera_fps / analysis_fps` and a uniformly random phase over it (the sample at position
+x looks at camera frame floor(x)), and reports the window when `x_vote` consecutive samples
+fired. The model's sample correlation c**s is not used here: the simulation walks the camera
+frames between samples, so it checks that step too (exact for whole strides; for fractional
+ones the gaps alternate and c**s is their geometric mean).
 
-Trials are vectorised across a numpy array and walked one sample position at a time, so the cost
-is about `trials x samples per window` element operations. Pure logic: no I/O.
+Trials are vectorised across a numpy array and walked one camera frame at a time, so the cost
+is about `trials x camera frames per window` element operations. Pure logic: no I/O.
 """
 
 from __future__ import annotations
@@ -130,29 +133,32 @@ def _count_detections(
     fire_after_fire = p + (1.0 - p) * c
     fire_after_miss = 1.0 - (1.0 - p + p * c)
 
-    phase = rng.random(trials) * stride
+    # The camera frame each trial's next sample looks at (the grid's position, floored).
+    next_position = rng.random(trials) * stride
     # The loop updates these buffers in place: it is the whole cost of a simulation.
     uniform = np.empty(trials)
     fire_threshold = np.empty(trials)
     fired = np.zeros(trials, dtype=bool)
+    sampled = np.zeros(trials, dtype=bool)
     run_length = np.zeros(trials, dtype=np.int32)
     detected = np.zeros(trials, dtype=bool)
-    for position in range(_max_samples(frames_per_event, stride)):
-        # Sample positions only grow, so once a trial's grid leaves the window it stays out.
-        inside = phase + position * stride < frames_per_event
-        if not inside.any():
-            break
+    for frame in range(math.ceil(frames_per_event)):
         rng.random(out=uniform)
-        if position == 0:
+        if frame == 0:
             fire_threshold.fill(p)
         else:
             # P(fire | previous fired) - P(fire | previous missed) = c, so one fused update.
             np.multiply(fired, fire_after_fire - fire_after_miss, out=fire_threshold)
             fire_threshold += fire_after_miss
         np.less(uniform, fire_threshold, out=fired)
-        run_length += 1
-        run_length *= fired
-        detected |= inside & (run_length >= x_vote)
+        # A stride >= 1 puts at most one sample on a camera frame; none past the window.
+        np.less(next_position, frame + 1, out=sampled)
+        sampled &= next_position < frames_per_event
+        # Sampled frames extend the run of fires or end it; the others leave it as it is.
+        run_length += sampled
+        run_length *= fired | ~sampled
+        detected |= sampled & (run_length >= x_vote)
+        next_position += stride * sampled
     return int(np.count_nonzero(detected))
 
 

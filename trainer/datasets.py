@@ -481,6 +481,44 @@ def split_by_time(
     return dataset.subset(train_indices), dataset.subset(validation_indices)
 
 
+def time_folds(dataset: Dataset, folds: int) -> list[tuple[Dataset, Dataset]]:
+    """K-fold cross-validation over time: (training, held-out) pairs, each frame held out once.
+
+    The units are those of :func:`split_by_time` with `blocks = folds` (whole clips, or
+    contiguous time blocks of each clip whose cuts never fall inside an event); fold k holds
+    out the k-th contiguous run of units in time order. A fold whose held-out or training part
+    lacks a class is left out: it could measure neither recall nor false-positive rate.
+    Raises when fewer than 2 folds remain.
+    """
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+        raise InvalidParameterError("folds", folds, "an integer >= 2")
+    units = _split_units(dataset, folds)
+    if len(units) < folds:
+        raise InvalidParameterError(
+            "folds", folds, f"at most {len(units)} (the time blocks this data can be cut into)"
+        )
+    present = np.unique(dataset.labels)
+    pairs = []
+    for fold in range(folds):
+        chosen = units[round(fold * len(units) / folds) : round((fold + 1) * len(units) / folds)]
+        held_out = np.zeros(len(dataset), dtype=bool)
+        held_out[np.concatenate(chosen)] = True
+        if set(np.unique(dataset.labels[held_out])) != set(present) or set(
+            np.unique(dataset.labels[~held_out])
+        ) != set(present):
+            continue
+        pairs.append(
+            (dataset.subset(np.flatnonzero(~held_out)), dataset.subset(np.flatnonzero(held_out)))
+        )
+    if len(pairs) < 2:
+        raise InvalidParameterError(
+            "folds",
+            folds,
+            f"fewer folds: only {len(pairs)} of {folds} time blocks hold every class",
+        )
+    return pairs
+
+
 def _split_units(dataset: FrameDataset, blocks: int) -> list[np.ndarray]:
     """Index arrays of the candidate units (whole clips, or contiguous blocks of one clip)."""
     time_sorted = np.lexsort((dataset.order, dataset.groups))

@@ -7,10 +7,15 @@ and the model together (consecutive frames of an event look alike, so a model th
 frame tends to miss the next); it is measured from the per-frame fires of a model on held-out
 events.
 
-The main estimator fits `c` so that the analytical recall-vs-stride curve
-(:mod:`scheduler.event_model`, X = 1) matches the recall-vs-stride curve measured on the
-held-out events: that is exactly the use the scheduler makes of `c`. A direct estimator
-(P(miss | miss) of consecutive frames) is computed alongside for comparison.
+`c` is the lag-1 correlation of the fires on consecutive *camera* frames (the event model
+raises it to the stride for slower analysis rates). It is estimated directly from the
+transitions between consecutive held-out event frames (fire->fire, fire->miss, miss->fire,
+miss->miss): c = 1 - P(fire | miss) - P(miss | fire), with a Jeffreys posterior on each
+transition probability (:func:`scheduler.estimates.correlation_posterior`), so the estimate
+carries a credible interval. An earlier estimator fitted one c to the measured recall-vs-stride
+curve while the model applied that c unchanged at every stride; as the true correlation of
+frames s apart is c**s, that fit was biased towards 0 (true c 0.5 gave 0.000). The curve is
+still measured, and compared with the model's, as a check of the whole model.
 
 Pure logic: numpy and scipy only, no I/O.
 """
@@ -22,11 +27,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 
 from mainstream.core.errors import InvalidParameterError
-from mainstream.core.manifest import EventStats
-from scheduler.event_model import detection_probability, samples_per_window
+from mainstream.core.manifest import CorrelationEvidence, EventStats
+from scheduler.estimates import (
+    CREDIBLE_LEVEL,
+    CorrelationPosterior,
+    TransitionCounts,
+    correlation_posterior,
+    transition_counts,
+)
+from scheduler.event_model import detection_probability, sample_correlation, samples_per_window
 
 
 @dataclass(frozen=True)
@@ -62,7 +73,12 @@ class EventStatistics:
     total_frames: int
     camera_fps: float
 
-    def to_manifest(self, correlation: float, how_measured: str = "") -> EventStats:
+    def to_manifest(
+        self,
+        correlation: float,
+        how_measured: str = "",
+        evidence: CorrelationEvidence | None = None,
+    ) -> EventStats:
         """The manifest's `event_stats` block, once the correlation is known."""
         return EventStats(
             event_length_s=self.mean_event_length_s,
@@ -71,6 +87,7 @@ class EventStatistics:
             correlation=correlation,
             camera_fps=self.camera_fps,
             how_measured=how_measured,
+            correlation_evidence=evidence,
         )
 
 
@@ -86,19 +103,47 @@ class RecallPoint:
 
 @dataclass(frozen=True)
 class CorrelationEstimate:
-    """The fitted inter-frame correlation and how it was obtained."""
+    """The camera-rate inter-frame correlation, its interval and how it was obtained."""
 
-    correlation: float
+    correlation: float  # posterior mean: what the scheduler uses
+    low: float
+    high: float
+    level: float
     per_frame_recall: float
     method: str
     curve: list[RecallPoint]
     strides: list[int]
     event_count: int
-    # P(miss | miss) on consecutive event frames turned into c; None when undefined.
+    # 1 - P(fire|miss) - P(miss|fire) from the counted ratios of the transitions used, at the
+    # camera rate; None when they do not determine it.
     direct_correlation: float | None
-    # False when the fires do not determine c (per-frame recall 0 or 1): any c fits equally.
+    # False when neither the event frames nor the negative frames determine c (no misses or
+    # no fires among them): c is then the stated fallback.
     identifiable: bool
     residual_rms: float
+    transitions: TransitionCounts
+    source: str  # "event frames", "negative frames" or "fallback"
+    frame_gap: int  # camera frames between consecutive entries of the fires
+
+    def evidence(self) -> CorrelationEvidence:
+        """What the manifest keeps of it (format version 2)."""
+        return CorrelationEvidence(
+            interval=(self.low, self.high),
+            level=self.level,
+            source=self.source,
+            identifiable=self.identifiable,
+            frame_gap=self.frame_gap,
+            fire_fire=self.transitions.fire_fire,
+            fire_miss=self.transitions.fire_miss,
+            miss_fire=self.transitions.miss_fire,
+            miss_miss=self.transitions.miss_miss,
+            events=self.event_count,
+        )
+
+
+FALLBACK_CORRELATION = 0.0
+"""c when no held-out transitions determine it: independent frames, which (with X = 1)
+predict the most false alarms; its interval is then the whole of [0, 1]."""
 
 
 def event_statistics(
@@ -174,7 +219,11 @@ def model_recall_curve(
     camera_fps: float,
     strides: Sequence[int],
 ) -> np.ndarray:
-    """The analytical model's event recall per stride (X = 1), averaged over the events' lengths."""
+    """The analytical model's event recall per stride (X = 1), averaged over the events' lengths.
+
+    `correlation` is that of consecutive entries (camera frames); the model raises it to the
+    stride.
+    """
     lengths, counts = np.unique(np.asarray(event_frames), return_counts=True)
     weights = counts / counts.sum()
     curve = []
@@ -184,32 +233,47 @@ def model_recall_curve(
             sample_counts = samples_per_window(
                 float(length) / camera_fps, camera_fps, camera_fps / stride
             )
-            recall += weight * detection_probability(
-                per_frame_recall, correlation, 1, sample_counts
-            )
+            at_stride = sample_correlation(correlation, camera_fps, camera_fps / stride)
+            recall += weight * detection_probability(per_frame_recall, at_stride, 1, sample_counts)
         curve.append(recall)
     return np.array(curve)
 
 
 def direct_correlation(fires: np.ndarray, intervals: Sequence[EventInterval]) -> float | None:
-    """c from P(miss | miss) of consecutive frames inside events: P(mm) = 1 - p + p*c.
+    """c = 1 - P(fire | miss) - P(miss | fire) from the counted transitions inside events.
 
-    Returns None when undefined (no misses, or no fires). The raw value is clipped to [0, 1]:
-    noise or a non-stationary detector can push it slightly outside.
+    Returns None when undefined (no misses, or no fires, followed by another event frame).
+    The value is clipped to [0, 1]: noise or a non-stationary detector can push it outside.
     """
-    event_fires = [fires[iv.start_frame : iv.end_frame + 1] for iv in intervals]
-    all_fires = np.concatenate(event_fires)
-    p = float(all_fires.mean())
-    misses_followed = 0
-    miss_miss = 0
-    for segment in event_fires:
-        previous_missed = ~segment[:-1]
-        misses_followed += int(previous_missed.sum())
-        miss_miss += int((previous_missed & ~segment[1:]).sum())
-    if misses_followed == 0 or p == 0.0:
-        return None
-    p_miss_miss = miss_miss / misses_followed
-    return float(np.clip((p_miss_miss - (1.0 - p)) / p, 0.0, 1.0))
+    counts = event_transitions(fires, intervals)
+    return correlation_posterior(counts).counted
+
+
+def event_transitions(fires: np.ndarray, intervals: Sequence[EventInterval]) -> TransitionCounts:
+    """Transitions between consecutive frames of each event (never across two events)."""
+    total = TransitionCounts()
+    for interval in intervals:
+        total += transition_counts(fires[interval.start_frame : interval.end_frame + 1])
+    return total
+
+
+def negative_transitions(
+    fires: np.ndarray, intervals: Sequence[EventInterval], evaluated: np.ndarray | None
+) -> TransitionCounts:
+    """Transitions between consecutive evaluated frames outside every event."""
+    negative = np.ones(len(fires), dtype=bool)
+    for interval in intervals:
+        negative[interval.start_frame : interval.end_frame + 1] = False
+    if evaluated is not None:
+        negative &= evaluated
+    pairs = negative[:-1] & negative[1:]
+    before, after = fires[:-1][pairs], fires[1:][pairs]
+    return TransitionCounts(
+        fire_fire=int(np.count_nonzero(before & after)),
+        fire_miss=int(np.count_nonzero(before & ~after)),
+        miss_fire=int(np.count_nonzero(~before & after)),
+        miss_miss=int(np.count_nonzero(~before & ~after)),
+    )
 
 
 def compact_fires(
@@ -259,23 +323,30 @@ def estimate_correlation(
     camera_fps: float,
     strides: Sequence[int] | None = None,
     evaluated: np.ndarray | None = None,
+    frame_gap: int = 1,
+    level: float = CREDIBLE_LEVEL,
 ) -> CorrelationEstimate:
-    """Fit the inter-frame correlation c of DESIGN §2 to a model's fires on held-out events.
+    """Estimate the camera-rate inter-frame correlation c of DESIGN §2 from held-out fires.
 
-    `fires[t]` says whether the model fired on camera frame t (indices as in `intervals`).
-    Only frames inside the events are used. `evaluated` (same shape, optional) marks frames the
-    model was actually run on; events with any unevaluated frame are left out. For frames
-    loaded with a frame step, see :func:`compact_fires`.
+    `fires[t]` says whether the model fired on entry t (indices as in `intervals`); entries
+    are `frame_gap` camera frames apart (1: every camera frame; see :func:`compact_fires`) and
+    `camera_fps` is the rate of the entries. `evaluated` (same shape, optional) marks entries
+    the model was actually run on; events with any unevaluated entry are left out.
 
-    The per-frame recall p is the fire rate over event frames. c minimises the squared gap
-    between the measured recall-vs-stride curve and the model's (X = 1) over c in [0, 1]:
-    a grid of step 0.01, then a bounded scalar search around the best grid point.
+    c comes from the transitions inside the held-out events (:mod:`scheduler.estimates`).
+    When they do not determine it (the model fired on every event frame, or on none), the
+    transitions between negative frames are used, and when those do not either, c is
+    `FALLBACK_CORRELATION` with the interval [0, 1]. The recall-vs-stride curve (strides in
+    entries, X = 1) is measured and set beside the model's as a check; `residual_rms` says how
+    far apart they are.
     """
     fires = np.asarray(fires, dtype=bool)
     if fires.ndim != 1:
         raise InvalidParameterError("fires", f"shape {fires.shape}", "a 1-D array, one per frame")
     if not (math.isfinite(camera_fps) and camera_fps > 0):
         raise InvalidParameterError("camera_fps", camera_fps, "a finite number > 0")
+    if isinstance(frame_gap, bool) or not isinstance(frame_gap, int) or frame_gap < 1:
+        raise InvalidParameterError("frame_gap", frame_gap, "an integer >= 1")
     for interval in intervals:
         if interval.end_frame >= len(fires):
             raise InvalidParameterError(
@@ -307,36 +378,41 @@ def estimate_correlation(
     p = float(np.concatenate([fires[iv.start_frame : iv.end_frame + 1] for iv in usable]).mean())
     measured = empirical_recall_curve(fires, usable, chosen_strides)
 
-    def squared_error(c: float) -> float:
-        predicted = model_recall_curve(p, c, event_frames, camera_fps, chosen_strides)
-        return float(np.sum((predicted - measured) ** 2))
-
-    direct = direct_correlation(fires, usable)
-    identifiable = 0.0 < p < 1.0
+    transitions = event_transitions(fires, usable)
+    source = "event frames"
+    if not transitions.identifiable:
+        transitions = negative_transitions(fires, intervals, evaluated)
+        source = "negative frames"
+    posterior: CorrelationPosterior = correlation_posterior(transitions, frame_gap, level)
+    gap_note = f"{frame_gap} camera frames apart, " if frame_gap > 1 else ""
     description = (
-        f"recall-vs-stride least squares (X=1) on {len(usable)} held-out events, "
-        f"strides {chosen_strides[0]}..{chosen_strides[-1]} ({len(chosen_strides)} strides), "
-        f"camera {camera_fps:g} fps, per-frame recall {p:.3f}"
+        f"transitions between consecutive {source} ({gap_note}{len(usable)} held-out events, "
+        f"{transitions.after_fire + transitions.after_miss} pairs: "
+        f"fire->fire {transitions.fire_fire}, fire->miss {transitions.fire_miss}, "
+        f"miss->fire {transitions.miss_fire}, miss->miss {transitions.miss_miss}); "
+        f"camera-rate c {posterior.mean:.3f}, {level:.0%} interval "
+        f"[{posterior.low:.3f}, {posterior.high:.3f}] (Jeffreys posterior mean); "
+        f"per-frame recall {p:.3f}"
     )
-    if identifiable:
-        grid = np.linspace(0.0, 1.0, 101)
-        errors = [squared_error(float(c)) for c in grid]
-        best = int(np.argmin(errors))
-        low, high = grid[max(0, best - 1)], grid[min(len(grid) - 1, best + 1)]
-        refined = minimize_scalar(
-            squared_error, bounds=(low, high), method="bounded", options={"xatol": 1e-4}
-        )
-        correlation = float(grid[best])
-        if refined.success and squared_error(float(refined.x)) <= errors[best]:
-            correlation = float(refined.x)
+    if posterior.identifiable:
+        correlation, low, high = posterior.mean, posterior.low, posterior.high
     else:
-        # The curve does not depend on c when p is 0 or 1; report 0 and say so.
-        correlation = 0.0
-        description += "; not identifiable (per-frame recall is 0 or 1), correlation set to 0"
-    if direct is not None:
-        description += f"; direct P(miss|miss) estimate {direct:.3f}"
+        source = "fallback"
+        correlation, low, high = FALLBACK_CORRELATION, 0.0, 1.0
+        description = (
+            f"not identifiable: the model fired on every held-out frame or on none, inside "
+            f"the {len(usable)} events and outside them; correlation set to "
+            f"{FALLBACK_CORRELATION:g} (independent frames: with X = 1 the most false alarms), "
+            f"interval [0, 1]; per-frame recall {p:.3f}"
+        )
 
-    predicted = model_recall_curve(p, correlation, event_frames, camera_fps, chosen_strides)
+    per_entry = correlation**frame_gap
+    predicted = model_recall_curve(p, per_entry, event_frames, camera_fps, chosen_strides)
+    residual = float(np.sqrt(np.mean((predicted - measured) ** 2)))
+    description += (
+        f"; recall-vs-stride check over strides {chosen_strides[0]}..{chosen_strides[-1]}: "
+        f"model vs measured rms {residual:.3f}"
+    )
     curve = [
         RecallPoint(
             stride=stride,
@@ -348,12 +424,18 @@ def estimate_correlation(
     ]
     return CorrelationEstimate(
         correlation=correlation,
+        low=low,
+        high=high,
+        level=level,
         per_frame_recall=p,
         method=description,
         curve=curve,
         strides=chosen_strides,
         event_count=len(usable),
-        direct_correlation=direct,
-        identifiable=identifiable,
-        residual_rms=float(np.sqrt(np.mean((predicted - measured) ** 2))),
+        direct_correlation=posterior.counted,
+        identifiable=posterior.identifiable,
+        residual_rms=residual,
+        transitions=transitions,
+        source=source,
+        frame_gap=frame_gap,
     )

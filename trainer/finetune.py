@@ -88,6 +88,8 @@ class HeldOutQuality:
     accuracy: float  # P(predicted class == true class), over all classes
     positive_frames: int
     negative_frames: int
+    positive_fires: int = 0  # positive frames it fired on: recall * positive_frames
+    negative_fires: int = 0  # negative frames it fired on: FP rate * negative_frames
 
 
 @dataclass
@@ -151,6 +153,8 @@ def per_frame_quality(
         accuracy=float((predicted == labels).mean()),
         positive_frames=positives,
         negative_frames=negatives,
+        positive_fires=int(fires[positive].sum()),
+        negative_fires=int(fires[~positive].sum()),
     )
 
 

@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -47,6 +48,7 @@ from mainstream.core.manifest import (
     BaseModelInfo,
     CandidateInfo,
     EventStats,
+    FrameEvidence,
     Manifest,
     TrainingInfo,
     weak_candidates,
@@ -58,9 +60,15 @@ from trainer.datasets import (
     load_labelled_video,
     read_event_csv,
     split_by_time,
+    time_folds,
 )
-from trainer.event_stats import EventInterval, estimate_correlation, event_statistics
-from trainer.finetune import FinetuneOptions, finetune_candidates, save_candidate
+from trainer.event_stats import (
+    CorrelationEstimate,
+    EventInterval,
+    estimate_correlation,
+    event_statistics,
+)
+from trainer.finetune import FinetuneOptions, HeldOutQuality, finetune_candidates, save_candidate
 from trainer.selective_backprop import DEFAULT_BETA, DEFAULT_HISTORY_SIZE, TrainingOptions
 
 if TYPE_CHECKING:
@@ -131,6 +139,14 @@ class TrainRequest(BaseModel):
     augment_copies: int = Field(default=0, ge=0, description="Augmented copies per frame")
     seed: int = 0
     validation_fraction: float = Field(default=0.25, gt=0, lt=1)
+    folds: int = Field(
+        default=1,
+        ge=1,
+        le=10,
+        description="1: one held-out split by time (validation_fraction); K >= 2: K-fold "
+        "cross-validation over time blocks for the per-frame figures, then the candidates "
+        "trained on every frame (K + 1 trainings)",
+    )
     frame_step: int = Field(default=1, ge=1, description="Use every N-th frame of a video")
     event_length_s: float | None = Field(default=None, gt=0)
     event_frequency: float | None = Field(default=None, gt=0, lt=1)
@@ -237,17 +253,15 @@ def train_package(request: TrainRequest) -> TrainResult:
     with _precision_policy(request.mixed_precision), _quiet_retracing_warnings():
         config, base, base_description = _load_base(request)
         dataset = _load_data(request, config, labels_path)  # the class was checked above
-        train, validation = split_by_time(dataset, request.validation_fraction)
+        splits = (
+            time_folds(dataset, request.folds)
+            if request.folds > 1
+            else [split_by_time(dataset, request.validation_fraction)]
+        )
         cut_points = (
             default_freeze_points(config, base, request.freeze_points)
             if isinstance(request.freeze_points, int)
             else list(request.freeze_points)
-        )
-        logger.info(
-            "%d training and %d held-out frames; cut points %s",
-            len(train),
-            len(validation),
-            ", ".join(cut_points),
         )
         options = FinetuneOptions(
             training=request.training_options(),
@@ -255,19 +269,52 @@ def train_package(request: TrainRequest) -> TrainResult:
             augment_copies=request.augment_copies,
             progress=request.progress,
         )
-        result = finetune_candidates(
-            base, config, cut_points, train, validation, request.positive_class, options
-        )
+        held_out = []
+        for number, (train, validation) in enumerate(splits, start=1):
+            logger.info(
+                "%s%d training and %d held-out frames; cut points %s",
+                f"fold {number} of {len(splits)}: " if len(splits) > 1 else "",
+                len(train),
+                len(validation),
+                ", ".join(cut_points),
+            )
+            held_out.append(
+                HeldOutFold(
+                    validation,
+                    finetune_candidates(
+                        base, config, cut_points, train, validation, request.positive_class, options
+                    ),
+                    train.summary(),
+                )
+            )
+        result = held_out[0].result
+        if len(held_out) > 1:
+            logger.info("final candidates: trained on all %d frames", len(dataset))
+            # The held-out frames of the last fold are only there to satisfy the trainer's
+            # checks: every figure of the package comes from the folds.
+            result = finetune_candidates(
+                base, config, cut_points, dataset, splits[-1][1], request.positive_class, options
+            )
+            for index, candidate in enumerate(result.candidates):
+                candidate.quality = pooled_quality(
+                    [fold.result.candidates[index].quality for fold in held_out]
+                )
         chosen: str | None = None
-        if isinstance(dataset, LabelledVideo) and isinstance(validation, LabelledVideo):
-            event_stats, chosen = _measured_event_stats(request, dataset, validation, result)
+        if isinstance(dataset, LabelledVideo):
+            event_stats, chosen = _measured_event_stats(request, dataset, held_out, result)
         elif explicit_stats is not None:
             event_stats = explicit_stats
         else:  # unreachable: _explicit_event_stats raises for image folders without stats
             raise InvalidParameterError("event_stats", None, "measured or given statistics")
 
         with tempfile.TemporaryDirectory(prefix="mainstream-train-") as folder:
-            files, candidate_infos = _save_candidates(result, Path(folder), base)
+            files, candidate_infos = _save_candidates(
+                result,
+                Path(folder),
+                base,
+                _held_out_events(held_out),
+                _split_description(request, len(held_out)),
+            )
             base_weights = None
             if _bundle_base(request, config):
                 weights_path = Path(folder) / "base.weights.h5"
@@ -287,9 +334,7 @@ def train_package(request: TrainRequest) -> TrainResult:
                 base_model=base_description,
                 event_stats=event_stats,
                 candidates=candidate_infos,
-                training=_training_info(
-                    request, dataset, train, validation, result, wall_time, device
-                ),
+                training=_training_info(request, dataset, held_out, result, wall_time, device),
                 base_weights=base_weights,
             )
             package_path = write_package(request.output, manifest, files)
@@ -301,8 +346,45 @@ def train_package(request: TrainRequest) -> TrainResult:
         candidates=[_candidate_summary(candidate) for candidate in result.candidates],
         correlation_candidate=chosen,
         device=device,
-        stem_seconds=result.stem_seconds,
+        stem_seconds=_stem_seconds(held_out, result),
         wall_time_s=time.perf_counter() - started,
+    )
+
+
+@dataclass(frozen=True)
+class HeldOutFold:
+    """One held-out part of the data and the candidates trained without it."""
+
+    validation: FrameDataset
+    result: FinetuneResult
+    train_summary: dict[str, object]
+
+
+def _stem_seconds(held_out: list[HeldOutFold], final: FinetuneResult) -> float:
+    """Time spent computing stem features: the final training's, plus every fold's."""
+    if len(held_out) == 1:
+        return final.stem_seconds
+    return final.stem_seconds + sum(fold.result.stem_seconds for fold in held_out)
+
+
+def pooled_quality(qualities: list[HeldOutQuality]) -> HeldOutQuality:
+    """One candidate's per-frame figures over several held-out parts: the counts add up."""
+    positives = sum(quality.positive_frames for quality in qualities)
+    negatives = sum(quality.negative_frames for quality in qualities)
+    positive_fires = sum(quality.positive_fires for quality in qualities)
+    negative_fires = sum(quality.negative_fires for quality in qualities)
+    correct = sum(
+        quality.accuracy * (quality.positive_frames + quality.negative_frames)
+        for quality in qualities
+    )
+    return HeldOutQuality(
+        recall=positive_fires / positives,
+        false_positive_rate=negative_fires / negatives,
+        accuracy=correct / (positives + negatives),
+        positive_frames=positives,
+        negative_frames=negatives,
+        positive_fires=positive_fires,
+        negative_fires=negative_fires,
     )
 
 
@@ -520,7 +602,7 @@ def choose_correlation_candidate(candidates: list[TrainedCandidate]) -> TrainedC
 def _measured_event_stats(
     request: TrainRequest,
     video: LabelledVideo,
-    validation: LabelledVideo,
+    held_out: list[HeldOutFold],
     result: FinetuneResult,
 ) -> tuple[EventStats, str | None]:
     """Event length and frequency from the labels; correlation from held-out fires.
@@ -539,17 +621,26 @@ def _measured_event_stats(
         f"{video.total_frames} frames at {video.fps:g} fps"
     ]
     chosen: str | None = None
+    evidence = None
     if request.correlation is not None:
         correlation = request.correlation
         notes.append("correlation given explicitly")
     else:
         candidate = choose_correlation_candidate(result.candidates)
         chosen = candidate.cut_point
-        correlation, method = _held_out_correlation(
-            video, validation, candidate, request.frame_step, request.positive_class
+        index = result.candidates.index(candidate)
+        estimate = _held_out_correlation(
+            video,
+            [(fold.validation, fold.result.candidates[index]) for fold in held_out],
+            request.frame_step,
+            request.positive_class,
         )
-        notes.append(f"correlation from the held-out fires of candidate {chosen!r}: {method}")
-    stats = statistics.to_manifest(correlation, "; ".join(notes))
+        correlation, evidence = estimate.correlation, estimate.evidence()
+        notes.append(
+            f"camera-rate correlation from the held-out fires of candidate {chosen!r}: "
+            f"{estimate.method}"
+        )
+    stats = statistics.to_manifest(correlation, "; ".join(notes), evidence)
     overrides = {
         name: value
         for name, value in (
@@ -566,15 +657,15 @@ def _measured_event_stats(
 
 def _held_out_correlation(
     video: LabelledVideo,
-    validation: LabelledVideo,
-    candidate: TrainedCandidate,
+    held_out: list[tuple[FrameDataset, TrainedCandidate]],
     frame_step: int,
     positive_class: str,
-) -> tuple[float, str]:
-    """Fit c to the candidate's fires on the held-out frames (on the decoded frame grid).
+) -> CorrelationEstimate:
+    """The camera-rate c from one candidate's fires on the held-out frames of every fold.
 
-    With `frame_step` > 1 only every step-th camera frame was decoded: the fit then runs on
-    that grid (rate fps / step), i.e. it measures the correlation of frames `step` apart.
+    With `frame_step` > 1 only every step-th camera frame was decoded: the transitions are
+    then those of frames `step` apart (correlation c**step), turned into the camera-rate c.
+    Held-out parts never share a frame, so their fires fill one grid.
     """
 
     assert video.fps is not None
@@ -582,31 +673,53 @@ def _held_out_correlation(
     grid_length = math.ceil(video.total_frames / frame_step)
     fires = np.zeros(grid_length, dtype=bool)
     evaluated = np.zeros(grid_length, dtype=bool)
-    positions = validation.order // frame_step
-    fires[positions] = candidate.held_out_predictions == positive_index
-    evaluated[positions] = True
     intervals = []
-    for interval in validation.intervals:
-        first = math.ceil(interval.start_frame / frame_step)
-        last = interval.end_frame // frame_step
-        if last >= first:
-            intervals.append(EventInterval(first, last, interval.label))
+    for validation, candidate in held_out:
+        assert isinstance(validation, LabelledVideo)
+        positions = validation.order // frame_step
+        fires[positions] = candidate.held_out_predictions == positive_index
+        evaluated[positions] = True
+        for interval in validation.intervals:
+            first = math.ceil(interval.start_frame / frame_step)
+            last = interval.end_frame // frame_step
+            if last >= first:
+                intervals.append(EventInterval(first, last, interval.label))
     if not intervals:
+        frames = sum(len(validation) for validation, _ in held_out)
         raise InvalidParameterError(
             "validation_fraction",
-            f"{len(validation)} held-out frames without a whole event",
+            f"{frames} held-out frames without a whole event",
             "a split that holds out at least one whole event (more data, a larger fraction), "
             "or give --correlation",
         )
-    estimate = estimate_correlation(fires, intervals, video.fps / frame_step, evaluated=evaluated)
-    method = estimate.method
-    if frame_step > 1:
-        method += f"; frames {frame_step} camera frames apart"
-    return estimate.correlation, method
+    return estimate_correlation(
+        fires, intervals, video.fps / frame_step, evaluated=evaluated, frame_gap=frame_step
+    )
+
+
+def _held_out_events(held_out: list[HeldOutFold]) -> int | None:
+    """Whole positive events among the held-out frames (None for an image folder)."""
+    videos = [fold.validation for fold in held_out if isinstance(fold.validation, LabelledVideo)]
+    if len(videos) != len(held_out):
+        return None
+    return sum(len(video.intervals) for video in videos)
+
+
+def _split_description(request: TrainRequest, usable_folds: int) -> str:
+    if request.folds == 1:
+        return f"by time, validation fraction {request.validation_fraction:g}"
+    return (
+        f"{request.folds}-fold cross-validation over time blocks (events kept whole; "
+        f"{usable_folds} folds hold every class), final candidates trained on every frame"
+    )
 
 
 def _save_candidates(
-    result: FinetuneResult, folder: Path, base: keras.Model
+    result: FinetuneResult,
+    folder: Path,
+    base: keras.Model,
+    held_out_events: int | None,
+    split: str,
 ) -> tuple[dict[str, Path], list[CandidateInfo]]:
 
     files: dict[str, Path] = {}
@@ -628,6 +741,14 @@ def _save_candidates(
                 held_out_frames=candidate.quality.positive_frames
                 + candidate.quality.negative_frames,
                 training=candidate.counters.as_dict(),
+                evidence=FrameEvidence(
+                    positive_frames=candidate.quality.positive_frames,
+                    positive_fires=candidate.quality.positive_fires,
+                    negative_frames=candidate.quality.negative_frames,
+                    negative_fires=candidate.quality.negative_fires,
+                    events=held_out_events,
+                    split=split,
+                ),
             )
         )
     return files, infos
@@ -650,21 +771,30 @@ def _app_name(request: TrainRequest) -> str:
 def _training_info(
     request: TrainRequest,
     dataset: FrameDataset,
-    train: FrameDataset,
-    validation: FrameDataset,
+    held_out: list[HeldOutFold],
     result: FinetuneResult,
     wall_time_s: float,
     device: str,
 ) -> TrainingInfo:
+    if len(held_out) == 1:
+        train_summary, held_out_summary = (
+            held_out[0].train_summary,
+            held_out[0].validation.summary(),
+        )
+    else:
+        train_summary = dataset.summary()
+        held_out_summary = _pooled_summary([fold.validation for fold in held_out])
+    stem_seconds = _stem_seconds(held_out, result)
     return TrainingInfo(
         dataset={
             "source": request.data.name,
             "kind": "image folder" if request.data.is_dir() else "labelled video",
             "frame_step": request.frame_step,
             "all": dataset.summary(),
-            "train": train.summary(),
-            "held_out": validation.summary(),
-            "split": f"by time, validation fraction {request.validation_fraction:g}",
+            "train": train_summary,
+            "held_out": held_out_summary,
+            "split": _split_description(request, len(held_out)),
+            "folds": len(held_out),
         },
         epochs=request.epochs,
         strategy=request.strategy,
@@ -677,13 +807,28 @@ def _training_info(
         cache=request.cache,
         augment_copies=request.augment_copies,
         mixed_precision=request.mixed_precision,
-        stem_seconds=round(result.stem_seconds, 3),
+        stem_seconds=round(stem_seconds, 3),
         selective_backprop=(
             {"beta": request.selective_backprop_beta, "history": request.selective_backprop_history}
             if request.strategy == "selective-backprop"
             else None
         ),
     )
+
+
+def _pooled_summary(parts: list[FrameDataset]) -> dict[str, object]:
+    """The held-out frames of every fold, described like one dataset's summary."""
+    classes: dict[str, int] = {}
+    for part in parts:
+        for name, count in part.class_counts().items():
+            classes[name] = classes.get(name, 0) + count
+    return {
+        "frames": sum(len(part) for part in parts),
+        "image_shape": list(parts[0].images.shape[1:]),
+        "classes": classes,
+        "clips": len(np.unique(np.concatenate([part.groups for part in parts]))),
+        "fps": parts[0].fps,
+    }
 
 
 def library_versions() -> dict[str, str]:

@@ -69,6 +69,10 @@ export class Api {
     return this.request("POST", path, body ?? {});
   }
 
+  put(path, body) {
+    return this.request("PUT", path, body);
+  }
+
   patch(path, body) {
     return this.request("PATCH", path, body);
   }
@@ -91,6 +95,13 @@ export class Api {
    * The URL of the Server-Sent Events stream with a fresh ticket: EventSource cannot send
    * headers, and a ticket (one connection, 30 s) keeps the token out of URLs and logs.
    */
+  /** The URL of a camera's live view (MJPEG for an <img>) with a fresh one-use ticket. */
+  async liveViewUrl(cameraId) {
+    const { ticket } = await this.post("api/live/ticket");
+    const path = `api/cameras/${encodeURIComponent(cameraId)}/stream.mjpg`;
+    return `${apiUrl(path)}?ticket=${encodeURIComponent(ticket)}`;
+  }
+
   async liveUrl() {
     const { ticket } = await this.post("api/live/ticket");
     return `${apiUrl("api/live")}?ticket=${encodeURIComponent(ticket)}`;

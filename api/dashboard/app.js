@@ -3,7 +3,7 @@
 
 import { Api, ApiError, forgetToken, saveToken, savedToken } from "./api.js";
 import { comparisonSvg, dagGroups, dagSvg } from "./charts.js";
-import { byId, fill, fmt, fmtDuration, fmtFps, fmtTime, h } from "./dom.js";
+import { byId, fill, fmt, fmtDuration, fmtF1, fmtFps, fmtTime, h } from "./dom.js";
 import { LiveFeed } from "./live.js";
 
 const REFRESH_MS = 5000; // cameras, apps, plan, stats
@@ -28,7 +28,8 @@ const state = {
   feed: null,
   timers: [],
   busy: new Set(), // loops with a request in flight
-  cameraFrames: new Map(), // camera id -> object URL of its latest frame
+  cameraFrames: new Map(), // camera id -> object URL of its latest frame (polled fallback)
+  liveViews: new Map(), // camera id -> <img> playing its live view (MJPEG with app scores)
   eventShots: new Map(), // event id -> {peak, url, fetchedAt}
   hypothetical: [], // AppCreate bodies for the what-if form
   whatIfOptions: "", // signature of the choices the what-if form was built from
@@ -90,6 +91,8 @@ function signOut(message = "") {
   if (state.feed) state.feed.stop();
   state.feed = null;
   for (const url of state.cameraFrames.values()) URL.revokeObjectURL(url);
+  for (const image of state.liveViews.values()) image.removeAttribute("src");
+  state.liveViews.clear();
   for (const shot of state.eventShots.values()) if (shot.url) URL.revokeObjectURL(shot.url);
   state.cameraFrames.clear();
   state.eventShots.clear();
@@ -132,7 +135,10 @@ function start() {
     onMode: setLiveMode,
     onEvent: (message) => {
       if (message && message.event) {
-        state.events.set(message.event.id, message.event);
+        // Live messages carry no mark: keep the one this page knows.
+        const known = state.events.get(message.event.id);
+        const review = message.event.review || (known ? known.review : null);
+        state.events.set(message.event.id, { ...message.event, review });
         trimEvents();
         renderEvents();
       }
@@ -267,12 +273,49 @@ function sortedEvents() {
   return [...state.events.values()].sort((a, b) => b.start_time - a.start_time);
 }
 
+/**
+ * Cameras play their live view (the server's MJPEG stream, the apps' scores drawn on it) in a
+ * plain <img>; a camera whose view cannot open or breaks off falls back to polled frames and
+ * is tried again on the next round.
+ */
+async function openLiveView(id) {
+  if (state.liveViews.has(id)) return true;
+  const url = await state.api.liveViewUrl(id).catch(() => null);
+  if (!url) return false;
+  const image = h("img", { "data-camera-frame": id, "data-live-view": "", alt: `Live view of camera ${id}` });
+  image.addEventListener(
+    "error",
+    () => {
+      if (state.liveViews.get(id) !== image) return;
+      state.liveViews.delete(id);
+      renderCameras();
+    },
+    { once: true },
+  );
+  image.src = url;
+  state.liveViews.set(id, image);
+  renderCameras();
+  return true;
+}
+
+function closeLiveViews(running) {
+  for (const [id, image] of state.liveViews) {
+    if (!running.has(id)) {
+      image.removeAttribute("src"); // ends the stream
+      state.liveViews.delete(id);
+    }
+  }
+}
+
 async function refreshFrames() {
   await once("frames", async () => {
     const running = state.cameras.filter((view) => view.camera.enabled);
+    closeLiveViews(new Set(running.map((view) => view.camera.id)));
     await Promise.all(
       running.map(async (view) => {
         const id = view.camera.id;
+        if (state.liveViews.has(id)) return;
+        if (cameraState(view) === "streaming" && (await openLiveView(id))) return;
         const url = await state.api.imageUrl(`api/cameras/${encodeURIComponent(id)}/latest.jpg`).catch(() => null);
         if (!url) return;
         const previous = state.cameraFrames.get(id);
@@ -373,18 +416,20 @@ function renderCameras() {
       const camera = view.camera;
       const status = view.status || {};
       const current = cameraState(view);
-      const frame = state.cameraFrames.get(camera.id);
+      const liveView = state.liveViews.get(camera.id);
+      const frame = liveView ? liveView.src : state.cameraFrames.get(camera.id);
       return h(
         "article",
         { class: "camera-card", "data-camera": camera.id, "aria-label": `Camera ${camera.id}` },
         h(
           "div",
           { class: `frame${frame ? "" : " empty"}` },
-          h("img", {
-            "data-camera-frame": camera.id,
-            alt: `Latest frame of camera ${camera.id}`,
-            src: frame || null,
-          }),
+          liveView ||
+            h("img", {
+              "data-camera-frame": camera.id,
+              alt: `Latest frame of camera ${camera.id}`,
+              src: frame || null,
+            }),
           frame ? null : h("span", { class: "frame-note" }, camera.enabled ? "Waiting for a frame…" : "Camera disabled"),
           h("span", { class: `pill state-${current}`, "data-state": current }, current),
         ),
@@ -442,6 +487,31 @@ function measuredApp(name) {
   return measured && measured.apps ? measured.apps[name] : null;
 }
 
+function appFeedback(name) {
+  const apps = state.stats && state.stats.apps ? Object.values(state.stats.apps) : [];
+  const found = apps.find((item) => item.app === name);
+  return found ? found.feedback : null;
+}
+
+function precisionCell(planned, feedback) {
+  // The plan's precision, and what operators' marks on the app's events say about it.
+  const marked = feedback ? feedback.true + feedback.false : 0;
+  if (!marked) return h("td", { class: "num" }, planned ? fmt(planned.precision) : "—");
+  const interval = feedback.precision_interval
+    ? ` (90 %: ${fmt(feedback.precision_interval[0])}–${fmt(feedback.precision_interval[1])})`
+    : "";
+  const title =
+    `${feedback.true} marked true, ${feedback.false} false, ${feedback.unreviewed} unreviewed` +
+    (feedback.precision !== null ? `; precision from the marks ${fmt(feedback.precision)}${interval}` : "") +
+    (feedback.in_force ? "; the plan uses it" : "; too few marks for the plan to use it");
+  return h(
+    "td",
+    { class: "num", title, "data-feedback": feedback.in_force ? "in-force" : "counted" },
+    planned ? fmt(planned.precision) : "—",
+    h("span", { class: "muted small-note" }, ` · ✓${feedback.true} ✗${feedback.false}`),
+  );
+}
+
 function renderApps() {
   const rows = byId("app-rows");
   if (!state.apps.length) {
@@ -467,8 +537,12 @@ function renderApps() {
         h("td", { class: "num" }, runtime.fps !== undefined ? fmtFps(runtime.fps) : "—"),
         h("td", { class: "num" }, planned ? String(planned.x_vote) : String(app.x_vote)),
         h("td", { class: "num" }, planned ? fmt(planned.recall) : "—"),
-        h("td", { class: "num" }, planned ? fmt(planned.precision) : "—"),
-        h("td", { class: "num strong" }, planned ? fmt(planned.f1) : "—"),
+        precisionCell(planned, appFeedback(app.name)),
+        h(
+          "td",
+          { class: "num strong", title: planned && planned.evidence_warning ? `thin evidence: ${planned.evidence_warning}` : null },
+          planned ? fmtF1(planned) : "—",
+        ),
         h(
           "td",
           {
@@ -568,6 +642,17 @@ function renderEvents() {
             h("strong", {}, event.app),
             h("span", { class: "muted" }, ` on ${event.camera}`),
             event.open ? h("span", { class: "pill small state-streaming" }, "ongoing") : null,
+            event.review
+              ? h(
+                  "span",
+                  {
+                    class: `pill small review-${event.review.verdict}`,
+                    "data-review": event.review.verdict,
+                    title: event.review.note || `marked by ${event.review.reviewed_by || "an operator"}`,
+                  },
+                  event.review.verdict === "true" ? "real" : "false alarm",
+                )
+              : null,
           ),
           h(
             "div",
@@ -579,11 +664,37 @@ function renderEvents() {
             ` · peak ${fmt(event.peak_score)}`,
             ` · ${event.frames_fired}/${event.frames_analysed} frames fired`,
           ),
+          reviewButtons(event),
         ),
       );
     }),
   );
   for (const event of events) loadEventShot(event);
+}
+
+function reviewButtons(event) {
+  // Marking an event true or false feeds the app's precision estimate (admin only); pressing
+  // the mark an event already has takes it back.
+  const current = event.review ? event.review.verdict : null;
+  const button = (verdict, label) =>
+    h(
+      "button",
+      {
+        type: "button",
+        class: `btn small review-button${current === verdict ? " chosen" : ""}`,
+        "aria-pressed": current === verdict ? "true" : "false",
+        "aria-label": `Mark event ${event.id} ${verdict}`,
+        title: verdict === "true" ? "A real event" : "A false alarm",
+        onclick: () => reviewEvent(event, current === verdict ? null : verdict),
+      },
+      label,
+    );
+  return h(
+    "div",
+    { class: "event-review admin-only" },
+    button("true", "✓ Real"),
+    button("false", "✗ False alarm"),
+  );
 }
 
 function latestPackages() {
@@ -696,7 +807,14 @@ function planTable(plan) {
             h("td", { class: "num" }, String(app.x_vote)),
             h("td", { class: "num" }, fmt(app.recall)),
             h("td", { class: "num" }, fmt(app.precision)),
-            h("td", { class: "num strong" }, fmt(app.f1)),
+            h(
+              "td",
+              {
+                class: "num strong",
+                title: app.evidence_warning ? `thin evidence: ${app.evidence_warning}` : "90 % interval in brackets",
+              },
+              fmtF1(app),
+            ),
             h("td", { class: "num" }, fmt(app.cost, 1)),
           ),
         ),
@@ -760,6 +878,22 @@ async function removeCamera(id) {
     await refreshAll();
   } catch (error) {
     handleError(error, `camera ${id}`);
+  }
+}
+
+async function reviewEvent(event, verdict) {
+  const path = `api/events/${encodeURIComponent(event.id)}/review`;
+  try {
+    const result = verdict === null ? await state.api.delete(path) : await state.api.put(path, { verdict });
+    state.events.set(event.id, result.event);
+    renderEvents();
+    const feedback = result.feedback;
+    if (result.replanned) toast(`Re-planned: ${result.replanned}`);
+    else if (feedback)
+      toast(`${feedback.app}: ${feedback.true} true, ${feedback.false} false, ${feedback.unreviewed} unreviewed`);
+    await refreshAll(); // the app's counts, and the plan when the mark re-planned
+  } catch (error) {
+    handleError(error, "review");
   }
 }
 

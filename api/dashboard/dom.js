@@ -51,6 +51,12 @@ export function fmt(value, digits = 2) {
   return Number(value).toFixed(digits);
 }
 
+/** Predicted F1 with its 90 % interval when the plan states one: "0.95 (0.90–0.99)". */
+export function fmtF1(app) {
+  const interval = app.f1_interval;
+  return interval ? `${fmt(app.f1)} (${fmt(interval[0])}–${fmt(interval[1])})` : fmt(app.f1);
+}
+
 export function fmtFps(value) {
   if (value === null || value === undefined) return "—";
   return value >= 1 || value === 0 ? Number(value).toFixed(value % 1 === 0 ? 0 : 1) : Number(value).toFixed(2);

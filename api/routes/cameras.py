@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Response, status
+from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
 
 from api.deps import Admin, ServicesDep, Viewer
+from api.live_views import MEDIA_TYPE, LiveViewSlots, frames
+from api.routes.live import live_viewer
 from mainstream.node.services import CameraCreate, CameraView
 
 router = APIRouter(prefix="/api/cameras", tags=["cameras"])
@@ -63,5 +67,31 @@ def latest_frame(camera_id: str, services: ServicesDep) -> Response:
     return Response(
         services.cameras.latest_jpeg(camera_id),
         media_type="image/jpeg",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@router.get(
+    "/{camera_id}/stream.mjpg",
+    response_class=StreamingResponse,
+    responses={200: {"content": {MEDIA_TYPE: {}}}},
+    dependencies=[Depends(live_viewer)],
+)
+async def live_view(
+    camera_id: str,
+    request: Request,
+    services: ServicesDep,
+    fps: float = Query(default=4.0, gt=0, le=15, description="Most frames a second sent"),
+) -> StreamingResponse:
+    """The camera live, with each app's latest score drawn on the frames (MJPEG: show it in
+    an `<img>`). Authenticate with the Authorization header or a ticket from
+    `POST /api/live/ticket` (`?ticket=`), as for `/api/live`. 503 until the camera has
+    delivered a frame; 429 beyond `api.max_live_views` open views."""
+    first = await run_in_threadpool(services.cameras.live_view_jpeg, camera_id)
+    slots: LiveViewSlots = request.app.state.live_views
+    slots.take()
+    return StreamingResponse(
+        frames(request, first, lambda: services.cameras.live_view_jpeg(camera_id), fps, slots),
+        media_type=MEDIA_TYPE,
         headers={"Cache-Control": "no-store"},
     )

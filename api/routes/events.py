@@ -1,11 +1,23 @@
-"""`/api/events`: stored events, filtered and paginated, and their snapshots."""
+"""`/api/events`: stored events, filtered and paginated, their snapshots, and operators' marks
+(an event is real or a false alarm), which feed the app's precision estimate and the plan."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Response
+from typing import Annotated
 
-from api.deps import ServicesDep, Viewer
-from mainstream.node.services.models import MAX_EVENT_PAGE, MAX_ROW_NUMBER, EventPage, EventView
+from fastapi import APIRouter, Depends, Query, Response
+
+from api.deps import ServicesDep, Viewer, admin
+from mainstream.node.services import Principal
+from mainstream.node.services.models import (
+    MAX_EVENT_PAGE,
+    MAX_ROW_NUMBER,
+    EventPage,
+    EventView,
+    FeedbackView,
+    ReviewRequest,
+    ReviewResult,
+)
 
 router = APIRouter(prefix="/api/events", tags=["events"])
 
@@ -26,6 +38,12 @@ def list_events(
     return services.events.list_all(app, camera, since, until, limit, offset)
 
 
+@router.get("/feedback", response_model=list[FeedbackView], dependencies=[Viewer])
+def feedback(services: ServicesDep) -> list[FeedbackView]:
+    """Per app: events marked true, false and not marked, and the precision estimate."""
+    return services.events.feedback()
+
+
 @router.get("/{event_id}", response_model=EventView, dependencies=[Viewer])
 def get_event(event_id: str, services: ServicesDep) -> EventView:
     return services.events.get(event_id)
@@ -40,3 +58,26 @@ def get_event(event_id: str, services: ServicesDep) -> EventView:
 def event_snapshot(event_id: str, services: ServicesDep) -> Response:
     """The frame with the event's highest score, as JPEG."""
     return Response(services.events.snapshot(event_id), media_type="image/jpeg")
+
+
+@router.put("/{event_id}/review", response_model=ReviewResult)
+def review_event(
+    event_id: str,
+    request: ReviewRequest,
+    services: ServicesDep,
+    principal: Annotated[Principal, Depends(admin)],
+) -> ReviewResult:
+    """Mark the event true (a real event) or false (a false alarm), replacing an earlier mark.
+
+    Admin only: the mark changes the app's precision estimate, and the node re-plans at once
+    when the app's predicted F1 moves by `feedback.replan_delta` or more (`replanned`).
+    """
+    return services.events.review(event_id, request, by=principal.name)
+
+
+@router.delete("/{event_id}/review", response_model=ReviewResult)
+def clear_review(
+    event_id: str, services: ServicesDep, principal: Annotated[Principal, Depends(admin)]
+) -> ReviewResult:
+    """Remove the event's mark."""
+    return services.events.clear_review(event_id)

@@ -8,7 +8,7 @@ Sinks that also report camera states have `on_camera_state(StateChange)`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -85,6 +85,26 @@ class SinkFanOut:
                 listener(apps, camera_ids)
             except Exception:
                 logger.exception("sink %s failed to announce the apps and cameras", sink.name)
+
+    def on_review(self, event_id: str, verdict: bool | None) -> None:
+        """Tell the sinks that announce marks (MQTT) that an event was marked or cleared."""
+        for sink in self.sinks:
+            listener = getattr(sink, "on_review", None)
+            if listener is None:
+                continue
+            try:
+                listener(event_id, verdict)
+            except Exception:
+                logger.exception("sink %s failed on the review of event %s", sink.name, event_id)
+
+    def subscribe(self, suffix: str, handler: Callable[[str, bytes], None]) -> list[str]:
+        """Take commands on `suffix` from every sink that has a command channel (MQTT)."""
+        topics = []
+        for sink in self.sinks:
+            subscribe = getattr(sink, "subscribe", None)
+            if subscribe is not None:
+                topics.append(subscribe(suffix, handler))
+        return topics
 
     def close(self) -> None:
         for sink in self.sinks:

@@ -8,6 +8,11 @@ Topics, under `<prefix>/<node>` (prefix `mainstream` by default):
     cameras/<camera>/snapshot  the best JPEG of the camera's latest event (retained; with
                              `publish_snapshots` or `ha_discovery`)
     available                "online" / "offline" (retained; the broker's last will says "offline")
+    events/<id>/review       an operator's mark on the event: "true", "false" or "clear"
+
+Commands the node takes (see `subscribe`), Frigate style:
+
+    events/<id>/review/set   mark the event: "true", "false" or "clear"
 
 With `ha_discovery`, Home Assistant's discovery configs (discovery.py) go out, retained, when the
 node's apps and cameras change (`on_inventory`); a deleted app's or camera's config and a
@@ -84,6 +89,9 @@ class MqttTopics:
 
     def camera_snapshot(self, camera: str) -> str:
         return f"{self.base}/cameras/{topic_level(camera)}/snapshot"
+
+    def event_review(self, event_id: str) -> str:
+        return f"{self.base}/events/{topic_level(event_id)}/review"
 
     def under_node(self, suffix: str) -> str:
         return f"{self.base}/{suffix.lstrip('/')}"
@@ -279,6 +287,12 @@ class MqttSink:
         with self._condition:
             payload = STATE_ON if on else STATE_OFF
             self._enqueue(_Message(self.topics.app_state(app), payload, retain=True))
+
+    def on_review(self, event_id: str, verdict: bool | None) -> None:
+        """An operator marked an event (None: cleared the mark); not retained."""
+        payload = b"clear" if verdict is None else (b"true" if verdict else b"false")
+        with self._condition:
+            self._enqueue(_Message(self.topics.event_review(event_id), payload, retain=False))
 
     def subscribe(self, suffix: str, handler: MessageHandler) -> str:
         """Call `handler(topic, payload)` for messages on `<prefix>/<node>/<suffix>`.

@@ -321,6 +321,24 @@ class ApiClient:
         result: JsonObject = self._json("GET", "/api/events", params=params)
         return result
 
+    def review_event(self, event_id: str, verdict: bool | None, note: str = "") -> JsonObject:
+        """Mark an event true (a real event) or false (a false alarm); None clears the mark.
+
+        The answer holds the event, the app's feedback estimate and, when the mark re-planned
+        the node, the new plan's reason (`replanned`)."""
+        path = f"/api/events/{_segment(event_id)}/review"
+        if verdict is None:
+            cleared: JsonObject = self._json("DELETE", path)
+            return cleared
+        body = {"verdict": "true" if verdict else "false", "note": note}
+        result: JsonObject = self._json("PUT", path, json=body)
+        return result
+
+    def feedback(self) -> list[JsonObject]:
+        """Per app: events marked true, false and not marked, and the precision estimate."""
+        result: list[JsonObject] = self._json("GET", "/api/events/feedback")
+        return result
+
 
 def app_request(
     name: str,

@@ -4,6 +4,7 @@
     mainstream apps list --json
     mainstream cameras add gate --url rtsp://10.0.0.7/stream --fps 10
     mainstream events list --app trains --since 1h
+    mainstream events review 3f2a... --false --note "a bus"
 
 Every command takes `--server URL` (env MAINSTREAM_SERVER) and `--token T` (env
 MAINSTREAM_TOKEN; viewer tokens read, admin tokens change), prints a table, or with `--json`
@@ -503,10 +504,109 @@ def events_list(
             "open" if event["open"] else when(event["end_time"]),
             f"{event['peak_score']:.3f}",
             f"{event['frames_fired']}/{event['frames_analysed']}",
+            (event.get("review") or {}).get("verdict", "-"),
         ]
         for event in page["items"]
     ]
-    headers = ["Event", "App", "Camera", "Start", "End", "Peak", "Fired/analysed"]
+    headers = ["Event", "App", "Camera", "Start", "End", "Peak", "Fired/analysed", "Review"]
     echo_table(headers, rows, "no events")
     if page.get("next_offset") is not None:
         click.echo(f"more: --offset {page['next_offset']}", err=True)
+
+
+@events.command("review")
+@click.argument("event_id", metavar="ID")
+@click.option(
+    "--true/--false",
+    "verdict",
+    default=None,
+    help="A real event (--true) or a false alarm (--false).",
+)
+@click.option("--clear", is_flag=True, help="Remove the event's mark instead.")
+@click.option("--note", default="", help="Why, for the record.")
+@remote_options
+def events_review(
+    event_id: str,
+    verdict: bool | None,
+    clear: bool,
+    note: str,
+    server: str,
+    token: str | None,
+    as_json: bool,
+) -> None:
+    """Mark event ID true or false (admin); the node updates the app's precision estimate
+    and re-plans when its predicted F1 moves by `feedback.replan_delta` or more."""
+    if clear == (verdict is not None):
+        raise click.UsageError("give one of --true, --false or --clear")
+    with open_client(server, token) as client:
+        result = client.review_event(event_id, None if clear else verdict, note)
+    if as_json:
+        echo_json(result)
+        return
+    review = result["event"].get("review")
+    click.echo(
+        f"event {event_id}: " + (f"marked {review['verdict']}" if review else "mark cleared")
+    )
+    feedback = result.get("feedback")
+    if feedback:
+        click.echo(feedback_line(feedback))
+    if result.get("replanned"):
+        click.echo(f"re-planned: {result['replanned']}")
+
+
+@events.command("feedback")
+@remote_options
+def events_feedback(server: str, token: str | None, as_json: bool) -> None:
+    """Per app: events marked true, false and not marked, and what the marks imply."""
+    with open_client(server, token) as client:
+        items = client.feedback()
+    if as_json:
+        echo_json(items)
+        return
+    rows = [
+        [
+            item["app"],
+            item["camera"],
+            str(item["true"]),
+            str(item["false"]),
+            str(item["unreviewed"]),
+            number(item["predicted_precision"]),
+            number(item["precision"]),
+            number(item["false_positive_rate"], 4),
+            number(item["planned_f1"]),
+            number(item["adjusted_f1"]),
+            "yes" if item["in_force"] else "no",
+        ]
+        for item in items
+    ]
+    headers = [
+        "App",
+        "Camera",
+        "True",
+        "False",
+        "Unreviewed",
+        "Predicted precision",
+        "Feedback precision",
+        "Implied FPR",
+        "Planned F1",
+        "Feedback F1",
+        "In force",
+    ]
+    echo_table(headers, rows, "no apps")
+
+
+def feedback_line(feedback: dict[str, Any]) -> str:
+    """One line about an app's marks and what they imply."""
+    line = (
+        f"{feedback['app']} on {feedback['camera']}: {feedback['true']} true, "
+        f"{feedback['false']} false, {feedback['unreviewed']} unreviewed"
+    )
+    if feedback.get("precision") is not None:
+        line += (
+            f"; precision {feedback['precision']:.2f} (predicted "
+            f"{feedback['predicted_precision']:.2f}), implied FPR "
+            f"{number(feedback['false_positive_rate'], 4)}"
+        )
+        if not feedback["in_force"]:
+            line += " (not yet used: too few marks)"
+    return line

@@ -12,6 +12,7 @@ import sys
 import click
 
 from mainstream import __version__
+from mainstream.cli.quiet_tensorflow import import_tensorflow_quietly
 from mainstream.core.errors import MainstreamError
 
 # name -> "module:attribute" of a click command or group.
@@ -33,6 +34,20 @@ SUBCOMMANDS: dict[str, str] = {
     "trainer": "mainstream.cli.trainer:trainer",
     "jobs": "mainstream.cli.trainer:jobs",
 }
+
+# Commands that load models in this process; TensorFlow is imported up front for them, without
+# its start-up banner. (`serve` and `trainer serve` load it only when a model arrives.)
+TENSORFLOW_COMMANDS = frozenset(
+    {
+        ("train",),
+        ("base", "pretrain"),
+        ("package", "inspect"),
+        ("package", "verify"),
+        ("profile",),
+        ("replay",),
+        ("demo",),
+    }
+)
 
 
 class LazyGroup(click.Group):
@@ -61,8 +76,19 @@ def cli() -> None:
     """Mainstream: shared-stem edge video analytics with an event-F1 scheduler."""
 
 
+def needs_tensorflow(arguments: list[str]) -> bool:
+    """True when the invoked command loads models (and is not only asked for its help)."""
+    if any(word in ("--help", "-h") for word in arguments):
+        return False
+    words = tuple(word for word in arguments if not word.startswith("-"))
+    return any(words[: len(command)] == command for command in TENSORFLOW_COMMANDS)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; turn Mainstream errors into a one-line message and a non-zero exit code."""
+    arguments = sys.argv[1:] if argv is None else argv
+    if needs_tensorflow(arguments):
+        import_tensorflow_quietly()
     try:
         exit_code = cli.main(args=argv, prog_name="mainstream", standalone_mode=False)
     except MainstreamError as error:

@@ -17,6 +17,9 @@ from mainstream.cli.client import echo_json, open_client, remote_options
 from mainstream.core.errors import PackageError, WeakCandidatesError
 from mainstream.core.manifest import WEAK_CANDIDATE_ADVICE, Manifest, weak_candidates
 from mainstream.core.package import PackageListing, describe_size, inspect_package, verify_package
+from scheduler.estimates import RateEstimate
+from scheduler.planner import predicted_f1
+from scheduler.problem import AppSpec
 
 WEAK_CANDIDATES_EXIT = WeakCandidatesError.exit_code  # `--strict` with a weak candidate
 
@@ -39,8 +42,12 @@ def package() -> None:
 def inspect_command(package_path: Path, as_json: bool, strict: bool) -> None:
     """Show what a package holds: app, base model, event statistics and candidates.
 
-    The structure and manifest are checked; checksums and models are not (use `verify`).
-    Candidates no better than the majority class are flagged on standard error.
+    Each candidate's per-frame recall and false-positive rate are shown as counted and as
+    estimated (posterior mean and 90 % interval, from the held-out counts), with the event
+    F1 predicted at the camera rate and its interval. Thin evidence (fewer than 10 held-out
+    events or 1,000 negative frames) and candidates no better than the majority class are
+    flagged on standard error. The structure and manifest are checked; checksums and models
+    are not (use `verify`).
     """
     listing = inspect_package(package_path)
     if as_json:
@@ -48,6 +55,8 @@ def inspect_command(package_path: Path, as_json: bool, strict: bool) -> None:
     else:
         for line in _summary_lines(listing):
             click.echo(line)
+        for warning in _evidence_warnings(listing.manifest):
+            click.echo(f"WARNING {warning}", err=True)
     _warn_weak(listing.manifest, strict)
 
 
@@ -144,8 +153,10 @@ def list_command(app: str | None, server: str, token: str | None, as_json: bool)
 def _summary_lines(listing: PackageListing) -> list[str]:
     manifest = listing.manifest
     app, base, stats = manifest.app, manifest.base_model, manifest.event_stats
+    spec = AppSpec.from_manifest(manifest)
     lines = [
         f"package      {listing.path} ({describe_size(listing.archive_bytes)})",
+        f"format       version {manifest.format_version}",
         f"app          {app.name}",
         f"classes      {', '.join(app.classes)} (positive: {app.positive_class})",
         f"base model   {base.name} input {'x'.join(str(size) for size in base.input_shape)}, "
@@ -155,21 +166,45 @@ def _summary_lines(listing: PackageListing) -> list[str]:
         f"events       length {stats.event_length_s:g} s, frequency {stats.event_frequency:g}, "
         f"correlation {stats.correlation:g}, camera {stats.camera_fps:g} fps"
         + (f" ({stats.how_measured})" if stats.how_measured else ""),
+        f"correlation  {_correlation_text(manifest)}",
+        f"held out     {_held_out_text(spec)}",
         f"created      {manifest.created_at.isoformat()}",
         "",
     ]
-    header = ("cut point", "frozen", "recall", "FPR", "accuracy", "size")
-    rows = [
-        (
-            candidate.cut_point,
-            str(candidate.frozen_layers),
-            f"{candidate.recall:.3f}",
-            f"{candidate.false_positive_rate:.3f}",
-            f"{candidate.accuracy:.3f}",
-            describe_size(listing.member_sizes.get(candidate.file, 0)),
+    header = (
+        "cut point",
+        "frozen",
+        "recall",
+        "recall 90%",
+        "FPR",
+        "FPR 90%",
+        "pos fired",
+        "neg fired",
+        f"F1@{stats.camera_fps:g}fps 90%",
+        "accuracy",
+        "size",
+    )
+    rows = []
+    for info, candidate in zip(manifest.candidates, spec.candidates, strict=True):
+        estimates = candidate.estimates()
+        counts = candidate.evidence
+        f1, interval = predicted_f1(stats.camera_fps, spec, candidate, stats.camera_fps, 1)
+        rows.append(
+            (
+                info.cut_point,
+                str(info.frozen_layers),
+                f"{info.recall:.3f}",
+                "-" if estimates is None else _estimate_text(estimates[0]),
+                f"{info.false_positive_rate:.3f}",
+                "-" if estimates is None else _estimate_text(estimates[1]),
+                "-" if counts is None else f"{counts.positive_fires}/{counts.positive_frames}",
+                "-" if counts is None else f"{counts.negative_fires}/{counts.negative_frames}",
+                f"{f1:.3f}"
+                + ("" if interval is None else f" [{interval[0]:.3f}, {interval[1]:.3f}]"),
+                f"{info.accuracy:.3f}",
+                describe_size(listing.member_sizes.get(info.file, 0)),
+            )
         )
-        for candidate in manifest.candidates
-    ]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
 
     def render(row: tuple[str, ...]) -> str:
@@ -179,7 +214,70 @@ def _summary_lines(listing: PackageListing) -> list[str]:
 
     lines.append(render(header))
     lines.extend(render(row) for row in rows)
+    lines.append("")
+    lines.append(
+        "recall/FPR: counted on the held-out frames; 90%: Jeffreys posterior mean [90 % "
+        "interval], what the scheduler plans on. F1: event F1 predicted at the camera rate, X 1."
+    )
     return lines
+
+
+def _estimate_text(estimate: RateEstimate) -> str:
+    return f"{estimate.mean:.3f} [{estimate.low:.3f}, {estimate.high:.3f}]"
+
+
+def _correlation_text(manifest: Manifest) -> str:
+    stats = manifest.event_stats
+    evidence = stats.correlation_evidence
+    if evidence is None:
+        return (
+            f"{stats.correlation:g}, no interval (given explicitly, or measured by a version-1 "
+            "trainer, whose stride fit was biased towards 0)"
+        )
+    low, high = evidence.interval
+    pairs = evidence.fire_fire + evidence.fire_miss + evidence.miss_fire + evidence.miss_miss
+    return (
+        f"{stats.correlation:.3f} per camera frame, {evidence.level:.0%} interval "
+        f"[{low:.3f}, {high:.3f}], from {pairs} consecutive {evidence.source} pairs"
+        if evidence.source != "fallback"
+        else f"{stats.correlation:g} (fallback: the held-out fires do not determine it), "
+        f"interval [{low:g}, {high:g}]"
+    )
+
+
+def _held_out_text(spec: AppSpec) -> str:
+    counts = spec.candidates[0].evidence
+    if counts is None:
+        return "counts unknown: the figures are ratios without the frames they were counted on"
+    events = "an unknown number of" if counts.events is None else str(counts.events)
+    origin = (
+        " (derived from a version-1 package's ratios and held-out class counts)"
+        if counts.derived
+        else ""
+    )
+    split = f", split {counts.split}" if counts.split else ""
+    return (
+        f"{events} events, {counts.positive_frames} positive and {counts.negative_frames} "
+        f"negative frames{split}{origin}"
+    )
+
+
+def _evidence_warnings(manifest: Manifest) -> list[str]:
+    """One line per distinct reason the held-out evidence is thin (or missing)."""
+    spec = AppSpec.from_manifest(manifest)
+    if all(candidate.evidence is None for candidate in spec.candidates):
+        return [
+            "no held-out counts: recall and FPR are taken as exact, with no interval; "
+            "retrain with this version of Mainstream"
+        ]
+    reasons = dict.fromkeys(
+        reason for candidate in spec.candidates if (reason := candidate.thin_evidence())
+    )
+    return [
+        f"thin evidence: {reason}; the intervals are wide and the plan may be wrong, "
+        "label more footage"
+        for reason in reasons
+    ]
 
 
 def _bundled(listing: PackageListing) -> str:

@@ -35,8 +35,10 @@ def load_problem(
     *,
     budget: float | None = None,
     objective: Objective | None = None,
+    confidence: float | None = None,
 ) -> Problem:
-    """Read and validate a problem file; `budget`/`objective` override the file's values."""
+    """Read and validate a problem file; `budget`/`objective`/`confidence` override the
+    file's values."""
     path = Path(path)
     if not path.exists():
         raise NotFoundError(f"problem file not found: {path}")
@@ -47,7 +49,9 @@ def load_problem(
     except (OSError, UnicodeDecodeError) as error:
         raise ProblemFileError(f"cannot read problem file {path}: {error}") from error
     data = parse_problem_text(text, fmt=_format_of(path), source=str(path))
-    return problem_from_data(data, budget=budget, objective=objective, source=str(path))
+    return problem_from_data(
+        data, budget=budget, objective=objective, confidence=confidence, source=str(path)
+    )
 
 
 def parse_problem_text(text: str, *, fmt: str, source: str = "<problem>") -> Any:
@@ -75,6 +79,7 @@ def problem_from_data(
     *,
     budget: float | None = None,
     objective: Objective | None = None,
+    confidence: float | None = None,
     source: str = "<problem>",
 ) -> Problem:
     """Validate parsed data as a `Problem`, applying the overrides before validation."""
@@ -88,6 +93,8 @@ def problem_from_data(
         fields["budget"] = budget
     if objective is not None:
         fields["objective"] = objective
+    if confidence is not None:
+        fields["confidence"] = confidence
     try:
         return Problem.model_validate(fields)
     except ValidationError as error:

@@ -121,6 +121,14 @@ def show(server: str, token: str | None, as_json: bool) -> None:
     help="Override the problem's (or the node's) compute budget (cost units per second).",
 )
 @_objective_option
+@click.option(
+    "--confidence",
+    type=click.FloatRange(min=0.5, max=1, max_open=True),
+    default=None,
+    help="Plan on pessimistic quantiles of the per-frame figures (e.g. 0.9: recall's 10 %, "
+    "the FP rate's 90 %) instead of their posterior means; needs held-out counts in the "
+    "problem's candidates (`evidence`). A node uses its planning.confidence.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print only the plan as JSON on stdout.")
 @_report_option
 @click.option(
@@ -153,6 +161,7 @@ def dry_run(
     time_limit_s: float,
     budget: float | None,
     objective: str | None,
+    confidence: float | None,
     as_json: bool,
     report_path: Path | None,
     server: str | None,
@@ -163,8 +172,9 @@ def dry_run(
     """Plan PROBLEM (a .json or .yaml file) and print the schedule; nothing is deployed.
 
     The table shows, per app, the cut point (how much of the base network it shares), the
-    frame rate, the vote X and the predicted event recall, precision and F1, next to the
-    Max-Sharing and No-Sharing baselines at the same budget.
+    frame rate, the vote X and the predicted event recall, precision and F1 (with its 90 %
+    interval when the candidates carry held-out counts), next to the Max-Sharing and
+    No-Sharing baselines at the same budget.
 
     Without PROBLEM (or with --server) the running node plans its own apps, changed by
     --add-app / --remove-app / --budget, and deploys nothing.
@@ -177,7 +187,11 @@ def dry_run(
             raise click.UsageError("give either PROBLEM (plan a file) or --server, not both")
         if report_path is not None:
             raise click.UsageError("--report needs a PROBLEM file")
-        for name, flag in (("solver", "--solver"), ("time_limit_s", "--time-limit")):
+        for name, flag in (
+            ("solver", "--solver"),
+            ("time_limit_s", "--time-limit"),
+            ("confidence", "--confidence"),
+        ):
             if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
                 raise click.UsageError(f"{flag} needs a PROBLEM file (the node uses its own)")
         _dry_run_on_node(
@@ -186,7 +200,9 @@ def dry_run(
         return
     if add_apps or remove_apps:
         raise click.UsageError("--add-app / --remove-app ask a node: leave out PROBLEM")
-    problem = load_problem(problem_path, budget=budget, objective=_objective(objective))
+    problem = load_problem(
+        problem_path, budget=budget, objective=_objective(objective), confidence=confidence
+    )
     plan = make_plan(
         problem, solver=_solver(solver), with_baselines=True, time_limit_s=time_limit_s
     )

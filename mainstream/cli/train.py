@@ -184,6 +184,7 @@ _TRAIN_FLAG_FIELDS: dict[str, str] = {
     "augment_copies": "augment_copies",
     "seed": "seed",
     "validation_fraction": "validation_fraction",
+    "folds": "folds",
     "frame_step": "frame_step",
     "event_length": "event_length_s",
     "event_frequency": "event_frequency",
@@ -243,6 +244,13 @@ _BASE_FLAG_FIELDS: dict[str, str] = {
 @click.option("--augment-copies", type=int, help="Augmented copies of each frame (default 0).")
 @click.option("--seed", type=int)
 @click.option("--validation-fraction", type=float, help="Held-out share, split by time.")
+@click.option(
+    "--folds",
+    type=int,
+    help="K >= 2: measure the per-frame figures by K-fold cross-validation over time blocks "
+    "(events kept whole), then train the candidates on every frame; costs K + 1 trainings "
+    "(default 1: one held-out split).",
+)
 @click.option("--frame-step", type=int, help="Use every N-th frame of the video.")
 @click.option("--event-length", type=float, help="Event length in seconds.")
 @click.option("--event-frequency", type=float, help="Fraction of time covered by events.")

@@ -85,3 +85,9 @@ class PolicyError(MainstreamError, ValueError):
 
     http_status = 422
     exit_code = 9
+
+
+class BusyError(MainstreamError):
+    """Too many of something at once (live views...); the message names the setting."""
+
+    http_status = 429

@@ -14,7 +14,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 PACKAGE_FORMAT: Literal["mainstream.mpackage"] = "mainstream.mpackage"
-PACKAGE_FORMAT_VERSION: Literal[1] = 1
+PACKAGE_FORMAT_VERSION: Literal[2] = 2
+"""The version the trainer writes. Version 2 adds the held-out counts behind every
+per-frame figure (`CandidateInfo.evidence`) and the correlation's evidence."""
+READABLE_FORMAT_VERSIONS: tuple[int, ...] = (1, 2)
 
 MANIFEST_NAME = "manifest.json"
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
@@ -61,8 +64,39 @@ MAX_EVENT_LENGTH_S = 3600.0
 """The longest mean event an app may declare (one hour)."""
 
 
+class CorrelationEvidence(BaseModel):
+    """How the camera-rate correlation was estimated (format version 2)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    interval: tuple[float, float] = Field(description="credible interval of c, at `level`")
+    level: float = Field(gt=0, lt=1)
+    source: str = Field(
+        description="'event frames', 'negative frames' (events did not determine c) or "
+        "'fallback' (nothing did: c is a stated default, the interval [0, 1])"
+    )
+    identifiable: bool
+    frame_gap: int = Field(default=1, ge=1, description="camera frames between counted frames")
+    fire_fire: int = Field(ge=0)
+    fire_miss: int = Field(ge=0)
+    miss_fire: int = Field(ge=0)
+    miss_miss: int = Field(ge=0)
+    events: int = Field(ge=0, description="held-out events whose frames were used")
+
+    @model_validator(mode="after")
+    def _ordered_interval(self) -> CorrelationEvidence:
+        low, high = self.interval
+        if not 0.0 <= low <= high <= 1.0:
+            raise ValueError(f"correlation interval {list(self.interval)} is not within [0, 1]")
+        return self
+
+
 class EventStats(BaseModel):
-    """The app's event statistics, as the scheduler's event model needs them (DESIGN §2)."""
+    """The app's event statistics, as the scheduler's event model needs them (DESIGN §2).
+
+    `correlation` is the lag-1 correlation of the detector's fires on consecutive camera
+    frames; the event model raises it to the stride for slower analysis rates.
+    """
 
     model_config = ConfigDict(extra="allow")
 
@@ -73,6 +107,42 @@ class EventStats(BaseModel):
     correlation: float = Field(ge=0, le=1)
     camera_fps: float = Field(gt=0, le=1000)
     how_measured: str = ""
+    correlation_evidence: CorrelationEvidence | None = Field(
+        default=None, description="format version 2; None: given explicitly or unknown"
+    )
+
+
+class FrameEvidence(BaseModel):
+    """The held-out counts behind a candidate's per-frame recall and false-positive rate.
+
+    Recall is `positive_fires / positive_frames`, the false-positive rate
+    `negative_fires / negative_frames`; the counts, not the ratios, say how sure they are.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    positive_frames: int = Field(ge=0, description="held-out frames of the positive class")
+    positive_fires: int = Field(ge=0, description="of them, the frames the candidate fired on")
+    negative_frames: int = Field(ge=0, description="held-out frames of every other class")
+    negative_fires: int = Field(ge=0, description="of them, the frames it fired on")
+    events: int | None = Field(default=None, ge=0, description="held-out events; None: unknown")
+    split: str = Field(default="", description="how the held-out frames were chosen")
+    derived: bool = Field(
+        default=False,
+        description="True: reconstructed from a version-1 package's ratios and class counts",
+    )
+
+    @model_validator(mode="after")
+    def _fires_within_frames(self) -> FrameEvidence:
+        if self.positive_fires > self.positive_frames:
+            raise ValueError(
+                f"positive_fires {self.positive_fires} > positive_frames {self.positive_frames}"
+            )
+        if self.negative_fires > self.negative_frames:
+            raise ValueError(
+                f"negative_fires {self.negative_fires} > negative_frames {self.negative_frames}"
+            )
+        return self
 
 
 class CandidateInfo(BaseModel):
@@ -90,6 +160,9 @@ class CandidateInfo(BaseModel):
     input_shape: tuple[int | None, ...] | None = Field(
         default=None, description="Shape of the tensor at the cut (no batch axis), when known"
     )
+    evidence: FrameEvidence | None = Field(
+        default=None, description="format version 2: the held-out counts behind the figures"
+    )
 
 
 class TrainingInfo(BaseModel):
@@ -106,7 +179,7 @@ class Manifest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     format: Literal["mainstream.mpackage"] = PACKAGE_FORMAT
-    format_version: Literal[1] = PACKAGE_FORMAT_VERSION
+    format_version: Literal[1, 2] = PACKAGE_FORMAT_VERSION
     app: AppInfo
     base_model: BaseModelInfo
     event_stats: EventStats
@@ -194,15 +267,53 @@ def weak_candidates(manifest: Manifest) -> list[WeakCandidate]:
     return weak
 
 
-def _held_out_majority_share(training: TrainingInfo) -> float | None:
+def frame_evidence(manifest: Manifest, candidate: CandidateInfo) -> FrameEvidence | None:
+    """The counts behind a candidate's figures: stored (version 2) or derived, or None.
+
+    A version-1 package stores only ratios, but the trainer recorded the held-out class
+    counts (`training.dataset.held_out.classes`), so the frame counts are known and the fires
+    are the ratios times them (marked `derived`; the number of held-out events is unknown).
+    None when the package says neither.
+    """
+    if candidate.evidence is not None:
+        return candidate.evidence
+    classes = _held_out_class_counts(manifest.training)
+    if classes is None or manifest.app.positive_class not in classes:
+        return None
+    positives = classes[manifest.app.positive_class]
+    negatives = sum(classes.values()) - positives
+    split = manifest.training.dataset.get("split")
+    try:
+        return FrameEvidence(
+            positive_frames=positives,
+            positive_fires=round(candidate.recall * positives),
+            negative_frames=negatives,
+            negative_fires=round(candidate.false_positive_rate * negatives),
+            split=split if isinstance(split, str) else "",
+            derived=True,
+        )
+    except ValueError:
+        return None
+
+
+def _held_out_class_counts(training: TrainingInfo) -> dict[str, int] | None:
     held_out = training.dataset.get("held_out")
     classes = held_out.get("classes") if isinstance(held_out, dict) else None
     if not isinstance(classes, dict):
         return None
-    counts = [count for count in classes.values() if isinstance(count, int) and count >= 0]
-    if len(counts) != len(classes) or sum(counts) == 0:
+    counts = {
+        str(name): count
+        for name, count in classes.items()
+        if isinstance(count, int) and not isinstance(count, bool) and count >= 0
+    }
+    return counts if len(counts) == len(classes) else None
+
+
+def _held_out_majority_share(training: TrainingInfo) -> float | None:
+    counts = _held_out_class_counts(training)
+    if counts is None or sum(counts.values()) == 0:
         return None
-    return max(counts) / sum(counts)
+    return max(counts.values()) / sum(counts.values())
 
 
 WEAK_CANDIDATE_ADVICE = (

@@ -47,7 +47,7 @@ from mainstream.core.manifest import (
     CANDIDATE_FILE_PATTERN,
     MANIFEST_NAME,
     PACKAGE_FORMAT,
-    PACKAGE_FORMAT_VERSION,
+    READABLE_FORMAT_VERSIONS,
     CandidateInfo,
     Manifest,
 )
@@ -501,10 +501,11 @@ def parse_manifest(data: bytes) -> Manifest:
             "this is not an M-Package"
         )
     version = document.get("format_version")
-    if version != PACKAGE_FORMAT_VERSION or isinstance(version, bool):
+    if version not in READABLE_FORMAT_VERSIONS or isinstance(version, bool):
+        readable = " and ".join(str(known) for known in READABLE_FORMAT_VERSIONS)
         raise PackageError(
             f"{MANIFEST_NAME} has format_version {version!r}; this version of Mainstream reads "
-            f"format_version {PACKAGE_FORMAT_VERSION} only"
+            f"format_version {readable}"
         )
     try:
         return Manifest.model_validate(document)

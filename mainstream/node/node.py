@@ -42,13 +42,15 @@ from edge_runtime.detector import ENDED_RESTART, EventChange, Transition
 from edge_runtime.engines import EngineOptions, configure_tensorflow_threads
 from edge_runtime.event_store import EventStore
 from edge_runtime.live import LiveHub
+from edge_runtime.overlay import ScoreLine, draw_scores
 from edge_runtime.profiler import default_budget
 from edge_runtime.runtime import CameraDeployment, EdgeRuntime
 from edge_runtime.sinks import SinkFanOut, build_sinks
-from edge_runtime.source_types import SyntheticSourceConfig, encode_jpeg
+from edge_runtime.source_types import Frame, SyntheticSourceConfig, encode_jpeg
 from mainstream.core.errors import InfeasibleError, MainstreamError, ModelError, NotFoundError
 from mainstream.core.manifest import Manifest
 from mainstream.core.package import Package
+from mainstream.node.feedback import FeedbackConfig, FeedbackLoop
 from mainstream.node.package_cache import PackageCache
 from mainstream.node.profiles import ProfileStore
 from mainstream.node.registry import (
@@ -171,6 +173,7 @@ class Node:
         self._measurement: _Measurement | None = None
         self._stopped = False
         self.replanner = ReplanMonitor(self, ReplanConfig.from_settings(settings.runtime))
+        self.feedback = FeedbackLoop(self, FeedbackConfig.from_settings(settings.feedback))
         self.retention = RetentionKeeper(self.events, settings.retention)
 
     # -- life cycle ----------------------------------------------------------------------------
@@ -207,6 +210,7 @@ class Node:
                 return
             self._configure_threads()
             self.sinks = self._build_sinks()
+            self.feedback.listen(self.sinks.subscribe)
             self._close_events_left_open()
             self._collect_garbage()
             self.register_startup_cameras()
@@ -231,6 +235,7 @@ class Node:
         """Stop analysing (open events are closed and stored), then the cameras; then the sinks,
         so that the end of every event closed here still goes out; close files."""
         self.replanner.stop()  # outside the lock: the monitor takes it to re-plan
+        self.feedback.close()  # likewise: a mark from MQTT may be re-planning
         self.retention.stop()  # before the event store closes under it
         with self._change_lock:
             if self._stopped:
@@ -278,7 +283,9 @@ class Node:
             self._publish_event(EventChange(Transition.END, event))
 
     def _publish_event(self, change: EventChange) -> None:
-        """Runtime listener: a committed event change goes to the sinks and the live stream."""
+        """Runtime listener: a committed event change goes to the sinks and the live stream
+        (a new event's detection context is stored first, for feedback)."""
+        self.feedback.on_event(change)
         self.sinks(change)
         self.live(change)
 
@@ -436,7 +443,9 @@ class Node:
             effective_budget,
             used_fps,
             objective or self.settings.runtime.objective,
+            self.settings.planning.confidence,
         )
+        problem = self.feedback.corrected(problem, active)
         return _Prepared(
             reason=reason,
             budget=effective_budget,
@@ -641,6 +650,7 @@ class Node:
                 self.runtime.undeploy(camera_id)
             self.cameras.remove(camera_id)
         self._plan = self.registry.current_plan()
+        self.feedback.plan_applied(self._plan, self.registry.list_apps())
         if proposal.new_plan:
             self.scheduler.replans += 1
             if proposal.plan is not None:
@@ -690,13 +700,30 @@ class Node:
         }
 
     def latest_jpeg(self, camera_id: str) -> bytes:
+        return encode_jpeg(self._latest_frame(camera_id).image)
+
+    def live_view_jpeg(self, camera_id: str) -> tuple[int, bytes]:
+        """The camera's latest frame with each of its apps' latest score drawn on it, and the
+        frame's sequence number (a live view sends a frame only once)."""
+        frame = self._latest_frame(camera_id)
+        lines = sorted(
+            (
+                ScoreLine(app=stats.app, score=stats.last_score, in_event=stats.active)
+                for stats in self.runtime.stats().apps.values()
+                if stats.camera == camera_id
+            ),
+            key=lambda line: line.app,
+        )
+        return frame.sequence, encode_jpeg(draw_scores(frame.image, lines))
+
+    def _latest_frame(self, camera_id: str) -> Frame:
         record = self.registry.get_camera(camera_id)  # NotFoundError
         if not record.enabled or camera_id not in self.cameras:
             raise NotReadyError(f"camera {camera_id!r} is not running")
         frame = self.cameras.get(camera_id).latest_frame()
         if frame is None:
             raise NotReadyError(f"camera {camera_id!r} has not delivered a frame yet")
-        return encode_jpeg(frame.image)
+        return frame
 
     def camera_status(self, camera_id: str) -> dict[str, Any] | None:
         if camera_id not in self.cameras:

@@ -1,7 +1,8 @@
 """Retention: a background task deletes events (with their snapshots) past `retention.*`.
 
-An event's snapshot lives in its own row, so one DELETE removes both in one SQLite transaction:
-a crash leaves either both or neither, and nothing can dangle. Only closed events are pruned;
+An event's snapshot lives in its own row, and a trigger deletes its review mark and detection
+context with it (edge_runtime/event_store.py), so one SQLite transaction removes them all: a
+crash leaves all or none, and nothing can dangle. Only closed events are pruned;
 an event still open is kept however old, and counts towards its app's size. Deletion goes in
 batches of `retention.batch_size` events, each its own short transaction, and the scan for
 what to delete reads on a connection of its own, so the runtime's writes never wait long.

@@ -113,6 +113,12 @@ class ApiSettings(BaseModel):
         "that API load cannot slow detection (live streams, health checks and downloads "
         "are not counted)",
     )
+    max_live_views: int = Field(
+        default=8,
+        ge=0,
+        le=256,
+        description="Live camera views (MJPEG streams) served at once; more get 429",
+    )
     max_upload_bytes: int = Field(
         default=256 * MiB, gt=0, description="Largest package upload accepted"
     )
@@ -297,6 +303,51 @@ class RetentionSettings(BaseModel):
     )
 
 
+class PlanningSettings(BaseModel):
+    """How sure the plan must be of the apps' per-frame figures (estimates with uncertainty)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    confidence: float | None = Field(
+        default=None,
+        ge=0.5,
+        lt=1,
+        description="None: plan on the posterior means of each candidate's per-frame recall "
+        "and false-positive rate; e.g. 0.9: on pessimistic quantiles (recall's 10 %, the "
+        "false-positive rate's 90 %), for plans that hold with that confidence",
+    )
+
+
+class FeedbackSettings(BaseModel):
+    """How operators' marks on events (true / false) change an app's estimates and the plan."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    enabled: bool = Field(
+        default=True,
+        description="Plan with the per-frame FPR that the marks on each app's events imply",
+    )
+    min_reviews: int = Field(
+        default=5,
+        ge=1,
+        description="Marks an app needs (on events of its current package and threshold) "
+        "before its estimate is used",
+    )
+    replan_delta: float = Field(
+        default=0.02,
+        gt=0,
+        le=1,
+        description="Re-plan at once when a mark moves an app's predicted F1 by this much",
+    )
+    prior_strength: float = Field(
+        default=4.0,
+        gt=0,
+        le=1000,
+        description="Weight, in marks, of the package's predicted precision in the estimate "
+        "(the Beta prior's pseudo-count)",
+    )
+
+
 class TrainerSettings(BaseModel):
     """Where training jobs run: in a child process of this node, or on a remote trainer worker."""
 
@@ -368,6 +419,8 @@ class NodeConfig(BaseModel):
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    planning: PlanningSettings = Field(default_factory=PlanningSettings)
+    feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     camera_policy: CameraPolicy = Field(

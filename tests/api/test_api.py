@@ -295,6 +295,14 @@ def test_cameras_are_managed_live(with_apps: Api) -> None:
         return answer.status_code == 200 and answer.content[:2] == b"\xff\xd8"
 
     assert wait_for(latest)
+    assert client.get("/api/cameras/nowhere/stream.mjpg", headers=viewer).status_code == 404
+    slots = client.app.state.live_views  # type: ignore[attr-defined]
+    limit, slots.limit = slots.limit, 0
+    try:
+        busy = client.get("/api/cameras/yard/stream.mjpg", headers=viewer)
+        assert busy.status_code == 429 and "api.max_live_views" in busy.json()["detail"]
+    finally:
+        slots.limit = limit
     listed = {
         view["camera"]["id"]: view for view in client.get("/api/cameras", headers=viewer).json()
     }

@@ -39,6 +39,11 @@ FRAME_LOADED = """() => {
   const image = document.querySelector('img[data-camera-frame="synthetic"]');
   return image !== null && image.complete && image.naturalWidth > 0 && image.offsetWidth > 0;
 }"""
+# The live view: an MJPEG stream in an <img>, which stays incomplete while it plays.
+LIVE_VIEW_PLAYING = """() => {
+  const image = document.querySelector('img[data-live-view][data-camera-frame="synthetic"]');
+  return image !== null && image.naturalWidth > 0 && image.offsetWidth > 0;
+}"""
 EVENT_SHOT_LOADED = """() => [...document.querySelectorAll('img[data-event-shot]')]
   .some((image) => image.complete && image.naturalWidth > 0 && image.offsetWidth > 0)"""
 
@@ -116,7 +121,10 @@ def test_dashboard_in_a_real_browser(
             expect(page.locator("#role-badge")).to_have_text("admin")
             camera = page.locator('[data-camera="synthetic"]')
             expect(camera.locator(".pill")).to_have_attribute("data-state", "streaming")
-            page.wait_for_function(FRAME_LOADED)
+            page.wait_for_function(LIVE_VIEW_PLAYING)
+            assert "/stream.mjpg?ticket=" in str(
+                camera.locator("img[data-live-view]").get_attribute("src")
+            )
             planned = httpx.get(
                 f"{daemon.url}/api/schedule", headers={"Authorization": f"Bearer {viewer_token}"}
             ).json()["plan"]["apps"][0]
@@ -130,6 +138,22 @@ def test_dashboard_in_a_real_browser(
             expect(page.get_by_role("button", name="Remove app trains")).to_be_visible()
             expect(page.locator("#live-indicator")).to_have_class(re.compile(r"\blive\b"))
             page.screenshot(path=artifacts / "02-dashboard-admin.png", full_page=True)
+
+            # An admin marks the event a false alarm on its card; the mark is stored with it.
+            card = page.locator("#event-list li.event").first
+            event_id = card.get_attribute("data-event")
+            card.get_by_role("button", name=f"Mark event {event_id} false").click()
+            expect(card.locator("[data-review]")).to_have_attribute("data-review", "false")
+            expect(
+                card.get_by_role("button", name=f"Mark event {event_id} false")
+            ).to_have_attribute("aria-pressed", "true")
+            stored = httpx.get(
+                f"{daemon.url}/api/events/{event_id}",
+                headers={"Authorization": f"Bearer {viewer_token}"},
+            ).json()["review"]
+            assert stored is not None and stored["verdict"] == "false"
+            marks = page.locator('tr[data-app="trains"] [data-feedback="counted"]')
+            expect(marks).to_contain_text("✓0 ✗1")  # one mark: too few for the plan to use
 
             # Admin controls work: add a camera, disable it, remove it.
             page.on("dialog", lambda dialog: dialog.accept())
@@ -172,11 +196,15 @@ def test_dashboard_in_a_real_browser(
             page.get_by_role("button", name="Sign in").click()
             expect(page.locator("#role-badge")).to_have_text("viewer")
             expect(camera.locator(".pill")).to_have_attribute("data-state", "streaming")
-            page.wait_for_function(FRAME_LOADED)
+            page.wait_for_function(FRAME_LOADED)  # polled frames instead of the live view
+            expect(camera.locator("img[data-live-view]")).to_have_count(0)
             expect(page.locator("#live-indicator")).to_have_class(re.compile(r"\bpolling\b"))
             expect(page.locator("#event-list li.event").first).to_contain_text("trains")
             expect(page.get_by_text("Add camera")).to_be_hidden()
             expect(page.get_by_role("button", name="Remove app trains")).to_be_hidden()
+            viewer_card = page.locator(f'#event-list li.event[data-event="{event_id}"]')
+            expect(viewer_card.locator("[data-review]")).to_have_attribute("data-review", "false")
+            expect(viewer_card.locator(".event-review")).to_be_hidden()
             page.screenshot(path=artifacts / "04-viewer-phone.png", full_page=True)
         finally:
             browser.close()

@@ -12,7 +12,9 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import cv2
 import httpx
+import numpy as np
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
@@ -109,6 +111,27 @@ def daemon(
         server.process.kill()
 
 
+def read_live_view(url: str, params: dict[str, str], count: int) -> list[bytes]:
+    """The first `count` JPEGs of an MJPEG stream, read part by part as a browser does."""
+    found: list[bytes] = []
+    with httpx.stream("GET", url, params=params, timeout=httpx.Timeout(10, read=30)) as response:
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"] == "multipart/x-mixed-replace; boundary=frame"
+        buffer = b""
+        for chunk in response.iter_bytes():
+            buffer += chunk
+            while b"\r\n\r\n" in buffer:
+                head, rest = buffer.split(b"\r\n\r\n", 1)
+                length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+                if len(rest) < length + 2:
+                    break
+                found.append(rest[:length])
+                buffer = rest[length + 2 :]
+                if len(found) == count:
+                    return found
+    return found
+
+
 def metric_samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
     """Sample name -> [(labels, value)] of a Prometheus text exposition."""
     samples: dict[str, list[tuple[dict[str, str], float]]] = {}
@@ -163,6 +186,17 @@ def test_live_stream_metrics_and_json_logs(daemon: Daemon, moving_package: Path)
         return next(a for a in apps.values() if a["app"] == MOVING_APP)
 
     assert wait_for(lambda: app_stats()["fps"] > 0, timeout=10)
+
+    # -- the live view: new frames, with the app's score drawn on them -------------------------
+    view_url = f"{daemon.url}/api/cameras/synthetic/stream.mjpg"
+    assert client.get(view_url).status_code == 401
+    ticket = client.post("/api/live/ticket", headers=viewer).json()["ticket"]
+    frames = read_live_view(view_url, {"ticket": ticket, "fps": "10"}, count=3)
+    assert len(frames) == 3 and len(set(frames)) == 3  # each part a new frame
+    image = cv2.imdecode(np.frombuffer(frames[-1], np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None and image.shape[0] > 0
+    assert client.get(view_url, params={"ticket": ticket}).status_code == 401  # used once
+
     stats = client.get("/api/stats", headers=viewer).json()
     samples = metric_samples(client.get("/metrics", headers=viewer).text)
 

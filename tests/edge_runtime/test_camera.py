@@ -155,10 +155,15 @@ def test_frame_queue_put_wait_blocks_until_room_or_stop() -> None:
     queue = FrameQueue(1)
     stop = threading.Event()
     assert queue.put_wait(make_frame(0), stop)
-    threading.Timer(0.1, queue.get).start()
-    started = time.monotonic()
+    taken = threading.Event()
+
+    def take() -> None:
+        taken.set()
+        queue.get()
+
+    threading.Timer(0.1, take).start()
     assert queue.put_wait(make_frame(1), stop)
-    assert time.monotonic() - started >= 0.08
+    assert taken.is_set()  # it returned only once the consumer made room
     threading.Timer(0.1, stop.set).start()
     assert not queue.put_wait(make_frame(2), stop)
     assert queue.get(0).sequence == 1  # type: ignore[union-attr]

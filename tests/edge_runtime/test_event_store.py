@@ -9,8 +9,12 @@ from edge_runtime.detector import EventRecord
 from edge_runtime.event_store import (
     ROW_BYTES_ESTIMATE,
     AppUsage,
+    DetectionContext,
     EventQuery,
+    EventReview,
     EventStore,
+    ReviewCounts,
+    ReviewedEvent,
 )
 
 
@@ -122,14 +126,20 @@ def test_an_open_event_is_never_prunable_nor_deleted_however_old(tmp_path: Path)
     store.save(make_event("open-since-long", "trains", 1.0), b"j" * 5000)
     store.save(closed("old", "trains", 2.0, 3.0), b"j" * 5000)
     store.save(closed("new", "trains", 50.0, 51.0), b"j" * 10)
+    for event_id in ("open-since-long", "old"):  # a mark goes with its event
+        assert store.review(EventReview(event_id, True, "", 60.0, "test"))
     doomed = store.prunable(ended_before=10.0, max_bytes_per_app=1)
     assert doomed == ["old", "new"]  # everything closed is over 1 byte, oldest first
     assert store.delete_closed(["open-since-long", *doomed, "never-stored"]) == 2
     assert [event.id for event in store.query(EventQuery())] == ["open-since-long"]
     assert store.snapshot("open-since-long") == b"j" * 5000
+    assert set(store.reviews(["open-since-long", "old"])) == {"open-since-long"}
     store.close()
-    with sqlite3.connect(path) as reader:  # gone from the file, rows and snapshots together
+    with sqlite3.connect(path) as reader:  # gone from the file: rows, snapshots, marks
         assert reader.execute("SELECT id FROM events").fetchall() == [("open-since-long",)]
+        assert reader.execute("SELECT event_id FROM event_reviews").fetchall() == [
+            ("open-since-long",)
+        ]
 
 
 def test_prunable_by_age_and_by_size_per_app(tmp_path: Path) -> None:
@@ -194,3 +204,60 @@ def test_prunable_matches_its_definition(
     assert store.prunable(ended_before=ended_before, max_bytes_per_app=cap) == [
         record.id for record in expected
     ]
+
+
+def context(event_id: str, cut_point: str = "conv_pw_11_relu", x_vote: int = 1) -> DetectionContext:
+    return DetectionContext(event_id, 3, cut_point, 0.5, x_vote, "ab" * 32, 0.5)
+
+
+def test_marks_are_stored_replaced_cleared_and_kept_across_a_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    store = EventStore(path)
+    for name, app in (("a", "trains"), ("b", "trains"), ("c", "trains"), ("d", "people")):
+        store.save(make_event(name, app=app))
+    store.save_context(context("a"))
+    store.save_context(context("a", cut_point="conv_pw_13_relu"))  # the first context stays
+    assert store.review(EventReview("a", True, "a train", 10.0, "ops"))
+    assert store.review(EventReview("a", False, "a bus after all", 11.0, "ops"))  # replaces
+    assert store.review(EventReview("b", False, "", 12.0, "mqtt"))
+    assert store.review(EventReview("c", True, "", 13.0, "ops"))
+    assert not store.review(EventReview("missing", True, "", 14.0, "ops"))
+    assert store.clear_review("c") and not store.clear_review("c")
+    store.close()
+
+    again = EventStore(path)
+    assert again.reviews(["a", "b", "c", "missing"]) == {
+        "a": EventReview("a", False, "a bus after all", 11.0, "ops"),
+        "b": EventReview("b", False, "", 12.0, "mqtt"),
+    }
+    assert again.review_counts() == [
+        ReviewCounts("people", "cam0", 0, 0, 1),
+        ReviewCounts("trains", "cam0", 0, 2, 1),
+    ]
+    assert again.reviewed("trains", "cam0") == [
+        ReviewedEvent("a", False, context("a")),
+        ReviewedEvent("b", False, None),  # no context recorded: detected before it was kept
+    ]
+    assert again.context("a") == context("a")
+
+
+def test_deleting_an_event_deletes_its_mark_and_context(tmp_path: Path) -> None:
+    """However events are pruned, their marks and contexts go with them (a trigger)."""
+    path = tmp_path / "events.db"
+    store = EventStore(path)
+    store.save(make_event("gone"))
+    store.save_context(context("gone"))
+    store.review(EventReview("gone", True, "", 1.0, "ops"))
+    with sqlite3.connect(path) as other:
+        other.execute("DELETE FROM events WHERE id = 'gone'")
+    assert store.reviews(["gone"]) == {} and store.context("gone") is None
+    assert store.review_counts() == []
+
+
+def test_an_old_file_gains_the_review_tables(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    with sqlite3.connect(path) as old:
+        old.executescript(OLD_SCHEMA)
+    store = EventStore(path)
+    assert store.review(EventReview("ended", True, "", 1.0, "ops"))
+    assert store.review_counts() == [ReviewCounts("trains", "cam0", 1, 0, 1)]

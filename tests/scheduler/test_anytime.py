@@ -81,8 +81,8 @@ def problems(draw: st.DrawFn) -> Problem:
     return problem.model_copy(update={"objective": objective})
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(problem=problems(), time_limit_s=st.sampled_from([0.002, 0.02, 0.2]))
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problem=problems(), time_limit_s=st.sampled_from([0.002, 0.02, 0.1]))
 def test_the_bound_brackets_the_optimum_and_the_answer_comes_in_time(
     problem: Problem, time_limit_s: float
 ) -> None:
@@ -143,7 +143,8 @@ def test_a_hard_problem_answers_at_its_limit_with_an_honest_bound() -> None:
 
 def test_the_greedy_bound_is_no_lower_than_the_optimum() -> None:
     problem = generate_paper_problem(5, seed=2, budget=150.0)
-    exact = make_plan(problem, solver="exact", with_baselines=False, time_limit_s=5.0)
+    # `auto`: the search alone leaves this instance's bound 5e-5 above the optimum (near-ties).
+    exact = make_plan(problem, solver="auto", with_baselines=False, time_limit_s=5.0)
     assert exact.optimality_gap == 0.0
     greedy = make_plan(problem, solver="greedy", with_baselines=False)
     assert greedy.value <= exact.value + 1e-12

@@ -59,6 +59,21 @@ class HandCase:
     f1: float
 
 
+def _precision(recall: float, false_alarm: float, phi: float) -> float:
+    return phi * recall / (phi * recall + (1 - phi) * false_alarm)
+
+
+def _f1(recall: float, precision: float) -> float:
+    return 2 * recall * precision / (recall + precision)
+
+
+_k = 0.5 ** (10 / 3)
+_fractional_recall = 1 - 0.1 - 0.1 * (0.2 + 0.8 * _k)
+_fractional_false_alarm = 1 - 0.45 - 0.45 * (0.9 + 0.1 * _k)
+_k30 = 0.2 ** (30 / 7)
+_thirty_recall = 1 - 0.9 * 0.5 * (0.5 + 0.5 * _k30) - 0.1 * 0.5 * (0.5 + 0.5 * _k30) ** 2
+_thirty_false_alarm = 1 - 0.9 * 0.95 * (0.95 + 0.05 * _k30) - 0.1 * 0.95 * (0.95 + 0.05 * _k30) ** 2
+
 HAND_CASES = [
     # D = 0.5 s * 10 fps = 5 frames, stride 1: r = 5 always.
     # R = 1 - 0.1 * 0.37^4 (mm = 0.1 + 0.27);  Q = 1 - 0.95 * 0.965^4 (mm = 0.95 + 0.015).
@@ -71,17 +86,18 @@ HAND_CASES = [
         f1=1774445936 / 2402526077,
     ),
     # D = 5 camera frames, stride 10/3: D/s = 1.5, so r = 1 or 2 with probability 1/2 each.
-    # a = 0.8, c = 0.5: miss(1) = 0.2, miss(2) = 0.2 * 0.6 = 0.12, R = 1 - 0.16 = 0.84.
-    # q = 0.1: miss(1) = 0.9, miss(2) = 0.9 * 0.95 = 0.855, Q = 1 - 0.8775 = 0.1225.
-    # P = 0.168 / (0.168 + 0.098) = 12/19, F1 = 168/233.
-    # (With D counted at the analysis rate, D/s = 0.45 and R would be 0.36.)
+    # The samples' correlation is the camera-rate c to the stride: k = 0.5 ** (10/3).
+    # a = 0.8: miss(1) = 0.2, miss(2) = 0.2 * (0.2 + 0.8k), R = 1 - 0.1 - 0.1 * (0.2 + 0.8k).
+    # q = 0.1: miss(1) = 0.9, miss(2) = 0.9 * (0.9 + 0.1k), Q = 1 - 0.45 - 0.45 * (0.9 + 0.1k).
+    # (With D counted at the analysis rate, D/s = 0.45 and R would be 0.36; with c applied
+    # unchanged at the analysis rate, as before, R would be 0.84.)
     HandCase(
         "fractional window, camera-rate D",
         params(analysis_fps=3, correlation=0.5, recall=0.8, false_positive_rate=0.1),
-        recall=0.84,
-        false_alarm=0.1225,
-        precision=12 / 19,
-        f1=168 / 233,
+        recall=_fractional_recall,
+        false_alarm=_fractional_false_alarm,
+        precision=_precision(_fractional_recall, _fractional_false_alarm, 0.2),
+        f1=_f1(_fractional_recall, _precision(_fractional_recall, _fractional_false_alarm, 0.2)),
     ),
     # r = 3, X = 2. Sequences without two fires in a row: MMM, MMF, MFM, FMM, FMF, so
     # miss = (1-p)·mm + (1-p)(1-mm)(1-ff) + p(1-ff).
@@ -166,9 +182,8 @@ HAND_CASES = [
         f1=2 / 3,
     ),
     # D = 0.3 * 30 = 9 frames, stride 30/7: D/s = 2.1, r = 2 w.p. 0.9 and 3 w.p. 0.1.
-    # a = 0.5, c = 0.2: mm = 0.6, miss(2) = 0.3, miss(3) = 0.18: R = 1 - 0.288 = 0.712.
-    # q = 0.05: mm = 0.96, miss(2) = 0.912, miss(3) = 0.87552: Q = 1 - 0.908352 = 0.091648.
-    # phi = 0.25: P = 0.178 / 0.246736 = 11125/15421, F1 = 11125/15523.
+    # Sample correlation k = 0.2 ** (30/7). a = 0.5: mm = 0.5 + 0.5k, miss(2) = 0.5 mm,
+    # miss(3) = 0.5 mm^2. q = 0.05: mm = 0.95 + 0.05k, miss(2) = 0.95 mm, miss(3) = 0.95 mm^2.
     HandCase(
         "30 fps camera, 7 fps analysis",
         params(
@@ -180,10 +195,10 @@ HAND_CASES = [
             recall=0.5,
             false_positive_rate=0.05,
         ),
-        recall=0.712,
-        false_alarm=0.091648,
-        precision=11125 / 15421,
-        f1=11125 / 15523,
+        recall=_thirty_recall,
+        false_alarm=_thirty_false_alarm,
+        precision=_precision(_thirty_recall, _thirty_false_alarm, 0.25),
+        f1=_f1(_thirty_recall, _precision(_thirty_recall, _thirty_false_alarm, 0.25)),
     ),
 ]
 
@@ -223,7 +238,7 @@ def test_window_is_counted_in_camera_frames() -> None:
     assert [count for count, _ in counts] == [1, 2]
     assert [prob for _, prob in counts] == pytest.approx([0.5, 0.5])
     assert event_quality(params(analysis_fps=3, correlation=0.5, recall=0.8)).recall == (
-        pytest.approx(0.84)
+        pytest.approx(_fractional_recall)
     )
     # An event lasting 1 s, analysed at 2 fps, always yields 2 samples on any camera.
     for camera_fps in (2, 5, 10, 30, 60):
@@ -326,7 +341,8 @@ def test_single_vote_is_the_closed_form(fire: float, correlation: float, samples
 @given(option=options())
 def test_single_vote_recall_is_the_expected_closed_form(option: EventParams) -> None:
     option = replace(option, x_vote=1)
-    p, c = option.recall, option.correlation
+    # The analysed samples' correlation is the camera-rate correlation to the stride.
+    p, c = option.recall, option.correlation ** (option.camera_fps / option.analysis_fps)
     expected_miss = sum(
         prob * (1.0 if count == 0 else (1 - p) * (1 - p + p * c) ** (count - 1))
         for count, prob in samples_per_window(
@@ -595,3 +611,19 @@ def test_simulated_detection_on_long_windows_is_fast_enough() -> None:
         rng=np.random.default_rng(0),
     )
     assert time.perf_counter() - start < 2.0
+
+
+def test_simulation_detects_the_correlation_applied_at_the_analysis_rate() -> None:
+    """Fires come from a camera-rate chain: samples 5 frames apart have correlation c**5, not c.
+
+    The earlier model applied c unchanged at every analysis rate; the simulation, which walks
+    every camera frame, must tell the two apart by far more than its sampling noise.
+    """
+    option = params(analysis_fps=2, event_length_s=2.0, correlation=0.8, recall=0.6)
+    simulated = simulate_recall(option, 200_000, seed=13)
+    assert simulated == pytest.approx(event_quality(option).recall, abs=TOLERANCE)
+    unchanged = 1 - sum(
+        prob * (1 - 0.6) * (1 - 0.6 + 0.6 * 0.8) ** (count - 1)
+        for count, prob in samples_per_window(2.0, 10, 2)
+    )
+    assert abs(simulated - unchanged) > 10 * TOLERANCE

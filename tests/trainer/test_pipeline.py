@@ -220,6 +220,25 @@ def test_cli_trains_a_video_into_a_verified_package(
         held_out = candidate.model_extra["held_out_frames"]  # type: ignore[index]
         assert held_out == manifest.training.dataset["held_out"]["frames"]  # type: ignore[index]
 
+    # Format 2: the counts behind every figure, and the correlation's evidence.
+    assert manifest.format_version == 2
+    classes = manifest.training.dataset["held_out"]["classes"]  # type: ignore[index]
+    for candidate in manifest.candidates:
+        counts = candidate.evidence
+        assert counts is not None and not counts.derived
+        assert (counts.positive_frames, counts.negative_frames) == (
+            classes["train"],
+            classes["background"],
+        )
+        assert counts.positive_fires / counts.positive_frames == candidate.recall
+        assert counts.negative_fires / counts.negative_frames == candidate.false_positive_rate
+        assert counts.events is not None and counts.events >= 1
+        assert counts.split == "by time, validation fraction 0.25"
+    evidence = stats.correlation_evidence
+    assert evidence is not None and evidence.events == manifest.candidates[0].evidence.events
+    assert evidence.interval[0] <= stats.correlation <= evidence.interval[1]
+    assert "camera-rate correlation" in stats.how_measured
+
     # The packaged base weights rebuild exactly the base the candidates were trained on.
     with read_package(output) as package:
         rebuilt = build_base(
@@ -257,7 +276,10 @@ def test_registered_base_image_folder_and_selective_backprop(
     assert manifest.base_weights is None
     assert [c.cut_point for c in manifest.candidates] == ["conv_pw_13_relu"]
     assert manifest.event_stats.correlation == 0.3
+    assert manifest.event_stats.correlation_evidence is None
     assert "given explicitly" in manifest.event_stats.how_measured
+    counts = manifest.candidates[0].evidence
+    assert counts is not None and counts.events is None  # an image folder has no events
     assert manifest.training.strategy == "selective-backprop"
     counters = manifest.candidates[0].model_extra["training"]  # type: ignore[index]
     assert counters["examples_selected"] < counters["examples_scored"]
@@ -368,3 +390,61 @@ def test_cli_default_spread_cut_points_are_frozen(
     assert all(candidate.frozen_layers > 0 for candidate in manifest.candidates)
     assert manifest.candidates[0].input_shape == (48, 48, 16)
     assert manifest.event_stats.how_measured
+
+
+def test_folds_measure_every_frame_once_and_train_the_final_candidates_on_all(
+    workspace: Path, video, base_weights: Path
+) -> None:
+    common = {
+        "data": Path(video.video_path),
+        "positive_class": "train",
+        "base": {
+            "name": "mobilenet_v1",
+            "alpha": 0.25,
+            "input_size": 96,
+            "weights": str(base_weights),
+        },
+        "freeze_points": ["conv_pw_13_relu"],
+        "epochs": 1,
+        "batch_size": 16,
+        "progress": False,
+    }
+    single = train_package(
+        TrainRequest.model_validate({**common, "output": workspace / "one.mpkg"})
+    )
+    folded = train_package(
+        TrainRequest.model_validate({**common, "folds": 2, "output": workspace / "folds.mpkg"})
+    )
+    manifest = verify_package(folded.package_path).manifest
+    (counts,) = [candidate.evidence for candidate in manifest.candidates]
+    assert counts is not None
+    # Every frame of the video is held out by exactly one fold (both hold both classes).
+    frames = manifest.training.dataset["all"]
+    assert counts.positive_frames + counts.negative_frames == frames["frames"]  # type: ignore[index]
+    assert manifest.training.dataset["folds"] == 2
+    assert counts.split.startswith("2-fold cross-validation over time blocks")
+    assert counts.events == video.event_count  # no event is split by a fold's edge
+    single_counts = single.manifest.candidates[0].evidence
+    assert single_counts is not None and counts.negative_frames > single_counts.negative_frames
+    assert manifest.event_stats.correlation_evidence is not None
+    assert manifest.event_stats.correlation_evidence.events == counts.events
+    # K + 1 trainings: the cost is about (K + 1) times one, less the fixed part of a job.
+    print(
+        f"training wall time: 1 split {single.wall_time_s:.1f} s, 2 folds {folded.wall_time_s:.1f} s"
+    )
+    assert folded.wall_time_s > single.wall_time_s
+
+
+def test_folds_need_blocks_with_every_class(video, tmp_path: Path) -> None:
+    from trainer.datasets import load_labelled_video, time_folds
+
+    data = load_labelled_video(
+        video.video_path, video.labels_path, 16, "train", show_progress=False
+    )
+    pairs = time_folds(data, 4)
+    held = np.concatenate([np.sort(validation.order) for _, validation in pairs])
+    assert len(np.unique(held)) == len(held)  # no frame is held out twice
+    for train, validation in pairs:
+        assert not set(train.order.tolist()) & set(validation.order.tolist())
+    with pytest.raises(InvalidParameterError, match="folds"):
+        time_folds(data, 1)

@@ -124,3 +124,7 @@ class CameraService(NodeService):
 
     def latest_jpeg(self, camera_id: str) -> bytes:
         return self.node.latest_jpeg(camera_id)
+
+    def live_view_jpeg(self, camera_id: str) -> tuple[int, bytes]:
+        """The latest frame with the apps' scores drawn on it, and its sequence number."""
+        return self.node.live_view_jpeg(camera_id)

@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
 
 from edge_runtime.event_store import EventQuery
 from mainstream.core.errors import (
     InvalidParameterError,
     NotFoundError,
 )
-
-if TYPE_CHECKING:
-    pass
-
+from mainstream.node.feedback import ReviewOutcome
 from mainstream.node.services.base import NodeService
 from mainstream.node.services.models import (
     MAX_EVENT_PAGE,
     MAX_ROW_NUMBER,
     EventPage,
     EventView,
+    FeedbackView,
+    ReviewRequest,
+    ReviewResult,
 )
 
 logger = logging.getLogger(__name__)
@@ -80,7 +80,9 @@ class EventService(NodeService):
             limit=limit,
             offset=offset,
         )
-        items = [EventView.of(event) for event in self.node.events.query(query)]
+        events = self.node.events.query(query)
+        reviews = self.node.events.reviews([event.id for event in events])
+        items = [EventView.of(event, reviews.get(event.id)) for event in events]
         return EventPage(
             items=items,
             limit=limit,
@@ -92,7 +94,7 @@ class EventService(NodeService):
         event = self.node.events.get(event_id)
         if event is None:
             raise NotFoundError(f"no event {event_id!r}")
-        return EventView.of(event)
+        return EventView.of(event, self.node.events.reviews([event_id]).get(event_id))
 
     def snapshot(self, event_id: str) -> bytes:
         self.get(event_id)
@@ -100,3 +102,30 @@ class EventService(NodeService):
         if snapshot is None:
             raise NotFoundError(f"event {event_id!r} has no snapshot")
         return snapshot
+
+    def review(self, event_id: str, request: ReviewRequest, by: str) -> ReviewResult:
+        """Mark the event true or false (replacing an earlier mark); the node re-plans when
+        the app's predicted F1 moves by `feedback.replan_delta` or more."""
+        outcome = self.node.feedback.review(event_id, request.is_true, request.note, by)
+        return _result(outcome)
+
+    def clear_review(self, event_id: str) -> ReviewResult:
+        """Remove the event's mark; the app's estimate goes back to the remaining marks."""
+        return _result(self.node.feedback.clear(event_id))
+
+    def feedback(self) -> list[FeedbackView]:
+        """Every app's marks and estimate."""
+        return [
+            FeedbackView(**dataclasses.asdict(item))
+            for item in self.node.feedback.estimates().values()
+        ]
+
+
+def _result(outcome: ReviewOutcome) -> ReviewResult:
+    return ReviewResult(
+        event=EventView.of(outcome.event, outcome.review),
+        feedback=None
+        if outcome.feedback is None
+        else FeedbackView(**dataclasses.asdict(outcome.feedback)),
+        replanned=outcome.replanned,
+    )

@@ -49,6 +49,9 @@ class HealthService(NodeService):
         planned = {app.name: app for app in plan.plan.apps} if plan and plan.plan else {}
         measured = self.node.measured()
         measured_apps = measured["apps"] if measured else {}
+        feedback = {
+            name: dataclasses.asdict(item) for name, item in self.node.feedback.estimates().items()
+        }
         dag_latency_ms: dict[str, dict[str, float]] = {}
         for key, ms in runtime.node_ms_per_frame.items():
             camera, dag_node = key.split(":", 1)
@@ -90,6 +93,7 @@ class HealthService(NodeService):
                     "planned_fps": planned[s.app].fps if s.app in planned else None,
                     "cut_point": planned[s.app].cut_point if s.app in planned else None,
                     "predicted_f1": planned[s.app].f1 if s.app in planned else None,
+                    "feedback": feedback.get(s.app),
                 }
                 for name, s in runtime.apps.items()
             },
@@ -100,6 +104,7 @@ class HealthService(NodeService):
             "events_stored": self.node.events.count(),
             "retention": self.node.retention.stats(),
             "replans": self.node.replanner.stats(),
+            "feedback": self.node.feedback.stats(),
             "scheduler": dataclasses.asdict(self.node.scheduler),
             "process": process_usage(),
             "sinks": {sink.name: sink.stats() for sink in self.node.sinks.sinks},

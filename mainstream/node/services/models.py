@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edge_runtime.camera import CameraConfig
 from edge_runtime.detector import EventRecord
+from edge_runtime.event_store import EventReview
 from mainstream.core.errors import (
     MainstreamError,
 )
@@ -92,6 +93,19 @@ class CameraCreate(CameraConfig):
 
     def camera_config(self) -> CameraConfig:
         return CameraConfig(**self.model_dump(exclude={"enabled"}))
+
+
+class ReviewRequest(BaseModel):
+    """An operator's mark on an event: a real event ("true") or a false alarm ("false")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    verdict: Literal["true", "false"]
+    note: str = Field(default="", max_length=1000, description="Why, for the record")
+
+    @property
+    def is_true(self) -> bool:
+        return self.verdict == "true"
 
 
 class DryRunRequest(BaseModel):
@@ -181,6 +195,24 @@ class DryRunResult(BaseModel):
     current_value: float | None = Field(description="Objective value of the plan in force")
 
 
+class ReviewView(BaseModel):
+    """An operator's mark as stored with the event."""
+
+    verdict: Literal["true", "false"]
+    note: str
+    reviewed_at: float = Field(description="Seconds since the epoch")
+    reviewed_by: str = Field(description="The token's name, or `mqtt`")
+
+    @classmethod
+    def of(cls, review: EventReview) -> ReviewView:
+        return cls(
+            verdict="true" if review.verdict else "false",
+            note=review.note,
+            reviewed_at=review.reviewed_at,
+            reviewed_by=review.reviewed_by,
+        )
+
+
 class EventView(BaseModel):
     id: str
     app: str
@@ -197,10 +229,52 @@ class EventView(BaseModel):
         description="quiet (no fire for the quiet time), stopped (app, camera or node "
         "stopped) or restart (left open by a crash, closed when the node started again)",
     )
+    review: ReviewView | None = Field(
+        default=None, description="The operator's mark: a real event or a false alarm"
+    )
 
     @classmethod
-    def of(cls, event: EventRecord) -> EventView:
-        return cls(open=event.end_time is None, **event.__dict__)
+    def of(cls, event: EventRecord, review: EventReview | None = None) -> EventView:
+        return cls(
+            open=event.end_time is None,
+            review=None if review is None else ReviewView.of(review),
+            **event.__dict__,
+        )
+
+
+class FeedbackView(BaseModel):
+    """What the marks on an app's events say (see `mainstream.node.feedback.AppFeedback`)."""
+
+    app: str
+    camera: str
+    true: int = Field(description="Events of the app on the camera marked true")
+    false: int = Field(description="... marked false")
+    unreviewed: int = Field(description="... not marked")
+    counted_true: int = Field(description="Marks true that the estimate uses")
+    counted_false: int = Field(description="Marks false that the estimate uses")
+    in_force: bool = Field(description="Enough marks: plans use the estimate")
+    predicted_precision: float | None = Field(
+        description="Event precision the package's figures predict for the marked events"
+    )
+    precision: float | None = Field(description="Posterior mean of the event precision")
+    precision_interval: tuple[float, float] | None = Field(description="90 % credible interval")
+    fpr_shift: float | None = Field(description="Added to every candidate's per-frame FPR")
+    false_positive_rate: float | None = Field(
+        description="The per-frame FPR the marks imply at the cut point in force"
+    )
+    planned_f1: float | None = Field(description="Event F1 the plan in force predicts")
+    adjusted_precision: float | None = Field(
+        description="Event precision at the option in force with the estimate in force"
+    )
+    adjusted_f1: float | None = Field(description="Event F1 likewise")
+
+
+class ReviewResult(BaseModel):
+    """A mark stored or cleared, the app's estimate after it, and the re-plan it caused."""
+
+    event: EventView
+    feedback: FeedbackView | None
+    replanned: str | None = Field(description="The new plan's reason, when the mark re-planned")
 
 
 class EventPage(BaseModel):

@@ -190,6 +190,26 @@ def test_cli_drives_a_running_node(
     bad_time = cli("events", "list", "--since", "yesterday-ish", *viewer)
     assert bad_time.code != 0 and "since" in bad_time.err
 
+    # -- marking an event: admin only; shown in the listing and the app's feedback ------------
+    event_id = page["items"][0]["id"]
+    refused = cli("events", "review", event_id, "--true", *viewer)
+    assert refused.code != 0 and "viewer token" in refused.err
+    unclear = cli("events", "review", event_id, *admin)
+    assert unclear.code == 2 and "give one of --true, --false or --clear" in unclear.err
+    marked = cli("events", "review", event_id, "--true", "--note", "a train", *admin)
+    assert marked.code == 0, marked.err
+    said, estimate = marked.out.splitlines()[:2]
+    assert said == f"event {event_id}: marked true"
+    assert estimate.startswith("trains on synthetic: 1 true, 0 false, 0 unreviewed; precision ")
+    assert estimate.endswith("(not yet used: too few marks)")
+    table = cli("events", "list", *viewer).out.splitlines()
+    assert table[0].split()[-1] == "Review" and table[1].split()[-1] == "true"
+    feedback = cli("events", "feedback", *viewer).out.splitlines()
+    assert feedback[1].split()[:5] == ["trains", "synthetic", "1", "0", "0"]
+    cleared = cli("events", "review", event_id, "--clear", *admin)
+    assert cleared.out.startswith(f"event {event_id}: mark cleared")
+    assert cli("events", "list", *viewer, "--json").json()["items"][0]["review"] is None
+
     # -- cameras -------------------------------------------------------------------------------
     added = cli(
         "cameras", "add", "gate", "--url", "synthetic://?fps=5&size=64x48", "--fps", "5",

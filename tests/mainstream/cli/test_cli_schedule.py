@@ -328,3 +328,42 @@ def test_help_explains_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
     for option in ("--json", "--report", "--solver", "--budget", "--objective"):
         assert option in out
+
+
+def test_candidates_with_counts_get_an_f1_interval_and_a_confidence(
+    example: Problem, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = example.model_dump(mode="json", exclude_none=True)
+    for app in data["apps"]:
+        for candidate in app["candidates"]:
+            positives, negatives = 400, 300  # thin: fewer than 1,000 negative frames
+            candidate["evidence"] = {
+                "positive_frames": positives,
+                "positive_fires": round(candidate["recall"] * positives),
+                "negative_frames": negatives,
+                "negative_fires": round(candidate["false_positive_rate"] * negatives),
+                "events": 40,
+            }
+    path = write_problem(tmp_path / "counted.json", data)
+
+    code, out, _ = run_cli(["schedule", "dry-run", str(path)], capsys)
+    assert code == 0
+    assert "F1 90% interval" in out
+    assert "Planned on the posterior means" in out
+    assert f"warning: {data['apps'][0]['name']}: thin evidence, 300 negative frames" in out
+
+    code, out, _ = run_cli(["schedule", "dry-run", str(path), "--json"], capsys)
+    mean_plan = Plan.model_validate_json(out)
+    for app in mean_plan.apps:
+        assert app.f1_interval is not None
+        assert app.f1_interval[0] <= app.f1 <= app.f1_interval[1]
+
+    code, out, _ = run_cli(
+        ["schedule", "dry-run", str(path), "--json", "--confidence", "0.9"], capsys
+    )
+    confident = Plan.model_validate_json(out)
+    assert confident.confidence == 0.9
+    assert confident.value <= mean_plan.value
+
+    code, _, err = run_cli(["schedule", "dry-run", str(path), "--confidence", "1.5"], capsys)
+    assert code == 2 and "--confidence" in err

@@ -1,19 +1,25 @@
-"""Weak candidates: the held-out figures of a candidate that cannot detect events."""
+"""The manifest's figures: weak candidates, and the held-out counts behind the figures."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from mainstream.core.manifest import (
     AppInfo,
     BaseModelInfo,
     CandidateInfo,
+    CorrelationEvidence,
     EventStats,
+    FrameEvidence,
     Manifest,
     TrainingInfo,
+    frame_evidence,
     weak_candidates,
 )
+from scheduler.problem import AppSpec
 
 SHA = "cd" * 32
 
@@ -80,3 +86,54 @@ def test_weak_exactly_when_recall_is_zero_or_no_better_than_the_fpr(
 ) -> None:
     weak = weak_candidates(manifest_of([(recall, fpr, accuracy)]))
     assert bool(weak) == (recall <= 0.0 or recall <= fpr)
+
+
+# --- format version 2: the counts behind the figures ----------------------------------------
+
+
+def test_stored_counts_win_and_a_version_1_package_gets_derived_ones() -> None:
+    manifest = manifest_of(
+        [(0.9, 0.05, 0.93), (0.5, 0.0, 0.9)], held_out={"nothing": 200, "train": 100}
+    )
+    derived = frame_evidence(manifest, manifest.candidates[0])
+    assert derived == FrameEvidence(
+        positive_frames=100,
+        positive_fires=90,
+        negative_frames=200,
+        negative_fires=10,
+        derived=True,
+    )
+    stored = FrameEvidence(
+        positive_frames=80, positive_fires=40, negative_frames=300, negative_fires=0, events=9
+    )
+    manifest.candidates[1].evidence = stored
+    assert frame_evidence(manifest, manifest.candidates[1]) is stored
+    # Without class counts there is nothing to derive from.
+    assert frame_evidence(manifest_of([(0.9, 0.05, 0.93)]), manifest.candidates[0]) is None
+
+
+def test_counts_cannot_claim_more_fires_than_frames() -> None:
+    with pytest.raises(ValidationError, match="negative_fires 5 > negative_frames 4"):
+        FrameEvidence(positive_frames=1, positive_fires=1, negative_frames=4, negative_fires=5)
+
+
+def test_the_scheduler_sees_the_counts_and_the_correlation_interval() -> None:
+    manifest = manifest_of([(0.9, 0.05, 0.93)], held_out={"nothing": 200, "train": 100})
+    manifest.event_stats.correlation_evidence = CorrelationEvidence(
+        interval=(0.4, 0.6),
+        level=0.9,
+        source="event frames",
+        identifiable=True,
+        fire_fire=50,
+        fire_miss=5,
+        miss_fire=5,
+        miss_miss=5,
+        events=12,
+    )
+    spec = AppSpec.from_manifest(manifest, camera="door")
+    assert (spec.name, spec.camera, spec.correlation_interval) == ("trains", "door", (0.4, 0.6))
+    assert spec.candidates[0].evidence is not None
+    assert spec.candidates[0].planned_rates(None) == (90.5 / 101, 10.5 / 201)
+    # An overridden correlation is taken as given: its measured interval no longer applies.
+    overridden = AppSpec.from_manifest(manifest, overrides={"correlation": 0.2})
+    assert (overridden.correlation, overridden.correlation_interval) == (0.2, None)

@@ -27,6 +27,7 @@ from mainstream.core.manifest import (
     EventStats,
     Manifest,
     TrainingInfo,
+    frame_evidence,
 )
 from mainstream.core.package import (
     PackageLimits,
@@ -242,9 +243,89 @@ def test_inspect_prints_the_summary_and_the_candidate_table(good_package: Path) 
     assert any("ab" * 32 in line for line in lines)
     assert any(line.startswith("events") and "correlation 0.3" in line for line in lines)
     header = next(line for line in lines if line.startswith("cut point"))
-    assert header.split() == ["cut", "point", "frozen", "recall", "FPR", "accuracy", "size"]
+    assert header.split() == [
+        "cut", "point", "frozen", "recall", "recall", "90%", "FPR", "FPR", "90%",
+        "pos", "fired", "neg", "fired", "F1@10fps", "90%", "accuracy", "size",
+    ]  # fmt: skip
+    # Without held-out counts the ratios are all there is: no estimates, no interval. F1 at
+    # 10 fps over 5-frame events: R = 1 - 0.09 * 0.363^4 = 0.998, Q = 1 - 0.93 * 0.951^4 =
+    # 0.239, P = 0.2R / (0.2R + 0.8Q) = 0.510, F1 = 0.676.
     deep_row = next(line for line in lines if line.startswith(DEEP_CUT))
-    assert deep_row.split()[1:5] == ["35", "0.910", "0.070", "0.930"]
+    assert deep_row.split()[1:9] == ["35", "0.910", "-", "0.070", "-", "-", "-", "0.676"]
+    assert "no held-out counts" in result.stderr
+
+
+def with_evidence(document: dict[str, Any]) -> None:
+    """The issue's package: 2 held-out events, 94 positive and 206 negative frames, no FP."""
+    for entry in document["candidates"]:
+        entry.update(recall=88 / 94, false_positive_rate=0.0)
+        entry["evidence"] = {
+            "positive_frames": 94,
+            "positive_fires": 88,
+            "negative_frames": 206,
+            "negative_fires": 0,
+            "events": 2,
+            "split": "by time, validation fraction 0.25",
+        }
+    document["event_stats"]["correlation_evidence"] = {
+        "interval": [0.2, 0.4],
+        "level": 0.9,
+        "source": "event frames",
+        "identifiable": True,
+        "fire_fire": 80,
+        "fire_miss": 6,
+        "miss_fire": 5,
+        "miss_miss": 1,
+        "events": 2,
+    }
+
+
+def test_inspect_shows_estimates_and_warns_when_evidence_is_thin(
+    good_package: Path, tmp_path: Path
+) -> None:
+    package_path = edit_manifest(good_package, tmp_path / "evidence.mpkg", with_evidence)
+    result = CliRunner().invoke(package_cli, ["inspect", str(package_path)])
+    assert result.exit_code == 0, result.output
+    deep_row = next(line for line in result.stdout.splitlines() if line.startswith(DEEP_CUT))
+    cells = deep_row.split()
+    # Zero false positives in 206 frames: counted 0, estimated 0.5/207, 95 % below 0.0093.
+    assert cells[1:4] == ["35", "0.936", "0.932"]  # 88.5 / 95
+    assert cells[6:10] == ["0.000", "0.002", "[0.000,", "0.009]"]
+    assert cells[10:12] == ["88/94", "0/206"]
+    low, high = float(cells[13].strip("[,")), float(cells[14].strip("]"))
+    assert low < float(cells[12]) <= high
+    assert "correlation  0.300 per camera frame, 90% interval [0.200, 0.400]" in result.stdout
+    assert "2 events, 94 positive and 206 negative frames" in result.stdout
+    assert (
+        "WARNING thin evidence: 2 held-out events (< 10); 206 negative frames (< 1,000)"
+        in result.stderr
+    )
+
+
+def test_a_version_1_package_still_loads_with_counts_derived(
+    good_package: Path, tmp_path: Path
+) -> None:
+    def version_1(document: dict[str, Any]) -> None:
+        document["format_version"] = 1
+        document["training"]["dataset"] = {
+            "held_out": {"classes": {"nothing": 206, "train": 94}},
+            "split": "by time, validation fraction 0.25",
+        }
+        document["a_field_from_elsewhere"] = {"kept": True}
+
+    package_path = edit_manifest(good_package, tmp_path / "v1.mpkg", version_1)
+    report = verify_package(package_path, load_models=False)  # checksums still hold
+    assert report.manifest.format_version == 1
+    (first, *_) = report.manifest.candidates
+    evidence = frame_evidence(report.manifest, first)
+    assert evidence is not None and evidence.derived and evidence.events is None
+    assert (evidence.positive_frames, evidence.positive_fires) == (94, round(0.91 * 94))
+    assert (evidence.negative_frames, evidence.negative_fires) == (206, round(0.07 * 206))
+    result = CliRunner().invoke(package_cli, ["inspect", str(package_path)])
+    assert result.exit_code == 0, result.output
+    assert "format       version 1" in result.stdout
+    assert "derived from a version-1 package" in result.stdout
+    assert "number of held-out events unknown" in result.stderr
 
 
 def test_inspect_json_prints_the_manifest_only(good_package: Path) -> None:
@@ -301,7 +382,9 @@ def test_weak_candidates_are_flagged_and_fail_under_strict(
 
     sound = CliRunner().invoke(package_cli, [command, "--strict", str(good_package)])
     assert sound.exit_code == 0, sound.output
-    assert "WARNING" not in sound.stderr
+    # (inspect still says that this package has no held-out counts: not a weak candidate)
+    assert "WARNING candidate" not in sound.stderr
+    assert "majority class" not in sound.stderr
 
 
 @pytest.mark.parametrize("command", ["inspect", "verify"])
@@ -454,8 +537,8 @@ BAD_PACKAGES: dict[str, tuple[Callable[[Path, Path], Path], str]] = {
         r"candidates\[0\]\.file: String should match pattern",
     ),
     "unknown format_version": (
-        lambda good, bad: edit_manifest(good, bad, lambda m: m.update(format_version=2)),
-        r"format_version 2; this version of Mainstream reads format_version 1 only",
+        lambda good, bad: edit_manifest(good, bad, lambda m: m.update(format_version=3)),
+        r"format_version 3; this version of Mainstream reads format_version 1 and 2",
     ),
     "not an M-Package": (
         lambda good, bad: edit_manifest(good, bad, lambda m: m.update(format="other.format")),

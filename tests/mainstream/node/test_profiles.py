@@ -28,8 +28,11 @@ def test_a_profile_measured_in_one_precision_is_not_used_for_another(
     tiny_packages.register_base(tmp_path)
     registry = Registry(tmp_path / "registry.db", tmp_path / "blobs")
     package = read_package(tiny_packages.trains, extract_to=tmp_path / "trains")
-    key = profile_key(package.manifest)
-    cuts = ["input", *(c.cut_point for c in package.manifest.candidates)]
+    # One candidate is enough to tell a re-measurement from the stored profile, and each cut
+    # point costs OpenVINO conversions of its own.
+    manifest = package.manifest.model_copy(update={"candidates": package.manifest.candidates[:1]})
+    key = profile_key(manifest)
+    cuts = ["input", *(c.cut_point for c in manifest.candidates)]
     stored_f32 = Profile(
         base_model=key,
         cut_points=[CutPoint(name=cut, cumulative_cost=float(i)) for i, cut in enumerate(cuts)],
@@ -45,8 +48,8 @@ def test_a_profile_measured_in_one_precision_is_not_used_for_another(
 
     try:
         store("f32").save({key: stored_f32})
-        assert store("f32").profile(key, [package.manifest], package.root) == stored_f32
-        measured = store("bf16").profile(key, [package.manifest], package.root)
+        assert store("f32").profile(key, [manifest], package.root) == stored_f32
+        measured = store("bf16").profile(key, [manifest], package.root)
         assert (measured.model_extra or {})["precision"] == "bf16"
         assert measured.total_cost != stored_f32.total_cost  # a real measurement
         assert {cut.name for cut in measured.cut_points} == set(cuts)

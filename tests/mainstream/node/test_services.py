@@ -229,10 +229,12 @@ def test_registering_apps_replans_and_deploys_without_restarting_the_camera(
     assert deployment is not None and set(deployment.detectors) == {"trains", "buses"}
     assert node.cameras.get("synthetic") is camera  # the same camera kept streaming
 
-    # threshold 0: every analysed frame fires, so the app opens an event
+    # threshold 0: every analysed frame fires, so the app opens an event (on a slow box the
+    # planned rate may leave more than the quiet time between frames, so it may already be closed)
     assert wait_for(lambda: services.events.list_all(app="trains").items != [], timeout=30)
     event = services.events.list_all(app="trains").items[0]
-    assert event.open and services.events.snapshot(event.id)[:2] == b"\xff\xd8"
+    assert event.frames_fired >= 1 and event.ended_by in (None, "quiet")
+    assert services.events.snapshot(event.id)[:2] == b"\xff\xd8"
     assert services.schedule.current().measured is not None
 
     with pytest.raises(ConflictError, match="already exists"):
