@@ -244,8 +244,9 @@ class EventStore:
 
     def prunable(self, *, ended_before: float | None, max_bytes_per_app: int | None) -> list[str]:
         """Ids of closed events past retention, oldest first: ended before `ended_before`, or
-        beyond the newest `max_bytes_per_app` of their app. Open events are never among them
-        (they still count towards their app's bytes)."""
+        beyond the newest `max_bytes_per_app` of their app. Open events and events an operator
+        marked (the evidence the plan's feedback rests on) are never among them; they still
+        count towards their app's bytes."""
         conditions, arguments = [], []
         if ended_before is not None:
             conditions.append("end_time < ?")
@@ -267,6 +268,7 @@ class EventStore:
                 )
                 SELECT id FROM sized
                 WHERE end_time IS NOT NULL AND ({" OR ".join(conditions)})
+                    AND NOT EXISTS (SELECT 1 FROM event_reviews WHERE event_id = sized.id)
                 ORDER BY start_time, id
                 """,
                 arguments,
@@ -275,14 +277,15 @@ class EventStore:
 
     def delete_closed(self, event_ids: Sequence[str]) -> int:
         """Delete these events in one transaction, with their snapshots (in the row) and their
-        marks and contexts (a trigger); an event that is open (or was never stored) is left
-        alone. Returns how many were deleted."""
+        detection contexts (a trigger); an event that is open, marked by an operator meanwhile,
+        or never stored is left alone. Returns how many were deleted."""
         if not event_ids:
             return 0
         marks = ", ".join("?" for _ in event_ids)
         with self._transaction() as connection:
             cursor = connection.execute(
-                f"DELETE FROM events WHERE end_time IS NOT NULL AND id IN ({marks})",
+                f"DELETE FROM events WHERE end_time IS NOT NULL AND id IN ({marks}) "
+                "AND NOT EXISTS (SELECT 1 FROM event_reviews WHERE event_id = events.id)",
                 tuple(event_ids),
             )
         return int(cursor.rowcount)

@@ -1,11 +1,12 @@
 """Retention: a background task deletes events (with their snapshots) past `retention.*`.
 
-An event's snapshot lives in its own row, and a trigger deletes its review mark and detection
-context with it (edge_runtime/event_store.py), so one SQLite transaction removes them all: a
-crash leaves all or none, and nothing can dangle. Only closed events are pruned;
-an event still open is kept however old, and counts towards its app's size. Deletion goes in
-batches of `retention.batch_size` events, each its own short transaction, and the scan for
-what to delete reads on a connection of its own, so the runtime's writes never wait long.
+An event's snapshot lives in its own row, and a trigger deletes its detection context with it
+(edge_runtime/event_store.py), so one SQLite transaction removes them all: a crash leaves all
+or none, and nothing can dangle. Only closed, unmarked events are pruned: an event still open,
+or one an operator marked (the evidence feedback plans with), is kept however old, and counts
+towards its app's size. Deletion goes in batches of `retention.batch_size` events, each its
+own short transaction, and the scan for what to delete reads on a connection of its own, so
+the runtime's writes never wait long.
 Freed pages of the database file are reused by new events; the file does not shrink.
 """
 

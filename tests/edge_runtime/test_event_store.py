@@ -120,26 +120,31 @@ def test_usage_counts_events_bytes_and_open_ones_per_app(tmp_path: Path) -> None
     assert usage.file_bytes >= (tmp_path / "events.db").stat().st_size > 0
 
 
-def test_an_open_event_is_never_prunable_nor_deleted_however_old(tmp_path: Path) -> None:
+def test_open_and_marked_events_are_never_prunable_nor_deleted_however_old(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "events.db"
     store = EventStore(path)
     store.save(make_event("open-since-long", "trains", 1.0), b"j" * 5000)
-    store.save(closed("old", "trains", 2.0, 3.0), b"j" * 5000)
+    store.save(closed("marked", "trains", 2.0, 3.0), b"j" * 5000)
+    store.save(closed("stale", "trains", 4.0, 5.0), b"j" * 5000)
     store.save(closed("new", "trains", 50.0, 51.0), b"j" * 10)
-    for event_id in ("open-since-long", "old"):  # a mark goes with its event
-        assert store.review(EventReview(event_id, True, "", 60.0, "test"))
+    assert store.review(EventReview("marked", False, "a cat", 60.0, "test"))
+    store.save_context(DetectionContext("stale", 1, "conv_pw_11_relu", 2.0, 1, "ab" * 32, 0.5))
     doomed = store.prunable(ended_before=10.0, max_bytes_per_app=1)
-    assert doomed == ["old", "new"]  # everything closed is over 1 byte, oldest first
-    assert store.delete_closed(["open-since-long", *doomed, "never-stored"]) == 2
-    assert [event.id for event in store.query(EventQuery())] == ["open-since-long"]
-    assert store.snapshot("open-since-long") == b"j" * 5000
-    assert set(store.reviews(["open-since-long", "old"])) == {"open-since-long"}
+    assert doomed == ["stale", "new"]  # everything closed is over 1 byte, oldest first
+    everything = ["open-since-long", "marked", *doomed, "never-stored"]
+    assert store.delete_closed(everything) == 2  # asked to, it still spares open and marked
+    assert [event.id for event in store.query(EventQuery())] == ["open-since-long", "marked"]
+    assert store.snapshot("open-since-long") == store.snapshot("marked") == b"j" * 5000
+    assert store.context("stale") is None  # the detection context went with its event
     store.close()
-    with sqlite3.connect(path) as reader:  # gone from the file: rows, snapshots, marks
-        assert reader.execute("SELECT id FROM events").fetchall() == [("open-since-long",)]
-        assert reader.execute("SELECT event_id FROM event_reviews").fetchall() == [
-            ("open-since-long",)
+    with sqlite3.connect(path) as reader:  # gone from the file, rows and snapshots together
+        assert reader.execute("SELECT id FROM events ORDER BY id").fetchall() == [
+            ("marked",),
+            ("open-since-long",),
         ]
+        assert reader.execute("SELECT COUNT(*) FROM event_contexts").fetchone() == (0,)
 
 
 def test_prunable_by_age_and_by_size_per_app(tmp_path: Path) -> None:
