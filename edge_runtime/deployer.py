@@ -25,13 +25,10 @@ from edge_runtime.detector import DetectorConfig
 from edge_runtime.engines import EngineName, EngineOptions, Precision, compile_model
 from edge_runtime.runtime import CameraDeployment
 from mainstream.core.bases import (
-    BaseConfig,
-    build_base,
     cut_output_shape,
     discover_cut_points,
-    load_registered_base,
+    load_package_base,
     preprocess,
-    weights_fingerprint,
 )
 from mainstream.core.errors import ModelError, NotFoundError
 from mainstream.core.manifest import Manifest
@@ -130,28 +127,7 @@ class BaseProvider:
         fingerprint = manifest.base_model.weights_fingerprint
         if fingerprint in self._loaded:
             return self._loaded[fingerprint]
-        info = manifest.base_model
-        bundled = manifest.base_weights
-        if self.bases_dir is not None and (self.bases_dir / f"{fingerprint}.json").exists():
-            loaded = load_registered_base(fingerprint, self.bases_dir)
-        elif bundled and package_root is not None:
-            config = BaseConfig(
-                name=info.name,
-                input_size=info.input_shape[0],
-                alpha=info.alpha or 1.0,
-                weights=str(package_root / bundled["file"]),
-            )
-            model = build_base(config)
-            if weights_fingerprint(model) != fingerprint:
-                raise ModelError(
-                    "the package's bundled base weights do not match its weights_fingerprint"
-                )
-            loaded = (config, model)
-        else:
-            raise NotFoundError(
-                f"base {info.name} with fingerprint {fingerprint[:12]}… is not registered on this node "
-                "and the package does not bundle its weights"
-            )
+        loaded = load_package_base(manifest, package_root, self.bases_dir)
         self._loaded[fingerprint] = loaded
         return loaded
 

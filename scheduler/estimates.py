@@ -56,6 +56,7 @@ class RateEstimate:
     low: float
     high: float
     level: float
+    given: bool = False  # a ratio taken as given (nothing was counted): no spread
 
     @property
     def counted(self) -> float | None:
@@ -64,7 +65,15 @@ class RateEstimate:
 
     def quantile(self, probability: float) -> float:
         """The posterior's quantile (0 below the lowest count, 1 above the highest)."""
+        if self.given:
+            return self.mean
         return _posterior_quantile(self.successes, self.trials, probability)
+
+
+def given_rate(ratio: float, level: float = CREDIBLE_LEVEL) -> RateEstimate:
+    """A ratio no frames were counted for (e.g. a recall no calibration clip could measure),
+    taken as it is."""
+    return RateEstimate(0, 0, ratio, ratio, ratio, level, given=True)
 
 
 def rate_estimate(successes: int, trials: int, level: float = CREDIBLE_LEVEL) -> RateEstimate:

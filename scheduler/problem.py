@@ -18,6 +18,7 @@ from scheduler.estimates import (
     THIN_EVENTS,
     THIN_NEGATIVE_FRAMES,
     RateEstimate,
+    given_rate,
     planning_rates,
     rate_estimate,
 )
@@ -126,9 +127,15 @@ class Candidate(BaseModel):
         if self.evidence is None:
             return None
         counts = self.evidence
+        # A rate with no frames behind it (a calibration clip without events, over a package
+        # without held-out counts) is the measured ratio, not the prior's 0.5.
         return (
-            rate_estimate(counts.positive_fires, counts.positive_frames, level),
-            rate_estimate(counts.negative_fires, counts.negative_frames, level),
+            rate_estimate(counts.positive_fires, counts.positive_frames, level)
+            if counts.positive_frames
+            else given_rate(self.recall, level),
+            rate_estimate(counts.negative_fires, counts.negative_frames, level)
+            if counts.negative_frames
+            else given_rate(self.false_positive_rate, level),
         )
 
     def planned_rates(self, confidence: float | None) -> tuple[float, float]:

@@ -17,9 +17,11 @@ from mainstream.cli.client import echo_json, open_client, remote_options
 from mainstream.core.errors import PackageError, WeakCandidatesError
 from mainstream.core.manifest import WEAK_CANDIDATE_ADVICE, Manifest, weak_candidates
 from mainstream.core.package import PackageListing, describe_size, inspect_package, verify_package
-from scheduler.estimates import RateEstimate
+from mainstream.node.settings import Settings
+from scheduler.estimates import RateEstimate, rate_estimate
 from scheduler.planner import predicted_f1
 from scheduler.problem import AppSpec
+from trainer.calibrate import calibrate_package, rate_summary
 
 WEAK_CANDIDATES_EXIT = WeakCandidatesError.exit_code  # `--strict` with a weak candidate
 
@@ -285,3 +287,104 @@ def _bundled(listing: PackageListing) -> str:
     if weights is None:
         return "not bundled"
     return f"bundled ({weights['file']}, {describe_size(listing.member_sizes[weights['file']])})"
+
+
+@package.command("calibrate")
+@_PACKAGE_ARGUMENT
+@click.option(
+    "--video",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Footage from the camera the app will watch.",
+)
+@click.option(
+    "--labels",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Its label CSV (start_frame,end_frame[,label]); see --no-events.",
+)
+@click.option(
+    "--no-events",
+    is_flag=True,
+    help="The footage has no event of the app's class: it measures the false-positive rate.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the calibrated package [default: replace PKG, atomically].",
+)
+@click.option(
+    "--threshold", type=float, default=0.5, show_default=True, help="Fire from this score."
+)
+@click.option("--fps", type=float, help="The footage's frame rate, if its container is wrong.")
+@click.option(
+    "--bases-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Registered bases [default: <data_dir>/bases]; else the package's bundled weights.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def calibrate_command(
+    package_path: Path,
+    video: Path,
+    labels: Path | None,
+    no_events: bool,
+    output: Path | None,
+    threshold: float,
+    fps: float | None,
+    bases_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Measure every candidate on footage of the deployment camera and record the counts.
+
+    The package's models are unchanged (their checksums still hold); the manifest gains the
+    clip's counts, which the scheduler plans on from then on instead of the trainer's
+    held-out frames. Clips add up: calibrate again with more footage. Upload the result to
+    the node as the app's new package version.
+    """
+    if (labels is None) == (not no_events):
+        raise click.UsageError("give --labels for labelled footage, or --no-events")
+    result = calibrate_package(
+        package_path,
+        video,
+        labels,
+        output or package_path,
+        bases_dir=bases_dir if bases_dir is not None else Settings().bases_dir,
+        threshold=threshold,
+        fps=fps,
+    )
+    if as_json:
+        echo_json(
+            {
+                "output": str(result.output),
+                "app": result.app,
+                "clip": result.clip,
+                "frames": result.frames,
+                "events": result.events,
+                "candidates": [
+                    {
+                        "cut_point": row.cut_point,
+                        "clip": row.clip.model_dump(),
+                        "before": row.before.model_dump() if row.before else None,
+                        "after": row.after.model_dump(),
+                    }
+                    for row in result.candidates
+                ],
+            }
+        )
+        return
+    click.echo(
+        f"calibrated app {result.app!r} on {result.clip}: {result.frames} frames, "
+        f"{result.events} event(s)"
+    )
+    header = ("cut point", "recall before", "FPR before", "recall clip", "FPR clip", "FPR now")
+    rows = [header]
+    for row in result.candidates:
+        before = rate_summary(row.before)
+        clip = rate_summary(row.clip)
+        estimate = rate_estimate(row.after.negative_fires, row.after.negative_frames)
+        now = f"{estimate.mean:.4f} [{estimate.low:.4f}, {estimate.high:.4f}]"
+        rows.append((row.cut_point, *before, *clip, now))
+    widths = [max(len(cells[i]) for cells in rows) for i in range(len(header))]
+    for cells in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)))
+    click.echo(f"wrote {result.output}")

@@ -36,7 +36,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mainstream.core.errors import InvalidParameterError, ModelError, NotFoundError
-from mainstream.core.manifest import BaseModelInfo
+from mainstream.core.manifest import BaseModelInfo, Manifest
 
 if TYPE_CHECKING:
     import keras
@@ -817,3 +817,32 @@ def load_registered_base(fingerprint: str, bases_dir: Path | str) -> tuple[BaseC
             f"{fingerprint}: the file is corrupt or was modified"
         )
     return config, model
+
+
+def load_package_base(
+    manifest: Manifest, package_root: Path | None, bases_dir: Path | None
+) -> tuple[BaseConfig, keras.Model]:
+    """The base a package's candidates run on: the registered one with its fingerprint (in
+    `bases_dir`), else the weights the package bundles, checked against the fingerprint."""
+    fingerprint = manifest.base_model.weights_fingerprint
+    info = manifest.base_model
+    bundled = manifest.base_weights
+    if bases_dir is not None and (bases_dir / f"{fingerprint}.json").exists():
+        return load_registered_base(fingerprint, bases_dir)
+    if bundled and package_root is not None:
+        config = BaseConfig(
+            name=info.name,
+            input_size=info.input_shape[0],
+            alpha=info.alpha or 1.0,
+            weights=str(package_root / bundled["file"]),
+        )
+        model = build_base(config)
+        if weights_fingerprint(model) != fingerprint:
+            raise ModelError(
+                "the package's bundled base weights do not match its weights_fingerprint"
+            )
+        return config, model
+    raise NotFoundError(
+        f"base {info.name} with fingerprint {fingerprint[:12]}… is not registered here "
+        "and the package does not bundle its weights"
+    )

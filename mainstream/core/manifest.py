@@ -145,6 +145,21 @@ class FrameEvidence(BaseModel):
         return self
 
 
+class CalibrationClip(BaseModel):
+    """Counts measured by `mainstream calibrate` on labelled footage of the deployment camera.
+
+    The models are not changed by calibration; only the figures the scheduler plans on are.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    clip: str = Field(min_length=1, max_length=255, description="the footage's file name")
+    video_sha256: str = Field(pattern=SHA256_PATTERN)
+    measured_at: datetime
+    threshold: float = Field(gt=0, lt=1, description="score from which a frame counts as a fire")
+    counts: FrameEvidence
+
+
 class CandidateInfo(BaseModel):
     """One specialised model: the suffix after `cut_point`, and its held-out per-frame quality."""
 
@@ -162,6 +177,12 @@ class CandidateInfo(BaseModel):
     )
     evidence: FrameEvidence | None = Field(
         default=None, description="format version 2: the held-out counts behind the figures"
+    )
+    calibrations: list[CalibrationClip] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="counts measured on the deployment camera; they replace the held-out "
+        "counts of each rate they measure (recall: clips with events; FP rate: any clip)",
     )
 
 
@@ -275,6 +296,47 @@ def frame_evidence(manifest: Manifest, candidate: CandidateInfo) -> FrameEvidenc
     are the ratios times them (marked `derived`; the number of held-out events is unknown).
     None when the package says neither.
     """
+    trained = _trained_evidence(manifest, candidate)
+    if not candidate.calibrations:
+        return trained
+    return calibrated_evidence(candidate.calibrations, trained)
+
+
+def calibrated_evidence(
+    clips: list[CalibrationClip], trained: FrameEvidence | None
+) -> FrameEvidence:
+    """The counts of the calibration clips summed; a rate no clip measured (recall, when no
+    clip had events) keeps the trainer's held-out counts."""
+    positive_frames = sum(clip.counts.positive_frames for clip in clips)
+    negative_frames = sum(clip.counts.negative_frames for clip in clips)
+    names = ", ".join(clip.clip for clip in clips)
+    sources = [f"calibration on the deployment camera ({len(clips)} clip(s): {names})"]
+    positives: tuple[int, int] = (
+        positive_frames,
+        sum(clip.counts.positive_fires for clip in clips),
+    )
+    events = [clip.counts.events for clip in clips]
+    event_count = sum(e for e in events if e is not None) if None not in events else None
+    if positive_frames == 0 and trained is not None:
+        positives = (trained.positive_frames, trained.positive_fires)
+        event_count = trained.events
+        sources.append(f"recall from the trainer's held-out frames ({trained.split})")
+    negatives = (negative_frames, sum(clip.counts.negative_fires for clip in clips))
+    if negative_frames == 0 and trained is not None:
+        negatives = (trained.negative_frames, trained.negative_fires)
+        sources.append(f"FP rate from the trainer's held-out frames ({trained.split})")
+    return FrameEvidence(
+        positive_frames=positives[0],
+        positive_fires=positives[1],
+        negative_frames=negatives[0],
+        negative_fires=negatives[1],
+        events=event_count,
+        split="; ".join(sources),
+        derived=False,
+    )
+
+
+def _trained_evidence(manifest: Manifest, candidate: CandidateInfo) -> FrameEvidence | None:
     if candidate.evidence is not None:
         return candidate.evidence
     classes = _held_out_class_counts(manifest.training)

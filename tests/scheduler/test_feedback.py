@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mainstream.core.errors import InvalidParameterError
+from mainstream.core.manifest import FrameEvidence
 from scheduler.event_model import EventParams, event_quality
 from scheduler.feedback import (
     MarkedOption,
@@ -139,8 +140,32 @@ def test_the_shift_moves_every_candidate_within_zero_and_one() -> None:
         ],
     )
     moved = with_shift(app, 0.05)
-    assert [c.false_positive_rate for c in moved.candidates] == [0.05, 1.0]
-    assert [c.false_positive_rate for c in with_shift(app, -0.5).candidates] == [0.0, 0.47]
+    assert [c.planned_rates(None)[1] for c in moved.candidates] == [0.05, 1.0]
+    assert [c.planned_rates(None)[1] for c in with_shift(app, -0.5).candidates] == [0.0, 0.47]
+    assert [c.false_positive_rate for c in moved.candidates] == [0.0, 0.97]  # as measured
+    assert moved.candidates[1].rate_bounds()[1] == (1.0, 1.0)
     params = option_params(app, 10.0, "b", 2.0, 2)
     assert params is not None and (params.recall, params.x_vote) == (0.8, 2)
     assert option_params(app, 10.0, "gone", 2.0, 1) is None
+
+
+def test_the_shift_applies_to_the_posterior_the_scheduler_plans_on() -> None:
+    """A package with counts is planned on its posterior, so the shift must move that."""
+    evidence = FrameEvidence(
+        positive_frames=94, positive_fires=88, negative_frames=206, negative_fires=0
+    )
+    candidate = Candidate(cut_point="a", recall=0.936, false_positive_rate=0.0, evidence=evidence)
+    app = AppSpec(
+        name="trains",
+        event_length_s=2.0,
+        event_frequency=0.1,
+        correlation=0.5,
+        candidates=[candidate],
+    )
+    mean = candidate.planned_rates(None)[1]
+    assert 0 < mean < 0.01  # 0 of 206 is not a rate of 0
+    moved = with_shift(app, 0.1).candidates[0]
+    assert moved.planned_rates(None)[1] == pytest.approx(mean + 0.1)
+    assert moved.planned_rates(0.9)[1] == pytest.approx(candidate.planned_rates(0.9)[1] + 0.1)
+    params = option_params(with_shift(app, 0.1), 10.0, "a", 2.0, 1)
+    assert params is not None and params.false_positive_rate == pytest.approx(mean + 0.1)
