@@ -44,7 +44,7 @@ def create_app(node: Node, manage_node: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if manage_node:
-            await run_in_threadpool(node.start)
+            await run_in_threadpool(app.state.services.start)  # the config file's apps too
         try:
             yield
         finally:

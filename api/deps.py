@@ -1,7 +1,8 @@
 """Request dependencies: the node's services and who is calling (bearer tokens).
 
 Viewer tokens may read, admin tokens may also change. Health and metrics can be opened to
-callers without a token in the settings (`api.open_health`, `api.open_metrics`).
+callers without a token in the settings (`api.open_health`, `api.metrics_access`), and
+`/metrics` also takes its own token (`api.metrics_token`).
 """
 
 from __future__ import annotations
@@ -50,10 +51,9 @@ def health_reader(services: ServicesDep, credentials: Credentials) -> Principal:
     return services.tokens.verify(_authorization(credentials))
 
 
-def metrics_reader(services: ServicesDep, credentials: Credentials) -> Principal:
-    if services.settings.api.open_metrics:
-        return ANONYMOUS
-    return services.tokens.verify(_authorization(credentials))
+def metrics_reader(request: Request, services: ServicesDep, credentials: Credentials) -> Principal:
+    peer = request.client.host if request.client else None
+    return services.tokens.verify_metrics_reader(_authorization(credentials), peer)
 
 
 Viewer = Depends(viewer)

@@ -6,7 +6,8 @@ Triton users know: per camera `mainstream_camera_fps`, `mainstream_camera_skippe
 `mainstream_app_planned_fps`, `mainstream_app_predicted_f1`, `mainstream_app_events_total` and
 `mainstream_app_info{cut_point=...}`; operators' marks per app, `mainstream_app_reviews{verdict=
 true|false|unreviewed}`, and what they imply, `mainstream_app_feedback_precision` and
-`mainstream_app_feedback_false_positive_rate`; `mainstream_dag_node_latency_seconds{camera,node}`; the
+`mainstream_app_feedback_false_positive_rate`; `mainstream_dag_node_latency_seconds{camera,node}`;
+retention's `mainstream_events_pruned_total` and `mainstream_events_kept_bytes{app}`; the
 scheduler's solve time and re-plans; sink counters `mainstream_sink_*{sink=...}`; and the
 standard `process_*` metrics. `mainstream_node_info{node=...}` names the node. /api/stats holds
 the same figures as JSON.
@@ -102,6 +103,30 @@ def _node_metrics(stats: dict[str, Any]) -> Iterator[Metric]:
     )
     yield GaugeMetricFamily(
         "mainstream_events_stored", "Events in the event store", value=stats["events_stored"]
+    )
+    yield from _retention_metrics(stats["retention"])
+
+
+def _retention_metrics(retention: dict[str, Any]) -> Iterator[Metric]:
+    yield CounterMetricFamily(
+        "mainstream_events_pruned",
+        "Events deleted by retention since start",
+        value=retention["pruned_total"],
+    )
+    if retention["bytes"] is None:  # no pruning pass yet
+        return
+    kept = GaugeMetricFamily(
+        "mainstream_events_kept_bytes",
+        "Bytes of events kept per app (snapshots plus an estimate per row), at the last prune",
+        labels=["app"],
+    )
+    for app, figures in retention["apps"].items():
+        kept.add_metric([app], figures["bytes"])
+    yield kept
+    yield GaugeMetricFamily(
+        "mainstream_event_store_file_bytes",
+        "Size of the event database on disk, at the last prune",
+        value=retention["file_bytes"],
     )
 
 

@@ -50,6 +50,37 @@ CREATE INDEX IF NOT EXISTS events_by_camera ON events (camera, start_time);
 """
 
 
+# What an event weighs for retention: its snapshot plus an estimate for the rest of its row.
+ROW_BYTES_ESTIMATE = 128
+_EVENT_BYTES = f"(COALESCE(LENGTH(snapshot), 0) + {ROW_BYTES_ESTIMATE})"
+
+
+@dataclass(frozen=True)
+class AppUsage:
+    """What one app's events take in the store."""
+
+    events: int
+    bytes: int  # snapshots plus ROW_BYTES_ESTIMATE per event
+    open: int  # events still open (never pruned)
+
+
+@dataclass(frozen=True)
+class StoreUsage:
+    """What the event store holds, per app, and its size on disk."""
+
+    apps: dict[str, AppUsage]
+    oldest_start_time: float | None
+    file_bytes: int
+
+    @property
+    def events(self) -> int:
+        return sum(app.events for app in self.apps.values())
+
+    @property
+    def bytes(self) -> int:
+        return sum(app.bytes for app in self.apps.values())
+
+
 @dataclass(frozen=True)
 class EventReview:
     """An operator's mark on an event: a real event (`verdict` True) or a false alarm."""
@@ -190,6 +221,94 @@ class EventStore:
             end_time = event.start_time if event.last_time is None else event.last_time
             closed.append(replace(event, end_time=end_time, ended_by=ended_by))
         return closed
+
+    # -- retention: what is stored, and pruning closed events ----------------------------------
+
+    def usage(self) -> StoreUsage:
+        """Events and bytes kept per app, the oldest event, and the file's size on disk.
+
+        Read on a connection of its own where the store is a file (WAL readers do not wait for
+        the writer), so that a scan of a large table never holds up the runtime's writes.
+        """
+        with self._reader() as connection:
+            rows = connection.execute(
+                f"SELECT app, COUNT(*), SUM({_EVENT_BYTES}), MIN(start_time), "
+                "SUM(end_time IS NULL) FROM events GROUP BY app ORDER BY app"
+            ).fetchall()
+        apps = {
+            str(app): AppUsage(events=int(count), bytes=int(size or 0), open=int(still_open))
+            for app, count, size, _, still_open in rows
+        }
+        oldest = min((float(row[3]) for row in rows), default=None)
+        return StoreUsage(apps=apps, oldest_start_time=oldest, file_bytes=self._file_bytes())
+
+    def prunable(self, *, ended_before: float | None, max_bytes_per_app: int | None) -> list[str]:
+        """Ids of closed events past retention, oldest first: ended before `ended_before`, or
+        beyond the newest `max_bytes_per_app` of their app. Open events and events an operator
+        marked (the evidence the plan's feedback rests on) are never among them; they still
+        count towards their app's bytes."""
+        conditions, arguments = [], []
+        if ended_before is not None:
+            conditions.append("end_time < ?")
+            arguments.append(ended_before)
+        if max_bytes_per_app is not None:
+            conditions.append("newer_bytes > ?")
+            arguments.append(max_bytes_per_app)
+        if not conditions:
+            return []
+        with self._reader() as connection:
+            rows = connection.execute(
+                f"""
+                WITH sized AS (
+                    SELECT id, start_time, end_time, SUM({_EVENT_BYTES}) OVER (
+                        PARTITION BY app ORDER BY start_time DESC, id DESC
+                        ROWS UNBOUNDED PRECEDING
+                    ) AS newer_bytes
+                    FROM events
+                )
+                SELECT id FROM sized
+                WHERE end_time IS NOT NULL AND ({" OR ".join(conditions)})
+                    AND NOT EXISTS (SELECT 1 FROM event_reviews WHERE event_id = sized.id)
+                ORDER BY start_time, id
+                """,
+                arguments,
+            ).fetchall()
+        return [str(row[0]) for row in rows]
+
+    def delete_closed(self, event_ids: Sequence[str]) -> int:
+        """Delete these events in one transaction, with their snapshots (in the row) and their
+        detection contexts (a trigger); an event that is open, marked by an operator meanwhile,
+        or never stored is left alone. Returns how many were deleted."""
+        if not event_ids:
+            return 0
+        marks = ", ".join("?" for _ in event_ids)
+        with self._transaction() as connection:
+            cursor = connection.execute(
+                f"DELETE FROM events WHERE end_time IS NOT NULL AND id IN ({marks}) "
+                "AND NOT EXISTS (SELECT 1 FROM event_reviews WHERE event_id = events.id)",
+                tuple(event_ids),
+            )
+        return int(cursor.rowcount)
+
+    @contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        """A read-only connection of its own for a file, else the shared one under the lock."""
+        if str(self.path) == ":memory:":
+            with self._lock:
+                yield self._connection
+            return
+        connection = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            yield connection
+        finally:
+            connection.close()
+
+    def _file_bytes(self) -> int:
+        """The database and its write-ahead log on disk (freed pages are reused, not returned)."""
+        if str(self.path) == ":memory:":
+            return 0
+        files = (self.path, self.path.with_name(self.path.name + "-wal"))
+        return sum(path.stat().st_size for path in files if path.exists())
 
     def get(self, event_id: str) -> EventRecord | None:
         with self._lock:

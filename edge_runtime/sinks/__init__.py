@@ -8,12 +8,12 @@ Sinks that also report camera states have `on_camera_state(StateChange)`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from edge_runtime.detector import EventChange
-from edge_runtime.sinks.mqtt import MqttSink
+from edge_runtime.sinks.mqtt import MqttSink, SnapshotReader
 from edge_runtime.sinks.settings import MqttSettings, WebhookSettings, WebhookTarget
 from edge_runtime.sinks.webhook import WebhookSink
 
@@ -74,6 +74,18 @@ class SinkFanOut:
             except Exception:
                 logger.exception("sink %s failed on camera %s", sink.name, change.camera_id)
 
+    def on_inventory(self, apps: Mapping[str, str], cameras: Iterable[str]) -> None:
+        """The node's apps (name -> camera) and cameras, to every sink that announces them."""
+        camera_ids = list(cameras)
+        for sink in self.sinks:
+            listener = getattr(sink, "on_inventory", None)
+            if listener is None:
+                continue
+            try:
+                listener(apps, camera_ids)
+            except Exception:
+                logger.exception("sink %s failed to announce the apps and cameras", sink.name)
+
     def on_review(self, event_id: str, verdict: bool | None) -> None:
         """Tell the sinks that announce marks (MQTT) that an event was marked or cleared."""
         for sink in self.sinks:
@@ -122,11 +134,14 @@ def build_sinks(
     mqtt: MqttSettings | None = None,
     webhooks: WebhookSettings | None = None,
     base_url: str = "",
+    snapshots: SnapshotReader | None = None,
 ) -> SinkFanOut:
-    """The sinks the settings enable, started; MQTT and HTTP clients load only when used."""
+    """The sinks the settings enable, started; MQTT and HTTP clients load only when used.
+
+    `snapshots` reads an event's stored JPEG, for the MQTT snapshot topics."""
     sinks: list[EventSink] = []
     if mqtt is not None and mqtt.enabled:
-        sinks.append(MqttSink(mqtt, node, base_url=base_url).start())
+        sinks.append(MqttSink(mqtt, node, base_url=base_url, snapshots=snapshots).start())
     if webhooks is not None and webhooks.targets:
         sinks.append(
             WebhookSink(webhooks, node, dead_letter_path(data_dir), base_url=base_url).start()

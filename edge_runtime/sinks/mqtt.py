@@ -5,12 +5,18 @@ Topics, under `<prefix>/<node>` (prefix `mainstream` by default):
     events                   every event change: {"type", "node", "before", "after"} (see payload.py)
     <app>/state              "ON" while any camera has an open event of the app, else "OFF" (retained)
     cameras/<camera>/status  the camera's state: starting, streaming, reconnecting, ... (retained)
+    cameras/<camera>/snapshot  the best JPEG of the camera's latest event (retained; with
+                             `publish_snapshots` or `ha_discovery`)
     available                "online" / "offline" (retained; the broker's last will says "offline")
     events/<id>/review       an operator's mark on the event: "true", "false" or "clear"
 
 Commands the node takes (see `subscribe`), Frigate style:
 
     events/<id>/review/set   mark the event: "true", "false" or "clear"
+
+With `ha_discovery`, Home Assistant's discovery configs (discovery.py) go out, retained, when the
+node's apps and cameras change (`on_inventory`); a deleted app's or camera's config and a
+deleted app's state are cleared with an empty retained message.
 
 Every message is published with QoS 1 by one publisher thread, one at a time and in the order the
 changes happened. While the broker is unreachable, messages wait in a bounded queue (the oldest
@@ -25,7 +31,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +39,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from edge_runtime.detector import EventChange, Transition
+from edge_runtime.sinks.discovery import discovery_configs
 from edge_runtime.sinks.payload import EventMessageBuilder, encode_message
 from edge_runtime.sinks.settings import MqttSettings
 
@@ -48,6 +55,8 @@ STATE_OFF = b"OFF"
 QOS = 1
 
 MessageHandler = Callable[[str, bytes], None]
+SnapshotReader = Callable[[str], bytes | None]
+"""The stored snapshot (JPEG) of an event, by id; None when it has none."""
 
 
 def topic_level(name: str) -> str:
@@ -78,6 +87,9 @@ class MqttTopics:
     def camera_status(self, camera: str) -> str:
         return f"{self.base}/cameras/{topic_level(camera)}/status"
 
+    def camera_snapshot(self, camera: str) -> str:
+        return f"{self.base}/cameras/{topic_level(camera)}/snapshot"
+
     def event_review(self, event_id: str) -> str:
         return f"{self.base}/events/{topic_level(event_id)}/review"
 
@@ -90,6 +102,7 @@ class _Message:
     topic: str
     payload: bytes
     retain: bool
+    load: Callable[[], bytes | None] | None = None  # read at publish time, off the caller's thread
 
 
 class MqttSink:
@@ -101,9 +114,20 @@ class MqttSink:
 
     name = "mqtt"
 
-    def __init__(self, settings: MqttSettings, node: str, *, base_url: str = "") -> None:
+    def __init__(
+        self,
+        settings: MqttSettings,
+        node: str,
+        *,
+        base_url: str = "",
+        snapshots: SnapshotReader | None = None,
+    ) -> None:
         self.settings = settings
+        self.node = node
         self.topics = MqttTopics(settings.topic_prefix, node)
+        self._snapshots = snapshots if settings.snapshots_published else None
+        self._discovery_sent: dict[str, bytes] = {}  # config topic -> payload, as last sent
+        self._apps: set[str] = set()
         self._builder = EventMessageBuilder(node, base_url=base_url)
         self._condition = threading.Condition()
         self._queue: deque[_Message] = deque()
@@ -220,6 +244,37 @@ class MqttSink:
                 open_events.discard(change.event.id)
                 if not open_events:
                     self._enqueue(_Message(self.topics.app_state(app), STATE_OFF, retain=True))
+            if change.peak_improved and self._snapshots is not None:
+                reader, event_id = self._snapshots, change.event.id
+                topic = self.topics.camera_snapshot(change.event.camera)
+                self._enqueue(_Message(topic, b"", True, load=lambda: reader(event_id)))
+
+    def on_inventory(self, apps: Mapping[str, str], cameras: Iterable[str]) -> None:
+        """The node's apps (name -> camera) and cameras now: with `ha_discovery`, announce
+        what is new or changed and clear what is gone (its config, and a gone app's state)."""
+        if not self.settings.ha_discovery:
+            return
+        configs = discovery_configs(
+            prefix=self.settings.ha_discovery_prefix,
+            node=self.node,
+            topics=self.topics,
+            apps=apps,
+            cameras=cameras,
+        )
+        with self._condition:
+            for topic in sorted(self._discovery_sent.keys() - configs.keys()):
+                self._enqueue(_Message(topic, b"", retain=True))
+            for app in sorted(self._apps - set(apps)):
+                self._open_events_by_app.pop(app, None)
+                self._enqueue(_Message(self.topics.app_state(app), b"", retain=True))
+            for topic, payload in configs.items():
+                if self._discovery_sent.get(topic) != payload:
+                    self._enqueue(_Message(topic, payload, retain=True))
+            for app in sorted(set(apps) - self._apps):  # a known state, not "unknown"
+                if not self._open_events_by_app.get(app):
+                    self._enqueue(_Message(self.topics.app_state(app), STATE_OFF, retain=True))
+            self._discovery_sent = configs
+            self._apps = set(apps)
 
     def on_camera_state(self, change: StateChange) -> None:
         """Camera state listener: the retained status topic of that camera."""
@@ -349,6 +404,11 @@ class MqttSink:
         If the connection drops meanwhile, paho keeps the message and re-sends it after it has
         reconnected, so waiting for its acknowledgement is all there is to do.
         """
+        if message.load is not None:
+            loaded = message.load()
+            if loaded is None:  # nothing to send (say, the event was pruned meanwhile)
+                return True
+            message = _Message(message.topic, loaded, message.retain)
         info = self._client.publish(message.topic, message.payload, qos=QOS, retain=message.retain)
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             logger.error(
@@ -365,7 +425,10 @@ class MqttSink:
             self._acknowledged.discard(info.mid)
             self._published += 1
             if message.retain and message.topic != self.topics.available:
-                self._delivered_retained[message.topic] = message.payload
+                if message.payload:
+                    self._delivered_retained[message.topic] = message.payload
+                else:  # a cleared topic stays cleared
+                    self._delivered_retained.pop(message.topic, None)
         return True
 
     # paho callbacks, on paho's network thread: keep them short and never raise.

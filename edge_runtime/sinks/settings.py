@@ -60,13 +60,34 @@ class MqttSettings(BaseModel):
         description="Also publish 'update' messages (a better peak, or periodic ones: "
         "runtime.event_update_every_frames), not only new/end",
     )
+    publish_snapshots: bool = Field(
+        default=False,
+        description="Publish the best snapshot (JPEG) of each camera's latest event, retained, "
+        "on <prefix>/<node>/cameras/<camera>/snapshot (on with ha_discovery too)",
+    )
+    ha_discovery: bool = Field(
+        default=False,
+        description="Announce Home Assistant entities (MQTT discovery, retained): a "
+        "binary_sensor per app on its camera, a camera image per camera; removed when "
+        "deleted",
+    )
+    ha_discovery_prefix: str = Field(
+        default="homeassistant",
+        pattern=_TOPIC_PREFIX_PATTERN,
+        description="Home Assistant's discovery topic prefix",
+    )
 
-    @field_validator("topic_prefix")
+    @field_validator("topic_prefix", "ha_discovery_prefix")
     @classmethod
     def _no_trailing_slash(cls, value: str) -> str:
         if value.endswith("/"):
             raise ValueError("must not end with '/'")
         return value
+
+    @property
+    def snapshots_published(self) -> bool:
+        """Whether camera snapshots go out: asked for, or needed by Home Assistant's cameras."""
+        return self.publish_snapshots or self.ha_discovery
 
     @model_validator(mode="after")
     def _check_delays(self) -> MqttSettings:

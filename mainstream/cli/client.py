@@ -201,7 +201,8 @@ def apps() -> None:
 @apps.command("list")
 @remote_options
 def apps_list(server: str, token: str | None, as_json: bool) -> None:
-    """The node's apps with the cut point, rate and predicted F1 the plan gives them."""
+    """The node's apps with the cut point, rate and predicted F1 the plan gives them, and who
+    sets them: the config file (`apps:`) or the API."""
     with open_client(server, token) as client:
         views = client.list_apps()
     if as_json:
@@ -221,9 +222,21 @@ def apps_list(server: str, token: str | None, as_json: bool) -> None:
                 planned.get("cut_point", "-"),
                 number(planned.get("fps")),
                 number(planned.get("f1")),
+                "config" if view.get("declared") else "api",
             ]
         )
-    headers = ["App", "Package", "Camera", "Enabled", "X", "Weight", "Cut point", "FPS", "F1"]
+    headers = [
+        "App",
+        "Package",
+        "Camera",
+        "Enabled",
+        "X",
+        "Weight",
+        "Cut point",
+        "FPS",
+        "F1",
+        "Set by",
+    ]
     echo_table(headers, rows, "no apps")
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from mainstream.node.settings import load_settings, settings_json_schema
+from mainstream.node.settings import ConfigError, load_settings, settings_json_schema
 from mainstream.node.settings_reference import config_reference_markdown
 
 
@@ -28,11 +28,22 @@ def config() -> None:
     is_flag=True,
     help="Also apply the MAINSTREAM_* environment variables, as `mainstream serve` would.",
 )
-def validate(file: Path, with_env: bool) -> None:
-    """Print OK, or every invalid field by its path (exit code 2)."""
+@click.pass_context
+def validate(context: click.Context, file: Path, with_env: bool) -> None:
+    """Check FILE as `mainstream serve --config FILE` reads it: print OK, or one line per
+    problem, `FILE: key.path: what is wrong` (exit code 2)."""
 
-    settings = load_settings(file, environment=with_env)
-    click.echo(f"OK {file}: node {settings.node_name!r}, data in {settings.data_dir}")
+    try:
+        settings = load_settings(file, environment=with_env)
+    except ConfigError as error:
+        for problem in error.problems:
+            click.echo(f"{error.source}: {problem}", err=True)
+        context.exit(error.exit_code)
+    cameras = ", ".join(camera.id for camera in settings.startup_cameras()) or "none"
+    click.echo(
+        f"OK {file}: node {settings.node_name!r}, role {settings.role}, "
+        f"data in {settings.data_dir}, cameras: {cameras}"
+    )
 
 
 @config.command()

@@ -23,7 +23,12 @@ from mainstream.core.logs import configure_logging
 from mainstream.node.node import Node
 from mainstream.node.registry import Registry
 from mainstream.node.services import create_token
-from mainstream.node.settings import load_settings
+from mainstream.node.settings import Settings, load_settings
+
+NO_CAMERA_HINT = (
+    "no camera yet: add one with `mainstream cameras add door --url rtsp://HOST/PATH` "
+    "or under `cameras:` in the config file (`synthetic://` is a test pattern)"
+)
 
 _config_option = click.option(
     "--config",
@@ -104,6 +109,8 @@ def serve(
             f"`mainstream token create --role admin{config_hint}` and sign in with it",
             err=True,
         )
+    if needs_a_camera(settings, node.registry):
+        click.echo(f"  {NO_CAMERA_HINT}", err=True)
     config = uvicorn.Config(
         create_app(node),
         host=settings.api.host,
@@ -122,6 +129,13 @@ def serve(
             super().handle_exit(sig, frame)
 
     Server(config).run(sockets=[listening])
+
+
+def needs_a_camera(settings: Settings, registry: Registry) -> bool:
+    """Whether a node will start with no camera at all: none configured, none registered."""
+    return (
+        settings.role == "node" and not settings.startup_cameras() and not registry.list_cameras()
+    )
 
 
 def _listen(host: str, port: int) -> socket.socket:

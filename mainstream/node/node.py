@@ -63,6 +63,7 @@ from mainstream.node.registry import (
     utc_now,
 )
 from mainstream.node.replanner import ReplanConfig, ReplanMonitor
+from mainstream.node.retention import RetentionKeeper
 from mainstream.node.settings import Settings
 from scheduler.planner import make_plan
 from scheduler.problem import Objective, Plan, Problem
@@ -173,6 +174,7 @@ class Node:
         self._stopped = False
         self.replanner = ReplanMonitor(self, ReplanConfig.from_settings(settings.runtime))
         self.feedback = FeedbackLoop(self, FeedbackConfig.from_settings(settings.feedback))
+        self.retention = RetentionKeeper(self.events, settings.retention)
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -211,7 +213,7 @@ class Node:
             self.feedback.listen(self.sinks.subscribe)
             self._close_events_left_open()
             self._collect_garbage()
-            self._register_startup_cameras()
+            self.register_startup_cameras()
             self.runtime.start()
             self.started_at = time.time()
             try:
@@ -225,6 +227,7 @@ class Node:
                 self.last_error = str(error)
                 proposal = self._empty_proposal("node started; nothing deployed", error)
             self.commit(proposal)
+        self.retention.start()  # on its own thread: a first pass now, then every interval
         if self.settings.runtime.replan:
             self.replanner.start()
 
@@ -233,6 +236,7 @@ class Node:
         so that the end of every event closed here still goes out; close files."""
         self.replanner.stop()  # outside the lock: the monitor takes it to re-plan
         self.feedback.close()  # likewise: a mark from MQTT may be re-planning
+        self.retention.stop()  # before the event store closes under it
         with self._change_lock:
             if self._stopped:
                 return
@@ -255,6 +259,7 @@ class Node:
                 mqtt=settings.mqtt,
                 webhooks=settings.webhooks,
                 base_url=public_url(settings),
+                snapshots=self.events.snapshot,
             )
         except Exception:
             logger.exception("the event sinks could not be started; events are only stored")
@@ -308,7 +313,8 @@ class Node:
         for stale in self.registry.blobs.root.glob(".*.tmp"):
             stale.unlink(missing_ok=True)
 
-    def _register_startup_cameras(self) -> None:
+    def register_startup_cameras(self) -> None:
+        """Register the configured cameras the registry lacks (again harmless)."""
         missing = [
             config
             for config in self.settings.startup_cameras()
@@ -603,6 +609,10 @@ class Node:
                 store(transaction)
             self.record(transaction, proposal)
         self.apply(proposal)
+        self.sinks.on_inventory(
+            {app.name: app.camera for app in self.registry.list_apps()},
+            [camera.id for camera in self.registry.list_cameras()],
+        )
 
     def record(self, transaction: Transaction, proposal: Proposal) -> None:
         """Store the proposal's plan as the plan in force (in the caller's transaction)."""

@@ -2,7 +2,7 @@
 
 Values come from the defaults, then a YAML file (`load_settings(path)`), then `MAINSTREAM_*`
 environment variables (nested fields with `__`: `MAINSTREAM_API__PORT=9000`). Secrets (`admin_token`,
-`mqtt.password`, `webhooks.secret`, `trainer.worker_token`,
+`mqtt.password`, `webhooks.secret`, `trainer.worker_token`, `api.metrics_token`,
 `registry_token`) are read from the environment only; a config file that contains one is rejected,
 so that secrets never end up in files that get copied around or committed.
 
@@ -38,12 +38,12 @@ from edge_runtime.camera_policy import CameraPolicy, check_camera_url
 from edge_runtime.sinks.settings import MqttSettings, WebhookSettings
 from mainstream.core.errors import MainstreamError
 from mainstream.core.yaml_files import describe_yaml_error
+from mainstream.node.app_spec import AppCreate
 
 logger = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 DEFAULT_PORT = 8780
-DEFAULT_SYNTHETIC_CAMERA_URL = "synthetic://?fps=10&size=320x240"
 ENV_PREFIX = "MAINSTREAM_"
 SECRET_FIELDS: tuple[str, ...] = (
     "admin_token",
@@ -51,6 +51,7 @@ SECRET_FIELDS: tuple[str, ...] = (
     "webhooks.secret",
     "trainer.worker_token",
     "registry_token",
+    "api.metrics_token",
 )
 """Fields (dotted paths) that may only come from the environment."""
 
@@ -68,11 +69,6 @@ def default_node_name() -> str:
     """The host name, reduced to the characters a node name may hold (MQTT topics use it)."""
     name = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname()).strip("-.") or "node"
     return name[:64]
-
-
-def default_synthetic_camera() -> CameraConfig:
-    """A camera that needs no hardware, so apps can be tried on a fresh node."""
-    return CameraConfig(id="synthetic", url=DEFAULT_SYNTHETIC_CAMERA_URL)
 
 
 class ConfigError(MainstreamError, ValueError):
@@ -98,8 +94,16 @@ class ApiSettings(BaseModel):
     open_health: bool = Field(
         default=True, description="Serve /api/health/* without a token (for load balancers)"
     )
-    open_metrics: bool = Field(
-        default=False, description="Serve /metrics without a token (for Prometheus)"
+    metrics_access: Literal["token", "loopback", "open"] = Field(
+        default="token",
+        description="Who may scrape /metrics: token: an API token or `metrics_token`; "
+        "loopback: also anyone on this machine (127.0.0.0/8, ::1) without a token; "
+        "open: anyone without a token",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="A token that reads /metrics and nothing else (for Prometheus); from the "
+        "environment only (MAINSTREAM_API__METRICS_TOKEN)",
     )
     max_concurrent_reads: int = Field(
         default=2,
@@ -137,6 +141,31 @@ class ApiSettings(BaseModel):
         description="URL others reach this API under, for links in MQTT and webhook messages; "
         "default: http://<host>:<port> (paths only when listening on 0.0.0.0 or ::)",
     )
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token_is_long(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None and len(token.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters (a guessable token opens /metrics)")
+        return token
+
+    @model_validator(mode="before")
+    @classmethod
+    def _open_metrics_became_metrics_access(cls, values: Any) -> Any:
+        """Version 0.1 configs said `open_metrics: true`; it is `metrics_access: open` now."""
+        if not isinstance(values, Mapping) or "open_metrics" not in values:
+            return values
+        moved = {key: value for key, value in values.items() if key != "open_metrics"}
+        if "metrics_access" not in moved:
+            opened = values["open_metrics"]
+            if not isinstance(opened, bool):
+                opened = str(opened).strip().lower() in ("1", "true", "yes", "on")
+            moved["metrics_access"] = "open" if opened else "token"
+            logger.warning(
+                "config: api.open_metrics is now api.metrics_access (%s); please move it",
+                moved["metrics_access"],
+            )
+        return moved
 
 
 class RuntimeSettings(BaseModel):
@@ -244,6 +273,33 @@ class SchedulerSettings(BaseModel):
         ge=1,
         le=10_000,
         description="Most apps one dry run may add; larger what-if requests get 422",
+    )
+
+
+class RetentionSettings(BaseModel):
+    """How long events and their snapshots are kept; a background task prunes the rest."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    days: float | None = Field(
+        default=30.0,
+        gt=0,
+        description="Delete events that ended more than this many days ago (null: however old)",
+    )
+    max_mb_per_app: float | None = Field(
+        default=None,
+        gt=0,
+        description="Keep at most this many MB of each app's events, the newest (snapshots "
+        "plus about 128 bytes per event); null: no cap",
+    )
+    interval_s: float = Field(
+        default=600.0, ge=1, le=86_400, description="How often pruning runs (also once at start)"
+    )
+    batch_size: int = Field(
+        default=500,
+        ge=1,
+        le=100_000,
+        description="Events deleted per transaction; the runtime writes between batches",
     )
 
 
@@ -366,6 +422,7 @@ class NodeConfig(BaseModel):
     planning: PlanningSettings = Field(default_factory=PlanningSettings)
     feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     camera_policy: CameraPolicy = Field(
         default_factory=CameraPolicy,
         description="What camera URLs and FFmpeg options are accepted",
@@ -374,9 +431,16 @@ class NodeConfig(BaseModel):
         default_factory=list,
         description="Cameras registered at start when the registry does not have them yet",
     )
+    apps: list[AppCreate] = Field(
+        default_factory=list,
+        description="Apps this file declares (name, package, version, camera, weight, x_vote, "
+        "threshold, quiet_time_s, event_overrides, enabled): registered or brought back to "
+        "these values at every start, and not changed or deleted over the API",
+    )
     default_camera: CameraConfig | None = Field(
-        default_factory=default_synthetic_camera,
-        description="A camera registered at start when missing (null: none)",
+        default=None,
+        description="A camera registered at start when missing, and given to apps that name "
+        "none (say `{id: test, url: 'synthetic://?fps=10'}` to try apps without hardware)",
     )
     admin_token: SecretStr | None = Field(
         default=None,
@@ -420,6 +484,17 @@ class NodeConfig(BaseModel):
         if duplicates:
             raise ValueError(f"camera ids must be unique; repeated: {', '.join(duplicates)}")
         return cameras
+
+    @field_validator("apps")
+    @classmethod
+    def _unique_app_names(cls, apps: list[AppCreate], info: ValidationInfo) -> list[AppCreate]:
+        names = [app.name for app in apps]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"app names must be unique; repeated: {', '.join(duplicates)}")
+        if apps and info.data.get("role") == "registry":
+            raise ValueError("a shared registry (role registry) runs no apps")
+        return apps
 
     @field_validator("cameras", "default_camera")
     @classmethod
@@ -504,11 +579,14 @@ def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, An
 
 
 def validation_problems(error: ValidationError) -> list[str]:
-    """One line per error: `field.path: message`."""
+    """One line per error: `field.path[index]: message`, without pydantic's "Value error, "."""
     problems = []
     for item in error.errors():
-        location = ".".join(str(part) for part in item["loc"]) or "(root)"
-        problems.append(f"{location}: {item['msg']}")
+        location = "".join(
+            f"[{part}]" if isinstance(part, int) else f".{part}" for part in item["loc"]
+        ).lstrip(".")
+        message = str(item["msg"]).removeprefix("Value error, ").replace("\n", " ")
+        problems.append(f"{location or '(root)'}: {message}")
     return problems
 
 

@@ -23,7 +23,6 @@ README_END = "<!-- config-reference:end -->"
 _DYNAMIC_DEFAULTS = {
     "data_dir": "`$XDG_DATA_HOME/mainstream` (`~/.local/share/mainstream`)",
     "node_name": "the host name",
-    "default_camera": "a synthetic camera `synthetic`",
     "camera_policy.file_dirs": "`null` (`<data_dir>/media`)",
 }
 

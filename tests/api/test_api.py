@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from edge_runtime.detector import EventRecord
+from edge_runtime.event_store import EventQuery
 from mainstream.node.node import Node
+from mainstream.node.retention import RetentionKeeper
 from mainstream.node.services import create_token
-from mainstream.node.settings import Settings
+from mainstream.node.settings import RetentionSettings, Settings
 from tests.support.nodes import (
     TinyPackages,
     bad_packages,
@@ -358,6 +363,36 @@ def test_stats_schema_and_docs(with_apps: Api) -> None:
     assert client.get("/docs").status_code == 200
     metrics = client.get("/metrics", headers=viewer).text
     assert 'mainstream_app_planned_fps{app="trains",camera="synthetic"}' in metrics
+
+
+def test_stats_show_retention_and_pruning_spares_the_open_event(with_apps: Api) -> None:
+    """The node prunes at start (figures in /api/stats); a pass that keeps nothing closed, run
+    on the live node's store while `trains` (fires on every frame) has an event open, deletes
+    every closed event and keeps the open one."""
+    client, viewer, node = with_apps.client, with_apps.viewer, with_apps.node
+
+    def retention() -> dict[str, Any]:
+        answer: dict[str, Any] = client.get("/api/stats", headers=viewer).json()["retention"]
+        return answer
+
+    assert wait_for(lambda: retention()["passes"] >= 1, timeout=10)
+    figures = retention()
+    assert (figures["days"], figures["max_mb_per_app"], figures["pruned_total"]) == (30, None, 0)
+    assert figures["events_kept"] >= 0 and figures["last_prune_at"] is not None
+
+    def stored() -> list[EventRecord]:
+        return node.events.query(EventQuery(limit=1000))
+
+    assert wait_for(lambda: any(e.app == "trains" and e.end_time is None for e in stored()), 30)
+    before = stored()
+    open_before = {e.id for e in before if e.app == "trains" and e.end_time is None}
+    closed_before = {e.id for e in before if e.end_time is not None}
+    far_future = time.time() + 10 * 365 * 86_400.0
+    keeper = RetentionKeeper(node.events, RetentionSettings(days=1), clock=lambda: far_future)
+    result = keeper.prune()
+    left = {e.id for e in stored()}
+    assert open_before and open_before <= left  # trains' event never closes: it is spared
+    assert not closed_before & left and result.deleted >= len(closed_before)
 
 
 def test_server_errors_hide_their_details(api: Api) -> None:

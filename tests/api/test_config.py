@@ -25,7 +25,7 @@ def test_the_environment_overrides_the_file(
         tmp_path / "node.yaml",
         {
             "data_dir": str(tmp_path / "data"),
-            "api": {"port": 9000, "open_metrics": True},
+            "api": {"port": 9000, "metrics_access": "loopback"},
             "cameras": [{"id": "door", "url": "synthetic://?fps=5"}],
         },
     )
@@ -33,15 +33,15 @@ def test_the_environment_overrides_the_file(
     monkeypatch.setenv("MAINSTREAM_API__PORT", "9100")
     monkeypatch.setenv("MAINSTREAM_ADMIN_TOKEN", "from-the-environment")
     settings = load_settings(config)
-    assert (settings.api.host, settings.api.port, settings.api.open_metrics) == (
+    assert (settings.api.host, settings.api.port, settings.api.metrics_access) == (
         "0.0.0.0",
         9100,
-        True,
+        "loopback",
     )
     assert settings.admin_token is not None
     assert settings.admin_token.get_secret_value() == "from-the-environment"
     assert "from-the-environment" not in repr(settings)
-    assert [camera.id for camera in settings.startup_cameras()] == ["door", "synthetic"]
+    assert [camera.id for camera in settings.startup_cameras()] == ["door"]
     assert settings.bases_dir == tmp_path / "data" / "bases"
 
     alone = load_settings(config, environment=False)
@@ -57,8 +57,7 @@ def test_defaults_keep_working_without_a_file(
     assert settings.data_dir == tmp_path / "mainstream"
     assert settings.api.port == 8780 and settings.api.max_upload_bytes == 256 * 1024 * 1024
     assert settings.runtime.budget_ms_per_s is None and settings.runtime.utilisation == 0.8
-    assert settings.default_camera is not None
-    assert settings.default_camera.url.startswith("synthetic://")
+    assert settings.default_camera is None and settings.startup_cameras() == []
 
 
 def test_errors_name_every_bad_field(tmp_path: Path) -> None:
@@ -131,10 +130,11 @@ def test_config_cli_validates_and_prints_the_schema(tmp_path: Path) -> None:
     assert result.exit_code == 0 and result.output.startswith("OK")
 
     bad = write(tmp_path / "bad.yaml", {"api": {"port": "eighty"}})
-    result = runner.invoke(cli, ["config", "validate", str(bad)], standalone_mode=False)
-    assert isinstance(result.exception, ConfigError)
-    assert result.exception.exit_code == 2
-    assert "api.port" in str(result.exception)
+    result = runner.invoke(cli, ["config", "validate", str(bad)])
+    assert result.exit_code == ConfigError.exit_code == 2
+    assert result.stderr.splitlines() == [
+        f"{bad}: api.port: Input should be a valid integer, unable to parse string as an integer"
+    ]
 
     not_yaml = tmp_path / "broken.yaml"
     not_yaml.write_text("api: [unclosed")
@@ -167,3 +167,69 @@ def test_scheduler_settings_and_the_old_solver_key(
     config.write_text(yaml.safe_dump({"scheduler": {"time_limit_s": 0}}), encoding="utf-8")
     with pytest.raises(ConfigError, match=r"scheduler\.time_limit_s"):
         load_settings(config, environment=False)
+
+
+def test_config_validate_reads_the_file_as_serve_does_and_names_every_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One line per problem, `FILE: key.path: what`, through the command's real entry point
+    (exit codes from the error tree); the environment counts only with --with-env."""
+    import subprocess
+    import sys
+
+    config = write(
+        tmp_path / "node.yaml",
+        {
+            "data_dir": str(tmp_path / "data"),
+            "api": {"port": 99999, "metrics_access": "maybe"},
+            "mqtt": {"enabled": True, "bogus": 1},
+            "cameras": [
+                {"id": "door", "url": "synthetic://?fps=5"},
+                {"id": "yard", "url": "ftp://10.0.0.5/x"},
+            ],
+        },
+    )
+    checked = subprocess.run(
+        [sys.executable, "-m", "mainstream.cli.main", "config", "validate", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert checked.returncode == 2 and checked.stdout == ""
+    assert sorted(checked.stderr.splitlines()) == sorted(
+        [
+            f"{config}: api.port: Input should be less than or equal to 65535",
+            f"{config}: api.metrics_access: Input should be 'token', 'loopback' or 'open'",
+            f"{config}: mqtt.bogus: Extra inputs are not permitted",
+            f"{config}: cameras[1]: url='ftp://10.0.0.5/x' is invalid: expected a supported "
+            "scheme (a file path or file:// URL, rtsp://, http(s)://, usb:N, /dev/videoN, "
+            "or synthetic://)",
+        ]
+    )
+
+    good = write(
+        tmp_path / "good.yaml",
+        {
+            "data_dir": str(tmp_path / "data"),
+            "node_name": "edge-1",
+            "default_camera": None,
+            "cameras": [{"id": "door", "url": "synthetic://?fps=5"}],
+        },
+    )
+    runner = CliRunner()
+    result = runner.invoke(cli, ["config", "validate", str(good)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (
+        f"OK {good}: node 'edge-1', role node, data in {tmp_path / 'data'}, cameras: door\n"
+    )
+    monkeypatch.setenv("MAINSTREAM_API__PORT", "0")  # what serve would read, and refuse
+    assert runner.invoke(cli, ["config", "validate", str(good)]).exit_code == 0
+    with_env = runner.invoke(cli, ["config", "validate", "--with-env", str(good)])
+    assert with_env.exit_code == 2
+    assert with_env.stderr == f"{good}: api.port: Input should be greater than or equal to 1\n"
+    missing = runner.invoke(cli, ["config", "validate", str(tmp_path / "nothing.yaml")])
+    assert (missing.exit_code, missing.stderr) == (
+        2,
+        f"{tmp_path / 'nothing.yaml'}: (file): no such file\n",
+    )

@@ -414,7 +414,9 @@ def test_config_maps_hold_configs_the_node_accepts(
     settings = load_config_text(text, tmp_path, monkeypatch)
     assert settings.api.host == "0.0.0.0", f"{name}: the pod must listen on all addresses"
     assert settings.api.port == API_PORT
-    assert settings.api.open_metrics, f"{name}: Prometheus scrapes without a token in-cluster"
+    assert settings.api.metrics_access == "open", (
+        f"{name}: Prometheus scrapes without a token in-cluster"
+    )
 
 
 def test_environment_variables_name_settings() -> None:

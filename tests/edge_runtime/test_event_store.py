@@ -2,8 +2,13 @@ import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from edge_runtime.detector import EventRecord
 from edge_runtime.event_store import (
+    ROW_BYTES_ESTIMATE,
+    AppUsage,
     DetectionContext,
     EventQuery,
     EventReview,
@@ -89,6 +94,121 @@ def test_events_left_open_close_at_their_last_stored_frame(tmp_path: Path) -> No
     done = store.get("done")
     assert done is not None and (done.end_time, done.ended_by) == (2.0, "stopped")
     assert store.close_open("restart") == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Retention: usage, what is past retention, deleting closed events
+
+
+def closed(event_id: str, app: str, start: float, end: float) -> EventRecord:
+    return replace(make_event(event_id, app, start), end_time=end)
+
+
+def test_usage_counts_events_bytes_and_open_ones_per_app(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "events.db")
+    empty = store.usage()
+    assert (empty.apps, empty.oldest_start_time, empty.events, empty.bytes) == ({}, None, 0, 0)
+    store.save(closed("a", "trains", 5.0, 6.0), b"x" * 1000)
+    store.save(make_event("b", "trains", 9.0))
+    store.save(closed("c", "buses", 2.0, 3.0))
+    usage = store.usage()
+    assert usage.apps == {
+        "buses": AppUsage(events=1, bytes=ROW_BYTES_ESTIMATE, open=0),
+        "trains": AppUsage(events=2, bytes=1000 + 2 * ROW_BYTES_ESTIMATE, open=1),
+    }
+    assert (usage.events, usage.oldest_start_time) == (3, 2.0)
+    assert usage.file_bytes >= (tmp_path / "events.db").stat().st_size > 0
+
+
+def test_open_and_marked_events_are_never_prunable_nor_deleted_however_old(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "events.db"
+    store = EventStore(path)
+    store.save(make_event("open-since-long", "trains", 1.0), b"j" * 5000)
+    store.save(closed("marked", "trains", 2.0, 3.0), b"j" * 5000)
+    store.save(closed("stale", "trains", 4.0, 5.0), b"j" * 5000)
+    store.save(closed("new", "trains", 50.0, 51.0), b"j" * 10)
+    assert store.review(EventReview("marked", False, "a cat", 60.0, "test"))
+    store.save_context(DetectionContext("stale", 1, "conv_pw_11_relu", 2.0, 1, "ab" * 32, 0.5))
+    doomed = store.prunable(ended_before=10.0, max_bytes_per_app=1)
+    assert doomed == ["stale", "new"]  # everything closed is over 1 byte, oldest first
+    everything = ["open-since-long", "marked", *doomed, "never-stored"]
+    assert store.delete_closed(everything) == 2  # asked to, it still spares open and marked
+    assert [event.id for event in store.query(EventQuery())] == ["open-since-long", "marked"]
+    assert store.snapshot("open-since-long") == store.snapshot("marked") == b"j" * 5000
+    assert store.context("stale") is None  # the detection context went with its event
+    store.close()
+    with sqlite3.connect(path) as reader:  # gone from the file, rows and snapshots together
+        assert reader.execute("SELECT id FROM events ORDER BY id").fetchall() == [
+            ("marked",),
+            ("open-since-long",),
+        ]
+        assert reader.execute("SELECT COUNT(*) FROM event_contexts").fetchone() == (0,)
+
+
+def test_prunable_by_age_and_by_size_per_app(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "events.db")
+    for index in range(6):  # trains: 6 closed events, 1000-byte snapshots, t = 0, 10, ..., 50
+        store.save(closed(f"t{index}", "trains", 10.0 * index, 10.0 * index + 5), b"s" * 1000)
+    store.save(closed("b0", "buses", 0.0, 1.0), b"s" * 1000)  # other apps are capped alone
+    assert store.prunable(ended_before=None, max_bytes_per_app=None) == []
+    assert store.prunable(ended_before=25.0, max_bytes_per_app=None) == ["b0", "t0", "t1"]
+    per_event = 1000 + ROW_BYTES_ESTIMATE
+    # room for the newest two trains events: the older four go, buses' one event stays
+    assert store.prunable(ended_before=None, max_bytes_per_app=2 * per_event) == [
+        "t0",
+        "t1",
+        "t2",
+        "t3",
+    ]
+    both = store.prunable(ended_before=5.0, max_bytes_per_app=5 * per_event)
+    assert both == ["b0", "t0"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    events=st.lists(
+        st.tuples(
+            st.sampled_from(["trains", "buses"]),
+            st.integers(0, 100),  # start
+            st.one_of(st.none(), st.integers(0, 20)),  # duration; None: still open
+            st.integers(0, 3000),  # snapshot bytes
+        ),
+        max_size=25,
+    ),
+    ended_before=st.one_of(st.none(), st.integers(0, 130)),
+    cap=st.one_of(st.none(), st.integers(1, 8000)),
+)
+def test_prunable_matches_its_definition(
+    events: list[tuple[str, int, int | None, int]], ended_before: int | None, cap: int | None
+) -> None:
+    """Closed, and ended before the cutoff or beyond the newest `cap` bytes of its app."""
+    store = EventStore(":memory:")
+    records = []
+    for index, (app, start, duration, size) in enumerate(events):
+        end = None if duration is None else float(start + duration)
+        record = replace(make_event(f"e{index:02d}", app, float(start)), end_time=end)
+        store.save(record, b"s" * size if size else None)
+        records.append((record, size + ROW_BYTES_ESTIMATE))
+    newest_first = sorted(records, key=lambda item: (item[0].start_time, item[0].id), reverse=True)
+    expected = []
+    for record, _ in records:
+        newer = sum(
+            size
+            for other, size in newest_first
+            if other.app == record.app
+            and (other.start_time, other.id) >= (record.start_time, record.id)
+        )
+        too_old = ended_before is not None and record.end_time is not None
+        too_old = too_old and record.end_time < ended_before  # type: ignore[operator]
+        too_big = cap is not None and newer > cap
+        if record.end_time is not None and (too_old or too_big):
+            expected.append(record)
+    expected.sort(key=lambda record: (record.start_time, record.id))
+    assert store.prunable(ended_before=ended_before, max_bytes_per_app=cap) == [
+        record.id for record in expected
+    ]
 
 
 def context(event_id: str, cut_point: str = "conv_pw_11_relu", x_vote: int = 1) -> DetectionContext:

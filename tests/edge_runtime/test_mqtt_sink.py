@@ -17,9 +17,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge_runtime.camera import CameraConfig, CameraManager, CameraState, CameraStateMachine
 from edge_runtime.detector import DetectorConfig, EventChange, EventDetector
 from edge_runtime.sinks import EventSink, SinkFanOut
+from edge_runtime.sinks.discovery import discovery_id
 from edge_runtime.sinks.mqtt import MqttSink
 from edge_runtime.sinks.payload import event_json
 from edge_runtime.sinks.settings import MqttSettings
+from mainstream import __version__
 from tests.support.mqtt import Broker, Received, Subscriber, needs_mosquitto
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -153,6 +155,7 @@ def test_events_app_state_and_camera_status(broker: Broker) -> None:
 
 SINK_PROCESS = """
 import sys, time
+from edge_runtime.sinks.discovery import discovery_id
 from edge_runtime.sinks.mqtt import MqttSink
 from edge_runtime.sinks.settings import MqttSettings
 MqttSink(MqttSettings(enabled=True, host="127.0.0.1", port=int(sys.argv[1])), "doomed").start()
@@ -302,3 +305,124 @@ def test_close_without_a_broker_counts_what_it_could_not_deliver() -> None:
     assert sink.stats()["dropped"] == 6 and sink.stats()["queued"] == 0
     sink(event_changes("car", "door")[0])  # after close: refused, counted
     assert sink.stats()["dropped"] == 8
+
+
+# ---------------------------------------------------------------------------------------------
+# Home Assistant MQTT discovery
+
+
+def test_home_assistant_discovery_announces_removes_and_serves_snapshots(broker: Broker) -> None:
+    """Configs checked field by field as Home Assistant reads them, the snapshot image, the
+    availability the entities follow, and the removal of a deleted app's entity."""
+    node = "edge.1"  # a dot: ids must drop it and stay unique
+    node_id = f"mainstream_{discovery_id(node)}"
+    assert node_id.startswith("mainstream_edge_1_") and len(node_id) == len("mainstream_") + 13
+    jpeg = b"\xff\xd8\xff\xe0 a jpeg \xff\xd9"
+    stored = {}  # event id -> snapshot, as the event store holds them
+    watcher = Subscriber(broker.port, "homeassistant/#")
+    states = Subscriber(broker.port, f"mainstream/{node}/#")
+    sink = MqttSink(settings(broker.port, ha_discovery=True), node, snapshots=stored.get).start()
+    sink.on_inventory({"trains": "door", "buses": "yard"}, ["door", "yard", "gate"])
+
+    trains = f"homeassistant/binary_sensor/{node_id}/trains/config"
+    buses = f"homeassistant/binary_sensor/{node_id}/buses/config"
+    cameras = {c: f"homeassistant/camera/{node_id}/{c}/config" for c in ("door", "yard", "gate")}
+    watcher.wait_for(lambda ms: {m.topic for m in ms} >= {trains, buses, *cameras.values()})
+    by_topic = {m.topic: m for m in watcher.messages}
+    assert len(by_topic) == 5
+    base = f"mainstream/{node}"
+    availability = {
+        "availability_topic": f"{base}/available",
+        "payload_available": "online",
+        "payload_not_available": "offline",
+    }
+    origin = {"name": "Mainstream", "sw_version": __version__}
+
+    def device(camera: str) -> dict[str, object]:
+        return {
+            "identifiers": [f"{node_id}_{camera}"],
+            "name": f"Mainstream {camera}",
+            "manufacturer": "Mainstream",
+            "model": f"camera on node {node}",
+            "sw_version": __version__,
+        }
+
+    assert by_topic[trains].json() == {
+        "name": "trains",
+        "unique_id": f"{node_id}_trains",
+        "device_class": "occupancy",
+        "state_topic": f"{base}/trains/state",
+        "payload_on": "ON",
+        "payload_off": "OFF",
+        **availability,
+        "device": device("door"),
+        "origin": origin,
+    }
+    assert by_topic[buses].json()["device"] == device("yard")
+    for camera, topic in cameras.items():
+        assert by_topic[topic].json() == {
+            "name": "Event snapshot",
+            "unique_id": f"{node_id}_{camera}_snapshot",
+            "topic": f"{base}/cameras/{camera}/snapshot",
+            **availability,
+            "device": device(camera),
+            "origin": origin,
+        }
+    # What the entities read: availability online, a known state (OFF) per app.
+    states.wait_for(
+        lambda ms: (
+            {(m.topic, m.text) for m in ms}
+            >= {(f"{base}/available", "online"), (f"{base}/trains/state", "OFF")}
+        )
+    )
+
+    # An event on the door camera: ON, and its best snapshot on the camera's image topic.
+    changes = event_changes("trains", "door")
+    stored[changes[0].event.id] = jpeg
+    for change in changes:
+        sink(change)
+    snapshot_topic = f"{base}/cameras/door/snapshot"
+    snapshots = states.wait_on(snapshot_topic, 1)
+    assert snapshots[0].payload == jpeg
+    assert [m.text for m in states.wait_on(f"{base}/trains/state", 3)] == ["OFF", "ON", "OFF"]
+
+    # The same inventory again sends nothing; deleting buses (and the gate camera) clears them.
+    assert sink.wait_until_delivered(5)
+    published = sink.stats()["published"]
+    sink.on_inventory({"trains": "door", "buses": "yard"}, ["door", "yard", "gate"])
+    assert sink.wait_until_delivered(5) and sink.stats()["published"] == published
+    sink.on_inventory({"trains": "door"}, ["door", "yard"])
+    watcher.wait_for(lambda ms: any(m.topic == buses and m.payload == b"" for m in ms))
+    watcher.wait_for(lambda ms: any(m.topic == cameras["gate"] and m.payload == b"" for m in ms))
+    states.wait_for(lambda ms: any(m.topic == f"{base}/buses/state" and not m.payload for m in ms))
+    assert sink.wait_until_delivered(5)
+
+    # What Home Assistant finds when it (re)subscribes: the live entities only.
+    newcomer = Subscriber(broker.port, "homeassistant/#")
+    retained = newcomer.wait_for(lambda ms: len(ms) >= 3)
+    time.sleep(0.3)  # nothing else may follow
+    assert {m.topic for m in newcomer.messages} == {trains, cameras["door"], cameras["yard"]}
+    assert all(m.retain and m.payload == by_topic[m.topic].payload for m in retained)
+    late = Subscriber(broker.port, snapshot_topic)
+    image = late.wait_on(snapshot_topic, 1)[0]
+    assert image.payload == jpeg and image.retain
+
+    sink.close()  # the entities become unavailable
+    assert states.wait_on(f"{base}/available", 2)[-1].text == "offline"
+    for subscriber in (watcher, states, newcomer, late):
+        subscriber.close()
+
+
+def test_discovery_is_off_by_default_and_snapshots_need_asking(broker: Broker) -> None:
+    watcher = Subscriber(broker.port, "#")
+    sink = MqttSink(settings(broker.port), "edge-2", snapshots=lambda _: b"jpeg").start()
+    sink.on_inventory({"trains": "door"}, ["door"])
+    for change in event_changes("trains", "door"):
+        sink(change)
+    assert sink.wait_until_delivered(5)
+    sink.close()
+    watcher.wait_on("mainstream/edge-2/available", 2)  # online ... offline: all has arrived
+    topics = {m.topic for m in watcher.messages}
+    assert not any(t.startswith("homeassistant/") or t.endswith("/snapshot") for t in topics)
+    assert "mainstream/edge-2/events" in topics
+    watcher.close()

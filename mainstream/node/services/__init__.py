@@ -97,6 +97,18 @@ class Services:
         self.tokens = TokenService(node)
         self.health = HealthService(node)
 
+    def start(self) -> list[str]:
+        """Start the node with the config file's apps: its cameras first (an app names one),
+        then the declared apps registered or brought back to the file's values, then the node,
+        which plans them all at once. Returns the declared apps that cannot run yet."""
+        if self.settings.role == "registry":
+            self.node.start()
+            return []
+        self.node.register_startup_cameras()
+        problems = self.apps.register_declared()
+        self.node.start()
+        return problems
+
     @property
     def registry(self) -> Registry:
         return self.node.registry

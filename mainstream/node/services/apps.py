@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from mainstream.core.errors import (
     ConflictError,
     InvalidParameterError,
+    MainstreamError,
     NotFoundError,
 )
 from mainstream.node.registry import (
@@ -36,6 +37,63 @@ class AppService(NodeService):
     def __init__(self, node: Node, packages: PackageService) -> None:
         super().__init__(node)
         self.packages = packages  # an app's package is pulled from the fleet when missing
+        packages.stored_listeners.append(self._run_waiting_declared_apps)
+
+    # -- apps the config file declares -----------------------------------------------------------
+
+    def declared(self, name: str) -> bool:
+        """Whether the config file declares this app (then the file, not the API, sets it)."""
+        return any(app.name == name for app in self.settings.apps)
+
+    def _refuse_declared(self, name: str, change: str) -> None:
+        if self.declared(name):
+            raise ConflictError(
+                f"app {name!r} is declared in the config file (apps:); {change} it there "
+                "and restart the node"
+            )
+
+    def register_declared(self) -> list[str]:
+        """Before the node starts: register each app the config file declares, or bring it
+        back to the file's values; returns one line per app that cannot be registered yet
+        (its package or camera is missing), which is also logged. Nothing is planned here:
+        the node plans every app when it starts."""
+        problems = []
+        for request in self.settings.apps:
+            try:
+                self.packages.ensure_local(request.package or request.name, request.version)
+                wanted = self.new_record(request)
+                with self.registry.transaction() as transaction:
+                    if not self.registry.has_app(request.name):
+                        transaction.add_app(wanted)
+                        logger.info("app %s registered from the config file", request.name)
+                    elif _differs(current := self.registry.get_app(request.name), wanted):
+                        transaction.update_app(wanted)
+                        logger.info(
+                            "app %s brought back to the config file's values (was: %s)",
+                            request.name,
+                            _settings_of(current),
+                        )
+            except MainstreamError as error:
+                problems.append(f"app {request.name!r} in the config file: {error}")
+                logger.error(
+                    "app %s in the config file is not run: %s; it runs once this is fixed "
+                    "(a missing package: as soon as it is uploaded)",
+                    request.name,
+                    error,
+                )
+        return problems
+
+    def _run_waiting_declared_apps(self, package: PackageRecord) -> None:
+        """A package was stored: run the declared apps that waited for it."""
+        for request in self.settings.apps:
+            if (request.package or request.name) != package.app:
+                continue
+            if self.registry.has_app(request.name) or not self.node.running:
+                continue
+            try:
+                self._create(request)
+            except MainstreamError as error:
+                logger.error("app %s in the config file is not run: %s", request.name, error)
 
     def list_all(self) -> list[AppView]:
         return [self._view(app) for app in self.registry.list_apps()]
@@ -50,7 +108,7 @@ class AppService(NodeService):
             planned = next((p for p in plan.plan.apps if p.name == app.name), None)
         measured = self.node.measured()
         runtime = measured["apps"].get(app.name) if measured else None
-        return AppView(app=app, planned=planned, runtime=runtime)
+        return AppView(app=app, planned=planned, runtime=runtime, declared=self.declared(app.name))
 
     def _resolve_package(self, package: str, version: int | Literal["latest"]) -> PackageRecord:
         try:
@@ -94,7 +152,13 @@ class AppService(NodeService):
 
         A package the node does not hold is pulled from the shared registry first (when
         `registry_url` is set), outside the change lock: downloads do not hold up other changes.
+        A name the config file declares is the file's (it runs once its package is here).
         """
+        if not self.registry.has_app(request.name):
+            self._refuse_declared(request.name, "set")
+        return self._create(request)
+
+    def _create(self, request: AppCreate) -> AppView:
         if self.registry.has_app(request.name):  # checked again under the lock
             raise ConflictError(f"app {request.name!r} already exists")
         self.packages.ensure_local(request.package or request.name, request.version)
@@ -112,6 +176,7 @@ class AppService(NodeService):
         return self.get(record.name)
 
     def update(self, name: str, request: AppUpdate) -> AppView:
+        self._refuse_declared(name, "change")
         if request.package is not None or request.version is not None:
             before = self.registry.get_app(name)
             self.packages.ensure_local(
@@ -148,6 +213,7 @@ class AppService(NodeService):
         return self.get(name)
 
     def delete(self, name: str) -> None:
+        self._refuse_declared(name, "remove")
         with self.node.changes():
             self.registry.get_app(name)
             apps = [app for app in self.registry.list_apps() if app.name != name]
@@ -157,3 +223,23 @@ class AppService(NodeService):
                 store=lambda transaction: transaction.delete_app(name),
             )
         logger.info("app %s removed", name)
+
+
+_SETTINGS_FIELDS = (
+    "package_sha256",
+    "camera",
+    "event_overrides",
+    "weight",
+    "x_vote",
+    "threshold",
+    "quiet_time_s",
+    "enabled",
+)
+
+
+def _settings_of(app: AppRecord) -> dict[str, Any]:
+    return {field: getattr(app, field) for field in _SETTINGS_FIELDS}
+
+
+def _differs(current: AppRecord, wanted: AppRecord) -> bool:
+    return _settings_of(current) != _settings_of(wanted)

@@ -102,6 +102,7 @@ class HealthService(NodeService):
             "dag_latency_ms": dag_latency_ms,
             "deployments": runtime.deployments,
             "events_stored": self.node.events.count(),
+            "retention": self.node.retention.stats(),
             "replans": self.node.replanner.stats(),
             "feedback": self.node.feedback.stats(),
             "scheduler": dataclasses.asdict(self.node.scheduler),

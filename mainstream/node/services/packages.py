@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -30,6 +31,7 @@ from mainstream.core.manifest import (
 )
 from mainstream.core.package import read_package, verify_package
 from mainstream.node.fleet import RegistryClient
+from mainstream.node.node import Node
 from mainstream.node.registry import (
     BaseRecord,
     PackageRecord,
@@ -50,6 +52,12 @@ logger = logging.getLogger(__name__)
 
 class PackageService(NodeService):
     """M-Packages and base models: verified uploads, pulls from the shared registry, listings."""
+
+    def __init__(self, node: Node) -> None:
+        super().__init__(node)
+        # Called with each newly stored package (say, to run the config file's apps that
+        # waited for it); a failing listener is logged, the upload stands.
+        self.stored_listeners: list[Callable[[PackageRecord], None]] = []
 
     def staging_dir(self) -> Path:
         """Where uploads are written before they are checked (same disk as the blob store)."""
@@ -136,6 +144,11 @@ class PackageService(NodeService):
                     created.unlink(missing_ok=True)
                 raise
         logger.info("stored package %s v%d (%s)", record.app, record.version, sha256[:12])
+        for listener in self.stored_listeners:
+            try:
+                listener(record)
+            except Exception:
+                logger.exception("after storing package %s v%d", record.app, record.version)
         return UploadResult(package=record, created=True)
 
     def _base_for(

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 import secrets
 from typing import TYPE_CHECKING
@@ -31,6 +32,8 @@ from mainstream.node.services.models import (
 )
 
 logger = logging.getLogger(__name__)
+
+METRICS_READER = Principal(name="metrics reader", role="viewer")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -66,6 +69,17 @@ def verify_token(
     return Principal(name=token.name, role=token.role)
 
 
+def is_loopback(host: str | None) -> bool:
+    """Whether a peer address is this machine (127.0.0.0/8, ::1, ::ffff:127.x); names are not."""
+    try:
+        address = ipaddress.ip_address(host or "")
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
 def require_role(principal: Principal, role: Role) -> None:
     if role == "admin" and not principal.is_admin:
         raise ForbiddenError(f"token {principal.name!r} is a viewer token; this needs an admin")
@@ -82,6 +96,22 @@ class TokenService(NodeService):
         return verify_token(
             self.registry, authorization, admin.get_secret_value() if admin else None
         )
+
+    def verify_metrics_reader(self, authorization: str | None, peer: str | None) -> Principal:
+        """Who may scrape /metrics under `api.metrics_access`: without a token when it is
+        `open`, or `loopback` and the peer is this machine; else the metrics token or any API
+        token. The metrics token opens /metrics only: :meth:`verify` does not know it."""
+        access = self.settings.api.metrics_access
+        if access == "open" or (access == "loopback" and is_loopback(peer)):
+            return METRICS_READER
+        metrics_token = self.settings.api.metrics_token
+        if authorization and metrics_token is not None:
+            scheme, _, secret = authorization.strip().partition(" ")
+            if scheme.lower() == "bearer" and hmac.compare_digest(
+                secret.strip().encode(), metrics_token.get_secret_value().encode()
+            ):
+                return METRICS_READER
+        return self.verify(authorization)
 
     def list_all(self) -> list[TokenRecord]:
         return self.registry.list_tokens()

@@ -156,6 +156,7 @@ def test_cli_drives_a_running_node(
     table = cli("apps", "list").out.splitlines()
     assert table[0].split()[:3] == ["App", "Package", "Camera"]
     assert table[1].split()[:4] == ["trains", "trains", "v1", "synthetic"]
+    assert table[0].split()[-2:] == ["Set", "by"] and table[1].split()[-1] == "api"
     monkeypatch.delenv("MAINSTREAM_SERVER")
     monkeypatch.delenv("MAINSTREAM_TOKEN")
 

@@ -456,3 +456,66 @@ def test_uploads_a_tamperer_made_consistent_are_still_refused_and_change_nothing
         services.packages.upload(path)
     assert "\n" not in str(refused.value)
     assert snapshot(node) == before
+
+
+def test_apps_declared_in_the_config_file_win_over_the_api(
+    tmp_path: Path, tiny_packages: TinyPackages, measured_profile: Profile
+) -> None:
+    """The file's apps are registered at start, refused to the API, brought back to the file's
+    values at the next start; one whose package is missing runs once it is uploaded. (Apps
+    added over the API beside them: tests/api/test_ha_discovery_e2e.py.)"""
+    data = tmp_path / "declared"
+    tiny_packages.register_base(data)
+    declared = [
+        {"name": "trains", "camera": "synthetic", "weight": 2.0, "threshold": 0.3, "x_vote": 2},
+        {"name": "buses", "quiet_time_s": 5.0},  # its package is not on the node yet
+    ]
+
+    def services_of_a_new_node() -> Services:
+        node = Node(Settings(**node_config(data, apps=declared)))
+        with node.registry.transaction() as transaction:
+            transaction.save_profile(measured_profile.base_model, "keras", measured_profile)
+        return Services(node)
+
+    def planned(services: Services) -> list[str]:
+        plan = services.node.plan_in_force
+        return sorted(app.name for app in plan.plan.apps) if plan and plan.plan else []
+
+    services = services_of_a_new_node()
+    services.packages.upload(tiny_packages.trains)
+    try:
+        assert services.start() == [
+            "app 'buses' in the config file: no package for app 'buses' version latest on "
+            "this node; upload it first"
+        ]
+        trains = services.apps.get("trains")
+        assert trains.declared and planned(services) == ["trains"]
+        app = trains.app
+        assert (app.weight, app.threshold, app.x_vote, app.camera) == (2.0, 0.3, 2, "synthetic")
+        with pytest.raises(ConflictError, match=r"declared in the config file \(apps:\); change"):
+            services.apps.update("trains", AppUpdate(weight=1.0))
+        with pytest.raises(ConflictError, match=r"; remove it there and restart the node"):
+            services.apps.delete("trains")
+        with pytest.raises(ConflictError, match=r"declared in the config file \(apps:\); set it"):
+            services.apps.create(AppCreate(name="buses", package="trains"))  # waits for its own
+        assert services.apps.get("trains").app.weight == 2.0
+
+        services.packages.upload(tiny_packages.buses)  # the waiting app runs at once
+        buses = services.apps.get("buses")
+        assert buses.declared and buses.app.quiet_time_s == 5.0
+        assert planned(services) == ["buses", "trains"]
+    finally:
+        services.node.stop()
+
+    # Changed behind the file's back while stopped: the next start restores the file's values.
+    services = services_of_a_new_node()
+    trains_record = services.registry.get_app("trains")
+    with services.registry.transaction() as transaction:
+        transaction.update_app(trains_record.model_copy(update={"weight": 7.0, "enabled": False}))
+    try:
+        assert services.start() == []
+        restored = services.apps.get("trains").app
+        assert (restored.weight, restored.enabled) == (2.0, True)
+        assert planned(services) == ["buses", "trains"]
+    finally:
+        services.node.stop()
