@@ -21,7 +21,7 @@ from edge_runtime.dag import (
     fused_segment_model,
     segment_model,
 )
-from edge_runtime.detector import DetectorConfig
+from edge_runtime.detector import DetectorConfig, model_quiet_time
 from edge_runtime.engines import EngineName, EngineOptions, Precision, compile_model
 from edge_runtime.runtime import CameraDeployment
 from mainstream.core.bases import (
@@ -60,7 +60,7 @@ class DeployedApp:
     weight: float = 1.0
     event_overrides: Mapping[str, float] = field(default_factory=dict)
     threshold: float = 0.5
-    quiet_time_s: float = 2.0
+    quiet_time_s: float | Literal["auto"] = "auto"  # auto: model_quiet_time at the planned rate
 
     def app_spec(self) -> AppSpec:
         """The app as the scheduler sees it, with the held-out counts behind its figures
@@ -75,14 +75,25 @@ class DeployedApp:
             weight=self.weight,
         )
 
-    def detector_config(self, x_vote: int, update_every_frames: int = 0) -> DetectorConfig:
-        """How this app turns scores into events, with the vote length its plan chose."""
+    def detector_config(
+        self, x_vote: int, analysis_fps: float, update_every_frames: int = 0
+    ) -> DetectorConfig:
+        """How this app turns scores into events, with the vote and rate its plan chose."""
         return DetectorConfig(
             threshold=self.threshold,
             x_vote=x_vote,
-            quiet_time_s=self.quiet_time_s,
+            quiet_time_s=self.resolved_quiet_time(analysis_fps),
             update_every_frames=update_every_frames,
         )
+
+    def resolved_quiet_time(self, analysis_fps: float) -> float:
+        """The quiet time in seconds: as set, or (auto) the event model's window."""
+        if self.quiet_time_s != "auto":
+            return self.quiet_time_s
+        length = self.event_overrides.get(
+            "event_length_s", self.manifest.event_stats.event_length_s
+        )
+        return model_quiet_time(length, analysis_fps)
 
 
 def problem_for(
@@ -244,7 +255,7 @@ def build_deployments(
             precision,
         )
         detectors = {
-            p.name: apps[p.name].detector_config(p.x_vote, update_every_frames)
+            p.name: apps[p.name].detector_config(p.x_vote, p.fps, update_every_frames)
             for p in planned_apps
         }
         deployments.append(CameraDeployment(camera, dag, config.input_size, detectors))

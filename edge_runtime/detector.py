@@ -53,6 +53,28 @@ class EventChange:
     peak_improved: bool = False
 
 
+QUIET_INTERVALS = 1.5
+"""An event stays open at least this many analysis intervals without a fire (one missed frame
+must not split it)."""
+
+
+def model_quiet_time(event_length_s: float, analysis_fps: float) -> float:
+    """The quiet time that makes the detector count events as the event model does (DESIGN §2).
+
+    The model scores one window of the app's mean event length: a true event is found when some
+    X consecutive samples in its window fire, and a negative window of that length raises at
+    most one false alarm. Ending an event only after `event_length_s` without a fire merges the
+    fires of one window, so a true event with a short gap (a missed frame, an occlusion) is one
+    event and a burst of false fires one false alarm; 1.5 analysis intervals is the floor, so
+    that the next analysed frame can still continue the event.
+    """
+    if not (event_length_s > 0 and analysis_fps > 0):
+        raise InvalidParameterError(
+            "event_length_s, analysis_fps", (event_length_s, analysis_fps), "both > 0"
+        )
+    return round(max(event_length_s, QUIET_INTERVALS / analysis_fps), 3)
+
+
 @dataclass
 class DetectorConfig:
     threshold: float = 0.5

@@ -18,12 +18,11 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from tqdm import tqdm
 
-from edge_runtime.dag import CameraDag
 from edge_runtime.deployer import (
     BaseProvider,
     DeployedApp,
@@ -31,9 +30,10 @@ from edge_runtime.deployer import (
     problem_for,
     profile_key,
 )
-from edge_runtime.detector import DetectorConfig, EventDetector, Transition
+from edge_runtime.detector import EventDetector, Transition
 from edge_runtime.engines import EngineName, Precision
 from edge_runtime.profiler import measure_profile
+from edge_runtime.runtime import CameraDeployment
 from mainstream.core.bases import discover_cut_points
 from mainstream.core.errors import MainstreamError, ModelError, SourceError
 from mainstream.core.package import read_package
@@ -213,7 +213,7 @@ class ReplayRequest:
     engine: EngineName = "keras"
     precision: Precision = "f32"  # OpenVINO's compute precision (the Keras engine is f32)
     x_vote: int | str = 1
-    quiet_time_s: float = 1.0
+    quiet_time_s: float | Literal["auto"] = "auto"  # auto: the event model's window
     threshold: float = 0.5
     bases_dir: Path | None = None
     show_progress: bool = True  # a progress bar over the video's frames (on stderr)
@@ -277,15 +277,13 @@ def run_replay(
             request.engine,
             precision=request.precision,
         )
-        return _run(
-            request, plan, deployment.dag, camera_fps, base_config.input_size, packages, say
-        )
+        return _run(request, plan, deployment, camera_fps, base_config.input_size, packages, say)
 
 
 def _run(
     request: ReplayRequest,
     plan: Plan,
-    dag: CameraDag,
+    deployment: CameraDeployment,
     camera_fps: float,
     size: int,
     packages: dict[str, Any],
@@ -294,10 +292,7 @@ def _run(
 
     planned = {app.name: app for app in plan.apps}
     detectors = {
-        name: EventDetector(
-            name, REPLAY_CAMERA, DetectorConfig(request.threshold, app.x_vote, request.quiet_time_s)
-        )
-        for name, app in planned.items()
+        name: EventDetector(name, REPLAY_CAMERA, deployment.detectors[name]) for name in planned
     }
     fired: dict[str, list[tuple[int, bool]]] = {name: [] for name in planned}
     events: dict[str, int] = dict.fromkeys(planned, 0)
@@ -323,7 +318,7 @@ def _run(
             disable=not request.show_progress,
         ):
             timestamp = index / camera_fps
-            for score in dag.process(image, index, timestamp):
+            for score in deployment.dag.process(image, index, timestamp):
                 fired[score.app].append((index, score.score >= request.threshold))
                 emit(detectors[score.app].observe(timestamp, index, score.score))
             frames = index + 1

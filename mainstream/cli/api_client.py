@@ -230,7 +230,7 @@ class ApiClient:
         weight: float | None = None,
         x_vote: int | Literal["auto"] | None = None,
         threshold: float | None = None,
-        quiet_time_s: float | None = None,
+        quiet_time_s: float | Literal["auto"] | None = None,
         event_overrides: Mapping[str, float] | None = None,
         enabled: bool | None = None,
     ) -> JsonObject:
@@ -349,7 +349,7 @@ def app_request(
     weight: float | None = None,
     x_vote: int | Literal["auto"] | None = None,
     threshold: float | None = None,
-    quiet_time_s: float | None = None,
+    quiet_time_s: float | Literal["auto"] | None = None,
     event_overrides: Mapping[str, float] | None = None,
     enabled: bool | None = None,
 ) -> JsonObject:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import click
 
@@ -263,9 +263,9 @@ def apps_list(server: str, token: str | None, as_json: bool) -> None:
 @click.option(
     "--quiet-time",
     "quiet_time_s",
-    type=click.FloatRange(min=0),
     default=None,
-    help="Seconds without a fire that end an event.",
+    help="Seconds without a fire that end an event, or auto (the default: the app's event "
+    "length, at least 1.5 analysis intervals).",
 )
 @click.option(
     "--event-length",
@@ -294,7 +294,7 @@ def apps_add(
     x_vote: int | str | None,
     weight: float | None,
     threshold: float | None,
-    quiet_time_s: float | None,
+    quiet_time_s: str | None,
     event_length: float | None,
     event_frequency: float | None,
     correlation: float | None,
@@ -323,7 +323,7 @@ def apps_add(
             weight=weight,
             x_vote=x_vote,  # type: ignore[arg-type]
             threshold=threshold,
-            quiet_time_s=quiet_time_s,
+            quiet_time_s=None if quiet_time_s is None else parse_quiet_time(quiet_time_s),
             event_overrides=overrides,
             enabled=False if disabled else None,
         )
@@ -610,3 +610,18 @@ def feedback_line(feedback: dict[str, Any]) -> str:
         if not feedback["in_force"]:
             line += " (not yet used: too few marks)"
     return line
+
+
+def parse_quiet_time(text: str) -> float | Literal["auto"]:
+    """`auto` or seconds >= 0 (a one-line usage error otherwise)."""
+    if text == "auto":
+        return "auto"
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not (seconds >= 0 and seconds != float("inf")):
+        raise click.BadParameter(
+            f"{text!r}: expected seconds >= 0 or 'auto'", param_hint="--quiet-time"
+        )
+    return seconds

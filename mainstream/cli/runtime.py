@@ -9,6 +9,7 @@ import click
 
 from edge_runtime.profiler import default_budget, measure_profile
 from edge_runtime.replay import ReplayRequest, run_replay
+from mainstream.cli.client import parse_quiet_time
 from mainstream.core.bases import BaseConfig
 from mainstream.node.settings import Settings
 
@@ -121,7 +122,14 @@ def profile(
 @click.option(
     "--x-vote", default="1", show_default=True, help="1..5 or 'auto' (the scheduler picks)"
 )
-@click.option("--quiet-time", "quiet_time_s", type=float, default=1.0, show_default=True)
+@click.option(
+    "--quiet-time",
+    "quiet_time_s",
+    default="auto",
+    show_default=True,
+    help="Seconds without a fire that end an event; auto: the app's event length (at least "
+    "1.5 analysis intervals), which counts events as the event model does",
+)
 @click.option("--bases-dir", type=click.Path(path_type=Path), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON only")
 def replay(
@@ -135,7 +143,7 @@ def replay(
     engine: str,
     precision: str,
     x_vote: str,
-    quiet_time_s: float,
+    quiet_time_s: str,
     bases_dir: Path | None,
     as_json: bool,
 ) -> None:
@@ -153,7 +161,7 @@ def replay(
         engine=engine,  # type: ignore[arg-type]
         precision=precision,  # type: ignore[arg-type]
         x_vote=vote,
-        quiet_time_s=quiet_time_s,
+        quiet_time_s=parse_quiet_time(quiet_time_s),
         bases_dir=bases_dir if bases_dir is not None else Settings().bases_dir,
         show_progress=not as_json,
     )

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mainstream.core.manifest import MAX_EVENT_LENGTH_S
-from mainstream.node.registry import XVote
+from mainstream.node.registry import AUTO_QUIET_TIME, QuietTime, XVote
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 # The event model's work grows with vote X times the frames in an event window; beyond these
@@ -54,7 +54,12 @@ class AppCreate(BaseModel):
     )
     x_vote: XVote = Field(default=1, description="Consecutive fires that open an event, or auto")
     threshold: float = Field(default=0.5, ge=0, le=1, description="Score that counts as a fire")
-    quiet_time_s: float = Field(default=2.0, ge=0, description="Seconds without fire to end")
+    quiet_time_s: QuietTime = Field(
+        default=AUTO_QUIET_TIME,
+        description="Seconds without a fire that end an event; auto: the app's event length "
+        "(at least 1.5 analysis intervals), so that events are counted as the event model "
+        "counts them",
+    )
     enabled: bool = True
 
     @field_validator("x_vote")

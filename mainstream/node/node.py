@@ -534,7 +534,7 @@ class Node:
                 raise ModelError(f"camera {camera!r} has no running deployment to update")
             detectors = {
                 planned.name: apps[planned.name].detector_config(
-                    planned.x_vote, self.settings.runtime.event_update_every_frames
+                    planned.x_vote, planned.fps, self.settings.runtime.event_update_every_frames
                 )
                 for planned in plan.apps
                 if planned.camera == camera

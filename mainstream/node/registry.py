@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -43,6 +43,8 @@ Role = Literal["admin", "viewer"]
 ROLES: tuple[str, ...] = ("admin", "viewer")
 PlanStatus = Literal["ok", "empty", "infeasible", "error"]
 XVote = int | Literal["auto"]
+QuietTime = Annotated[float, Field(ge=0)] | Literal["auto"]
+AUTO_QUIET_TIME: Literal["auto"] = "auto"
 
 # Each migration is a list of statements run in one transaction; append, never edit.
 MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
@@ -143,6 +145,16 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             """,
         ),
     ),
+    (
+        2,
+        "quiet time derived from the event model",
+        (
+            # 1: the app's quiet time follows its event length and planned rate (quiet_time_s
+            # is then 0); 0: the stored seconds, as every app had before this migration.
+            "ALTER TABLE apps ADD COLUMN quiet_time_auto INTEGER NOT NULL DEFAULT 0 "
+            "CHECK (quiet_time_auto IN (0, 1))",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -203,7 +215,7 @@ class AppRecord(BaseModel):
     weight: float = Field(default=1.0, gt=0)
     x_vote: XVote = 1
     threshold: float = Field(default=0.5, ge=0, le=1)
-    quiet_time_s: float = Field(default=2.0, ge=0)
+    quiet_time_s: QuietTime = Field(default=AUTO_QUIET_TIME)
     enabled: bool = True
     created_at: datetime = Field(default_factory=utc_now)
     updated_at: datetime = Field(default_factory=utc_now)
@@ -648,7 +660,7 @@ class Transaction:
         self._check_app_references(app)
         now = _iso(utc_now())
         self._execute(
-            f"INSERT INTO apps ({_APP_FIELDS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO apps ({_APP_FIELDS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (*_app_values(app), now, now),
         )
         return self.registry.get_app(app.name)
@@ -659,7 +671,7 @@ class Transaction:
         self._execute(
             "UPDATE apps SET package_sha256 = ?, camera = ?, event_overrides_json = ?, "
             "weight = ?, x_vote = ?, threshold = ?, quiet_time_s = ?, enabled = ?, "
-            "updated_at = ? WHERE name = ?",
+            "quiet_time_auto = ?, updated_at = ? WHERE name = ?",
             (*_app_values(app)[1:], _iso(utc_now()), app.name),
         )
         return self.registry.get_app(app.name)
@@ -797,11 +809,12 @@ def _camera(row: tuple[Any, ...]) -> CameraRecord:
 
 _APP_FIELDS = (
     "name, package_sha256, camera, event_overrides_json, weight, x_vote, threshold, "
-    "quiet_time_s, enabled, created_at, updated_at"
+    "quiet_time_s, enabled, quiet_time_auto, created_at, updated_at"
 )
 _APP_COLUMNS = (
     "a.name, a.package_sha256, p.app, p.version, a.camera, a.event_overrides_json, a.weight, "
-    "a.x_vote, a.threshold, a.quiet_time_s, a.enabled, a.created_at, a.updated_at"
+    "a.x_vote, a.threshold, a.quiet_time_s, a.enabled, a.quiet_time_auto, a.created_at, "
+    "a.updated_at"
 )
 _APP_JOIN = "apps a JOIN packages p ON p.sha256 = a.package_sha256"
 
@@ -815,8 +828,9 @@ def _app_values(app: AppRecord) -> tuple[Any, ...]:
         app.weight,
         str(app.x_vote),
         app.threshold,
-        app.quiet_time_s,
+        0.0 if app.quiet_time_s == AUTO_QUIET_TIME else app.quiet_time_s,
         int(app.enabled),
+        int(app.quiet_time_s == AUTO_QUIET_TIME),
     )
 
 
@@ -836,10 +850,10 @@ def _app(row: tuple[Any, ...]) -> AppRecord:
         weight=float(row[6]),
         x_vote=_x_vote(row[7]),
         threshold=float(row[8]),
-        quiet_time_s=float(row[9]),
+        quiet_time_s=AUTO_QUIET_TIME if row[11] else float(row[9]),
         enabled=bool(row[10]),
-        created_at=_required_time(row[11]),
-        updated_at=_required_time(row[12]),
+        created_at=_required_time(row[12]),
+        updated_at=_required_time(row[13]),
     )
 
 

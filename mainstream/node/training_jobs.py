@@ -42,7 +42,7 @@ from mainstream.core.errors import (
     PackageError,
 )
 from mainstream.core.package import sha256_file
-from mainstream.node.registry import XVote
+from mainstream.node.registry import AUTO_QUIET_TIME, QuietTime, XVote
 from mainstream.node.services import AppCreate
 from trainer.job import (
     LOG_FILE,
@@ -94,7 +94,7 @@ class DeployOptions(BaseModel):
     weight: float = Field(default=1.0, gt=0)
     x_vote: XVote = 1
     threshold: float = Field(default=0.5, ge=0, le=1)
-    quiet_time_s: float = Field(default=2.0, ge=0)
+    quiet_time_s: QuietTime = AUTO_QUIET_TIME
     enabled: bool = True
 
 

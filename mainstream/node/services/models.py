@@ -30,6 +30,7 @@ from mainstream.node.registry import (
     AppRecord,
     CameraRecord,
     PackageRecord,
+    QuietTime,
     Role,
     XVote,
 )
@@ -75,7 +76,7 @@ class AppUpdate(BaseModel):
     weight: float | None = Field(default=None, gt=0, le=MAX_WEIGHT)
     x_vote: XVote | None = None
     threshold: float | None = Field(default=None, ge=0, le=1)
-    quiet_time_s: float | None = Field(default=None, ge=0)
+    quiet_time_s: QuietTime | None = None
     enabled: bool | None = None
 
     @field_validator("x_vote")

@@ -93,12 +93,37 @@ def test_a_new_registry_is_migrated_once_and_uses_wal_and_foreign_keys(tmp_path:
         assert registry.schema_version() == SCHEMA_VERSION
     connection = sqlite3.connect(path)
     rows = connection.execute("SELECT version, name FROM schema_migrations").fetchall()
-    assert rows == [(1, "initial schema")]
+    assert rows == [(1, "initial schema"), (2, "quiet time derived from the event model")]
     assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
     assert {"bases", "packages", "package_latest", "apps", "cameras", "plans", "tokens"} <= tables
     assert connection.execute("PRAGMA foreign_key_list(apps)").fetchall()
     connection.close()
+
+
+def test_quiet_times_are_stored_as_seconds_or_auto_and_old_apps_keep_their_seconds(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "registry.db"
+    with Registry(path, tmp_path / "blobs") as registry:
+        sha = store_package(registry, tmp_path, "trains", b"one")
+        add_camera(registry)
+        with registry.transaction() as transaction:
+            transaction.add_app(app_record("auto-app", sha))
+            transaction.add_app(app_record("fixed", sha).model_copy(update={"quiet_time_s": 3.5}))
+        assert registry.get_app("auto-app").quiet_time_s == "auto"  # the default
+        assert registry.get_app("fixed").quiet_time_s == 3.5
+        with registry.transaction() as transaction:
+            changed = registry.get_app("fixed").model_copy(update={"quiet_time_s": "auto"})
+            transaction.update_app(changed)
+        assert registry.get_app("fixed").quiet_time_s == "auto"
+    # An app stored before the column existed (schema 1) keeps the seconds it had.
+    connection = sqlite3.connect(path)
+    connection.execute("UPDATE apps SET quiet_time_auto = 0, quiet_time_s = 2.0")
+    connection.commit()
+    connection.close()
+    with Registry(path, tmp_path / "blobs") as registry:
+        assert registry.get_app("auto-app").quiet_time_s == 2.0
 
 
 def test_a_registry_from_a_newer_version_is_refused(tmp_path: Path) -> None:
