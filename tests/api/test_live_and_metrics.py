@@ -54,6 +54,7 @@ class LiveReader:
     status_code: int | None = None
     content_type: str = ""
     ended: threading.Event = field(default_factory=threading.Event)
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self._client = httpx.Client(timeout=httpx.Timeout(10, read=30))
@@ -69,6 +70,8 @@ class LiveReader:
                 self.content_type = response.headers.get("content-type", "")
                 kind, data = "message", ""
                 for line in response.iter_lines():
+                    if self.stopping.is_set():
+                        break  # leaving the block closes the connection, as a browser tab does
                     if line.startswith(":"):
                         self.comments.append(line[1:].strip())
                     elif line.startswith("event:"):
@@ -87,6 +90,9 @@ class LiveReader:
         return [message for message in list(self.received) if message.kind == kind]
 
     def close(self) -> None:
+        """Hang up: the reader leaves at the next line (a status comes every 2 s)."""
+        self.stopping.set()
+        self._thread.join(timeout=10)
         self._client.close()
 
 
