@@ -17,7 +17,7 @@ from mainstream.cli.demo_run import derived_budget, free_port, quiet_time_for
 from mainstream.core.errors import InvalidParameterError
 from scheduler.problem import CutPoint, Profile
 
-DEMO_SECONDS = 20  # streamed; the events of three apps in 20 s are plenty
+DEMO_SECONDS = 15  # streamed; three apps raise events within seconds
 
 
 def test_quiet_time_outlasts_the_gap_between_analysed_frames() -> None:
