@@ -5,7 +5,9 @@ scenes drawn here. A video is a static procedural landscape (sky with drifting c
 track, a road, a pavement) that objects cross one at a time: each object is one event. The
 event length, the fraction of time covered by events, sensor noise and slow lighting drift are
 controlled, and the realised statistics are returned so that callers can check them against
-what the event-statistics estimator measures.
+what the event-statistics estimator measures. Another camera is another configuration: a tilted
+view (`view_offset`), other object colours (`color_jitter`), other distractor kinds; clips of
+one camera share a `scene_seed` (the landscape) and differ in their objects and noise.
 
 Label CSV format (shared with :mod:`trainer.datasets`): a header `start_frame,end_frame,label`
 then one row per object; frames are 0-based camera frames and BOTH ends are INCLUSIVE. A frame
@@ -85,6 +87,25 @@ class SynthConfig(BaseModel):
     distractor_frequency: float = Field(default=0.0, ge=0, lt=1)
     noise: float = Field(default=0.02, ge=0, le=0.5, description="Sensor noise std, of full scale")
     drift: float = Field(default=0.1, ge=0, le=0.9, description="Lighting drift amplitude")
+    view_offset: float = Field(
+        default=0.0,
+        ge=-0.1,
+        le=0.1,
+        description="Camera tilt: the horizon and the track, road and pavement move down by "
+        "this fraction of the height (negative: up)",
+    )
+    color_jitter: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Each object's colour moves by up to this fraction of half the range per "
+        "channel (0: the kinds' usual colours)",
+    )
+    scene_seed: int | None = Field(
+        default=None,
+        description="Seed of the landscape (textures, clouds, lighting phases) alone; None: "
+        "`seed`. Clips of one camera share it and differ in their objects and noise",
+    )
     seed: int = 0
 
     @field_validator("kinds", "distractor_kinds")
@@ -161,8 +182,19 @@ def generate_video(
     rng = np.random.default_rng(config.seed)
     total_frames = config.total_frames
     events = plan_events(config, rng)
-    scene = _Scene(config, rng)
-    styles = [_object_style(event.label, config.width, config.height, rng) for event in events]
+    landscape = rng if config.scene_seed is None else np.random.default_rng(config.scene_seed)
+    scene = _Scene(config, landscape, rng)
+    styles = [
+        _object_style(
+            event.label,
+            config.width,
+            config.height,
+            rng,
+            offset=config.view_offset,
+            color_jitter=config.color_jitter,
+        )
+        for event in events
+    ]
     # Object index per frame (-1: empty scene); events never overlap.
     active = np.full(total_frames, -1, dtype=np.int64)
     for index, event in enumerate(events):
@@ -369,18 +401,23 @@ def _image_class_names(classes: int | Sequence[str]) -> list[str]:
 
 
 class _Scene:
-    """The static landscape plus what changes slowly over time: clouds, lighting, noise."""
+    """The static landscape plus what changes slowly over time: clouds, lighting, noise.
 
-    def __init__(self, config: SynthConfig, rng: np.random.Generator) -> None:
+    The landscape is drawn from `rng`, the sensor noise from `noise_rng`.
+    """
+
+    def __init__(
+        self, config: SynthConfig, rng: np.random.Generator, noise_rng: np.random.Generator
+    ) -> None:
         import cv2  # OpenCV loads only when frames are decoded or drawn
 
         self.config = config
-        self.rng = rng
+        self.rng = noise_rng
         width, height = config.width, config.height
-        self.horizon = int(0.35 * height)
+        self.horizon = int((0.35 + config.view_offset) * height)
         base = _random_texture(height, width, rng, palette=((70, 120, 60), (110, 150, 80)))
         # Road, rail track and pavement bands (rows as fractions of the height).
-        lanes = _lanes(height)
+        lanes = _lanes(height, config.view_offset)
         top, bottom = lanes["road"]
         base[top:bottom] = 0.35 * base[top:bottom] + 0.65 * np.array([95, 95, 100])
         dash = max(4, width // 12)
@@ -434,10 +471,12 @@ class _Scene:
         return canvas.astype(np.uint8)
 
 
-def _lanes(height: int) -> dict[str, tuple[int, int]]:
-    """Rows (top, bottom) of the track, road and pavement bands."""
+def _lanes(height: int, offset: float = 0.0) -> dict[str, tuple[int, int]]:
+    """Rows (top, bottom) of the track, road and pavement bands, moved down by `offset` of
+    the height (a tilted camera)."""
 
     def rows(top: float, bottom: float) -> tuple[int, int]:
+        top, bottom = top + offset, min(1.0, bottom + offset)
         return int(top * height), max(int(top * height) + 2, int(bottom * height))
 
     return {"track": rows(0.50, 0.56), "road": rows(0.62, 0.84), "pavement": rows(0.86, 0.97)}
@@ -477,8 +516,15 @@ class _ObjectStyle:
     direction: int  # +1: left to right, -1: right to left
 
 
-def _object_style(kind: str, width: int, height: int, rng: np.random.Generator) -> _ObjectStyle:
-    lanes = _lanes(height)
+def _object_style(
+    kind: str,
+    width: int,
+    height: int,
+    rng: np.random.Generator,
+    offset: float = 0.0,
+    color_jitter: float = 0.0,
+) -> _ObjectStyle:
+    lanes = _lanes(height, offset)
     direction = 1 if rng.random() < 0.5 else -1
     if kind == "train":
         length, body, bottom = rng.uniform(1.2, 2.5) * width, 0.24 * height, lanes["track"][1] - 1
@@ -495,6 +541,9 @@ def _object_style(kind: str, width: int, height: int, rng: np.random.Generator) 
     else:  # person
         length, body, bottom = max(4.0, 0.05 * width), 0.3 * height, lanes["pavement"][1] - 1
         color = _rgb(rng.uniform(40, 220, size=3))
+    if color_jitter > 0:  # drawn only when asked, so the default scenes stay as they were
+        moved = np.array(color) + rng.uniform(-1, 1, size=3) * color_jitter * 127.5
+        color = _rgb(np.clip(moved, 0, 255))
     return _ObjectStyle(kind, float(length), float(body), int(bottom), color, direction)
 
 

@@ -144,6 +144,46 @@ def test_same_seed_same_video_other_seed_other_video(tmp_path: Path) -> None:
     assert (tmp_path / "a.avi").read_bytes() != (tmp_path / "c.avi").read_bytes()
 
 
+def test_clips_of_one_camera_share_the_landscape_and_differ_in_their_objects(
+    tmp_path: Path,
+) -> None:
+    """`scene_seed` fixes the landscape alone: two clips of one camera (other seeds) start on
+    the same empty frame; another scene seed is another landscape."""
+    empty = {"duration_s": 2, "event_frequency": 0.0, "noise": 0.0, "drift": 0.0}
+    first_frames = []
+    for name, seed, scene_seed in (("a", 1, 7), ("b", 2, 7), ("c", 1, 8)):
+        config = SynthConfig(**empty, seed=seed, scene_seed=scene_seed)
+        generate_video(
+            tmp_path / f"{name}.avi", tmp_path / f"{name}.csv", config, show_progress=False
+        )
+        first_frames.append(read_frames(tmp_path / f"{name}.avi")[0][0].astype(int))
+    same_camera, other_camera = first_frames[1], first_frames[2]
+    assert np.abs(first_frames[0] - same_camera).max() <= 2
+    assert np.abs(first_frames[0] - other_camera).mean() > 3
+    with_objects = SynthConfig(duration_s=6, event_frequency=0.4, seed=1, scene_seed=7)
+    other_objects = with_objects.model_copy(update={"seed": 2})
+    generate_video(tmp_path / "d.avi", tmp_path / "d.csv", with_objects, show_progress=False)
+    generate_video(tmp_path / "e.avi", tmp_path / "e.csv", other_objects, show_progress=False)
+    assert (tmp_path / "d.csv").read_text() != (tmp_path / "e.csv").read_text()
+
+
+@pytest.mark.parametrize("change", [{"view_offset": 0.08}, {"color_jitter": 0.5}])
+def test_camera_tilt_and_colours_change_the_frames_not_the_events(
+    tmp_path: Path, change: dict[str, float]
+) -> None:
+    config = SynthConfig(duration_s=6, event_frequency=0.5, noise=0.0, drift=0.0, seed=4)
+    changed = config.model_copy(update=change)
+    generate_video(tmp_path / "a.avi", tmp_path / "a.csv", config, show_progress=False)
+    generate_video(tmp_path / "b.avi", tmp_path / "b.csv", changed, show_progress=False)
+    assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
+    frames, _ = read_frames(tmp_path / "a.avi")
+    moved, _ = read_frames(tmp_path / "b.avi")
+    intervals = read_event_csv(tmp_path / "a.csv")
+    middle = (intervals[0].start_frame + intervals[0].end_frame) // 2
+    difference = np.abs(frames[middle].astype(int) - moved[middle].astype(int)).max(axis=2)
+    assert (difference > 40).sum() > 50
+
+
 @pytest.mark.parametrize(
     ("duration_s", "frequency", "length_s"), [(60, 0.3, 2.0), (100, 0.1, 0.5), (20, 0.6, 3.0)]
 )
