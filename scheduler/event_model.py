@@ -145,6 +145,8 @@ def miss_probabilities(
     result = [1.0]
     if max_samples == 0:
         return result
+    if x_vote <= 2:  # the common votes, on scalars: the same arithmetic as the loop below
+        return _miss_probabilities_short(p, x_vote, max_samples, miss_after_miss, miss_after_fire)
     # run[j]: probability of a current run of j fires (j < x_vote) with no x-run seen yet.
     run = [0.0] * x_vote
     run[0] = 1.0 - p
@@ -160,6 +162,27 @@ def miss_probabilities(
                 nxt[j + 1] = run[j] * fire_after_fire
         run = nxt
         result.append(_no_run_yet(run, samples, x_vote))
+    return result
+
+
+def _miss_probabilities_short(
+    p: float, x_vote: int, max_samples: int, miss_after_miss: float, miss_after_fire: float
+) -> list[float]:
+    """`miss_probabilities` for X = 1 and X = 2, bit for bit: the planner calls it for every
+    candidate at every rate, and lists of one or two run lengths cost more than the sums."""
+    fire_after_miss = 1.0 - miss_after_miss
+    no_fire, one_fire = 1.0 - p, p  # run[0], run[1]
+    result = [1.0, no_fire if x_vote == 1 else 1.0]
+    for _ in range(2, max_samples + 1):
+        if x_vote == 1:
+            no_fire = no_fire * miss_after_miss + 0 * miss_after_fire
+            result.append(no_fire)
+        else:
+            no_fire, one_fire = (
+                no_fire * miss_after_miss + one_fire * miss_after_fire,
+                no_fire * fire_after_miss,
+            )
+            result.append(no_fire + one_fire)
     return result
 
 

@@ -172,14 +172,14 @@ class _QualityTable:
 
     def detection(self, fire_probability: float, x_vote: int) -> np.ndarray:
         """E_r[1 - miss(r)] at every rate (event_model.expected_detection)."""
-        miss_whole = np.empty(len(self.samples))
-        miss_next = np.empty(len(self.samples))
-        for index, (samples, correlation) in enumerate(
-            zip(self.samples, self.correlations, strict=True)
-        ):
+        miss_whole, miss_next = [], []  # lists, then one array each: item writes cost more
+        for samples, correlation in zip(self.samples, self.correlations, strict=True):
             misses = miss_probabilities(fire_probability, correlation, x_vote, samples)
-            miss_whole[index], miss_next[index] = misses[samples - 1], misses[samples]
-        detected = self.first_share * (1.0 - miss_whole) + self.second_share * (1.0 - miss_next)
+            miss_whole.append(misses[samples - 1])
+            miss_next.append(misses[samples])
+        detected = self.first_share * (1.0 - np.array(miss_whole)) + self.second_share * (
+            1.0 - np.array(miss_next)
+        )
         return np.minimum(1.0, np.maximum(0.0, detected))
 
     def at_every_rate(
