@@ -58,6 +58,28 @@ class AugmentingStrategy(TrainingStrategy, Protocol):
     def variants(self, indices: np.ndarray, epoch: int) -> np.ndarray: ...
 
 
+class EveryExample:
+    """Defaults of a strategy that chooses no examples: every one is forwarded and trained on,
+    and losses are not kept. Strategies override what they choose."""
+
+    def select(
+        self, indices: np.ndarray, losses: np.ndarray, scores: np.ndarray, labels: np.ndarray
+    ) -> np.ndarray:
+        return np.ones(len(indices), dtype=bool)
+
+    def preselect(self, indices: np.ndarray) -> np.ndarray:
+        return np.ones(len(indices), dtype=bool)
+
+    def observe(
+        self,
+        indices: np.ndarray,
+        losses: np.ndarray,
+        epoch: int,
+        correct: np.ndarray | None = None,
+    ) -> None:
+        return None
+
+
 class LastLosses:
     """The most recent loss of every example, and the epoch it was measured in (-1: never)."""
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trainer.strategies.base import EpochMode, LastLosses
+from trainer.strategies.base import EpochMode, EveryExample, LastLosses
 
 STAY_EPOCHS = 2
 OPERATORS: tuple[str, ...] = ("linavg", "randpatch")
@@ -96,7 +96,7 @@ def interpolate(
     return composite, np.full(len(first), split / width, dtype=np.float32)
 
 
-class InterTrain:
+class InterTrain(EveryExample):
     name = "intertrain"
 
     def __init__(self, example_count: int, operator: str, rng: np.random.Generator) -> None:
@@ -137,14 +137,6 @@ class InterTrain:
     def merge_mask(self, indices: np.ndarray) -> np.ndarray:
         """The samples of this batch to merge into composites this epoch."""
         return self.planned[indices]
-
-    def select(
-        self, indices: np.ndarray, losses: np.ndarray, scores: np.ndarray, labels: np.ndarray
-    ) -> np.ndarray:
-        return np.ones(len(indices), dtype=bool)
-
-    def preselect(self, indices: np.ndarray) -> np.ndarray:
-        return np.ones(len(indices), dtype=bool)
 
     def observe(
         self,

@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 from mainstream.core.errors import InvalidParameterError
-from trainer.strategies.base import EpochMode, LastLosses, StrategyParameters
+from trainer.strategies.base import EpochMode, EveryExample, LastLosses, StrategyParameters
 from trainer.strategies.stale_selective_backprop import stale_probabilities
 
 ARM_SMOOTHING = 0.3
@@ -40,7 +40,7 @@ REVIEW_FRACTION = 0.02
 MAX_RATE = 0.8
 
 
-class SelectiveAugment:
+class SelectiveAugment(EveryExample):
     name = "selective-augment"
 
     def __init__(
@@ -114,14 +114,6 @@ class SelectiveAugment:
             chosen[position] = min(1 + copy * self.transform_count + arm, self.variant_count - 1)
         self._chosen = {int(i): int(v) for i, v in zip(indices, chosen, strict=True)}
         return chosen
-
-    def select(
-        self, indices: np.ndarray, losses: np.ndarray, scores: np.ndarray, labels: np.ndarray
-    ) -> np.ndarray:
-        return np.ones(len(indices), dtype=bool)
-
-    def preselect(self, indices: np.ndarray) -> np.ndarray:
-        return np.ones(len(indices), dtype=bool)
 
     def observe(
         self,

@@ -25,6 +25,7 @@ from trainer.strategies.base import (
     DEFAULT_HISTORY_SIZE,
     DEFAULT_SMOOTHING,
     EpochMode,
+    EveryExample,
     StrategyParameters,
 )
 
@@ -120,7 +121,7 @@ class ExampleSelector:
         return self._rng.random(len(probabilities)) < probabilities
 
 
-class PercentileSelectiveBackprop:
+class PercentileSelectiveBackprop(EveryExample):
     """The released form: P = (percentile among the last R losses)^beta."""
 
     name = "selective-backprop"
@@ -137,9 +138,6 @@ class PercentileSelectiveBackprop:
     ) -> np.ndarray:
         return self.selector.select(losses)
 
-    def preselect(self, indices: np.ndarray) -> np.ndarray:
-        return np.ones(len(indices), dtype=bool)
-
     def observe(
         self,
         indices: np.ndarray,
@@ -151,7 +149,7 @@ class PercentileSelectiveBackprop:
             self.selector.record(losses)
 
 
-class ThesisSelectiveBackprop:
+class ThesisSelectiveBackprop(EveryExample):
     """Thesis §4.1: P = max(min(Le, 1), epsilon) from the Euclidean loss, look-once."""
 
     name = "selective-backprop-thesis"
@@ -174,9 +172,6 @@ class ThesisSelectiveBackprop:
     ) -> np.ndarray:
         probabilities = self.probabilities(scores, labels)
         return self._rng.random(len(probabilities)) < probabilities
-
-    def preselect(self, indices: np.ndarray) -> np.ndarray:
-        return np.ones(len(indices), dtype=bool)
 
     def observe(
         self,
