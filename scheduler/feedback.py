@@ -29,6 +29,7 @@ from scipy.stats import beta as beta_distribution
 
 from mainstream.core.errors import InvalidParameterError
 from scheduler.event_model import EventParams, EventQuality, event_quality
+from scheduler.planner import planned_params
 from scheduler.problem import AppSpec
 
 DEFAULT_PRIOR_STRENGTH = 4.0
@@ -156,17 +157,7 @@ def option_params(
     candidate = next((c for c in app.candidates if c.cut_point == cut_point), None)
     if candidate is None or not 0 < fps <= camera_fps * (1 + 1e-9):
         return None
-    recall, false_positive_rate = candidate.planned_rates(confidence)
-    return EventParams(
-        camera_fps=camera_fps,
-        analysis_fps=fps,
-        event_length_s=app.event_length_s,
-        event_frequency=app.event_frequency,
-        correlation=app.correlation,
-        recall=recall,
-        false_positive_rate=false_positive_rate,
-        x_vote=x_vote,
-    )
+    return planned_params(camera_fps, app, candidate, fps, x_vote, confidence)
 
 
 def quality_with_shift(params: EventParams, shift: float) -> EventQuality:

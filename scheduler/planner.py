@@ -193,20 +193,31 @@ def predicted_f1(
 ) -> tuple[float, tuple[float, float] | None]:
     """One candidate's predicted event F1 at (fps, X), as a plan would state it, and its
     90 % interval (None without evidence)."""
-    recall, false_positive_rate = candidate.planned_rates(confidence)
-    point = event_quality(
-        EventParams(
-            camera_fps=camera_fps,
-            analysis_fps=fps,
-            event_length_s=app.event_length_s,
-            event_frequency=app.event_frequency,
-            correlation=app.correlation,
-            recall=recall,
-            false_positive_rate=false_positive_rate,
-            x_vote=x_vote,
-        )
-    ).f1
+    point = event_quality(planned_params(camera_fps, app, candidate, fps, x_vote, confidence)).f1
     return point, f1_interval(camera_fps, app, candidate, fps, x_vote, point)
+
+
+def planned_params(
+    camera_fps: float,
+    app: AppSpec,
+    candidate: Candidate,
+    fps: float,
+    x_vote: int,
+    confidence: float | None = None,
+) -> EventParams:
+    """The event model's inputs for one option, with the per-frame figures the scheduler
+    plans on under `confidence`."""
+    recall, false_positive_rate = candidate.planned_rates(confidence)
+    return EventParams(
+        camera_fps=camera_fps,
+        analysis_fps=fps,
+        event_length_s=app.event_length_s,
+        event_frequency=app.event_frequency,
+        correlation=app.correlation,
+        recall=recall,
+        false_positive_rate=false_positive_rate,
+        x_vote=x_vote,
+    )
 
 
 def f1_interval(

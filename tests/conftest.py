@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.live_packages import build_moving_package
+from tests.support.mqtt import Broker
 from tests.support.nodes import TinyPackages, build_tiny_packages
 
 
@@ -20,3 +22,15 @@ def tiny_packages(tmp_path_factory: pytest.TempPathFactory) -> TinyPackages:
 def moving_package(tmp_path_factory: pytest.TempPathFactory, tiny_packages: TinyPackages) -> Path:
     """A package whose app fires on the synthetic camera's moving shapes, built once."""
     return build_moving_package(tiny_packages, tmp_path_factory.mktemp("moving-package"))
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    """A real mosquitto on a free loopback port, for this test only (tests that use it are
+    marked `needs_mosquitto`)."""
+    folder = tmp_path / "broker"
+    folder.mkdir()
+    server = Broker(folder)
+    server.start()
+    yield server
+    server.stop(kill=True)

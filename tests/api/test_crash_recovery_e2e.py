@@ -44,16 +44,6 @@ BASE = "mainstream/test-node"
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    folder = tmp_path / "broker"
-    folder.mkdir()
-    server = Broker(folder)
-    server.start()
-    yield server
-    server.stop(kill=True)
-
-
-@pytest.fixture
 def daemon(tmp_path: Path, tiny_packages: TinyPackages, broker: Broker) -> Iterator[Daemon]:
     data = tmp_path / "data"
     tiny_packages.register_base(data)

@@ -26,14 +26,6 @@ NODE_ID = f"mainstream_{discovery_id(NODE)}"
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    server = Broker(tmp_path)
-    server.start()
-    yield server
-    server.stop(kill=True)
-
-
-@pytest.fixture
 def daemon(tmp_path: Path, tiny_packages: TinyPackages, broker: Broker) -> Iterator[Daemon]:
     data = tmp_path / "data"
     tiny_packages.register_base(data)

@@ -36,14 +36,6 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    server = Broker(tmp_path)
-    server.start()
-    yield server
-    server.stop(kill=True)
-
-
-@pytest.fixture
 def persistent_broker(tmp_path: Path) -> Iterator[Broker]:
     server = Broker(tmp_path, persistent=True)
     server.start()
