@@ -18,6 +18,7 @@ from scheduler.estimates import (
     THIN_EVENTS,
     THIN_NEGATIVE_FRAMES,
     RateEstimate,
+    design_effect,
     given_rate,
     planning_rates,
     rate_estimate,
@@ -129,11 +130,22 @@ class Candidate(BaseModel):
         counts = self.evidence
         # A rate with no frames behind it (a calibration clip without events, over a package
         # without held-out counts) is the measured ratio, not the prior's 0.5.
+        # Runs of fires on consecutive frames count as fewer independent frames.
         return (
-            rate_estimate(counts.positive_fires, counts.positive_frames, level)
+            rate_estimate(
+                counts.positive_fires,
+                counts.positive_frames,
+                level,
+                design_effect(counts.positive_frame_correlation or 0.0),
+            )
             if counts.positive_frames
             else given_rate(self.recall, level),
-            rate_estimate(counts.negative_fires, counts.negative_frames, level)
+            rate_estimate(
+                counts.negative_fires,
+                counts.negative_frames,
+                level,
+                design_effect(counts.negative_frame_correlation or 0.0),
+            )
             if counts.negative_frames
             else given_rate(self.false_positive_rate, level),
         )

@@ -11,6 +11,7 @@ from mainstream.cli.main import main
 from mainstream.core.errors import InvalidParameterError
 from mainstream.core.manifest import FrameEvidence, calibrated_evidence, frame_evidence
 from mainstream.core.package import read_package, verify_package
+from scheduler.estimates import design_effect
 from scheduler.problem import Candidate
 from tests.support.nodes import TinyPackages
 from trainer.calibrate import calibrate_package
@@ -94,7 +95,12 @@ def test_footage_without_events_measures_the_false_positive_rate_only(
         spec = Candidate.from_manifest(manifest, candidate)
         recall, fpr = spec.planned_rates(None)
         assert recall == candidate.recall == spec.planned_rates(0.9)[0]
-        assert fpr == pytest.approx((planned.negative_fires + 0.5) / 81)  # Jeffreys mean
+        # The Jeffreys mean over the clip's effective frames: runs of fires weigh less.
+        assert planned.negative_frame_correlation is not None
+        frames_per_frame = design_effect(planned.negative_frame_correlation)
+        assert fpr == pytest.approx(
+            (planned.negative_fires / frames_per_frame + 0.5) / (80 / frames_per_frame + 1)
+        )
 
     # With held-out counts, the recall keeps them.
     trained = FrameEvidence(
@@ -107,5 +113,10 @@ def test_footage_without_events_measures_the_false_positive_rate_only(
     )
     merged = calibrated_evidence(manifest.candidates[0].calibrations, trained)
     assert (merged.positive_frames, merged.positive_fires, merged.events) == (50, 45, 4)
+    assert merged.positive_frame_correlation is None  # the trainer's counts, unmeasured
+    clip_counts = manifest.candidates[0].calibrations[0].counts
+    assert merged.negative_frame_correlation == pytest.approx(
+        clip_counts.negative_frame_correlation
+    )
     assert merged.negative_frames == 80
     assert "recall from the trainer's held-out frames (last 25 % by time)" in merged.split
