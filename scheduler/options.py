@@ -15,9 +15,9 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
-from scheduler.cost_model import branch_cost, camera_decode_cost
+from scheduler.cost_model import branch_cost_per_frame, camera_decode_cost
 from scheduler.event_model import (
-    miss_probabilities,
+    miss_probability_grid,
     sample_correlation,
     samples_per_window,
     validate_stream,
@@ -109,16 +109,24 @@ def build_app_options(problem: Problem, app: AppSpec, sharing: Sharing = "shared
     shared = sharing != "no_sharing"
     quality = _QualityTable(problem.camera_fps, app, rates)
 
+    planned = [candidate.planned_rates(problem.confidence) for candidate in candidates]
+    recalls = [recall for recall, _ in planned]
+    false_positive_rates = [false_positive_rate for _, false_positive_rate in planned]
+    by_vote = {
+        x_vote: [
+            part.tolist() for part in quality.at_every_rate(recalls, false_positive_rates, x_vote)
+        ]
+        for x_vote in votes
+    }
     options: list[Option] = []
     depths: list[int] = []
-    for candidate in candidates:
+    for index, candidate in enumerate(candidates):
         cut_index = profile.index_of(candidate.cut_point)
         stem_depth = 0 if sharing == "no_sharing" else cut_index
-        costs = [branch_cost(profile, stem_depth, fps, shared) for fps in rates]
+        per_frame = branch_cost_per_frame(profile, stem_depth, shared)
+        costs = [fps * per_frame for fps in rates]  # = branch_cost(profile, stem_depth, fps)
         for x_vote in votes:
-            recall, precision, f1 = quality.at_every_rate(
-                *candidate.planned_rates(problem.confidence), x_vote
-            )
+            recall, precision, f1 = (part[index] for part in by_vote[x_vote])
             options.extend(
                 map(
                     Option._make,
@@ -150,44 +158,45 @@ def build_app_options(problem: Problem, app: AppSpec, sharing: Sharing = "shared
 
 
 class _QualityTable:
-    """Event quality of one app at every rate, for many (recall, FP rate, X) at once.
+    """Event quality of one app at every rate, for many (recall, FP rate) pairs at once.
 
     The same arithmetic as `event_model.event_quality` (the tests check they agree to the
-    last bit), done on numpy arrays over the rates: the window counts, the sample correlation
-    of each rate (the camera-rate correlation to the stride) and the miss recursion come
-    from the event model itself.
+    last bit), done on numpy arrays over (rate, fire probability): the window counts, the
+    sample correlation of each rate (the camera-rate correlation to the stride) and the miss
+    recursion (`miss_probability_grid`) come from the event model itself.
     """
 
     def __init__(self, camera_fps: float, app: AppSpec, rates: list[float]) -> None:
         validate_stream(camera_fps, app.event_length_s, app.event_frequency, app.correlation)
         windows = [samples_per_window(app.event_length_s, camera_fps, fps) for fps in rates]
-        self.whole = np.array([window[0][0] for window in windows])
-        self.first_share = np.array([window[0][1] for window in windows])
+        whole = np.array([window[0][0] for window in windows])
+        self.first_share = np.array([window[0][1] for window in windows])[:, None]
         self.second_share = np.array(
             [window[1][1] if len(window) > 1 else 0.0 for window in windows]
+        )[:, None]
+        self.samples = whole + 1
+        self.correlations = np.array(
+            [sample_correlation(app.correlation, camera_fps, fps) for fps in rates]
         )
-        self.samples = [int(whole) + 1 for whole in self.whole]
-        self.correlations = [sample_correlation(app.correlation, camera_fps, fps) for fps in rates]
         self.event_frequency = app.event_frequency
 
-    def detection(self, fire_probability: float, x_vote: int) -> np.ndarray:
-        """E_r[1 - miss(r)] at every rate (event_model.expected_detection)."""
-        miss_whole, miss_next = [], []  # lists, then one array each: item writes cost more
-        for samples, correlation in zip(self.samples, self.correlations, strict=True):
-            misses = miss_probabilities(fire_probability, correlation, x_vote, samples)
-            miss_whole.append(misses[samples - 1])
-            miss_next.append(misses[samples])
-        detected = self.first_share * (1.0 - np.array(miss_whole)) + self.second_share * (
-            1.0 - np.array(miss_next)
+    def detection(self, fire_probabilities: np.ndarray, x_vote: int) -> np.ndarray:
+        """(rates, probabilities): E_r[1 - miss(r)] (event_model.expected_detection)."""
+        grid = miss_probability_grid(
+            fire_probabilities, self.correlations, x_vote, int(self.samples.max())
         )
+        rows = np.arange(len(self.samples))
+        miss_whole = grid[self.samples - 1, rows]
+        miss_next = grid[self.samples, rows]
+        detected = self.first_share * (1.0 - miss_whole) + self.second_share * (1.0 - miss_next)
         return np.minimum(1.0, np.maximum(0.0, detected))
 
     def at_every_rate(
-        self, recall: float, false_positive_rate: float, x_vote: int
-    ) -> tuple[list[float], list[float], list[float]]:
-        """Event recall, precision and F1 at every rate (event_model.event_quality)."""
-        event_recall = self.detection(recall, x_vote)
-        false_alarm = self.detection(false_positive_rate, x_vote)
+        self, recalls: list[float], false_positive_rates: list[float], x_vote: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Event recall, precision and F1, (candidates, rates) each (event_model.event_quality)."""
+        detected = self.detection(np.array([*recalls, *false_positive_rates]), x_vote).T
+        event_recall, false_alarm = detected[: len(recalls)], detected[len(recalls) :]
         phi = self.event_frequency
         denominator = phi * event_recall + (1.0 - phi) * false_alarm
         has_alarms = denominator > 0.0
@@ -197,7 +206,7 @@ class _QualityTable:
         positive = (event_recall > 0.0) & (precision > 0.0)
         total = np.where(positive, event_recall + precision, 1.0)
         f1 = np.where(positive, 2.0 * event_recall * precision / total, 0.0)
-        return event_recall.tolist(), precision.tolist(), f1.tolist()
+        return event_recall, precision, f1
 
 
 def build_option_tables(problem: Problem, sharing: Sharing = "shared") -> list[AppOptions]:

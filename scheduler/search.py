@@ -140,17 +140,19 @@ def solve_exact(
     incumbent: list[int] | None = None,
     enumerate_limit: int = ENUMERATE_LIMIT,
     time_limit_s: float = DEFAULT_TIME_LIMIT_S,
+    arrays: SearchArrays | None = None,
 ) -> Solution | None:
     """The best schedule found within `time_limit_s`, with a proven bound; None when nothing
     fits the budget.
 
     `solution.upper_bound == solution.value(objective)` when it is proven optimal.
     `incumbent`, a feasible choice (e.g. the greedy's), only helps the search. Problems with
-    at most `enumerate_limit` assignments are simply listed (0: always search).
+    at most `enumerate_limit` assignments are simply listed (0: always search). `arrays`:
+    `search_arrays(space)` when the caller has them already.
     """
     started = time.perf_counter()
     deadline = Deadline.after(time_limit_s)
-    arrays = search_arrays(space)
+    arrays = search_arrays(space) if arrays is None else arrays
     allowed = arrays.valid.copy()
     cheapest = min_cost_choice(arrays, allowed)
     if cheapest is None or cheapest[0] > arrays.limit:
@@ -161,6 +163,8 @@ def solve_exact(
         if floor is None:
             return None
         allowed &= arrays.f1 >= floor
+    if incumbent is None and objective == "mean_f1":
+        incumbent = cheapest[1]  # what best_mean would start from
     result = best_mean(arrays, allowed, incumbent, deadline, enumerate_limit)
     if result is None:  # cannot happen after the checks above; kept for the type checker
         return None
