@@ -83,6 +83,7 @@ from scheduler.stem_program import (
     StaircaseWalk,
     StemTables,
     layout_key,
+    part_options,
     tree_layout,
 )
 
@@ -267,6 +268,9 @@ class _PartsSearch:
         for part, (sub, layout) in enumerate(zip(self.subs, self.layouts, strict=True)):
             shapes.setdefault(layout_key(sub, layout), []).append(part)
         self.batches = list(shapes.values())  # parts whose tables are computed together
+        self.options = [
+            part_options(sub, ok) for sub, ok in zip(self.subs, self.allowed, strict=True)
+        ]
         self.choice = list(incumbent)
         rows = np.arange(arrays.num_apps)
         self.value = float(arrays.score[rows, incumbent].sum())
@@ -285,30 +289,35 @@ class _PartsSearch:
 
     # -- the dual --------------------------------------------------------------------------
 
-    def _rows_per_table(self, part: int) -> int:
-        """How many (part, price) rows of this part's shape one batch of tables may hold."""
+    def _rows_per_table(self, part: int, for_walks: bool = True) -> int:
+        """How many (part, price) rows of this part's shape one batch of tables may hold
+        (more when only the values are wanted: then one table per group is kept)."""
         layout, levels = self.layouts[part], len(self.arrays.levels)
         cells = sum(
-            (len(layout.chains[group.chain]) + 1 if group.chain >= 0 else 1)
+            (len(layout.chains[group.chain]) + 1 if group.chain >= 0 and for_walks else 1)
             * 2 ** len(group.apps)
             * levels
             for group in layout.groups
         )
+        if not for_walks:  # the gains too, which are then most of it
+            cells += self.subs[part].num_apps * (self.subs[part].num_segments + 1) * levels
         return max(1, TABLE_CELLS // max(1, cells))
 
-    def _tables(self, lams: np.ndarray) -> list[PartTables]:
+    def _tables(self, lams: np.ndarray, for_walks: bool = True) -> list[PartTables]:
         """Every part's tables at the prices `lams` (at most `_rows_per_table` of them),
         parts of one shape computed together."""
         started = time.perf_counter()
         found: dict[int, PartTables] = {}
         for members in self.batches:
-            per_batch = max(1, self._rows_per_table(members[0]) // len(lams))
+            per_batch = max(1, self._rows_per_table(members[0], for_walks) // len(lams))
             for start in range(0, len(members), per_batch):
                 chunk = members[start : start + per_batch]
                 tables = StemTables(
                     [(self.subs[part], self.allowed[part]) for part in chunk],
                     self.layouts[chunk[0]],
                     lams,
+                    [self.options[part] for part in chunk],
+                    for_walks,
                 )
                 found.update((part, tables.part(index)) for index, part in enumerate(chunk))
         self.round_s = max(self.round_s, time.perf_counter() - started)
@@ -316,10 +325,15 @@ class _PartsSearch:
 
     def _values_at(self, lams: np.ndarray) -> np.ndarray:
         """(parts, prices): every part's value at every price, in as few batches as fit."""
-        width = min(self._rows_per_table(part) for part in range(len(self.parts)))
+        width = min(self._rows_per_table(part, False) for part in range(len(self.parts)))
         return np.hstack(
             [
-                np.vstack([tables.values() for tables in self._tables(lams[start : start + width])])
+                np.vstack(
+                    [
+                        tables.values()
+                        for tables in self._tables(lams[start : start + width], for_walks=False)
+                    ]
+                )
                 for start in range(0, len(lams), width)
             ]
         )
@@ -379,7 +393,7 @@ class _PartsSearch:
             ]
             for part, walk in enumerate(self.walks)
         ]
-        self._join(candidates)
+        self._join(candidates, aligned=True)
         filled = greedy_choice(
             self.arrays, "mean_f1", self.allowed_all, self.deadline.share(0.2), start=self.choice
         )
@@ -487,12 +501,29 @@ class _PartsSearch:
         score = float(sub.score[np.arange(sub.num_apps), choice].sum())
         return sub.total_cost(choice), score, choice
 
-    def _join(self, candidates: list[list[tuple[float, float, list[int]]]]) -> None:
-        """Best schedule made of one listed (cost, score, sub-choice) per part that fits."""
+    def _join(
+        self, candidates: list[list[tuple[float, float, list[int]]]], aligned: bool = False
+    ) -> None:
+        """Best schedule made of one listed (cost, score, sub-choice) per part that fits.
+
+        `aligned`: every part lists its points in the same order (the same prices), so the
+        parts' k-th points together are a schedule: the best that fits starts the join off
+        with a bar near the optimum (far fewer partial choices survive the bound).
+        """
         costs = [np.array([point[0] for point in points]) for points in candidates]
         scores = [np.array([point[1] for point in points]) for points in candidates]
+        start = None
+        if aligned:
+            totals = [
+                (sum(float(score[k]) for score in scores), k)
+                for k in range(min(len(cost) for cost in costs))
+                if sum(float(cost[k]) for cost in costs) <= self.arrays.limit
+            ]
+            if totals:
+                best, k = max(totals)
+                start = (best, [k] * len(candidates))
         joined = merge_classes(
-            costs, scores, self.arrays.limit, self.value, self.prices, self.deadline
+            costs, scores, self.arrays.limit, self.value, self.prices, self.deadline, start
         )
         if joined is None:
             return
