@@ -11,7 +11,8 @@ Pure logic: no I/O, no framework imports.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from functools import cached_property
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -48,17 +49,33 @@ class Option(NamedTuple):
 
 @dataclass(frozen=True)
 class AppOptions:
-    """All options of one app, and which of them survive dominance pruning."""
+    """All options of one app, and which of them survive dominance pruning.
+
+    The options are kept as columns (`columns[f][i]`: field f of `Option._fields` of option
+    i): hundreds of apps have tens of thousands of options, and the search reads columns;
+    `options` builds the Option tuples when asked.
+    """
 
     name: str
     camera: str
     base_model: str
     weight: float
-    options: tuple[Option, ...]
+    columns: tuple[tuple[Any, ...], ...]
     kept: tuple[int, ...]  # indices into `options`, the non-dominated ones
 
+    @cached_property
+    def options(self) -> tuple[Option, ...]:
+        return tuple(map(Option._make, zip(*self.columns, strict=True)))
+
+    def option(self, index: int) -> Option:
+        return Option._make(column[index] for column in self.columns)
+
+    def column(self, field: str) -> np.ndarray:
+        """One field of every option, as an array."""
+        return np.array(self.columns[Option._fields.index(field)])
+
     def kept_options(self) -> list[Option]:
-        return [self.options[index] for index in self.kept]
+        return [self.option(index) for index in self.kept]
 
 
 def candidate_accuracy(candidate: Candidate, event_frequency: float) -> float:
@@ -118,42 +135,30 @@ def build_app_options(problem: Problem, app: AppSpec, sharing: Sharing = "shared
         ]
         for x_vote in votes
     }
-    options: list[Option] = []
-    depths: list[int] = []
+    columns: list[list[Any]] = [[] for _ in Option._fields]
+    cut_index, cut_point, stem_depth, fps, x_vote, recall, precision, f1, branch_cost = columns
     for index, candidate in enumerate(candidates):
-        cut_index = profile.index_of(candidate.cut_point)
-        stem_depth = 0 if sharing == "no_sharing" else cut_index
-        per_frame = branch_cost_per_frame(profile, stem_depth, shared)
-        costs = [fps * per_frame for fps in rates]  # = branch_cost(profile, stem_depth, fps)
-        for x_vote in votes:
-            recall, precision, f1 = (part[index] for part in by_vote[x_vote])
-            options.extend(
-                map(
-                    Option._make,
-                    zip(
-                        [cut_index] * len(rates),
-                        [candidate.cut_point] * len(rates),
-                        [stem_depth] * len(rates),
-                        rates,
-                        [x_vote] * len(rates),
-                        recall,
-                        precision,
-                        f1,
-                        costs,
-                        strict=True,
-                    ),
-                )
-            )
-            depths.extend([stem_depth] * len(rates))
-    scores = [option.f1 for option in options]
-    rate_index = np.tile(np.arange(len(rates)), len(options) // len(rates))
+        cut = profile.index_of(candidate.cut_point)
+        depth = 0 if sharing == "no_sharing" else cut
+        per_frame = branch_cost_per_frame(profile, depth, shared)
+        costs = [rate * per_frame for rate in rates]  # = cost_model.branch_cost at each rate
+        for vote in votes:
+            cut_index.extend([cut] * len(rates))
+            cut_point.extend([candidate.cut_point] * len(rates))
+            stem_depth.extend([depth] * len(rates))
+            fps.extend(rates)
+            x_vote.extend([vote] * len(rates))
+            for column, values in zip((recall, precision, f1), by_vote[vote], strict=True):
+                column.extend(values[index])
+            branch_cost.extend(costs)
+    rate_index = np.tile(np.arange(len(rates)), len(fps) // len(rates))
     return AppOptions(
         name=app.name,
         camera=app.camera,
         base_model=app.base_model,
         weight=app.weight,
-        options=tuple(options),
-        kept=prune_dominated(np.array(depths), rate_index, np.array(scores)),
+        columns=tuple(tuple(column) for column in columns),
+        kept=prune_dominated(np.array(stem_depth), rate_index, np.array(f1)),
     )
 
 
@@ -244,7 +249,8 @@ def prune_dominated(depth: np.ndarray, rate_index: np.ndarray, f1: np.ndarray) -
     survivors = np.nonzero((best > beaten).ravel())[0]
     chosen = np.full(len(depths) * num_rates, -1)
     chosen[cells] = which
-    return tuple(sorted(int(index) for index in chosen[survivors]))
+    kept: list[int] = np.sort(chosen[survivors]).tolist()
+    return tuple(kept)
 
 
 @dataclass(frozen=True)
@@ -288,7 +294,7 @@ class SearchSpace:
         return len(self.tables)
 
     def option(self, app: int, position: int) -> Option:
-        return self.tables[app].options[int(self.option_index[app][position])]
+        return self.tables[app].option(int(self.option_index[app][position]))
 
 
 def build_search_space(problem: Problem, tables: list[AppOptions]) -> SearchSpace:
@@ -313,9 +319,9 @@ def build_search_space(problem: Problem, tables: list[AppOptions]) -> SearchSpac
     # Per (camera, base): the used depths, and the segment that ends at each of them.
     segment_at: dict[tuple[str, str, int], int] = {}
     depths_of: dict[tuple[str, str], set[int]] = {}
-    for table in tables:
-        used = {table.options[index].stem_depth for index in table.kept}
-        depths_of.setdefault((table.camera, table.base_model), set()).update(used)
+    kept_depths = [table.column("stem_depth")[list(table.kept)].tolist() for table in tables]
+    for table, depths in zip(tables, kept_depths, strict=True):
+        depths_of.setdefault((table.camera, table.base_model), set()).update(depths)
     for (camera, base_model), depths in depths_of.items():
         cumulative = [cut.cumulative_cost for cut in problem.profile_for(base_model).cut_points]
         previous_depth, previous_segment = 0, root_of[camera]
@@ -335,19 +341,19 @@ def build_search_space(problem: Problem, tables: list[AppOptions]) -> SearchSpac
             previous_depth, previous_segment = depth, len(segments) - 1
 
     segment_of, rate, f1, score, cost, option_index = [], [], [], [], [], []
-    for table in tables:
-        kept = [table.options[index] for index in table.kept]
+    for table, depths in zip(tables, kept_depths, strict=True):
+        kept = np.array(table.kept, dtype=np.int64)
         segment_of.append(
             np.array(
-                [segment_at[(table.camera, table.base_model, o.stem_depth)] for o in kept],
+                [segment_at[(table.camera, table.base_model, depth)] for depth in depths],
                 dtype=np.int64,
             )
         )
-        rate.append(np.array([o.fps for o in kept]))
-        f1.append(np.array([o.f1 for o in kept]))
-        score.append(np.array([o.f1 for o in kept]) * (table.weight / total_weight))
-        cost.append(np.array([o.branch_cost for o in kept]))
-        option_index.append(np.array(table.kept, dtype=np.int64))
+        rate.append(table.column("fps")[kept])
+        f1.append(table.column("f1")[kept])
+        score.append(table.column("f1")[kept] * (table.weight / total_weight))
+        cost.append(table.column("branch_cost")[kept])
+        option_index.append(kept)
     return SearchSpace(
         budget=problem.budget,
         tables=tables,
