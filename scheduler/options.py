@@ -10,7 +10,7 @@ Pure logic: no I/O, no framework imports.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any, Literal, NamedTuple
 
@@ -76,6 +76,11 @@ class AppOptions:
 
     def kept_options(self) -> list[Option]:
         return [self.option(index) for index in self.kept]
+
+    def with_options(self, options: list[Option], kept: tuple[int, ...]) -> AppOptions:
+        """The same app with other options (e.g. re-scored) and the ones of them kept."""
+        columns = tuple(zip(*options, strict=True)) if options else ((),) * len(Option._fields)
+        return replace(self, columns=columns, kept=kept)
 
 
 def candidate_accuracy(candidate: Candidate, event_frequency: float) -> float:
