@@ -388,8 +388,7 @@ class _PartsSearch:
         candidates = [
             [
                 self._point(part, choice)
-                for choice in [self._own(part)]
-                + [self._part_choice(part, walk, int(price)) for price in nearest]
+                for choice in [self._own(part), *self._part_choices(part, walk, nearest.tolist())]
             ]
             for part, walk in enumerate(self.walks)
         ]
@@ -485,15 +484,18 @@ class _PartsSearch:
             step *= 4
         return self._result(proven)
 
-    def _part_choice(self, part: int, walk: StaircaseWalk, price: int) -> list[int]:
-        """The part's best choice at one of the walk prices (clipped to the ones there are)."""
-        price = max(0, min(price, len(walk.tables.lams) - 1))
+    def _part_choices(self, part: int, walk: StaircaseWalk, prices: list[int]) -> list[list[int]]:
+        """The part's best choice at each of some walk prices (clipped to the ones there are)."""
+        prices = [max(0, min(price, len(walk.tables.lams) - 1)) for price in prices]
         sub, ok = self.subs[part], self.allowed[part]
-        rates = sub.levels[walk.best_levels(price)]
-        admissible = sub.admissible(rates, ok)
-        lam = walk.tables.lams[price]
-        gain = np.where(admissible, sub.score - lam * np.where(admissible, sub.cost, 0.0), -np.inf)
-        return [int(column) for column in gain.argmax(axis=1)]
+        choices = []
+        for price, levels in zip(prices, walk.best_levels(prices), strict=True):
+            admissible = sub.admissible(sub.levels[levels], ok)
+            lam = walk.tables.lams[price]
+            cost = np.where(admissible, sub.cost, 0.0)
+            gain = np.where(admissible, sub.score - lam * cost, -np.inf)
+            choices.append([int(column) for column in gain.argmax(axis=1)])
+        return choices
 
     def _point(self, part: int, choice: list[int]) -> tuple[float, float, list[int]]:
         """(cost, score, choice) of one sub-choice of a part."""

@@ -480,13 +480,22 @@ class StaircaseWalk:
             self._expanded[key] = (values, maker)
         return self._expanded[key]
 
-    def best_levels(self, price: int) -> np.ndarray:
-        """The stem levels of a best choice at price `price` (exact when the layout is)."""
-        node = self._root()
-        while not self.is_leaf(node):
+    def best_levels(self, prices: list[int]) -> list[np.ndarray]:
+        """The stem levels of a best choice at each of `prices` (exact when the layout is),
+        in one descent: prices that pick the same child share it."""
+        found: dict[int, np.ndarray] = {}
+        stack = [(self._root(), list(prices))]
+        while stack:
+            node, group = stack.pop()
+            if self.is_leaf(node):
+                found.update((price, node.sigma) for price in group)
+                continue
             values, make_child = self._expand(node)
-            node = make_child(int(np.argmax(values[price])))
-        return node.sigma
+            picks = np.argmax(values[group], axis=1).tolist()
+            for pick in sorted(set(picks)):
+                following = [price for price, own in zip(group, picks, strict=True) if own == pick]
+                stack.append((make_child(pick), following))
+        return [found[price] for price in prices]
 
     def search(
         self, offset: np.ndarray, floor: float, on_leaf: LeafHandler, deadline: Deadline
