@@ -14,7 +14,9 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -378,6 +380,29 @@ class Daemon:
 
     def log_tail(self) -> str:
         return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
+
+
+@contextmanager
+def served_in_thread(app: Any) -> Iterator[str]:
+    """Serve an ASGI app over real HTTP from a thread of this process; yields its base URL.
+
+    Cheaper than a `mainstream serve` process where the test does not need one (the models
+    this process has loaded are reused); the app's lifespan runs as in `serve`."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    try:
+        assert wait_for(lambda: server.started or not thread.is_alive(), timeout=60)
+        assert server.started, "the server did not start"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
 
 
 def cli_token(config: Path, role: str) -> str:
