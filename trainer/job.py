@@ -356,7 +356,11 @@ class RunnerInput(BaseModel):
     bases_dir: Path | None = Field(
         default=None, description="Registered bases (for spec.base.weights = a fingerprint)"
     )
-    verify: bool = Field(default=True, description="Load every model of the package once written")
+    verify: bool = Field(
+        default=True,
+        description="Load every model of a trained package once written (a calibrated one "
+        "keeps the models of the package it measured)",
+    )
     register_bases_dir: Path | None = Field(
         default=None,
         description="Save the package's bundled base here after checking its fingerprint, so "
@@ -635,7 +639,8 @@ def _calibrate(
         fps=spec.fps,
     )
     # The models are the bytes of the package measured, which the node loaded when it stored
-    # it; the node checks that they are unchanged, so none is loaded again here.
+    # it; the node checks that they are unchanged (training_jobs.check_same_models), so none
+    # is loaded again here.
     reporter.finish(
         "succeeded",
         device=device,

@@ -47,7 +47,6 @@ from mainstream.core.errors import (
     NotFoundError,
     PackageError,
 )
-from mainstream.core.manifest import Manifest
 from mainstream.core.package import inspect_package, sha256_file
 from mainstream.node.registry import AUTO_QUIET_TIME, QuietTime, XVote
 from mainstream.node.services import AppCreate, AppUpdate
@@ -625,6 +624,8 @@ class TrainingJobs:
             raise JobFailed(
                 reason or f"the trainer process exited with status {outcome.get('rc')}; see the log"
             )
+        if calibrated is not None:
+            check_same_models(calibrated, out_dir / PACKAGE_FILE)
         self._update(
             job_id,
             device=status.device,
@@ -844,6 +845,23 @@ def write_job_archive(
 # The node's side
 
 
+def check_same_models(measured: Path, calibrated: Path) -> None:
+    """A calibrated package must carry exactly the models of the package it measured, which
+    the node loaded (Keras safe mode) when it stored that one; storing it then checks every
+    member against these checksums, so no model needs loading again."""
+
+    def models(path: Path) -> tuple[object, ...]:
+        manifest = inspect_package(path).manifest
+        candidates = sorted((c.cut_point, c.file, c.sha256) for c in manifest.candidates)
+        fingerprint = manifest.base_model.weights_fingerprint
+        return manifest.app.name, tuple(candidates), manifest.base_weights, fingerprint
+
+    if models(calibrated) != models(measured):
+        raise PackageError(
+            "the calibrated package does not carry the models of the package it measured"
+        )
+
+
 def datasets_dir(settings: Settings) -> Path:
     return settings.trainer.datasets_dir or settings.data_dir / "datasets"
 
@@ -946,7 +964,6 @@ def _register_calibrated(
 ) -> TrainingJob:
     """Store the calibrated package as the next version and move the app to it (a re-plan on
     the clip's counts), unless the app changed package meanwhile."""
-    _check_models_unchanged(services, spec, package)
     # Calibration changes no figure the weak-candidate check reads, and the package it
     # measured was accepted here already: no check to repeat.
     result = services.packages.upload(package, load_models=False, force=True)
@@ -977,22 +994,3 @@ def _register_calibrated(
     except MainstreamError as error:
         job = job.model_copy(update={"deploy_error": str(error)})
     return job
-
-
-def _check_models_unchanged(services: Services, spec: CalibrationJobSpec, package: Path) -> None:
-    """The calibrated package must carry exactly the models of the version it measured, which
-    this node loaded (Keras safe mode) when it stored that version; the upload then checks
-    every member against these checksums, so no model needs loading again."""
-
-    source = services.registry.get_package(spec.package_app, spec.package_version).manifest
-    manifest = inspect_package(package).manifest
-
-    def models(of: Manifest) -> tuple[object, ...]:
-        candidates = sorted((c.cut_point, c.file, c.sha256) for c in of.candidates)
-        return of.app.name, tuple(candidates), of.base_weights, of.base_model.weights_fingerprint
-
-    if models(manifest) != models(source):
-        raise PackageError(
-            f"the calibrated package for app {spec.app!r} does not carry the models of "
-            f"package {spec.package_app} v{spec.package_version}; refused"
-        )

@@ -13,10 +13,13 @@ import pytest
 
 from api.app import create_app
 from mainstream.cli.main import main
+from mainstream.core.errors import PackageError
 from mainstream.core.manifest import Manifest
+from mainstream.core.package import read_package, write_package
 from mainstream.node.node import Node
 from mainstream.node.settings import Settings
-from tests.support.nodes import TinyPackages, node_config, served_in_thread
+from mainstream.node.training_jobs import check_same_models
+from tests.support.nodes import BASE_FILE, TinyPackages, node_config, served_in_thread
 from tests.support.training import ADMIN, ADMIN_TOKEN, make_labelled_clip, wait_for_job
 from trainer.datasets import write_event_csv
 from trainer.event_stats import EventInterval
@@ -114,3 +117,23 @@ def test_a_calibration_job_makes_the_next_version_and_the_app_runs_it(
         listed = capsys.readouterr().out
         assert "calibrate trains on door/street.avi  package trains v2" in listed
         assert len(client.get("/api/training-jobs").json()) == 1
+
+
+def test_a_calibrated_package_must_carry_the_models_it_measured(
+    tmp_path: Path, tiny_packages: TinyPackages
+) -> None:
+    check_same_models(tiny_packages.trains, tiny_packages.trains_v2)  # other figures only
+    with read_package(tiny_packages.trains) as package:
+        first, second = package.manifest.candidates
+        # The first cut point's model replaced by another one, its checksum made to match.
+        swapped = first.model_copy(update={"sha256": second.sha256})
+        manifest = package.manifest.model_copy(
+            update={"candidates": [swapped, second], "checksums": {}}
+        )
+        files = {c.file: package.root / c.file for c in package.manifest.candidates}
+        files[first.file] = package.root / second.file
+        files[BASE_FILE] = package.root / BASE_FILE
+        tampered = write_package(tmp_path / "tampered.mpkg", manifest, files)
+    for other in (tampered, tiny_packages.buses):
+        with pytest.raises(PackageError, match="does not carry the models"):
+            check_same_models(tiny_packages.trains, other)
