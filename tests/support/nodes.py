@@ -31,6 +31,7 @@ from mainstream.core.manifest import (
     TrainingInfo,
 )
 from mainstream.core.package import candidate_archive_name, sha256_file, write_package
+from scheduler.problem import Profile
 
 INPUT_SIZE = 96
 ALPHA = 0.25
@@ -165,6 +166,28 @@ def build_tiny_packages(folder: Path) -> TinyPackages:
         ),
         weak=package("weak", "vans", {**QUALITY["trains"], CUTS[-1]: (0.0, 0.0)}),
     )
+
+
+def measure_tiny_profile(tiny: TinyPackages, data_dir: Path) -> Profile:
+    """The cost profile of the tiny packages' base, measured by a real node on this machine
+    (planning an app measures it); other nodes may start with it stored, as after a restart."""
+    from mainstream.node.node import Node
+    from mainstream.node.services import AppCreate, Services
+    from mainstream.node.settings import Settings
+
+    tiny.register_base(data_dir)
+    node = Node(Settings(**node_config(data_dir)))
+    node.start()
+    try:
+        services = Services(node)
+        services.packages.upload(tiny.trains)
+        services.apps.create(AppCreate(name="trains"))
+        profile = node.registry.get_profile(f"mobilenet_v1@{tiny.fingerprint[:12]}", "keras")
+        assert profile is not None
+        assert {cut.name for cut in profile.cut_points} == {"input", *CUTS}
+        return profile
+    finally:
+        node.stop()
 
 
 def node_config(data_dir: Path, **overrides: Any) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from mainstream.core.package import read_package, write_package
 from mainstream.node.node import Node
 from mainstream.node.settings import Settings
 from mainstream.node.training_jobs import check_same_models
+from scheduler.problem import Profile
 from tests.support.nodes import BASE_FILE, TinyPackages, node_config, served_in_thread
 from tests.support.training import ADMIN, ADMIN_TOKEN, make_labelled_clip, wait_for_job
 from trainer.datasets import write_event_csv
@@ -32,6 +33,7 @@ FINISHED = {"succeeded", "failed", "cancelled"}
 def test_a_calibration_job_makes_the_next_version_and_the_app_runs_it(
     tmp_path: Path,
     tiny_packages: TinyPackages,
+    measured_profile: Profile,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -42,6 +44,8 @@ def test_a_calibration_job_makes_the_next_version_and_the_app_runs_it(
     write_event_csv(door / "buses.csv", [EventInterval(10, 20, "buses")])
     monkeypatch.setenv("MAINSTREAM_ADMIN_TOKEN", ADMIN_TOKEN)
     node = Node(Settings(**node_config(data)))
+    with node.registry.transaction() as transaction:  # measured once per session
+        transaction.save_profile(measured_profile.base_model, "keras", measured_profile)
     body = {"video": "door/street.avi", "labels": "door/street.csv"}
 
     with (
