@@ -544,7 +544,6 @@ class TrainingJobs:
                 finished_at=utc_now(),
                 progress=JobProgress(phase="done", fraction=1.0),
             )
-            (self._job_dir(job_id) / CALIBRATED_PACKAGE).unlink(missing_ok=True)
             logger.info("training job %s succeeded", job_id)
         except _Cancelled:
             self._update(job_id, state="cancelled", finished_at=utc_now(), error=control.reason)
@@ -561,6 +560,7 @@ class TrainingJobs:
                 error=f"{type(error).__name__}: {error}",
             )
         finally:
+            (self._job_dir(job_id) / CALIBRATED_PACKAGE).unlink(missing_ok=True)
             with self._lock:
                 self._controls.pop(job_id, None)
             self._start_queued()
