@@ -73,6 +73,7 @@ def create_app(node: Node, manage_node: bool = True) -> FastAPI:
     for module in (apps, cameras, schedule, events):
         app.include_router(module.router, **runtime_only)
     app.include_router(live.router, **runtime_only)
+    app.include_router(training.calibrations, **runtime_only)
     app.include_router(dashboard.router)  # the web page at /ui/ and GET /api/whoami
     app.include_router(training.router)  # training jobs; their own lifespan starts the service
     return app

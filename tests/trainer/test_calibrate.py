@@ -14,24 +14,15 @@ from mainstream.core.package import read_package, verify_package
 from scheduler.estimates import design_effect
 from scheduler.problem import Candidate
 from tests.support.nodes import TinyPackages
+from tests.support.training import make_labelled_clip
 from trainer.calibrate import calibrate_package
-from trainer.datasets import read_event_csv, write_event_csv
-from trainer.event_stats import EventInterval
-from trainer.synth import SynthConfig, generate_video
+from trainer.datasets import read_event_csv
 
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """8 s of a street where trains pass, labelled with the app's class name."""
-    folder = tmp_path_factory.mktemp("clip")
-    config = SynthConfig(duration_s=8, fps=10, event_length_s=1.5, event_frequency=0.35, seed=5)
-    generate_video(folder / "street.avi", folder / "raw.csv", config, show_progress=False)
-    intervals = [
-        EventInterval(iv.start_frame, iv.end_frame, "trains")
-        for iv in read_event_csv(folder / "raw.csv")
-    ]
-    write_event_csv(folder / "street.csv", intervals)
-    return folder / "street.avi", folder / "street.csv"
+    return make_labelled_clip(tmp_path_factory.mktemp("clip"), "trains")
 
 
 def test_counts_are_recorded_and_planned_on_while_the_models_stay(

@@ -175,7 +175,9 @@ class AppService(NodeService):
         logger.info("app %s added (%s)", record.name, proposal.status)
         return self.get(record.name)
 
-    def update(self, name: str, request: AppUpdate) -> AppView:
+    def update(self, name: str, request: AppUpdate, reason: str | None = None) -> AppView:
+        """Change an app and re-plan; `reason` says why in the plan history (default: "app
+        NAME changed")."""
         self._refuse_declared(name, "change")
         if request.package is not None or request.version is not None:
             before = self.registry.get_app(name)
@@ -206,7 +208,7 @@ class AppService(NodeService):
             updated = current.model_copy(update=changes)
             apps = [updated if a.name == name else a for a in self.registry.list_apps()]
             self.node.change_plan(
-                f"app {name} changed",
+                reason or f"app {name} changed",
                 apps=apps,
                 store=lambda transaction: transaction.update_app(updated),
             )

@@ -48,26 +48,6 @@ from tests.support.nodes import (
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def measured_profile(
-    tiny_packages: TinyPackages, tmp_path_factory: pytest.TempPathFactory
-) -> Profile:
-    """Measure the base's profile once; other nodes start with it stored, as after a restart."""
-    node = start_node(tmp_path_factory.mktemp("profile-node"), tiny_packages)
-    try:
-        services = Services(node)
-        services.packages.upload(tiny_packages.trains)
-        services.apps.create(AppCreate(name="trains"))
-        profile = node.registry.get_profile(
-            f"mobilenet_v1@{tiny_packages.fingerprint[:12]}", "keras"
-        )
-        assert profile is not None
-        assert {cut.name for cut in profile.cut_points} == {"input", *CUTS}
-        return profile
-    finally:
-        node.stop()
-
-
 def start_node(
     data_dir: Path,
     tiny: TinyPackages,
