@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from mainstream.core.errors import MainstreamError, NotFoundError
 from mainstream.core.yaml_files import describe_yaml_error
+from scheduler.fleet import Fleet
 from scheduler.problem import Objective, Problem
 
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -129,3 +130,42 @@ def _format_of(path: Path) -> str:
     raise ProblemFileError(
         f"{path}: unknown problem file type {suffix!r}; use .json, .yaml or .yml"
     )
+
+
+def load_fleet(path: Path | str, *, objective: Objective | None = None) -> Fleet:
+    """Read and validate a fleet file (FLEET.yaml, or .json); `objective` overrides the file's.
+
+    Every error is one line naming the file and the key: ``fleet.yaml: nodes.1.budget: ...``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise NotFoundError(f"fleet file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ProblemFileError(f"cannot read fleet file {path}: {error}") from error
+    data = parse_problem_text(text, fmt=_format_of(path), source=str(path))
+    if not isinstance(data, Mapping):
+        raise ProblemFileError(
+            f"{path}: must hold a mapping with 'nodes' and 'cameras' at the top level, "
+            f"not {type(data).__name__}"
+        )
+    fields = dict(data)
+    if objective is not None:
+        fields["objective"] = objective
+    try:
+        return Fleet.model_validate(fields)
+    except ValidationError as error:
+        raise ProblemFileError(one_line_errors(error, str(path))) from error
+
+
+def one_line_errors(error: ValidationError, source: str) -> str:
+    """``SOURCE: key.path: message`` for each error, joined by '; ' on one line."""
+    parts = []
+    for detail in error.errors(include_url=False):
+        location = ".".join(str(part) for part in detail["loc"]) or "(top level)"
+        message = detail["msg"].replace("\n", " ")
+        if detail["type"] not in ("missing", "value_error", "model_type", "dict_type"):
+            message += f" (got {_short_repr(detail['input'])})"
+        parts.append(f"{location}: {message}")
+    return f"{source}: " + "; ".join(parts)
