@@ -466,6 +466,7 @@ def generate_fleet(
     num_cut_points: int = 8,
     decode_cost: float = 0.5,
     objective: Objective = "mean_f1",
+    fps_options: tuple[float, ...] = DEFAULT_FPS_OPTIONS,
 ) -> Fleet:
     """Nodes of different speeds and budgets, and cameras with a few apps each.
 
@@ -499,7 +500,13 @@ def generate_fleet(
             app = _generate_app(f"{name}-app{number}", camera_rng, base)
             apps.append(FleetApp.model_validate(app.model_dump() | {"camera": name}))
         cameras.append(FleetCamera(name=name, apps=apps))
-    return Fleet(camera_fps=10.0, objective=objective, nodes=nodes, cameras=cameras)
+    return Fleet(
+        camera_fps=10.0,
+        objective=objective,
+        fps_options=list(fps_options),
+        nodes=nodes,
+        cameras=cameras,
+    )
 
 
 def _scaled_profile(profile: Profile, speed: float) -> Profile:
