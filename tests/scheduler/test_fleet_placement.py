@@ -175,7 +175,7 @@ def test_round_robin_takes_nodes_in_turn() -> None:
 
 def test_a_camera_that_fits_nowhere_is_named() -> None:
     fleet = small_fleet(1, 2, 2, 2, 0.001)
-    with pytest.raises(InfeasibleError, match="camera 'cam0[01]' fits on no node"):
+    with pytest.raises(InfeasibleError, match=r"camera 'cam0[01]' fits on no node"):
         place_fleet(fleet, "exact", time_limit_s=5)
 
 
