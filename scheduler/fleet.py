@@ -61,11 +61,15 @@ class FleetNode(BaseModel):
 
     def kind(self) -> str:
         """What makes two nodes interchangeable for placement: budget and profiles."""
+        return json.dumps({"budget": self.budget, "profiles": self.profiles_key()})
+
+    def profiles_key(self) -> str:
+        """The profiles alone: what the option tables depend on."""
         profiles = sorted(
             (profile.model_dump(mode="json") for profile in self.all_profiles()),
             key=lambda item: str(item["base_model"]),
         )
-        return json.dumps({"budget": self.budget, "profiles": profiles}, sort_keys=True)
+        return json.dumps(profiles, sort_keys=True)
 
 
 class Fleet(BaseModel):

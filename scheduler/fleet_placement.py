@@ -41,7 +41,7 @@ from mainstream.core.errors import InfeasibleError, InvalidParameterError
 from scheduler.arrays import OPTIMALITY_TOLERANCE, independent_parts, search_arrays
 from scheduler.cost_model import budget_limit
 from scheduler.deadline import Deadline
-from scheduler.fleet import Fleet, FleetPlan, NodePlacement, PlacementBaseline
+from scheduler.fleet import Fleet, FleetNode, FleetPlan, NodePlacement, PlacementBaseline
 from scheduler.knapsack import lagrangian_grid, merge_classes, pareto_items
 from scheduler.options import AppOptions, SearchSpace, build_option_tables, build_search_space
 from scheduler.planner import evaluate_assignment
@@ -65,8 +65,11 @@ CAMERA_SCHEDULE_LIMIT = 50_000
 """A camera with at most this many schedules has them all listed once per node kind; node
 values are then exact knapsacks over the cameras' lists (milliseconds), else node plans."""
 
-PRICE_STEPS = 24
-"""Prices per round of the Lagrangian bound (two rounds: coarse, then around the best)."""
+PRICE_STEPS = 120
+"""Prices of the Lagrangian bound's grid, over six decades (12 % apart)."""
+
+COORDINATE_ROUNDS = 20
+"""Most rounds of coordinate descent over the node kinds' budget prices."""
 
 EPSILON = 1e-12
 
@@ -105,6 +108,13 @@ class CameraPoints:
     picks: np.ndarray  # (schedules, apps): position among each app's kept options
     space: SearchSpace
 
+    def within(self, limit: float) -> CameraPoints:
+        """The schedules that cost at most `limit`."""
+        keep = self.cost <= limit
+        return CameraPoints(
+            self.cost[keep], self.score[keep], self.min_f1[keep], self.picks[keep], self.space
+        )
+
     def schedule(self, row: int) -> tuple[tuple[str, str, float, int], ...]:
         chosen = []
         for app, position in enumerate(self.picks[row].tolist()):
@@ -125,6 +135,14 @@ class Placer:
         self.total_weight = fleet.total_weight()
         self.cameras = {camera.name: camera for camera in fleet.cameras}
         self.kind_of: dict[str, str] = {node.name: node.kind() for node in fleet.nodes}
+        # Option tables and camera schedules depend on the profiles, not the budget: nodes
+        # that differ only in budget share them (schedules listed up to the largest budget).
+        shared: dict[str, _Kind] = {}
+        largest: dict[str, FleetNode] = {}
+        for node in fleet.nodes:
+            key = node.profiles_key()
+            if key not in largest or node.budget > largest[key].budget:
+                largest[key] = node
         self.kinds: dict[str, _Kind] = {}
         for node in fleet.nodes:
             if self.kind_of[node.name] in self.kinds:
@@ -137,12 +155,19 @@ class Placer:
             ]
             if not apps:
                 continue
-            problem = fleet.node_problem(node, apps)
-            tables = {table.name: table for table in build_option_tables(problem)}
-            kind = _Kind(problem, tables, {})
-            for camera in {app.camera for app in problem.apps}:
-                kind.points[camera] = self._camera_points(kind, camera)
-            self.kinds[self.kind_of[node.name]] = kind
+            key = node.profiles_key()
+            if key not in shared:
+                problem = fleet.node_problem(largest[key], apps)
+                tables = {table.name: table for table in build_option_tables(problem)}
+                shared[key] = _Kind(problem, tables, {})
+                for camera in {app.camera for app in problem.apps}:
+                    shared[key].points[camera] = self._camera_points(shared[key], camera)
+            common = shared[key]
+            self.kinds[self.kind_of[node.name]] = _Kind(
+                common.problem.model_copy(update={"budget": node.budget}),
+                common.tables,
+                common.points,
+            )
         self.eligible = {
             camera.name: [node.name for node in fleet.eligible_nodes(camera)]
             for camera in fleet.cameras
@@ -218,6 +243,7 @@ class Placer:
     def _join(self, kind: _Kind, points: list[CameraPoints]) -> NodeValue | None:
         """Exact: one schedule per camera, within the budget (a multiple-choice knapsack)."""
         limit = budget_limit(kind.problem.budget)
+        points = [p.within(limit) for p in points]
         if any(len(p.cost) == 0 for p in points):
             return None
         if self.objective == "min_f1":
@@ -504,50 +530,86 @@ class Placer:
         return min(no_sharing_of_budget, self._lagrangian_bound(alone))
 
     def _lagrangian_bound(self, alone: dict[str, dict[str, NodeValue]]) -> float:
-        budgets = sum(node.budget for node in self.fleet.nodes)
-        scale = max(budgets, 1e-12)
-        lams = np.concatenate(([0.0], np.geomspace(1e-4, 1e2, PRICE_STEPS - 1) / scale))
-        dual = self._dual(alone, lams, budgets)
-        if self.deadline.expired():
-            return float(np.min(dual))
-        best = int(np.argmin(dual))
-        low = lams[best - 1] if best > 0 else 0.0
-        high = lams[min(best + 1, len(lams) - 1)]
-        fine = np.linspace(low, high, PRICE_STEPS)
-        return float(min(np.min(dual), np.min(self._dual(alone, fine, budgets))))
+        """min over prices of `sum_k lam_k * B_k + sum_c max_k G[c, k](lam_k)`: node kind k
+        (total budget B_k) prices its budget at lam_k, and G[c, k](lam) is camera c's best
+        `score - lam * cost` on kind k. Valid for every choice of prices (each camera runs
+        somewhere, each kind's cost stays within B_k), so the prices are found by coordinate
+        descent on a grid, starting from the best common price."""
+        kinds = list(self.kinds)
+        budgets = np.array(
+            [
+                sum(node.budget for node in self.fleet.nodes if self.kind_of[node.name] == kind)
+                for kind in kinds
+            ]
+        )
+        lams = np.concatenate(([0.0], np.geomspace(1e-4, 1e2, PRICE_STEPS) / budgets.sum()))
+        gains = self._gains(alone, kinds, lams)  # (cameras, kinds, prices)
+        common = lams[:, None] * budgets.sum() + gains.max(axis=1).sum(axis=0)[:, None]
+        chosen = np.full(len(kinds), int(np.argmin(common)))
+        best = float(np.min(common))
+        for _ in range(COORDINATE_ROUNDS):
+            changed = False
+            for k in range(len(kinds)):
+                others = np.delete(np.arange(len(kinds)), k)
+                rest = (
+                    gains[:, others, chosen[others]].max(axis=1)
+                    if len(others)
+                    else np.full(gains.shape[0], -np.inf)
+                )
+                totals = np.maximum(gains[:, k, :], rest[:, None]).sum(axis=0)
+                fixed = float(lams[chosen[others]] @ budgets[others]) if len(others) else 0.0
+                values = fixed + lams * budgets[k] + totals
+                pick = int(np.argmin(values))
+                if values[pick] < best - 1e-15:
+                    best, chosen[k], changed = float(values[pick]), pick, True
+            if not changed or self.deadline.expired():
+                break
+        return best
 
-    def _dual(
-        self, alone: dict[str, dict[str, NodeValue]], lams: np.ndarray, budgets: float
+    def _gains(
+        self, alone: dict[str, dict[str, NodeValue]], kinds: list[str], lams: np.ndarray
     ) -> np.ndarray:
-        """`lam * budgets + sum over cameras of max over kinds of the camera's best
-        score - lam * cost` at every price of `lams` (scores in fleet units)."""
-        per_camera = {camera: np.full(len(lams), -np.inf) for camera in alone}
-        for kind_key, kind in self.kinds.items():
-            space = build_search_space(kind.problem, list(kind.tables.values()))
-            arrays = search_arrays(space)
-            factor = sum(app.weight for app in kind.problem.apps) / self.total_weight
-            arrays = dataclasses.replace(arrays, score=arrays.score * factor)
-            app_camera = [app.camera for app in kind.problem.apps]
+        """(cameras, kinds, prices): each camera's best `score - lam * cost` on each kind
+        (fleet units; -inf where it does not fit), from its listed schedules or, without
+        them, the stem programme."""
+        cameras = list(alone)
+        row = {camera: index for index, camera in enumerate(cameras)}
+        gains = np.full((len(cameras), len(kinds), len(lams)), -np.inf)
+        for k, kind_key in enumerate(kinds):
+            kind = self.kinds[kind_key]
             fits_here = {
                 camera
                 for camera, nodes in alone.items()
                 if any(self.kind_of[node] == kind_key for node in nodes)
             }
+            unlisted = set()
+            for camera in fits_here:
+                listed = kind.points.get(camera)
+                if listed is None:
+                    unlisted.add(camera)
+                    continue
+                points = listed.within(budget_limit(kind.problem.budget))
+                gains[row[camera], k] = np.max(
+                    points.score[None, :] - lams[:, None] * points.cost[None, :], axis=1
+                )
+            if not unlisted:
+                continue
+            problem = kind.problem.model_copy(
+                update={"apps": [app for app in kind.problem.apps if app.camera in unlisted]}
+            )
+            space = build_search_space(problem, [kind.tables[app.name] for app in problem.apps])
+            arrays = search_arrays(space)
+            share = sum(app.weight for app in problem.apps) / self.total_weight
+            arrays = dataclasses.replace(arrays, score=arrays.score * share)
             totals: dict[str, np.ndarray] = {}
             for apps in independent_parts(arrays, arrays.valid):
-                camera = app_camera[int(apps[0])]
-                if camera not in fits_here:
-                    continue
+                camera = problem.apps[int(apps[0])].camera
                 sub = arrays.restrict(apps, arrays.limit)
-                values = StemTables([(sub, sub.valid)], tree_layout(sub, sub.valid), lams).values()[
-                    0
-                ]
-                totals[camera] = totals.get(camera, np.zeros(len(lams))) + values
+                tables = StemTables([(sub, sub.valid)], tree_layout(sub, sub.valid), lams)
+                totals[camera] = totals.get(camera, np.zeros(len(lams))) + tables.values()[0]
             for camera, values in totals.items():
-                per_camera[camera] = np.maximum(per_camera[camera], values)
-        total = sum(per_camera.values(), start=np.zeros(len(lams)))
-        result: np.ndarray = lams * budgets + total
-        return result
+                gains[row[camera], k] = values
+        return gains
 
 
 def _better(key: tuple[float, float], than: tuple[float, float]) -> bool:
