@@ -71,6 +71,9 @@ PRICE_STEPS = 120
 COORDINATE_ROUNDS = 20
 """Most rounds of coordinate descent over the node kinds' budget prices."""
 
+HEURISTIC_SEED_SHARE = 0.2
+"""Of the exact search's time, what the heuristic may take to give it a first placement."""
+
 EPSILON = 1e-12
 
 
@@ -369,9 +372,12 @@ class Placer:
     # -- exact -----------------------------------------------------------------------------
 
     def exact(
-        self, alone: dict[str, dict[str, NodeValue]]
+        self,
+        alone: dict[str, dict[str, NodeValue]],
+        start: dict[str, frozenset[str]] | None = None,
     ) -> tuple[dict[str, frozenset[str]] | None, float, bool]:
-        """Branch and bound over assignments: (best placement or None, bound, finished)."""
+        """Branch and bound over assignments, from the placement `start` if given (it only
+        prunes): (best placement or None, proven bound, finished)."""
         nodes = [node.name for node in self.fleet.nodes]
         order = sorted(alone, key=lambda c: -max(v.bound for v in alone[c].values()))
         # Optimistic rest: each camera's best bound alone on any node, summed / minimised.
@@ -380,9 +386,12 @@ class Placer:
             rest = [sum(best_alone[i:]) for i in range(len(order) + 1)]
         else:
             rest = [min(best_alone[i:], default=math.inf) for i in range(len(order) + 1)]
-        best: list[object] = [None, (-math.inf, -math.inf)]
-        leaf_bound = [-math.inf]
-        finished = [True]
+        state = _BranchState()
+        if start is not None:
+            key = self.evaluate(start)
+            if key is not None:
+                state.placement, state.key = dict(start), key
+                state.leaf_bound = key[0]
 
         def partial_bound(values: list[NodeValue], index: int) -> float:
             here = self.combine_bounds(values)
@@ -392,10 +401,9 @@ class Placer:
             index: int, sets: dict[str, frozenset[str]], values: dict[str, NodeValue]
         ) -> None:
             if self.deadline.expired():
-                finished[0] = False
+                state.finished = False
                 return
-            incumbent = best[1]
-            assert isinstance(incumbent, tuple)
+            incumbent = state.key
             here = partial_bound(list(values.values()), index)
             # mean_f1: nothing below can beat the incumbent; min_f1: nothing below reaches
             # its floor (ties may still raise the secondary mean, so they are visited).
@@ -405,9 +413,9 @@ class Placer:
                 return
             if index == len(order):
                 key = self.combine(list(values.values()))
-                leaf_bound[0] = max(leaf_bound[0], self.combine_bounds(list(values.values())))
+                state.leaf_bound = max(state.leaf_bound, self.combine_bounds(list(values.values())))
                 if key > incumbent:
-                    best[0], best[1] = dict(sets), key
+                    state.placement, state.key = dict(sets), key
                 return
             camera = order[index]
             tried_empty: set[str] = set()
@@ -436,15 +444,21 @@ class Placer:
 
         start_sets = {node: frozenset[str]() for node in nodes}
         visit(0, start_sets, {node: self.empty_value() for node in nodes})
-        placement = best[0]
-        assert placement is None or isinstance(placement, dict)
-        value = best[1][0] if isinstance(best[1], tuple) else -math.inf
-        return placement, max(leaf_bound[0], value), finished[0]
+        return state.placement, max(state.leaf_bound, state.key[0]), state.finished
 
     # -- heuristic -------------------------------------------------------------------------
 
-    def heuristic(self, alone: dict[str, dict[str, NodeValue]]) -> dict[str, frozenset[str]] | None:
-        """Greedy by marginal value, hardest cameras first, then moves and swaps."""
+    def heuristic(
+        self, alone: dict[str, dict[str, NodeValue]], deadline: Deadline | None = None
+    ) -> dict[str, frozenset[str]] | None:
+        """Greedy by marginal value, hardest cameras first, then moves and swaps until
+        `deadline` (default: the search's)."""
+        if deadline is not None:
+            saved, self.deadline = self.deadline, deadline
+            try:
+                return self.heuristic(alone)
+            finally:
+                self.deadline = saved
         nodes = [node.name for node in self.fleet.nodes]
         sets = {node: frozenset[str]() for node in nodes}
         # Hardest first: fewest nodes it fits on, then the most value at stake.
@@ -612,6 +626,16 @@ class Placer:
         return gains
 
 
+@dataclass
+class _BranchState:
+    """The branch and bound's incumbent placement, its (value, secondary) and what is proven."""
+
+    placement: dict[str, frozenset[str]] | None = None
+    key: tuple[float, float] = (-math.inf, -math.inf)
+    leaf_bound: float = -math.inf  # the best bound of any complete placement visited
+    finished: bool = True
+
+
 def _better(key: tuple[float, float], than: tuple[float, float]) -> bool:
     return key[0] > than[0] + OPTIMALITY_TOLERANCE or (
         abs(key[0] - than[0]) <= OPTIMALITY_TOLERANCE and key[1] > than[1] + OPTIMALITY_TOLERANCE
@@ -648,7 +672,8 @@ def place_fleet(
     bound = math.inf
     sets = None
     if exact:
-        sets, search_bound, finished = placer.exact(alone)
+        seed = placer.heuristic(alone, deadline.share(HEURISTIC_SEED_SHARE))
+        sets, search_bound, finished = placer.exact(alone, seed)
         if finished and sets is None:
             raise InfeasibleError(
                 "no placement fits: every assignment of cameras to nodes exceeds some node's "
