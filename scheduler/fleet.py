@@ -97,6 +97,11 @@ class Fleet(BaseModel):
         bases = set().union(*(node.base_models() for node in self.nodes))
         for camera in self.cameras:
             for app in camera.apps:
+                if "camera" in app.model_fields_set and app.camera != camera.name:
+                    raise ValueError(
+                        f"app {app.name!r} is listed under camera {camera.name!r} but names "
+                        f"camera {app.camera!r}; leave 'camera' out of a fleet's apps"
+                    )
                 app.camera = camera.name
                 if app.base_model is None:
                     if len(bases) != 1:
