@@ -5,24 +5,29 @@ to one camera (DESIGN §3). So a node's best value for a set of cameras S, V(S),
 scheduler's optimum on S alone, and V is subadditive: V(S + T) <= V(S) + V(T) (split any
 joint schedule of S + T into its S and T parts; each fits the budget alone). That gives:
 
-- **Exact** (small fleets): depth-first branch and bound over camera -> node assignments.
-  A partial assignment is bounded by the node bounds of what is placed plus, for every
-  camera not yet placed, its best value alone on any node (subadditivity); node values are
-  the node scheduler's (memoised per node kind and camera set, so identical nodes share
-  them, and only the first of several identical empty nodes is tried). Proven optimal when
-  the search finishes and every node plan it used was proven.
-- **Heuristic** (beyond): cameras placed one by one, hardest first, where they add the most
-  (marginal F1 from the node scheduler), then moves and swaps of cameras between nodes while
-  they improve and time remains.
-- **Bound**: for `mean_f1` the Lagrangian relaxation of the node budgets with one common
-  price `lam`: `lam * sum(budgets) + sum over cameras of max over nodes of the camera's best
-  score - lam * cost there` (the stem programme, exact per camera), minimised over a grid of
-  prices, or the exact search's own bound when it finishes. For `min_f1`, the worst camera's
-  best floor alone on its best node.
+- **Node values**: every camera's schedules on a node kind (profiles) are listed once, with
+  cost, score and worst F1 (`CameraPoints`; cameras with more than CAMERA_SCHEDULE_LIMIT
+  schedules are left to the node scheduler); V(S) is then an exact multiple-choice knapsack
+  over the cameras' lists, milliseconds where the node scheduler takes a tenth of a second
+  or more. Memoised per node kind (budget and profiles) and camera set.
+- **Exact** (small fleets): depth-first branch and bound over camera -> node assignments,
+  started from the heuristic's placement. A partial assignment is bounded by the node values
+  of what is placed plus, for every camera not yet placed, its best value alone on any node
+  (subadditivity); only the first of several identical empty nodes is tried. Proven optimal
+  when the search finishes and every node value it used was exact.
+- **Heuristic** (beyond): cameras placed one by one, hardest first (fewest nodes it fits,
+  then most F1 at stake), where they add the most, then moves and swaps of cameras between
+  nodes while they improve and time remains.
+- **Bound**: for `mean_f1` the Lagrangian relaxation of the node budgets with one price per
+  node kind, `sum_k lam_k * B_k + sum over cameras of max over kinds of the camera's best
+  score - lam_k * cost there`, minimised by coordinate descent on a grid of prices, or the
+  exact search's own bound when it finishes. For `min_f1`, the worst camera's best floor
+  alone on its best node. Both are relaxations: on generated fleets they lie 1-2 % above
+  the optimum (`bench/fleet.py`), so a heuristic's reported gap overstates its distance.
 
 `min_f1` (max-min over every app of the fleet) places to maximise the worst node's floor,
-ties broken by the sum of the nodes' means at their own floors; each node's plan then
-maximises its mean at or above its floor (the node scheduler's `min_f1`).
+ties broken by the sum of the nodes' means at their own floors; each node's plan maximises
+its mean at or above its own floor.
 
 Pure logic: no I/O.
 """
