@@ -153,10 +153,46 @@ def load_fleet(path: Path | str, *, objective: Objective | None = None) -> Fleet
     fields = dict(data)
     if objective is not None:
         fields["objective"] = objective
+    _read_profile_files(fields, path)
     try:
         return Fleet.model_validate(fields)
     except ValidationError as error:
         raise ProblemFileError(one_line_errors(error, str(path))) from error
+
+
+def _read_profile_files(fields: dict[str, Any], path: Path) -> None:
+    """Nodes may name the file `mainstream profile -o` wrote instead of giving the profile
+    inline (`profile: edge-1.json`, or in `profiles:`), relative to the fleet file."""
+    nodes = fields.get("nodes")
+    if not isinstance(nodes, list):
+        return
+    for index, node in enumerate(nodes):
+        if not isinstance(node, dict):
+            continue
+        if isinstance(node.get("profile"), str):
+            node["profile"] = _profile_file(path, node["profile"], f"nodes.{index}.profile")
+        if isinstance(node.get("profiles"), list):
+            node["profiles"] = [
+                _profile_file(path, item, f"nodes.{index}.profiles.{number}")
+                if isinstance(item, str)
+                else item
+                for number, item in enumerate(node["profiles"])
+            ]
+
+
+def _profile_file(fleet_path: Path, name: str, key: str) -> Any:
+    profile_path = fleet_path.parent / name
+    try:
+        text = profile_path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ProblemFileError(
+            f"{fleet_path}: {key}: cannot read profile file {name}: {error.strerror or error}"
+        ) from error
+    except UnicodeDecodeError as error:
+        raise ProblemFileError(
+            f"{fleet_path}: {key}: profile file {name} is not text: {error}"
+        ) from error
+    return parse_problem_text(text, fmt=_format_of(profile_path), source=str(profile_path))
 
 
 def one_line_errors(error: ValidationError, source: str) -> str:

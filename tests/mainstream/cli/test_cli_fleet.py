@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,22 @@ def test_bad_fleet_files_get_one_line_naming_file_and_key(
     line = err.strip()
     assert "\n" not in line
     assert str(path) in line and message in line
+
+
+def test_nodes_may_name_the_profile_file_mainstream_profile_wrote(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = yaml.safe_load(EXAMPLE.read_text())
+    (tmp_path / "big.json").write_text(json.dumps(data["nodes"][2]["profile"]))
+    data["nodes"][2]["profile"] = "big.json"
+    data["nodes"][1]["profile"] = "missing.json"
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(data))
+    code, _, err = run_cli(["fleet", "plan", str(path)], capsys)
+    assert code == 2
+    assert f"{path}: nodes.1.profile: cannot read profile file missing.json" in err
+    data["nodes"][1]["profile"] = "big.json"
+    path.write_text(yaml.safe_dump(data))
+    code, out, err = run_cli(["fleet", "plan", str(path), "--json"], capsys)
+    assert code == 0, err
+    assert FleetPlan.model_validate_json(out).value > 0
