@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from scheduler.problem import DEFAULT_FPS_OPTIONS, AppSpec, Objective, Plan, Problem, Profile
 
@@ -120,7 +120,14 @@ class Fleet(BaseModel):
             apps = [app for camera in self.cameras if node in self.eligible_nodes(camera)
                     for app in camera.apps]  # fmt: skip
             if apps:
-                self.node_problem(node, apps)
+                try:
+                    self.node_problem(node, apps)
+                except ValidationError as error:
+                    reasons = "; ".join(
+                        str(detail["msg"]).removeprefix("Value error, ")
+                        for detail in error.errors(include_url=False)
+                    )
+                    raise ValueError(f"node {node.name!r}: {reasons}") from None
         return self
 
     def eligible_nodes(self, camera: FleetCamera) -> list[FleetNode]:

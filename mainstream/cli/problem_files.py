@@ -200,7 +200,7 @@ def one_line_errors(error: ValidationError, source: str) -> str:
     parts = []
     for detail in error.errors(include_url=False):
         location = ".".join(str(part) for part in detail["loc"]) or "(top level)"
-        message = detail["msg"].replace("\n", " ")
+        message = detail["msg"].replace("\n", " ").removeprefix("Value error, ")
         if detail["type"] not in ("missing", "value_error", "model_type", "dict_type"):
             message += f" (got {_short_repr(detail['input'])})"
         parts.append(f"{location}: {message}")

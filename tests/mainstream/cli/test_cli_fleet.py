@@ -50,6 +50,10 @@ def test_plan_json_places_every_camera_once(capsys: pytest.CaptureFixture[str]) 
         (lambda d: d["cameras"][0].pop("apps"), "cameras.0.apps: Field required"),
         (lambda d: d["nodes"][0].update(speed=2), "nodes.0.speed: Extra inputs are not permitted"),
         (
+            lambda d: d["cameras"][0]["apps"][0]["candidates"][1].update(cut_point="nowhere"),
+            "node 'edge-1': app 'trains': candidate cut_point 'nowhere' is not in the",
+        ),
+        (
             lambda d: d["cameras"][0]["apps"][0].update(camera="elsewhere"),
             "app 'trains' is listed under camera 'platform' but names camera 'elsewhere'",
         ),
