@@ -4,7 +4,9 @@
     mainstream fleet plan examples/fleet.yaml --json
     mainstream fleet apply examples/fleet.yaml --dry-run      # the API calls it would make
     mainstream fleet apply examples/fleet.yaml --token T      # make them
+    mainstream fleet apply examples/fleet.yaml --token T --registry http://mainstream-registry:8780
 
+With `--registry`, the fleet's shared registry computes the plan (`POST /api/fleet/plan`).
 `apply` reaches each node at its `url` in the fleet file with the same token (an admin
 token every node accepts, e.g. MAINSTREAM_ADMIN_TOKEN in the Kubernetes secret) and adds or
 removes cameras and apps through the node's own API; every node then plans its own apps.
@@ -59,10 +61,28 @@ def fleet() -> None:
     """Place cameras on the nodes of a fleet and plan each node."""
 
 
+_registry_option = click.option(
+    "--registry",
+    default=None,
+    metavar="URL",
+    help="Have this daemon (the fleet's shared registry, `serve --role registry`) compute "
+    "the plan (POST /api/fleet/plan, with --token) instead of this machine.",
+)
+
+
 def _plan(
-    path: Path, objective: str | None, method: str, time_limit_s: float
+    path: Path,
+    objective: str | None,
+    method: str,
+    time_limit_s: float,
+    registry: str | None = None,
+    token: str | None = None,
 ) -> tuple[Fleet, FleetPlan]:
     fleet_file = load_fleet(path, objective=objective)  # type: ignore[arg-type]
+    if registry is not None:
+        with ApiClient(registry, token) as client:
+            answer = client.fleet_plan(fleet_file.model_dump(mode="json"), time_limit_s, method)
+        return fleet_file, FleetPlan.model_validate(answer)
     method_name: Method = method  # type: ignore[assignment]
     return fleet_file, place_fleet(fleet_file, method_name, time_limit_s)
 
@@ -94,6 +114,7 @@ def plan_command(
 @_objective_option
 @_method_option
 @click.option("--dry-run", is_flag=True, help="Print the API calls without making them.")
+@_registry_option
 @token_option
 @click.option("--json", "as_json", is_flag=True, help="Print the plan and the calls as JSON.")
 def apply_command(
@@ -102,6 +123,7 @@ def apply_command(
     objective: str | None,
     method: str,
     dry_run: bool,
+    registry: str | None,
     token: str | None,
     as_json: bool,
 ) -> None:
@@ -110,7 +132,7 @@ def apply_command(
     Each node's current cameras and apps are read first; only the differences are sent
     (removals first). Cameras and apps that FLEET does not name are left alone.
     """
-    fleet_file, fleet_plan = _plan(fleet_path, objective, method, time_limit_s)
+    fleet_file, fleet_plan = _plan(fleet_path, objective, method, time_limit_s, registry, token)
     problems = missing_urls(fleet_file, fleet_plan)
     if problems:
         raise InvalidParameterError("fleet file", str(fleet_path), "urls: " + "; ".join(problems))

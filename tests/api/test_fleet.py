@@ -456,9 +456,10 @@ def _running(daemon: Daemon) -> tuple[set[str], dict[str, str]]:
 def test_fleet_apply_gives_a_node_its_cameras_through_its_api(
     fleet: Fleet, tiny_packages: TinyPackages, tmp_path: Path
 ) -> None:
-    """`mainstream fleet apply`: the plan's camera and app reach the node by its REST API
-    (it pulls the package from the shared registry and plans); a second apply changes
-    nothing. (Moves between nodes: tests/mainstream/node/test_fleet_apply.py.)"""
+    """`mainstream fleet apply --registry`: the shared registry computes the plan, whose
+    camera and app reach the node by its REST API (it pulls the package from the registry
+    and plans); a second apply changes nothing. (Moves between nodes:
+    tests/mainstream/node/test_fleet_apply.py.)"""
     from click.testing import CliRunner
 
     from mainstream.cli.main import cli
@@ -467,7 +468,9 @@ def test_fleet_apply_gives_a_node_its_cameras_through_its_api(
         upload(registry, tiny_packages.trains)
     runner = CliRunner()
     path = _fleet_file(tmp_path / "fleet.yaml", fleet)
-    applied = runner.invoke(cli, ["fleet", "apply", str(path), "--token", ADMIN, "--json"])
+    # The shared registry computes the plan; the CLI sends it to the node's API.
+    command = ["fleet", "apply", str(path), "--token", ADMIN, "--registry", fleet.registry.url]
+    applied = runner.invoke(cli, [*command, "--json"])
     assert applied.exit_code == 0, applied.output + fleet.node.log_tail()
     answer = json.loads(applied.output)
     assert answer["applied"] and answer["actions"] == [
