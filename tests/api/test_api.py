@@ -428,6 +428,10 @@ def test_a_fleet_plan_is_computed_on_request_for_admins(api: Api) -> None:
         "platform",
         "school",
     ]
+    for node in fleet["nodes"]:
+        node["budget"] = 0.01
+    infeasible = api.client.post(path, json=fleet, headers=api.admin)
+    assert infeasible.status_code == 422 and "fits on no node" in infeasible.text
     fleet["nodes"][0]["budget"] = -1
     refused = api.client.post(path, json=fleet, headers=api.admin)
     assert refused.status_code == 422
