@@ -279,6 +279,19 @@ class ApiClient:
     def delete_camera(self, camera_id: str) -> None:
         self.request("DELETE", f"/api/cameras/{_segment(camera_id)}")
 
+    # -- fleet ---------------------------------------------------------------------------------
+
+    def fleet_plan(self, fleet: JsonObject, time_limit_s: float, method: str) -> JsonObject:
+        """The fleet plan this daemon (a fleet's shared registry) computes; nothing deployed."""
+        result: JsonObject = self._json(
+            "POST",
+            "/api/fleet/plan",
+            json=fleet,
+            params={"time_limit_s": time_limit_s, "method": method},
+            timeout=time_limit_s + 60.0,
+        )
+        return result
+
     # -- schedule ------------------------------------------------------------------------------
 
     def schedule(self) -> JsonObject:

@@ -408,3 +408,31 @@ def test_server_errors_hide_their_details(api: Api) -> None:
     body = answer.json()
     assert body["error"] == "internal_error" and len(body["error_id"]) == 12
     assert "hunter2" not in answer.text
+
+
+def test_a_fleet_plan_is_computed_on_request_for_admins(api: Api) -> None:
+    """`POST /api/fleet/plan`: the FLEET.yaml shape as JSON in, the fleet plan out."""
+    import yaml
+
+    from scheduler.fleet import FleetPlan
+
+    fleet = yaml.safe_load((Path(__file__).parents[2] / "examples" / "fleet.yaml").read_text())
+    path = "/api/fleet/plan?time_limit_s=5"
+    assert api.client.post(path, json=fleet, headers=api.viewer).status_code == 403
+    answer = api.client.post(path, json=fleet, headers=api.admin)
+    assert answer.status_code == 200, answer.text
+    plan = FleetPlan.model_validate(answer.json())
+    assert plan.method == "exact" and sorted(plan.assignment()) == [
+        "crossing",
+        "depot",
+        "platform",
+        "school",
+    ]
+    for node in fleet["nodes"]:
+        node["budget"] = 0.01
+    infeasible = api.client.post(path, json=fleet, headers=api.admin)
+    assert infeasible.status_code == 422 and "fits on no node" in infeasible.text
+    fleet["nodes"][0]["budget"] = -1
+    refused = api.client.post(path, json=fleet, headers=api.admin)
+    assert refused.status_code == 422
+    assert "nodes" in refused.text and "budget" in refused.text
