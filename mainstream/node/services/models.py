@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from edge_runtime.camera import CameraConfig
 from edge_runtime.detector import EventRecord
 from edge_runtime.event_store import EventReview
+from edge_runtime.sinks.payload import clip_path
 from mainstream.core.errors import (
     MainstreamError,
 )
@@ -233,13 +234,21 @@ class EventView(BaseModel):
     review: ReviewView | None = Field(
         default=None, description="The operator's mark: a real event or a false alarm"
     )
+    clip: str | None = Field(
+        default=None,
+        description="URL path of the event's video clip (WebM); null until it is stored "
+        "(it is written after the event's end and post-roll) or when clips are off",
+    )
 
     @classmethod
     def of(cls, event: EventRecord, review: EventReview | None = None) -> EventView:
+        fields = dict(event.__dict__)
+        has_clip = fields.pop("has_clip", False)
         return cls(
             open=event.end_time is None,
             review=None if review is None else ReviewView.of(review),
-            **event.__dict__,
+            clip=clip_path(event.id) if has_clip else None,
+            **fields,
         )
 
 
