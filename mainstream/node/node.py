@@ -604,6 +604,8 @@ class Node:
             event_overrides=dict(app.event_overrides),
             threshold=app.threshold,
             quiet_time_s=app.quiet_time_s,
+            min_fps=app.min_fps,
+            max_fps=app.max_fps,
         )
 
     def planned_value(self, reason: str) -> float | None:

@@ -469,7 +469,7 @@ class NodeConfig(BaseModel):
     apps: list[AppCreate] = Field(
         default_factory=list,
         description="Apps this file declares (name, package, version, camera, weight, x_vote, "
-        "threshold, quiet_time_s, event_overrides, enabled): registered or brought back to "
+        "threshold, quiet_time_s, event_overrides, enabled, min_fps, max_fps): registered or brought back to "
         "these values at every start, and not changed or deleted over the API",
     )
     default_camera: CameraConfig | None = Field(

@@ -19,14 +19,15 @@ from edge_runtime.sinks.payload import clip_path
 from mainstream.core.errors import (
     MainstreamError,
 )
-from mainstream.node.app_spec import MAX_ROW_NUMBER as MAX_ROW_NUMBER  # re-exported
 from mainstream.node.app_spec import (
+    MAX_FPS_LIMIT,
     MAX_WEIGHT,
     AppCreate,
     EventOverrides,
     PackageVersion,
     positive_vote,
 )
+from mainstream.node.app_spec import MAX_ROW_NUMBER as MAX_ROW_NUMBER  # re-exported
 from mainstream.node.registry import (
     AppRecord,
     CameraRecord,
@@ -79,6 +80,12 @@ class AppUpdate(BaseModel):
     threshold: float | None = Field(default=None, ge=0, le=1)
     quiet_time_s: QuietTime | None = None
     enabled: bool | None = None
+    min_fps: float | None = Field(
+        default=None, gt=0, le=MAX_FPS_LIMIT, description="null given explicitly: no limit"
+    )
+    max_fps: float | None = Field(
+        default=None, gt=0, le=MAX_FPS_LIMIT, description="null given explicitly: no limit"
+    )
 
     @field_validator("x_vote")
     @classmethod
