@@ -2,8 +2,8 @@
 
 Every camera's delivered frames pass :meth:`ClipRecorder.on_frame` (a camera frame listener),
 thinned to `fps`; the newest `pre_s` seconds of them stay in a :class:`FrameRing`, capped at
-`buffer_bytes` per camera (raw RGB: 640x480 is 0.92 MB a frame, so 3 s at 5 fps, 16 frames, take 14.7 MB;
-a larger camera gets a shorter pre-roll rather than more memory). When an event starts, a
+`buffer_bytes` per camera (raw RGB: 640x480 is 0.88 MiB a frame, so 3 s at 5 fps, 16 frames,
+take 14.1 MiB; a larger camera gets a shorter pre-roll rather than more memory). When an event starts, a
 recording takes the ring's frames from `pre_s` before it and then every new frame until
 `post_s` after the event's end, at most `max_s` in all, and encodes them on a thread of its own.
 

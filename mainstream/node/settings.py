@@ -332,8 +332,9 @@ class ClipsSettings(BaseModel):
         default=32.0,
         gt=0,
         le=4096,
-        description="Most memory the pre-roll buffer of one camera takes (raw frames: "
-        "640x480 at 5 fps for 3 s is 16 frames, 14.7 MB); a larger camera gets a shorter pre-roll",
+        description="Most memory (MiB) the pre-roll buffer of one camera takes (raw frames: "
+        "640x480 at 5 fps for 3 s is 16 frames, 14.1 MiB); a larger camera gets a shorter "
+        "pre-roll",
     )
 
 
