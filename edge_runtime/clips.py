@@ -42,7 +42,7 @@ CONTENT_TYPE = "video/webm"
 FOURCC = "VP80"
 SUFFIX = ".webm"
 _FINISH_GRACE_S = 2.0  # past its end, a recording that gets no frames (camera stopped) finishes
-_BACKLOG_S = 10.0  # seconds of frames a recording may queue beyond its pre-roll
+_BACKLOG_S = 4.0  # seconds of frames a recording may queue beyond its pre-roll (encoder behind)
 
 
 @dataclass(frozen=True)

@@ -340,8 +340,10 @@ class Node:
             yield
 
     def _collect_garbage(self) -> None:
-        """Remove what an interrupted upload can leave: staged files and unrecorded blobs."""
+        """Remove what an interrupted upload or clip can leave: staged files, unrecorded blobs
+        and partial clips."""
         shutil.rmtree(self.settings.data_dir / "tmp", ignore_errors=True)
+        shutil.rmtree(self.settings.clips_temp_dir, ignore_errors=True)  # clips a crash cut short
         recorded = {package.sha256 for package in self.registry.list_packages()}
         for orphan in self.registry.blobs.names() - recorded:
             logger.info("removing package blob %s, which no package record refers to", orphan)

@@ -587,8 +587,8 @@ class NodeConfig(BaseModel):
 
     @property
     def clips_temp_dir(self) -> Path:
-        """Clips being written; removed at start (a clip is stored only once complete)."""
-        return self.data_dir / "tmp" / "clips"
+        """Clips being written; emptied at start (a clip is stored only once complete)."""
+        return self.data_dir / "clips-partial"
 
     def startup_cameras(self) -> list[CameraConfig]:
         """The configured cameras, then the default camera unless one has its id."""
