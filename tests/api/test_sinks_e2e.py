@@ -72,6 +72,7 @@ def daemon(
         data,
         api={"host": "127.0.0.1", "port": port},
         runtime={"event_update_every_frames": 2},  # updates whatever the scores do
+        clips={"pre_s": 1.0, "post_s": 0.5},  # the clip is announced soon after the end
         mqtt={
             "enabled": True,
             "host": "127.0.0.1",
