@@ -117,7 +117,8 @@ def _retention_metrics(retention: dict[str, Any]) -> Iterator[Metric]:
         return
     kept = GaugeMetricFamily(
         "mainstream_events_kept_bytes",
-        "Bytes of events kept per app (snapshots plus an estimate per row), at the last prune",
+        "Bytes of events kept per app (snapshots and clips plus an estimate per row), at the "
+        "last prune",
         labels=["app"],
     )
     for app, figures in retention["apps"].items():

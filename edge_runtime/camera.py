@@ -117,6 +117,9 @@ class StateChange:
 
 
 StateListener = Callable[[StateChange], None]
+# Called with each frame a camera delivers, from its decode thread; must return at once (the
+# clip recorder's pre-roll buffer is one).
+FrameListener = Callable[[Frame], None]
 
 
 class CameraStateMachine:
@@ -460,6 +463,7 @@ class Camera:
         self._notify_lock = threading.RLock()  # keeps listener calls in transition order
         self._machine = CameraStateMachine(config.id)
         self._listeners: list[StateListener] = [on_state_change] if on_state_change else []
+        self._frame_listener: FrameListener | None = None
         self._queue = FrameQueue(config.queue_size)
         self._run: _Run | None = None
         self._latest: Frame | None = None
@@ -508,6 +512,10 @@ class Camera:
         with self._lock:
             if listener in self._listeners:
                 self._listeners.remove(listener)
+
+    def set_frame_listener(self, listener: FrameListener | None) -> None:
+        """Hand every delivered frame to `listener` too (None: to nobody)."""
+        self._frame_listener = listener
 
     def start(self) -> None:
         """Start decoding; does nothing while already active. Restarts a failed camera."""
@@ -838,6 +846,7 @@ class Camera:
                 self._decode_ms_avg += _DECODE_MS_SMOOTHING * (
                     frame.decode_ms - self._decode_ms_avg
                 )
+        self._tell_frame_listener(frame)
         if run.config.queue_policy == "block":
             return queue.put_wait(frame, run.stop)
         if queue.put(frame) is not None:
@@ -845,6 +854,15 @@ class Camera:
                 self._frames_dropped += 1
                 self._drops.record(now)
         return True
+
+    def _tell_frame_listener(self, frame: Frame) -> None:
+        listener = self._frame_listener
+        if listener is None:
+            return
+        try:
+            listener(frame)
+        except Exception:  # a listener's bug must not stop the camera
+            logger.exception("camera %s: frame listener failed", self.id)
 
 
 def _resize(image: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
@@ -866,9 +884,14 @@ class CameraManager:
     """The cameras of a node. Adding, removing or changing one never touches the others."""
 
     def __init__(
-        self, *, on_state_change: StateListener | None = None, stop_timeout_s: float = 5.0
+        self,
+        *,
+        on_state_change: StateListener | None = None,
+        stop_timeout_s: float = 5.0,
+        on_frame: FrameListener | None = None,
     ) -> None:
         self._on_state_change = on_state_change
+        self._on_frame = on_frame
         self._stop_timeout_s = stop_timeout_s
         self._cameras: dict[str, Camera] = {}
         self._lock = threading.RLock()
@@ -880,6 +903,7 @@ class CameraManager:
             camera = Camera(
                 config, on_state_change=self._on_state_change, stop_timeout_s=self._stop_timeout_s
             )
+            camera.set_frame_listener(self._on_frame)
             self._cameras[config.id] = camera
         if start:
             camera.start()

@@ -126,7 +126,7 @@ def build_app_options(problem: Problem, app: AppSpec, sharing: Sharing = "shared
     else:
         candidates = list(app.candidates)
 
-    rates = [float(fps) for fps in problem.fps_options]
+    rates = app.allowed_rates(problem.fps_options)  # within the app's own fps limits
     votes = x_vote_choices(app)
     shared = sharing != "no_sharing"
     quality = _QualityTable(problem.camera_fps, app, rates)
