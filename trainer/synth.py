@@ -101,12 +101,6 @@ class SynthConfig(BaseModel):
         description="Each object's colour moves by up to this fraction of half the range per "
         "channel (0: the kinds' usual colours)",
     )
-    car_scale: float = Field(
-        default=1.0,
-        ge=0.5,
-        le=2.0,
-        description="Cars' size, as a multiple of the usual (a camera nearer the road)",
-    )
     scene_seed: int | None = Field(
         default=None,
         description="Seed of the landscape (textures, clouds, lighting phases) alone; None: "
@@ -198,7 +192,6 @@ def generate_video(
             rng,
             offset=config.view_offset,
             color_jitter=config.color_jitter,
-            car_scale=config.car_scale,
         )
         for event in events
     ]
@@ -530,7 +523,6 @@ def _object_style(
     rng: np.random.Generator,
     offset: float = 0.0,
     color_jitter: float = 0.0,
-    car_scale: float = 1.0,
 ) -> _ObjectStyle:
     lanes = _lanes(height, offset)
     direction = 1 if rng.random() < 0.5 else -1
@@ -542,7 +534,7 @@ def _object_style(
         color = (235.0, 190.0 + rng.uniform(-15, 15), 30.0)
     elif kind == "car":
         road_top, road_bottom = lanes["road"]
-        length, body = rng.uniform(0.18, 0.26) * width * car_scale, 0.1 * height * car_scale
+        length, body = rng.uniform(0.18, 0.26) * width, 0.1 * height
         bottom = road_top + int(0.6 * (road_bottom - road_top))
         palette = [(200, 30, 30), (30, 60, 190), (235, 235, 235), (30, 140, 60), (20, 20, 20)]
         color = _rgb(palette[int(rng.integers(len(palette)))])

@@ -114,9 +114,6 @@ class DemoConfig(BaseModel):
         default=0.6, gt=0, lt=0.9, description="Time covered by objects of all kinds together"
     )
     noise: float = 0.04
-    car_scale: float = Field(
-        default=1.5, description="Cars drawn this much larger than usual: at 96 px they are seen"
-    )
     input_size: int = 96
     alpha: float = 0.25
     images_per_class: int = 48
@@ -141,10 +138,11 @@ class DemoConfig(BaseModel):
             return cls(apps=apps)
         return cls(
             apps=apps,
-            train_duration_s=90.0,
-            held_out_duration_s=40.0,
-            images_per_class=24,
+            train_duration_s=60.0,
+            held_out_duration_s=30.0,
+            images_per_class=16,
             scene_frame_step=6,
+            other_camera_duration_s=20.0,
             pretrain_epochs=2,
             app_epochs=2,
             frame_step=3,
@@ -255,7 +253,6 @@ def scene_video_config(config: DemoConfig, duration_s: float, seed: int) -> Synt
         event_length_s=config.event_length_s,
         event_frequency=config.event_frequency,
         noise=config.noise,
-        car_scale=config.car_scale,
         seed=seed,
     )
 
@@ -293,7 +290,6 @@ def other_camera_config(config: DemoConfig, kind: str) -> SynthConfig:
         event_length_s=config.event_length_s,
         event_frequency=0.5,
         noise=config.noise,
-        car_scale=config.car_scale,
         view_offset=0.05,
         color_jitter=0.3,
         scene_seed=config.seed + 1000,
