@@ -892,6 +892,7 @@ class DemoSummary(BaseModel):
         lines.append(f"{'mean':<8} {'':<16} {'':>4} {self.events:>6}  " + " ".join(totals))
         lines += ["", self.verdict()]
         lines += [f"  ! {flag}" for flag in self.flagged]
+        lines += [f"  {line}" for line in self.schedules()]
         lines += [
             "",
             f"Budget: {self.budget_basis}. events: live events in {self.streamed_seconds:.0f} s "
@@ -902,6 +903,22 @@ class DemoSummary(BaseModel):
             "model's definitions. Cut point and fps: the plan's.",
         ]
         return "\n".join(lines)
+
+    def schedules(self) -> list[str]:
+        """What each schedule ran, per app (cut point @ rate, X) and at what predicted cost."""
+        lines = []
+        for key, label in SCHEMES:
+            scheme = self.schemes.get(key)
+            if scheme is None or not scheme.feasible:
+                continue
+            runs = ", ".join(
+                f"{app.app} {figures.cut_point.removesuffix('_relu')} @ {figures.fps:g} fps"
+                + (f" X={figures.x_vote}" if figures.x_vote > 1 else "")
+                for app in self.apps
+                if (figures := app.schemes.get(key)) is not None
+            )
+            lines.append(f"{label}: {runs} ({scheme.cost_ms_per_s:g} ms/s)")
+        return lines
 
     def verdict(self) -> str:
         """One line: by how much the plan beats (or fails to beat) each baseline, measured."""

@@ -175,6 +175,7 @@ def test_summary_measures_the_plan_against_both_baselines(tmp_path: Path) -> Non
     assert "Mainstream beats No-Sharing by +0.20 (0.70 vs 0.50)" in text
     assert "beats Max-Sharing by +0.45 (0.70 vs 0.25)" in text
     assert "  ! buses: measured F1 0.50 is far below its predicted 0.80" in text
+    assert "  No-Sharing: trains conv_pw_1 @ 0.2 fps, buses conv_pw_1 @ 0.5 fps (9 ms/s)" in text
     mean_line = next(line for line in text.splitlines() if line.startswith("mean"))
     assert mean_line.split()[-6:] == ["0.85", "0.70", "0.60", "0.50", "0.35", "0.25"]
 
