@@ -4,19 +4,22 @@ The demo builds everything it needs from synthetic data, then runs a real node:
 
 1. a labelled synthetic scene: a training video and a separate held-out video of the same
    camera, where N object kinds cross (one app per kind: "is a train in view?" ...);
-2. a small base network pretrained on synthetic object images and the scene's frames (random
-   frozen layers would make every shared stem meaningless, and ImageNet weights may not be
-   downloadable);
+2. a small base network pretrained on synthetic object images, another camera's street and
+   the scene's frames (random frozen layers would make every shared stem meaningless, and
+   ImageNet weights may not be downloadable);
 3. one M-Package per app, fine-tuned at several freeze depths;
-4. the cost profile of this machine, and a compute budget derived from it;
+4. the cost profile of this machine, and a budget relative to it: a share of what No-Sharing
+   needs at the rate the events need (`demo_budget`), so that the choice matters on any
+   machine;
 5. the daemon: the node and its REST API under uvicorn, with the packages, the camera (the
    held-out video, looping at its native rate) and the apps registered through the same
    services the API uses, so the plan is made exactly as on a real node.
 
 Events are printed as they end. At the end (a duration, or Ctrl-C) the node shuts down and the
-held-out video is replayed through the same plan in video time; the summary sets each app's
-predicted event F1 against the F1 measured on the video's labels, next to the No-Sharing and
-Max-Sharing baselines' predictions.
+held-out video is replayed in video time through the plan and through both baselines
+(No-Sharing, Max-Sharing); the summary sets each one's predicted event F1 against the F1
+measured on the video's labels, says by how much the plan wins on measured F1 and flags apps
+measured far below their prediction.
 
 Steps 1-3 are cached under the data directory, keyed by the settings that shape them, so a
 second run starts serving within seconds. The node's own state (registry, events) is reset at
