@@ -45,7 +45,15 @@ from mainstream.node.settings import Settings
     "--budget",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
-    help="Compute budget in ms per second [default: half of what No-Sharing needs at full rate].",
+    help="Compute budget in ms per second [default: a share of what No-Sharing needs, see "
+    "--budget-share].",
+)
+@click.option(
+    "--budget-share",
+    type=click.FloatRange(min=0, max=4, min_open=True),
+    default=None,
+    help="Budget as a share of what No-Sharing needs at the rate the events need "
+    "[default: the share, of 0.3-0.7, where the plan's predicted lead is largest].",
 )
 @click.option("--fast", is_flag=True, help="Tiny settings: short videos, few epochs (for tests).")
 @click.option("--fresh", is_flag=True, help="Rebuild the cached scene, base and packages.")
@@ -62,6 +70,7 @@ def demo(
     port: int | None,
     apps: int,
     budget: float | None,
+    budget_share: float | None,
     fast: bool,
     fresh: bool,
     quiet: bool,
@@ -89,6 +98,7 @@ def demo(
         duration_s=duration,
         port=port,
         budget_ms_per_s=budget,
+        budget_share=budget_share,
         fresh=fresh,
         progress=not quiet,
         summary_json=summary_json,

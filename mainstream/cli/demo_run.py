@@ -4,19 +4,22 @@ The demo builds everything it needs from synthetic data, then runs a real node:
 
 1. a labelled synthetic scene: a training video and a separate held-out video of the same
    camera, where N object kinds cross (one app per kind: "is a train in view?" ...);
-2. a small base network pretrained on synthetic object images and the scene's frames (random
-   frozen layers would make every shared stem meaningless, and ImageNet weights may not be
-   downloadable);
+2. a small base network pretrained on synthetic object images, another camera's street and
+   the scene's frames (random frozen layers would make every shared stem meaningless, and
+   ImageNet weights may not be downloadable);
 3. one M-Package per app, fine-tuned at several freeze depths;
-4. the cost profile of this machine, and a compute budget derived from it;
+4. the cost profile of this machine, and a budget relative to it: a share of what No-Sharing
+   needs at the rate the events need (`demo_budget`), so that the choice matters on any
+   machine;
 5. the daemon: the node and its REST API under uvicorn, with the packages, the camera (the
    held-out video, looping at its native rate) and the apps registered through the same
    services the API uses, so the plan is made exactly as on a real node.
 
 Events are printed as they end. At the end (a duration, or Ctrl-C) the node shuts down and the
-held-out video is replayed through the same plan in video time; the summary sets each app's
-predicted event F1 against the F1 measured on the video's labels, next to the No-Sharing and
-Max-Sharing baselines' predictions.
+held-out video is replayed in video time through the plan and through both baselines
+(No-Sharing, Max-Sharing); the summary sets each one's predicted event F1 against the F1
+measured on the video's labels, says by how much the plan wins on measured F1 and flags apps
+measured far below their prediction.
 
 Steps 1-3 are cached under the data directory, keyed by the settings that shape them, so a
 second run starts serving within seconds. The node's own state (registry, events) is reset at
@@ -42,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge_runtime.camera_policy import CameraPolicy
-from edge_runtime.deployer import profile_key
+from edge_runtime.deployer import DeployedApp, problem_for, profile_key
 from edge_runtime.detector import Transition
 from edge_runtime.replay import ReplayRequest, run_replay
 from mainstream.core.bases import BaseConfig, copy_registered_base, list_registered_bases, save_base
@@ -50,6 +53,7 @@ from mainstream.core.errors import InvalidParameterError, MainstreamError
 from mainstream.node.node import Node
 from mainstream.node.services import AppCreate, AppUpdate, CameraCreate, Services
 from mainstream.node.settings import ApiSettings, RuntimeSettings, Settings, default_data_dir
+from scheduler.planner import make_plan
 from trainer.datasets import export_video_frames
 from trainer.pipeline import BaseRequest, TrainRequest, train_package
 from trainer.pretrain import load_image_folder, pretrain_base
@@ -68,9 +72,16 @@ logger = logging.getLogger(__name__)
 DEMO_CAMERA = "demo-cam"
 DEMO_TOKEN_NAME = "demo-admin"
 DEFAULT_QUIET_TIME_S = 1.0
+# The budget: this share of No-Sharing's cost at the rate that analyses FRAMES_PER_EVENT frames
+# of a typical event (see needed_fps).
+DEFAULT_BUDGET_SHARE = 0.5
+BUDGET_SHARES: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7)
+FRAMES_PER_EVENT = 2.0
+# A measured event F1 this far below the predicted one is flagged in the summary.
+FAR_BELOW = 0.15
 ASSETS_FILE = "assets.json"
 # Part of the cache key: raise it when the way assets are built changes, so old caches go unused.
-ASSETS_VERSION = 2
+ASSETS_VERSION = 3
 
 # Object kinds of the scene, in the order `--apps N` takes them (largest on screen first: at
 # 96 px a person is a few pixels wide), and the app watching each.
@@ -112,6 +123,9 @@ class DemoConfig(BaseModel):
     scene_frame_step: int = Field(
         default=4, ge=1, description="Pretraining also sees every N-th training-video frame"
     )
+    other_camera_duration_s: float = Field(
+        default=60.0, gt=0, description="Per kind: another camera's video the base pretrains on"
+    )
     pretrain_epochs: int = 6
     freeze_points: int = 3
     app_epochs: int = 4
@@ -127,10 +141,11 @@ class DemoConfig(BaseModel):
             return cls(apps=apps)
         return cls(
             apps=apps,
-            train_duration_s=90.0,
-            held_out_duration_s=40.0,
-            images_per_class=24,
+            train_duration_s=60.0,
+            held_out_duration_s=30.0,
+            images_per_class=10,
             scene_frame_step=6,
+            other_camera_duration_s=12.0,
             pretrain_epochs=2,
             app_epochs=2,
             frame_step=3,
@@ -155,7 +170,9 @@ class DemoOptions:
     duration_s: float | None = None  # None: until Ctrl-C
     port: int | None = None  # None: a free port
     budget_ms_per_s: float | None = None  # None: derived from the measured profile
-    budget_share: float = 0.5  # of the cost of every app running its whole network at F
+    # Of the cost of every app running its whole network at the rate its events need; None:
+    # the one of BUDGET_SHARES where the plan's predicted lead is largest (demo_budget).
+    budget_share: float | None = None
     fresh: bool = False
     progress: bool = True
     summary_json: Path | None = None
@@ -263,15 +280,38 @@ def build_scene(config: DemoConfig, folder: Path, progress: bool) -> dict[str, P
     return paths
 
 
+def other_camera_config(config: DemoConfig, kind: str) -> SynthConfig:
+    """A short video of another camera (its own landscape, tilt and colours) where only `kind`
+    crosses: the pretraining set's pictures of that kind in a street scene."""
+
+    return SynthConfig(
+        duration_s=config.other_camera_duration_s,
+        fps=config.fps,
+        width=config.width,
+        height=config.height,
+        kinds=[kind],
+        event_length_s=config.event_length_s,
+        event_frequency=0.5,
+        noise=config.noise,
+        view_offset=0.05,
+        color_jitter=0.3,
+        scene_seed=config.seed + 1000,
+        seed=config.seed + 1000 + config.kinds.index(kind),
+    )
+
+
 def pretrain_demo_base(
     config: DemoConfig, folder: Path, scene: dict[str, Path], progress: bool
 ) -> tuple[Path, str, str]:
     """Pretrain and register the base body; returns (bases dir, fingerprint, a short note).
 
     The pretraining set plays ImageNet's part: many classes, among them the object kinds
-    (drawn alone on random textures), plus frames of the training scene labelled only "event"
-    (some object in view) or "background", so the frozen layers know the camera's look
-    without having learnt any app's question.
+    (drawn alone on random textures, and crossing the street of *another* camera, as ImageNet
+    holds photos of buses and cars from elsewhere), plus frames of the demo camera's training
+    video labelled only "event" (some object in view) or "background", so the frozen layers
+    know the camera's look without having learnt any app's question on it. Without the other
+    camera's street frames the base knows the kinds only as large icons: deep cut points then
+    miss the small cars of the scene, and sharing them is no option.
     """
 
     bases_dir = folder / "bases"
@@ -297,6 +337,20 @@ def pretrain_demo_base(
         image_size=config.input_size,
         show_progress=progress,
     )
+    other_dir = folder / "other-camera"
+    for kind in config.kinds:
+        video, labels = other_dir / f"{kind}.avi", other_dir / f"{kind}.csv"
+        generate_video(video, labels, other_camera_config(config, kind), show_progress=progress)
+        export_video_frames(
+            video,
+            labels,
+            images_dir,
+            positive_label=kind,
+            frame_step=config.scene_frame_step,
+            image_size=config.input_size,
+            clip_name=f"other-{kind}",
+            show_progress=progress,
+        )
     base_config = BaseConfig("mobilenet_v1", input_size=config.input_size, alpha=config.alpha)
     images = load_image_folder(images_dir, config.input_size, show_progress=progress)
     body, report = pretrain_base(
@@ -459,8 +513,9 @@ def register_packages(services: Services, assets: DemoAssets) -> None:
         services.packages.upload(path, force=True)
 
 
-def profile_machine(node_dir: Path, port: int, assets: DemoAssets) -> Profile:
-    """Register the packages on the node and measure the base's cost profile on this machine.
+def profile_machine(node_dir: Path, port: int, assets: DemoAssets) -> tuple[Profile, list[Any]]:
+    """Register the packages on the node and measure the base's cost profile on this machine;
+    returns the profile and the registered packages' manifests.
 
     A node that is never started does this: the profile and the packages stay in its registry
     for the serving node, which then plans with a budget derived from the profile.
@@ -473,20 +528,95 @@ def profile_machine(node_dir: Path, port: int, assets: DemoAssets) -> Profile:
         records = [node.registry.get_package(app, "latest") for app in assets.packages]
         manifests = [record.manifest for record in records]
         root = node.packages.open(records[0]).root
-        return node.profiles.profile(profile_key(manifests[0]), manifests, root)
+        return node.profiles.profile(profile_key(manifests[0]), manifests, root), manifests
     finally:
         node.stop()
 
 
-def derived_budget(profile: Profile, apps: int, camera_fps: float, share: float) -> float:
-    """A budget that forces choices: `share` of every app running its whole network at F.
+def predicted_lead(
+    profile: Profile, manifests: Sequence[Any], camera_fps: float, budget: float
+) -> float | None:
+    """The plan's predicted mean F1 minus the better baseline's at `budget`, for the demo's
+    apps as the node will register them (None: nothing fits). Planning only: nothing runs."""
+    apps = [
+        DeployedApp(name=manifest.app.name, camera=DEMO_CAMERA, manifest=manifest)
+        for manifest in manifests
+    ]
+    try:
+        plan = make_plan(problem_for(apps, [profile], budget, {DEMO_CAMERA: camera_fps}))
+    except MainstreamError:
+        return None
+    baselines = [baseline.value for baseline in plan.baselines.values() if baseline.feasible]
+    return plan.value - max(baselines, default=0.0)
 
-    With share < 1 the apps cannot all run their own network at the camera rate (what
-    No-Sharing would like), so sharing the stem and lowering rates matter.
-    """
+
+def derived_budget(profile: Profile, apps: int, rate_fps: float, share: float) -> float:
+    """A budget that forces choices: `share` of every app running its whole network at
+    `rate_fps` (what No-Sharing costs at that rate)."""
     if not 0 < share <= 4:
         raise InvalidParameterError("budget_share", share, "a number in (0, 4]")
-    return round(share * apps * profile.total_cost * camera_fps, 1)
+    return round(share * apps * profile.total_cost * rate_fps, 2)
+
+
+def needed_fps(event_length_s: float, camera_fps: float) -> float:
+    """The rate at which an app analyses FRAMES_PER_EVENT frames of a typical event.
+
+    Analysing more often adds little: an event is caught once a frame of it fires. The demo's
+    budget is a share of No-Sharing at this rate, so No-Sharing must analyse fewer frames than
+    the events need, and what sharing saves buys frames back; a budget stated against the
+    camera's full rate would let No-Sharing run every app as often as it needs on any machine,
+    and there would be nothing to win.
+    """
+    return min(camera_fps, FRAMES_PER_EVENT / event_length_s)
+
+
+def demo_budget(
+    options: DemoOptions, profile: Profile, manifests: Sequence[Any] = ()
+) -> tuple[float, str]:
+    """The run's budget in ms/s and how it was chosen, in words (also as a share of a core).
+
+    Unless a budget or a share is given, the share of No-Sharing's cost (at the rate the
+    events need) is the one among BUDGET_SHARES where the plan's *predicted* lead over the
+    better baseline is largest: where the choice of cut points matters most on this machine's
+    profile. The lead is then measured, on the held-out video, not assumed.
+    """
+    config = options.config
+    if options.budget_ms_per_s is not None:
+        budget = options.budget_ms_per_s
+        return budget, f"{budget:g} ms/s as given, {budget / 10:.2g} % of one core"
+    rate = needed_fps(config.event_length_s, config.fps)
+    how = ""
+    share = options.budget_share
+    if share is None:
+        leads = {
+            candidate: predicted_lead(
+                profile,
+                manifests,
+                config.fps,
+                derived_budget(profile, config.apps, rate, candidate),
+            )
+            for candidate in BUDGET_SHARES
+        }
+        known = {candidate: lead for candidate, lead in leads.items() if lead is not None}
+        share = max(
+            known or {DEFAULT_BUDGET_SHARE: 0.0},
+            key=lambda candidate: (
+                round(known.get(candidate, 0.0), 3),
+                -abs(candidate - DEFAULT_BUDGET_SHARE),
+            ),
+        )
+        how = (
+            f"; of {', '.join(f'{candidate:g}' for candidate in BUDGET_SHARES)}, the share "
+            f"where the plan's predicted lead over both baselines is largest"
+        )
+    budget = derived_budget(profile, config.apps, rate, share)
+    basis = (
+        f"{budget:g} ms/s = {share:g} x what No-Sharing needs to run the {config.apps} apps' "
+        f"whole networks at {rate:g} fps ({FRAMES_PER_EVENT:g} frames of a "
+        f"{config.event_length_s:g} s event; {profile.total_cost:.2f} ms per frame and app on "
+        f"this machine){how}"
+    )
+    return budget, f"{basis}; {budget / 10:.2g} % of one core"
 
 
 class DemoServer:
@@ -553,6 +683,8 @@ class SeenEvent:
     start_time: float  # seconds since the epoch (the runtime stamps events with the wall clock)
     end_time: float
     peak_score: float
+    frames_fired: int = 0
+    frames_analysed: int = 0
 
 
 class EventPrinter:
@@ -574,13 +706,16 @@ class EventPrinter:
             start_time=event.start_time,
             end_time=event.end_time if event.end_time is not None else event.start_time,
             peak_score=event.peak_score,
+            frames_fired=event.frames_fired,
+            frames_analysed=event.frames_analysed,
         )
         with self._lock:
             self.events.append(seen)
         started = datetime.fromtimestamp(seen.start_time).strftime("%H:%M:%S")
         self.echo(
             f"{started}  {seen.app:<8} {seen.camera}  peak {seen.peak_score:.2f}  "
-            f"lasted {seen.end_time - seen.start_time:.1f} s"
+            f"{seen.frames_fired} of {seen.frames_analysed} analysed frames fired, first to "
+            f"last {seen.end_time - seen.start_time:.1f} s apart"
         )
 
     def snapshot(self) -> list[SeenEvent]:
@@ -591,6 +726,31 @@ class EventPrinter:
 # ---------------------------------------------------------------------------------------------
 # Measuring against the labels
 
+SCHEMES: tuple[tuple[str, str], ...] = (
+    ("plan", "Mainstream"),
+    ("no_sharing", "No-Sharing"),
+    ("max_sharing", "Max-Sharing"),
+)
+"""The schedules the demo measures: the plan and the two baselines (key, label)."""
+
+
+def scheme_plans(plan: Plan) -> dict[str, Plan]:
+    """The plan and each feasible baseline as a Plan of its own, which replay can run."""
+    plans = {"plan": plan}
+    for name, baseline in plan.baselines.items():
+        if baseline.feasible and baseline.apps:
+            plans[name] = plan.model_copy(
+                update={
+                    "value": baseline.value,
+                    "total_cost": baseline.total_cost,
+                    "apps": baseline.apps,
+                    "baselines": {},
+                    "upper_bound": baseline.upper_bound,
+                    "optimality_gap": baseline.optimality_gap,
+                }
+            )
+    return plans
+
 
 def replay_figures(
     assets: DemoAssets,
@@ -600,7 +760,7 @@ def replay_figures(
     progress: bool = True,
     precision: str = "f32",
 ) -> dict[str, AppReplayFigures]:
-    """Run the held-out video once through the same plan, in video time, against its labels.
+    """Run the held-out video once through `plan`, in video time, against its labels.
 
     The live node stamps events with the wall clock (as a dashboard wants), so its events
     cannot be lined up with the video's frames exactly; replay runs the same packages, DAG
@@ -630,6 +790,19 @@ def replay_figures(
 # Summary
 
 
+class SchemeFigures(BaseModel):
+    """One app under one schedule (the plan or a baseline): what it ran, predicted, measured."""
+
+    cut_point: str
+    fps: float
+    x_vote: int
+    predicted_f1: float
+    measured_f1: float | None
+    measured_recall: float | None
+    measured_precision: float | None
+    false_alarms: int | None
+
+
 class AppSummary(BaseModel):
     app: str
     cut_point: str
@@ -641,8 +814,23 @@ class AppSummary(BaseModel):
     measured_precision: float | None
     labelled_events: int | None
     false_alarms: int | None
-    no_sharing_f1: float | None
-    max_sharing_f1: float | None
+    no_sharing_f1: float | None  # predicted
+    max_sharing_f1: float | None  # predicted
+    no_sharing_measured_f1: float | None
+    max_sharing_measured_f1: float | None
+    schemes: dict[str, SchemeFigures] = Field(
+        default_factory=dict, description="'plan', 'no_sharing', 'max_sharing' (when feasible)"
+    )
+
+
+class SchemeTotals(BaseModel):
+    """One schedule's mean event F1 over the apps, predicted and measured, and its cost."""
+
+    label: str
+    feasible: bool
+    cost_ms_per_s: float
+    predicted_f1: float | None
+    measured_f1: float | None
 
 
 class DemoSummary(BaseModel):
@@ -654,45 +842,104 @@ class DemoSummary(BaseModel):
     streamed_seconds: float
     camera_fps: float
     budget_ms_per_s: float
+    budget_basis: str = Field(description="how the budget was chosen, in words")
     plan_value: float
     no_sharing_value: float | None
     max_sharing_value: float | None
+    measured_value: float | None = Field(description="the plan's mean measured event F1")
+    margins: dict[str, float] = Field(
+        default_factory=dict,
+        description="per baseline: the plan's mean measured F1 minus the baseline's",
+    )
+    schemes: dict[str, SchemeTotals] = Field(default_factory=dict)
+    flagged: list[str] = Field(
+        default_factory=list,
+        description=f"apps whose measured F1 is more than {FAR_BELOW} below the prediction",
+    )
     events: int
     apps: list[AppSummary]
 
     def table(self) -> str:
-        """The summary table, with a caption saying how the measured figures were obtained."""
-        header = (
-            f"{'app':<8} {'cut point':<18} {'fps':>5} {'events':>6} {'predicted F1':>12} "
-            f"{'measured F1':>11} {'No-Sharing F1':>13} {'Max-Sharing F1':>14}"
+        """The summary: per app the plan and both baselines, predicted and measured; the
+        plan's margin over each baseline on measured F1; the apps measured far below."""
+        labels = dict(SCHEMES)
+        keys = [key for key, _ in SCHEMES]
+        group = " ".join(f"{'-- ' + labels[key] + ' --':^19}" for key in keys)
+        header = f"{'app':<8} {'cut point':<16} {'fps':>4} {'events':>6}  " + " ".join(
+            f"{'predicted':>9} {'measured':>9}" for _ in keys
         )
-        lines = [header, "-" * len(header)]
+        lines = [f"{'':<8} {'':<16} {'':>4} {'':>6}  {group}", header, "-" * len(header)]
 
         def number(value: float | None) -> str:
             return "n/a" if value is None else f"{value:.2f}"
 
         for app in self.apps:
+            cells = []
+            for key in keys:
+                figures = app.schemes.get(key)
+                cells.append(
+                    f"{number(figures.predicted_f1 if figures else None):>9} "
+                    f"{number(figures.measured_f1 if figures else None):>9}"
+                )
+            cut = app.cut_point.removesuffix("_relu")
             lines.append(
-                f"{app.app:<8} {app.cut_point:<18} {app.fps:>5g} {app.live_events:>6} "
-                f"{app.predicted_f1:>12.2f} {number(app.measured_f1):>11} "
-                f"{number(app.no_sharing_f1):>13} {number(app.max_sharing_f1):>14}"
+                f"{app.app:<8} {cut:<16} {app.fps:>4g} {app.live_events:>6}  " + " ".join(cells)
             )
-        lines.append(
-            f"{'mean':<8} {'':<18} {'':>5} {self.events:>6} {self.plan_value:>12.2f} "
-            f"{number(_mean([a.measured_f1 for a in self.apps])):>11} "
-            f"{number(self.no_sharing_value):>13} {number(self.max_sharing_value):>14}"
-        )
+        totals = []
+        for key in keys:
+            scheme = self.schemes.get(key)
+            totals.append(
+                f"{number(scheme.predicted_f1 if scheme else None):>9} "
+                f"{number(scheme.measured_f1 if scheme else None):>9}"
+            )
+        lines.append(f"{'mean':<8} {'':<16} {'':>4} {self.events:>6}  " + " ".join(totals))
+        lines += ["", self.verdict()]
+        lines += [f"  ! {flag}" for flag in self.flagged]
+        lines += [f"  {line}" for line in self.schedules()]
         lines += [
             "",
-            f"events: live events in {self.streamed_seconds:.0f} s of streaming. Predicted F1: the "
-            f"plan's event model at a budget of {self.budget_ms_per_s:g} ms/s; No-Sharing / "
-            "Max-Sharing: the baselines' predictions at the same budget.",
-            "Measured F1: a replay of the held-out video through the same plan, packages and "
-            "detectors in video time, scored against the video's labels with the event model's "
-            "definitions (live events carry wall-clock times, which do not line up exactly with "
-            "the video's frames). n/a: the video has no labelled event of the app.",
+            f"Budget: {self.budget_basis}. events: live events in {self.streamed_seconds:.0f} s "
+            "of streaming (the plan's schedule).",
+            "predicted: the event model's F1 for each schedule at this budget. measured: a "
+            "replay of the held-out video through that schedule (same packages, DAG and "
+            "detectors, in video time), scored against the video's labels with the event "
+            "model's definitions. Cut point and fps: the plan's.",
         ]
         return "\n".join(lines)
+
+    def schedules(self) -> list[str]:
+        """What each schedule ran, per app (cut point @ rate, X) and at what predicted cost."""
+        lines = []
+        for key, label in SCHEMES:
+            scheme = self.schemes.get(key)
+            if scheme is None or not scheme.feasible:
+                continue
+            runs = ", ".join(
+                f"{app.app} {figures.cut_point.removesuffix('_relu')} @ {figures.fps:g} fps"
+                + (f" X={figures.x_vote}" if figures.x_vote > 1 else "")
+                for app in self.apps
+                if (figures := app.schemes.get(key)) is not None
+            )
+            lines.append(f"{label}: {runs} ({scheme.cost_ms_per_s:g} ms/s)")
+        return lines
+
+    def verdict(self) -> str:
+        """One line: by how much the plan beats (or fails to beat) each baseline, measured."""
+        if self.measured_value is None:
+            return "No labelled events to measure on: the plan's win cannot be measured."
+        parts = []
+        for key, label in SCHEMES[1:]:
+            scheme = self.schemes.get(key)
+            if scheme is None or not scheme.feasible:
+                parts.append(f"{label} does not fit the budget")
+            elif key in self.margins:
+                margin = self.margins[key]
+                word = "beats" if margin > 0 else "does not beat"
+                parts.append(
+                    f"{word} {label} by {margin:+.2f} ({self.measured_value:.2f} vs "
+                    f"{scheme.measured_f1:.2f})"
+                )
+        return f"Measured mean event F1: Mainstream {', '.join(parts)}."
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -703,43 +950,99 @@ def _mean(values: Sequence[float | None]) -> float | None:
 def summarise(
     options: DemoOptions,
     assets: DemoAssets,
-    plan: Plan,
+    plans: dict[str, Plan],
     events: Sequence[SeenEvent],
-    replayed: dict[str, AppReplayFigures],
+    replayed: dict[str, dict[str, AppReplayFigures]],
     streamed_seconds: float,
     setup_seconds: float,
     url: str,
+    budget_basis: str,
 ) -> DemoSummary:
-    baselines = {
-        name: {app.name: app.f1 for app in baseline.apps}
-        for name, baseline in plan.baselines.items()
+    plan = plans["plan"]
+    planned = {
+        key: {app.name: app for app in scheme.apps} for key, scheme in plans.items()
+    }  # scheme -> app -> AppPlan
+
+    def figures_of(key: str, name: str) -> SchemeFigures | None:
+        app = planned.get(key, {}).get(name)
+        if app is None:
+            return None
+        measured = replayed.get(key, {}).get(name)
+        return SchemeFigures(
+            cut_point=app.cut_point,
+            fps=app.fps,
+            x_vote=app.x_vote,
+            predicted_f1=app.f1,
+            measured_f1=measured.measured_f1 if measured else None,
+            measured_recall=measured.measured_recall if measured else None,
+            measured_precision=measured.measured_precision if measured else None,
+            false_alarms=measured.false_alarms if measured else None,
+        )
+
+    rows = []
+    for name in assets.packages:  # the scene's order: trains, buses, cars, people
+        schemes = {
+            key: figures for key, _ in SCHEMES if (figures := figures_of(key, name)) is not None
+        }
+        own = schemes["plan"]
+        measured = replayed.get("plan", {}).get(name)
+        no_sharing, max_sharing = schemes.get("no_sharing"), schemes.get("max_sharing")
+        rows.append(
+            AppSummary(
+                app=name,
+                cut_point=own.cut_point,
+                fps=own.fps,
+                live_events=sum(event.app == name for event in events),
+                predicted_f1=own.predicted_f1,
+                measured_f1=own.measured_f1,
+                measured_recall=own.measured_recall,
+                measured_precision=own.measured_precision,
+                labelled_events=measured.labelled_events if measured else None,
+                false_alarms=own.false_alarms,
+                no_sharing_f1=no_sharing.predicted_f1 if no_sharing else None,
+                max_sharing_f1=max_sharing.predicted_f1 if max_sharing else None,
+                no_sharing_measured_f1=no_sharing.measured_f1 if no_sharing else None,
+                max_sharing_measured_f1=max_sharing.measured_f1 if max_sharing else None,
+                schemes=schemes,
+            )
+        )
+
+    totals: dict[str, SchemeTotals] = {}
+    for key, label in SCHEMES:
+        baseline = plan.baselines.get(key)
+        if key != "plan" and (baseline is None or not baseline.feasible):
+            totals[key] = SchemeTotals(
+                label=label, feasible=False, cost_ms_per_s=0.0, predicted_f1=0.0, measured_f1=None
+            )
+            continue
+        scheme = plans[key]
+        totals[key] = SchemeTotals(
+            label=label,
+            feasible=True,
+            cost_ms_per_s=round(scheme.total_cost, 2),
+            predicted_f1=scheme.value,
+            measured_f1=_mean([row.schemes[key].measured_f1 for row in rows]),
+        )
+    measured_value = totals["plan"].measured_f1
+    margins = {
+        key: round(measured_value - (scheme.measured_f1 or 0.0), 4)
+        for key, scheme in totals.items()
+        if key != "plan"
+        and measured_value is not None
+        and (scheme.measured_f1 is not None or not scheme.feasible)
     }
+    flagged = [
+        f"{row.app}: measured F1 {row.measured_f1:.2f} is far below its predicted "
+        f"{row.predicted_f1:.2f} (recall {row.measured_recall or 0:.2f}, precision "
+        f"{row.measured_precision or 0:.2f} over {row.labelled_events} labelled events)"
+        for row in rows
+        if row.measured_f1 is not None and row.predicted_f1 - row.measured_f1 > FAR_BELOW
+    ]
 
     def baseline_value(name: str) -> float | None:
         baseline = plan.baselines.get(name)
         return None if baseline is None or not baseline.feasible else baseline.value
 
-    planned_apps = {planned.name: planned for planned in plan.apps}
-    rows = []
-    for name in assets.packages:  # the scene's order: trains, buses, cars, people
-        planned = planned_apps[name]
-        figures = replayed.get(name)
-        rows.append(
-            AppSummary(
-                app=name,
-                cut_point=planned.cut_point,
-                fps=planned.fps,
-                live_events=sum(event.app == name for event in events),
-                predicted_f1=planned.f1,
-                measured_f1=figures.measured_f1 if figures else None,
-                measured_recall=figures.measured_recall if figures else None,
-                measured_precision=figures.measured_precision if figures else None,
-                labelled_events=figures.labelled_events if figures else None,
-                false_alarms=figures.false_alarms if figures else None,
-                no_sharing_f1=baselines.get("no_sharing", {}).get(name),
-                max_sharing_f1=baselines.get("max_sharing", {}).get(name),
-            )
-        )
     return DemoSummary(
         data_dir=options.data_dir,
         url=url,
@@ -747,9 +1050,14 @@ def summarise(
         streamed_seconds=round(streamed_seconds, 1),
         camera_fps=assets.config.fps,
         budget_ms_per_s=plan.budget,
+        budget_basis=budget_basis,
         plan_value=plan.value,
         no_sharing_value=baseline_value("no_sharing"),
         max_sharing_value=baseline_value("max_sharing"),
+        measured_value=measured_value,
+        margins=margins,
+        schemes=totals,
+        flagged=flagged,
         events=len(events),
         apps=rows,
     )
@@ -768,7 +1076,11 @@ def plan_table(plan: Plan, order: Sequence[str]) -> str:
             parts.append(
                 f"{label} {baseline.value:.2f}" if baseline.feasible else f"{label} infeasible"
             )
-    lines.append("  " + ", ".join(parts) + f" (cost {plan.total_cost:.1f} of {plan.budget:g} ms/s)")
+    lines.append(
+        "  predicted: "
+        + ", ".join(parts)
+        + f" (cost {plan.total_cost:.1f} of {plan.budget:g} ms/s)"
+    )
     return "\n".join(lines)
 
 
@@ -779,7 +1091,6 @@ def plan_table(plan: Plan, order: Sequence[str]) -> str:
 def run_demo(options: DemoOptions, echo: Echo) -> DemoSummary:
     """Build or reuse the assets, serve them, stream the held-out video, measure, summarise."""
 
-    config = options.config
     options.data_dir.mkdir(parents=True, exist_ok=True)
     echo(f"demo data directory: {options.data_dir}")
     steps = Steps(total=7, echo=echo)
@@ -791,14 +1102,13 @@ def run_demo(options: DemoOptions, echo: Echo) -> DemoSummary:
     shutil.rmtree(node_dir, ignore_errors=True)  # every run starts from an empty node
     port = options.port or free_port()
     with steps.step("registering the packages; profiling this machine") as note:
-        profile = profile_machine(node_dir, port, assets)
-        budget = options.budget_ms_per_s or derived_budget(
-            profile, config.apps, config.fps, options.budget_share
-        )
+        profile, manifests = profile_machine(node_dir, port, assets)
+        budget, budget_basis = demo_budget(options, profile, manifests)
         note(
             f"whole network {profile.total_cost:.2f} ms/frame at {len(profile.cut_points)} cut "
             f"points; budget {budget:g} ms/s"
         )
+    echo(f"      budget: {budget_basis}")
 
     node = Node(node_settings(node_dir, port, budget))
     server = DemoServer(node, port)
@@ -822,7 +1132,7 @@ def run_demo(options: DemoOptions, echo: Echo) -> DemoSummary:
             f"for {options.duration_s:g} s" if options.duration_s is not None else "until Ctrl-C"
         )
         echo(f"streaming {assets.held_out_video.name} as camera {DEMO_CAMERA} {how_long}")
-        echo("events as they end (start time, app, camera, peak score, duration):")
+        echo("events as they end (start time, app, camera, peak score, frames):")
         try:
             _wait(options.duration_s, server)
         except KeyboardInterrupt:
@@ -832,25 +1142,33 @@ def run_demo(options: DemoOptions, echo: Echo) -> DemoSummary:
         server.stop()  # the node closes open events, which the printer still records
         node.stop()  # no-op after a clean shutdown; closes the files if the server never ran
 
-    with steps.step("measuring: replaying the held-out video through the plan"):
+    plans = scheme_plans(plan)
+    with steps.step(
+        "measuring: replaying the held-out video through the plan and the baselines"
+    ) as note:
         runtime = node.settings.runtime
-        replayed = replay_figures(
-            assets,
-            plan,
-            runtime.engine,
-            node_dir / "replay",
-            options.progress,
-            runtime.openvino_precision,
-        )
+        replayed = {
+            key: replay_figures(
+                assets,
+                scheme,
+                runtime.engine,
+                node_dir / "replay" / key,
+                options.progress,
+                runtime.openvino_precision,
+            )
+            for key, scheme in plans.items()
+        }
+        note(", ".join(label for key, label in SCHEMES if key in plans))
     summary = summarise(
         options,
         assets,
-        plan,
+        plans,
         printer.snapshot(),
         replayed,
         streamed_seconds,
         setup_seconds,
         server.url,
+        budget_basis,
     )
     echo("")
     echo(summary.table())

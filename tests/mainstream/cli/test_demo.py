@@ -13,11 +13,23 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mainstream.cli.demo_run import derived_budget, free_port, quiet_time_for
+from edge_runtime.replay import AppReplayFigures
+from mainstream.cli.demo_run import (
+    DemoAssets,
+    DemoConfig,
+    DemoOptions,
+    demo_budget,
+    derived_budget,
+    free_port,
+    needed_fps,
+    quiet_time_for,
+    scheme_plans,
+    summarise,
+)
 from mainstream.core.errors import InvalidParameterError
-from scheduler.problem import CutPoint, Profile
+from scheduler.problem import AppPlan, BaselinePlan, CutPoint, Plan, Profile
 
-DEMO_SECONDS = 15  # streamed; three apps raise events within seconds
+DEMO_SECONDS = 10  # streamed; three apps raise events within seconds
 
 
 def test_quiet_time_outlasts_the_gap_between_analysed_frames() -> None:
@@ -26,16 +38,166 @@ def test_quiet_time_outlasts_the_gap_between_analysed_frames() -> None:
     assert quiet_time_for(0.5) == 3.0  # two fires 2 s apart stay one event
 
 
-def test_derived_budget_is_a_share_of_no_sharing_at_full_rate() -> None:
+def test_derived_budget_is_a_share_of_no_sharing_at_a_rate() -> None:
     profile = Profile(
         base_model="mobilenet_v1",
         cut_points=[CutPoint(name="input", cumulative_cost=0.0)],
         total_cost=4.0,
     )
     # Three apps, each running the whole 4 ms network on every frame of a 10 fps camera: 120.
-    assert derived_budget(profile, apps=3, camera_fps=10.0, share=0.5) == 60.0
+    assert derived_budget(profile, apps=3, rate_fps=10.0, share=0.5) == 60.0
     with pytest.raises(InvalidParameterError, match="budget_share"):
-        derived_budget(profile, apps=3, camera_fps=10.0, share=0.0)
+        derived_budget(profile, apps=3, rate_fps=10.0, share=0.0)
+
+
+def test_demo_budget_is_relative_to_the_machine_and_the_events() -> None:
+    """Twice as slow a machine gets twice the budget: the scenario, not the speed, decides."""
+    assert needed_fps(event_length_s=2.0, camera_fps=10.0) == 1.0
+    assert needed_fps(event_length_s=0.1, camera_fps=10.0) == 10.0  # never above the camera
+    options = DemoOptions(config=DemoConfig(apps=3, event_length_s=2.0), budget_share=0.5)
+    budgets = []
+    for total_cost in (2.0, 4.0):
+        profile = Profile(
+            base_model="mobilenet_v1",
+            cut_points=[CutPoint(name="input", cumulative_cost=0.0)],
+            total_cost=total_cost,
+        )
+        budget, basis = demo_budget(options, profile)
+        budgets.append(budget)
+        assert f"{budget:g} ms/s = 0.5 x what No-Sharing needs" in basis
+        assert "at 1 fps" in basis and "of one core" in basis
+    assert budgets == [3.0, 6.0]
+    given = DemoOptions(budget_ms_per_s=25.0)
+    assert demo_budget(given, profile) == (25.0, "25 ms/s as given, 2.5 % of one core")
+
+
+def _app_plan(name: str, cut_point: str, fps: float, f1: float) -> AppPlan:
+    return AppPlan(
+        name=name,
+        cut_point=cut_point,
+        fps=fps,
+        x_vote=1,
+        recall=f1,
+        precision=f1,
+        f1=f1,
+        cost=1.0,
+    )
+
+
+def _figures(app: AppPlan, measured_f1: float) -> AppReplayFigures:
+    return AppReplayFigures(
+        app=app.name,
+        cut_point=app.cut_point,
+        planned_fps=app.fps,
+        analysed_fps=app.fps,
+        x_vote=app.x_vote,
+        events=3,
+        predicted_recall=app.recall,
+        predicted_precision=app.precision,
+        predicted_f1=app.f1,
+        measured_recall=measured_f1,
+        measured_precision=measured_f1,
+        measured_f1=measured_f1,
+        labelled_events=10,
+        false_alarms=1,
+    )
+
+
+def test_summary_measures_the_plan_against_both_baselines(tmp_path: Path) -> None:
+    plan_apps = [
+        _app_plan("trains", "conv_pw_7_relu", 1.0, 0.9),
+        _app_plan("buses", "conv_pw_7_relu", 1.0, 0.8),
+    ]
+    no_sharing = [
+        _app_plan("trains", "conv_pw_1_relu", 0.2, 0.5),
+        _app_plan("buses", "conv_pw_1_relu", 0.5, 0.7),
+    ]
+    max_sharing = [
+        _app_plan("trains", "conv_pw_13_relu", 2.0, 0.3),
+        _app_plan("buses", "conv_pw_13_relu", 2.0, 0.4),
+    ]
+    plan = Plan(
+        objective="mean_f1",
+        value=0.85,
+        budget=10.0,
+        total_cost=9.5,
+        solver="auto",
+        solve_time_s=0.01,
+        apps=plan_apps,
+        baselines={
+            "no_sharing": BaselinePlan(value=0.6, total_cost=9.0, apps=no_sharing),
+            "max_sharing": BaselinePlan(value=0.35, total_cost=8.0, apps=max_sharing),
+        },
+    )
+    plans = scheme_plans(plan)
+    assert set(plans) == {"plan", "no_sharing", "max_sharing"}
+    assert [app.cut_point for app in plans["no_sharing"].apps] == ["conv_pw_1_relu"] * 2
+    assert plans["max_sharing"].value == 0.35 and plans["max_sharing"].baselines == {}
+    measured = {"plan": (0.9, 0.5), "no_sharing": (0.4, 0.6), "max_sharing": (0.2, 0.3)}
+    replayed = {
+        key: {
+            app.name: _figures(app, f1)
+            for app, f1 in zip(plans[key].apps, measured[key], strict=True)
+        }
+        for key in plans
+    }
+    assets = DemoAssets(
+        config=DemoConfig(apps=2),
+        train_video=tmp_path / "train.avi",
+        train_labels=tmp_path / "train.csv",
+        held_out_video=tmp_path / "held_out.avi",
+        held_out_labels=tmp_path / "held_out.csv",
+        bases_dir=tmp_path,
+        base_fingerprint="0" * 64,
+        packages={"trains": tmp_path / "t.mpkg", "buses": tmp_path / "b.mpkg"},
+        positive_class={"trains": "train", "buses": "bus"},
+    )
+    summary = summarise(
+        DemoOptions(data_dir=tmp_path),
+        assets,
+        plans,
+        [],
+        replayed,
+        streamed_seconds=10.0,
+        setup_seconds=1.0,
+        url="http://127.0.0.1:1",
+        budget_basis="10 ms/s as given",
+    )
+    assert summary.measured_value == pytest.approx(0.7)
+    assert summary.margins == pytest.approx({"no_sharing": 0.2, "max_sharing": 0.45})
+    assert summary.schemes["no_sharing"].measured_f1 == pytest.approx(0.5)
+    trains, buses = summary.apps
+    assert trains.no_sharing_measured_f1 == 0.4 and trains.max_sharing_measured_f1 == 0.2
+    assert buses.schemes["no_sharing"].cut_point == "conv_pw_1_relu"
+    # buses: predicted 0.8, measured 0.5 -> flagged; trains (0.9 both) is not.
+    assert len(summary.flagged) == 1 and summary.flagged[0].startswith("buses: measured F1 0.50")
+    text = summary.table()
+    assert "Mainstream beats No-Sharing by +0.20 (0.70 vs 0.50)" in text
+    assert "beats Max-Sharing by +0.45 (0.70 vs 0.25)" in text
+    assert "  ! buses: measured F1 0.50 is far below its predicted 0.80" in text
+    assert "  No-Sharing: trains conv_pw_1 @ 0.2 fps, buses conv_pw_1 @ 0.5 fps (9 ms/s)" in text
+    mean_line = next(line for line in text.splitlines() if line.startswith("mean"))
+    assert mean_line.split()[-6:] == ["0.85", "0.70", "0.60", "0.50", "0.35", "0.25"]
+
+    # A baseline that does not fit the budget is said so, and is beaten by the whole F1.
+    plan.baselines["max_sharing"] = BaselinePlan(value=0.0, feasible=False)
+    plans = scheme_plans(plan)
+    assert "max_sharing" not in plans
+    del replayed["max_sharing"]
+    summary = summarise(
+        DemoOptions(data_dir=tmp_path),
+        assets,
+        plans,
+        [],
+        replayed,
+        10.0,
+        1.0,
+        "http://127.0.0.1:1",
+        "10 ms/s as given",
+    )
+    assert "Max-Sharing does not fit the budget" in summary.verdict()
+    assert summary.margins["max_sharing"] == pytest.approx(0.7)
+    assert summary.apps[0].max_sharing_measured_f1 is None
 
 
 @pytest.mark.slow
@@ -116,7 +278,23 @@ def test_demo_trains_serves_streams_and_summarises(tmp_path: Path) -> None:
         # Replay scored every app against the held-out video's labels.
         assert app["labelled_events"] >= 1
         assert 0.0 <= app["measured_f1"] <= 1.0
-    assert "predicted F1" in text and "measured F1" in text and "No-Sharing F1" in text
+    # The plan and both baselines were replayed on the labelled video and compared.
+    assert "budget: " in text and "x what No-Sharing needs to run the 3 apps" in text
+    schemes = summary["schemes"]
+    assert set(schemes) == {"plan", "no_sharing", "max_sharing"}
+    assert schemes["plan"]["measured_f1"] == pytest.approx(
+        sum(app["measured_f1"] for app in summary["apps"]) / 3
+    )
+    assert set(summary["margins"]) == {"no_sharing", "max_sharing"}
+    for key, scheme in schemes.items():
+        if scheme["feasible"]:
+            assert 0.0 <= scheme["measured_f1"] <= 1.0
+            assert summary["margins"].get(key, 0.0) == pytest.approx(
+                schemes["plan"]["measured_f1"] - scheme["measured_f1"], abs=1e-3
+            )
+            assert all(app["schemes"][key]["measured_f1"] is not None for app in summary["apps"])
+    assert "Measured mean event F1: Mainstream" in text
+    assert "-- No-Sharing --" in text and "-- Max-Sharing --" in text
     for app in summary["apps"]:
         assert any(line.split()[:1] == [app["app"]] for line in text.splitlines())
 
