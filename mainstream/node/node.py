@@ -35,6 +35,7 @@ from edge_runtime.camera import CameraConfig, CameraManager, StateChange
 from edge_runtime.deployer import (
     BaseProvider,
     DeployedApp,
+    analysis_rate,
     build_deployments,
     problem_for,
 )
@@ -514,6 +515,7 @@ class Node:
                     fuse_heads=self.settings.runtime.fuse_heads,
                     update_every_frames=self.settings.runtime.event_update_every_frames,
                     precision=self.settings.runtime.openvino_precision,
+                    camera_selects_frames=True,
                 )
         return proposal
 
@@ -638,10 +640,15 @@ class Node:
         if proposal.deployments is not None:
             new_cameras = {deployment.camera for deployment in proposal.deployments}
             for deployment in proposal.deployments:
+                # The camera decodes only the frames the DAG analyses (it was built for them).
+                camera = self.cameras.get(deployment.camera)
+                camera.set_analysis_rate(analysis_rate(deployment), self.camera_fps(camera.config))
                 self.runtime.deploy(deployment)
             for camera_id in self.cameras.ids() + list(wanted):
                 if camera_id not in new_cameras and self.runtime.deployment(camera_id):
                     self.runtime.undeploy(camera_id)
+                if camera_id not in new_cameras and camera_id in self.cameras:
+                    self.cameras.get(camera_id).set_analysis_rate(None)
             self._dag_key = proposal.dag_key
             self.packages.keep_models(proposal.models_in_use)
             self._start_measuring()
