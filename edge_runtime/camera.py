@@ -648,7 +648,8 @@ class Camera:
 
         `camera_fps` is the camera rate the consumer's DAG was planned for, and the frames
         chosen are those a :class:`~edge_runtime.rate.RateAccumulator` of `fps` under
-        `camera_fps` keeps, starting afresh with the next frame: a DAG built for the camera
+        `camera_fps` keeps, starting afresh with the next frame (unless the rates are those
+        already in force): a DAG built for the camera
         rate `fps` then analyses exactly the frames one built for `camera_fps` would have.
         The choice is made before decoding, so unneeded frames cost no conversion (and, on
         sources that decode on retrieve, no decoding).
@@ -660,7 +661,14 @@ class Camera:
                 raise InvalidParameterError("camera_fps", camera_fps, "the camera rate (fps > 0)")
             demand = _AnalysisDemand(fps, camera_fps, RateAccumulator(fps, camera_fps))
         with self._lock:
-            self._demand = demand
+            current = self._demand
+            same = (
+                current is not None
+                and demand is not None
+                and (current.fps, current.camera_fps) == (demand.fps, demand.camera_fps)
+            )
+            if not same:  # the same rates keep the selection's phase
+                self._demand = demand
 
     @property
     def analysis_fps(self) -> float | None:
