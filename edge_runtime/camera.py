@@ -28,7 +28,7 @@ only the frames that analysis uses, chosen by the same deterministic rule as the
 :class:`~edge_runtime.rate.RateAccumulator` (DESIGN §6), and makes the choice right after
 ``grab()``, before ``retrieve()``: a frame that neither analysis nor a viewer (someone who asked
 for :meth:`Camera.latest_frame` in the last `view_hold_s`) needs is never converted, and on a
-source that decodes in ``retrieve()`` (Motion-JPEG files, synthetic) never decoded. Such frames
+source that decodes in ``retrieve()`` (Motion-JPEG files and HTTP streams, synthetic) never decoded. Such frames
 are counted in ``frames_not_needed`` (every frame past the configured fps that analysis does not
 use, whether or not a viewer had it decoded), and those never decoded in ``frames_not_decoded``.
 Every grabbed frame is thus delivered, skipped (configured fps) or not needed.

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -182,9 +182,9 @@ def _fourcc_text(code: float) -> str:
 class _OpenCvSource(FrameSource):
     """Shared grab/retrieve/close over a cv2.VideoCapture.
 
-    FFmpeg decodes in ``grab()``; skipping ``retrieve()`` saves only the colour conversion. For
-    a Motion-JPEG file every frame is a JPEG image that needs no other frame, so such a file is
-    read in raw mode (``CAP_PROP_FORMAT = -1``): ``grab()`` only reads the packet and
+    FFmpeg decodes in ``grab()``; skipping ``retrieve()`` saves only the colour conversion. In
+    Motion-JPEG every frame is a JPEG image that needs no other frame, so such a file or stream
+    (HTTP cameras) is read in raw mode (``CAP_PROP_FORMAT = -1``): ``grab()`` only reads the packet and
     ``retrieve()`` decodes it with ``cv2.imdecode``, so frames nobody needs are never decoded.
     """
 
@@ -258,10 +258,11 @@ class VideoFileSource(_OpenCvSource):
         if not path.is_file():
             raise PermanentSourceError(f"not a regular file: {path}")
         capture = self._open_capture(raw_jpeg=self._raw_jpeg)
-        if not self._raw_jpeg and _raw_jpeg_decodes(capture):
+        probe = "raw" if self._raw_jpeg else _probe_raw_jpeg(capture)
+        if probe in ("decodes", "fails"):
             capture.release()  # the probe read a frame: start again from the first one
-            capture = self._open_capture(raw_jpeg=True)
-            self._raw_jpeg = True
+            capture = self._open_capture(raw_jpeg=probe == "decodes")
+            self._raw_jpeg = probe == "decodes"
         self._capture = capture
         self._grabbed_in_pass = 0
 
@@ -309,23 +310,24 @@ class VideoFileSource(_OpenCvSource):
         return timestamp
 
 
-def _raw_jpeg_decodes(capture: Any) -> bool:
+def _probe_raw_jpeg(capture: Any) -> Literal["not-jpeg", "decodes", "fails"]:
     """Whether `capture` (freshly opened, FFmpeg) holds Motion-JPEG that ``cv2.imdecode``
-    reads: switches it to raw mode and decodes its first packet (the capture is then one
-    frame in; the caller reopens it)."""
+    reads. "not-jpeg": another codec, the capture is untouched. Otherwise the capture was
+    switched to raw mode and read one frame: "decodes" when that JPEG decoded, "fails" when
+    it did not (the caller opens the source again as usual)."""
     import cv2  # OpenCV loads only when frames are decoded or drawn
 
     if _fourcc_text(float(capture.get(cv2.CAP_PROP_FOURCC))) not in _INTRA_ONLY_JPEG_CODECS:
-        return False
+        return "not-jpeg"
     if not capture.set(cv2.CAP_PROP_FORMAT, -1) or not capture.grab():
-        return False
+        return "fails"
     ok, packet = capture.retrieve()
     if not ok or packet is None or packet.size == 0:
-        return False
+        return "fails"
     # Some MJPEG writers leave out the Huffman tables FFmpeg supplies by default; then keep
     # FFmpeg decoding.
     image = cv2.imdecode(packet.reshape(-1), cv2.IMREAD_COLOR_RGB)
-    return image is not None and image.size > 0
+    return "decodes" if image is not None and image.size > 0 else "fails"
 
 
 class NetworkStreamSource(_OpenCvSource):
@@ -347,12 +349,24 @@ class NetworkStreamSource(_OpenCvSource):
         options = dict(config.ffmpeg_options)
         if isinstance(config, RtspSourceConfig):
             options = {"rtsp_transport": config.transport, **options}
-        capture = _open_ffmpeg_capture(config.url, options, open_timeout_s, read_timeout_s)
-        if not capture.isOpened():
-            raise SourceError(
-                f"cannot open {self.name}: unreachable, refused, not a video stream, "
-                f"or no answer within {open_timeout_s:g} s"
-            )
+
+        def connect() -> Any:
+            capture = _open_ffmpeg_capture(config.url, options, open_timeout_s, read_timeout_s)
+            if not capture.isOpened():
+                raise SourceError(
+                    f"cannot open {self.name}: unreachable, refused, not a video stream, "
+                    f"or no answer within {open_timeout_s:g} s"
+                )
+            return capture
+
+        capture = connect()
+        # A Motion-JPEG stream (most HTTP cameras) is read raw and decoded on demand; the
+        # probe costs the stream's first frame. When it fails, connect again as usual.
+        probe = _probe_raw_jpeg(capture)
+        if probe == "fails":
+            capture.release()
+            capture = connect()
+        self._raw_jpeg = probe == "decodes"
         self._capture = capture
 
     def grab(self) -> float | None:
