@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import edge_runtime.camera as camera_module
 from edge_runtime.camera import Camera, CameraConfig
@@ -128,55 +130,70 @@ def test_motion_jpeg_is_decoded_on_retrieve_close_to_ffmpeg(videos: dict[str, Pa
         assert not eager.decodes_on_retrieve
 
 
-def test_dag_for_the_analysis_rate_on_selected_frames_analyses_the_same_frames() -> None:
-    """A DAG built for rate r fed the frames the camera selects for r of F analyses, per app,
-    the frames a DAG built for F analyses when fed every frame."""
+class BrightnessHead:
+    """A two-class head on the image itself, in numpy: the frame selection is what these tests
+    check, so no stem runs and no framework loads."""
+
+    input_shape = (None, 96, 96, 3)
+    output_shape = (None, 2)
+
+    @staticmethod
+    def run(batch: np.ndarray) -> np.ndarray:
+        bright = batch.mean(axis=(1, 2, 3)) / 255.0
+        return np.stack([1.0 - bright, bright], axis=1)
+
+
+def analysed(rates: dict[str, float], dag_fps: float, frames: list[int]) -> list[tuple[str, int]]:
+    """(app, frame) for every frame each app analyses when a DAG built for `dag_fps` is fed
+    `frames` (camera frame numbers)."""
     from edge_runtime.dag import INPUT_CUT, HeadSpec, build_camera_dag, segment_model
 
-    class BrightnessHead:
-        """A two-class head on the image itself, in numpy: the selection is what counts here,
-        so no stem runs and no framework loads."""
-
-        input_shape = (None, 96, 96, 3)
-        output_shape = (None, 2)
-
-        @staticmethod
-        def run(batch: np.ndarray) -> np.ndarray:
-            bright = batch.mean(axis=(1, 2, 3)) / 255.0
-            return np.stack([1.0 - bright, bright], axis=1)
-
-    rates = {"a": 4.0, "b": 2.5, "c": 1.0}
     heads = [
         HeadSpec(app, INPUT_CUT, fps, 1, BrightnessHead(), "base") for app, fps in rates.items()
     ]
-
-    def dag(camera_fps: float) -> Any:
-        return build_camera_dag(
-            "cam",
-            camera_fps,
-            heads,
-            None,
-            "base",
-            (INPUT_CUT,),
-            segment_model,
-            lambda _base, _cut: (96, 96, 3),
-            lambda model: model.run,
-            lambda batch: batch.astype(np.float32),
-            warm_up=False,
-        )
-
+    dag = build_camera_dag(
+        "cam",
+        dag_fps,
+        heads,
+        None,
+        "base",
+        (INPUT_CUT,),
+        segment_model,
+        lambda _base, _cut: (96, 96, 3),
+        lambda model: model.run,
+        lambda batch: batch.astype(np.float32),
+        warm_up=False,
+    )
     image = np.zeros((96, 96, 3), np.uint8)
-    full, selected = dag(CAMERA_FPS), dag(max(rates.values()))
-    everything = [
-        (score.app, index) for index in range(FRAMES) for score in full.process(image, index, 0.0)
-    ]
-    chosen = kept(max(rates.values()), CAMERA_FPS, FRAMES)
-    thinned = [
-        (score.app, index) for index in chosen for score in selected.process(image, index, 0.0)
-    ]
+    return [(score.app, index) for index in frames for score in dag.process(image, index, 0.0)]
+
+
+def test_dag_for_the_analysis_rate_on_selected_frames_analyses_the_same_frames() -> None:
+    """A DAG built for rate r fed the frames the camera selects for r of F analyses, per app,
+    the frames a DAG built for F analyses when fed every frame."""
+    rates = {"a": 4.0, "b": 2.5, "c": 1.0}
+    everything = analysed(rates, CAMERA_FPS, list(range(FRAMES)))
+    thinned = analysed(rates, 4.0, kept(4.0, CAMERA_FPS, FRAMES))
     assert thinned == everything
     assert {app: sum(1 for a, _ in thinned if a == app) for app in rates} == {
         "a": 16,
         "b": 10,
         "c": 4,
     }
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    camera_fps=st.sampled_from([5.0, 10.0, 12.5, 15.0, 30.0]),
+    fractions=st.lists(
+        st.sampled_from([0.03, 0.1, 0.2, 0.25, 1 / 3, 0.5, 0.7, 1.0]), min_size=1, max_size=4
+    ),
+)
+def test_camera_selection_keeps_every_app_on_its_frames_for_any_rates(
+    camera_fps: float, fractions: list[float]
+) -> None:
+    rates = {f"app{index}": camera_fps * fraction for index, fraction in enumerate(fractions)}
+    top = max(rates.values())
+    frames = 90
+    everything = analysed(rates, camera_fps, list(range(frames)))
+    assert analysed(rates, top, kept(top, camera_fps, frames)) == everything
