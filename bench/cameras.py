@@ -19,10 +19,10 @@ are the scheduler's plan for a generated workload on this machine's measured pro
 
 A camera count N is *sustained* when, over a measuring window after a warm-up, every app on
 every camera analyses at least ``--hold`` (95 %) of its planned rate (give or take the one
-frame where the window cuts its stride) and no camera's backlog
-grows (no frame dropped, queue no deeper at the end than at the start plus one, the least of three
-readings 0.1 s apart each time). N is searched
-by doubling from 1, then bisection, up to ``--max-cameras``. The table gives, per strategy,
+frame where the window cuts its stride) and no camera's backlog grows (no frame dropped, queue
+no deeper at the end than at the start plus one, the least of three readings 0.1 s apart each
+time). N is searched by doubling from 1, then bisection, up to ``--max-cameras`` and within
+``--strategy-time-s`` per row. The table gives, per strategy,
 the largest N sustained, the frames decoded per second there, the worst app's analysed rate
 as a fraction of its plan, and N over No-Sharing's N (the goal: >= 6x at 4 apps), next to
 what the cost model predicts for that ratio from the measured profile (compute per camera of
@@ -33,8 +33,10 @@ The heads are untrained (scores do not matter for throughput); every camera's DA
 compiled models of one template DAG (the runtime runs a base's cameras in one thread, and a
 batched segment runs one camera's model on every camera's frame anyway), so building a probe
 costs no compilation per camera. Timings depend on what else runs: the header prints the load
-average before and after. Run: ``python bench/cameras.py --quick`` (a few minutes) or without
-``--quick`` for longer windows and larger models (``--input-size 224 --alpha 1.0``).
+average before and after. Run: ``python bench/cameras.py --quick`` (5 s windows, 60 s of
+search per row: 10-15 minutes on 2 busy cores, a few of them compiling the OpenVINO rows;
+``--strategies mainstream,no-sharing`` for the main ratio alone), or without ``--quick`` for
+20 s windows; ``--input-size 224 --alpha 1.0`` for the model the node usually runs.
 """
 
 from __future__ import annotations
@@ -270,15 +272,17 @@ def settled_depths(manager: CameraManager, readings: int = 3, gap_s: float = 0.1
 
 def largest_sustained(
     run: Callable[[int], Probe], max_cameras: int, deadline: float
-) -> tuple[Probe | None, list[Probe]]:
-    """Doubling from 1 camera, then bisection; stops at `max_cameras` or the deadline."""
-    probes: list[Probe] = []
+) -> tuple[Probe | None, int | None]:
+    """Doubling from 1 camera, then bisection; stops at `max_cameras` or the deadline.
+
+    Returns the probe of the largest N sustained and the smallest N found not sustained
+    (None when none failed); more than one apart when the deadline cut the search short.
+    """
     best: Probe | None = None
     failed_at: int | None = None
     count = 1
     while count <= max_cameras and time.monotonic() < deadline:
         result = run(count)
-        probes.append(result)
         print(
             f"    N={count:<4} {'held  ' if result.sustained else 'missed'} worst app "
             f"{result.worst_hold:6.1%}  decoded {result.decoded_fps:6.1f} fps  "
@@ -297,7 +301,6 @@ def largest_sustained(
     while high is not None and high - low > 1 and time.monotonic() < deadline:
         middle = (low + high) // 2
         result = run(middle)
-        probes.append(result)
         print(
             f"    N={middle:<4} {'held  ' if result.sustained else 'missed'} worst app "
             f"{result.worst_hold:6.1%}  decoded {result.decoded_fps:6.1f} fps  "
@@ -308,7 +311,7 @@ def largest_sustained(
             low, best = middle, result
         else:
             high = middle
-    return best, probes
+    return best, high
 
 
 def load_average() -> str:
@@ -412,6 +415,7 @@ def main() -> None:
     )
 
     results: dict[str, Probe | None] = {}
+    missed: dict[str, int | None] = {}
     with tempfile.TemporaryDirectory(prefix="mainstream-cameras-") as tmp:
         folder = Path(tmp)
         suffix = ".avi" if arguments.codec.upper() == "MJPG" else ".mp4"
@@ -452,8 +456,8 @@ def main() -> None:
                     arguments.hold,
                 )
 
-            best, _ = largest_sustained(run, arguments.max_cameras, deadline)
-            results[name] = best
+            best, failed = largest_sustained(run, arguments.max_cameras, deadline)
+            results[name], missed[name] = best, failed
 
     baseline = results.get("no-sharing")
     baseline_cost = predicted_cost(problem, plan, profile, strategies["no-sharing"])
@@ -473,12 +477,16 @@ def main() -> None:
             print(f"{name:<22} {0:>6} {'-':>12} {'-':>15} {'-':>14} {predicted:>10}")
             continue
         ratio = f"{best.cameras / baseline.cameras:.2f}x" if baseline else "-"
+        failed = missed[name]
+        cut_short = failed is not None and failed - best.cameras > 1
+        count = f"{best.cameras}..{failed - 1}" if cut_short and failed else str(best.cameras)
         print(
-            f"{name:<22} {best.cameras:>6} {best.decoded_fps:>12.1f} "
+            f"{name:<22} {count:>6} {best.decoded_fps:>12.1f} "
             f"{best.worst_hold:>15.1%} {ratio:>14} {predicted:>10}"
         )
     print(
-        "max N: most cameras sustained; decoded fps: frames decoded per second there, all "
+        "max N: most cameras sustained (A..B: the time limit stopped the search with A held "
+        "and B+1 missed); decoded fps: frames decoded per second there, all "
         "cameras; worst app hold: lowest analysed/planned rate of any app there; predicted: "
         "No-Sharing's compute per camera over the row's, by the cost model on the measured "
         "profile (decode included)"
