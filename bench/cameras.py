@@ -351,7 +351,7 @@ def main() -> None:
     arguments = parser.parse_args()
     warm_up_s = arguments.warm_up_s or (3.0 if arguments.quick else 8.0)
     window_s = arguments.window_s or (5.0 if arguments.quick else 20.0)
-    strategy_time_s = arguments.strategy_time_s or (60.0 if arguments.quick else 900.0)
+    strategy_time_s = arguments.strategy_time_s or (90.0 if arguments.quick else 900.0)
 
     from edge_runtime.profiler import measure_profile
     from mainstream.core.bases import (
