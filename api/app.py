@@ -27,6 +27,7 @@ from api.routes import (
     cameras,
     dashboard,
     events,
+    fleet,
     live,
     packages,
     schedule,
@@ -66,13 +67,14 @@ def create_app(node: Node, manage_node: bool = True) -> FastAPI:
     # Outside FastAPI's body parsing and the token check: caps and pace apply to every request.
     app.add_middleware(RequestLimits, **node_request_limits(node.settings.api))
     app.add_middleware(ReadGate, max_concurrent=node.settings.api.max_concurrent_reads)
-    for module in (packages, bases, system):
+    for module in (packages, bases, system, fleet):
         app.include_router(module.router)
     # Cameras, apps, plan and events need a runtime: 409 on a shared registry (api/roles.py).
     runtime_only = runtime_router_options(role)
     for module in (apps, cameras, schedule, events):
         app.include_router(module.router, **runtime_only)
     app.include_router(live.router, **runtime_only)
+    app.include_router(training.calibrations, **runtime_only)
     app.include_router(dashboard.router)  # the web page at /ui/ and GET /api/whoami
     app.include_router(training.router)  # training jobs; their own lifespan starts the service
     return app

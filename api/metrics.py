@@ -117,7 +117,8 @@ def _retention_metrics(retention: dict[str, Any]) -> Iterator[Metric]:
         return
     kept = GaugeMetricFamily(
         "mainstream_events_kept_bytes",
-        "Bytes of events kept per app (snapshots plus an estimate per row), at the last prune",
+        "Bytes of events kept per app (snapshots and clips plus an estimate per row), at the "
+        "last prune",
         labels=["app"],
     )
     for app, figures in retention["apps"].items():
@@ -188,7 +189,7 @@ def _camera_metrics(
         "not_needed_fps": (
             GaugeMetricFamily(
                 "mainstream_camera_not_needed_fps",
-                "Frames per second analysis does not use (not queued; decoded only for a viewer)",
+                "Frames per second analysis does not use (not queued; decoded only for a viewer or clips)",
                 labels=labels,
             ),
             1.0,
@@ -240,7 +241,7 @@ def _camera_metrics(
         "frames_not_needed": (
             CounterMetricFamily(
                 "mainstream_camera_frames_not_needed",
-                "Frames analysis does not use (not queued; decoded only for a viewer)",
+                "Frames analysis does not use (not queued; decoded only for a viewer or clips)",
                 labels=labels,
             ),
             1.0,

@@ -24,7 +24,8 @@ NODE_DESCRIPTION = (
 REGISTRY_DESCRIPTION = (
     "A Mainstream fleet's shared registry (`mainstream serve --role registry`): it stores "
     "M-Packages and base weights and serves them to the edge nodes, which pull the packages of "
-    "their apps from `GET /api/packages/{app}/{version}/archive`. It runs no cameras, apps, "
+    "their apps from `GET /api/packages/{app}/{version}/archive`, and computes fleet plans "
+    "(`POST /api/fleet/plan`: which node runs which camera). It runs no cameras, apps, "
     "plan or events: " + ", ".join(f"`{path}`" for path in RUNTIME_ROUTES) + " answer 409 here "
     "(ask an edge node). `/api/health/ready` is ready when the registry database answers. "
     "Send `Authorization: Bearer <token>`; viewer tokens read, admin tokens change."

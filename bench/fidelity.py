@@ -593,7 +593,7 @@ def hindsight_plan(
             rate_index,
             np.array([o.f1 for o in options]),
         )
-        tables.append(replace(table, options=tuple(options), kept=kept))
+        tables.append(table.with_options(options, kept))
     space = build_search_space(problem, tables)
     solution = solve(space, problem.objective, "auto", 30.0)
     if solution is None:

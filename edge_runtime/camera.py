@@ -27,10 +27,10 @@ Decoding follows demand. Told the rate its frames are analysed at
 only the frames that analysis uses, chosen by the same deterministic rule as the DAG's
 :class:`~edge_runtime.rate.RateAccumulator` (DESIGN §6), and makes the choice right after
 ``grab()``, before ``retrieve()``: a frame that neither analysis nor a viewer (someone who asked
-for :meth:`Camera.latest_frame` in the last `view_hold_s`) needs is never converted, and on a
-source that decodes in ``retrieve()`` (Motion-JPEG files and HTTP streams, synthetic) never decoded. Such frames
+for :meth:`Camera.latest_frame` in the last `view_hold_s`) nor the frame listener (the clip
+recorder, at its own rate) needs is never converted, and on a source that decodes in ``retrieve()`` (Motion-JPEG files and HTTP streams, synthetic) never decoded. Such frames
 are counted in ``frames_not_needed`` (every frame past the configured fps that analysis does not
-use, whether or not a viewer had it decoded), and those never decoded in ``frames_not_decoded``.
+use, whether or not a viewer or the listener had it decoded), and those never decoded in ``frames_not_decoded``.
 Every grabbed frame is thus delivered, skipped (configured fps) or not needed.
 
 The no-frame watchdog is enforced inside the blocking read itself (the backend's read timeout
@@ -129,6 +129,9 @@ class StateChange:
 
 
 StateListener = Callable[[StateChange], None]
+# Called with each frame a camera delivers, from its decode thread; must return at once (the
+# clip recorder's pre-roll buffer is one).
+FrameListener = Callable[[Frame], None]
 
 
 class CameraStateMachine:
@@ -498,6 +501,8 @@ class Camera:
         self._notify_lock = threading.RLock()  # keeps listener calls in transition order
         self._machine = CameraStateMachine(config.id)
         self._listeners: list[StateListener] = [on_state_change] if on_state_change else []
+        self._frame_listener: FrameListener | None = None
+        self._listener_gate: FrameRateGate | None = None  # None with a listener: every frame
         self._queue = FrameQueue(config.queue_size)
         self._run: _Run | None = None
         self._latest: Frame | None = None
@@ -549,6 +554,14 @@ class Camera:
         with self._lock:
             if listener in self._listeners:
                 self._listeners.remove(listener)
+
+    def set_frame_listener(self, listener: FrameListener | None, fps: float | None = None) -> None:
+        """Hand every decoded frame to `listener` too (None: to nobody), and decode at least
+        `fps` frames a second for it (None: every frame), as a :class:`FrameRateGate` of
+        `fps` on the frames' timestamps picks them, whether analysis needs them or not."""
+        with self._lock:
+            self._frame_listener = listener
+            self._listener_gate = FrameRateGate(fps) if listener is not None and fps else None
 
     def start(self) -> None:
         """Start decoding; does nothing while already active. Restarts a failed camera."""
@@ -875,7 +888,7 @@ class Camera:
             if gate is not None and not gate.keep(timestamp):
                 self._count_skipped(run, now, decoded=not source.decodes_on_retrieve)
                 continue
-            analysed, viewed = self._wanted(now)
+            analysed, viewed = self._wanted(now, timestamp)
             if not analysed:
                 decoded = viewed or not announced or not source.decodes_on_retrieve
                 self._count_not_needed(run, now, decoded=decoded)
@@ -900,13 +913,17 @@ class Camera:
                 return _StreamEnd.STOPPED
         return _StreamEnd.STOPPED
 
-    def _wanted(self, now: float) -> tuple[bool, bool]:
+    def _wanted(self, now: float, timestamp: float) -> tuple[bool, bool]:
         """Whether analysis uses the frame just grabbed (it is offered to the analysis
-        selector here, once per frame past the configured fps), and whether a viewer wants it."""
+        selector here, once per frame past the configured fps), and whether a viewer or the
+        frame listener wants it."""
         with self._lock:
             demand = self._demand
             analysed = demand is None or demand.selector.offer()
-            return analysed, now < self._viewed_until
+            listened = self._frame_listener is not None and (
+                self._listener_gate is None or self._listener_gate.keep(timestamp)
+            )
+            return analysed, listened or now < self._viewed_until
 
     def _count_grabbed(self, run: _Run, now: float) -> int | None:
         with self._lock:
@@ -948,11 +965,13 @@ class Camera:
                 self._decode_ms_avg += _DECODE_MS_SMOOTHING * (
                     frame.decode_ms - self._decode_ms_avg
                 )
-            if not to_queue:
-                return True
-            self._frames_delivered += 1
-            self._fps_out.record(now)
-            self._last_frame_time = frame.wall_time
+            if to_queue:
+                self._frames_delivered += 1
+                self._fps_out.record(now)
+                self._last_frame_time = frame.wall_time
+        self._tell_frame_listener(frame)
+        if not to_queue:
+            return True
         if run.config.queue_policy == "block":
             return queue.put_wait(frame, run.stop)
         if queue.put(frame) is not None:
@@ -960,6 +979,15 @@ class Camera:
                 self._frames_dropped += 1
                 self._drops.record(now)
         return True
+
+    def _tell_frame_listener(self, frame: Frame) -> None:
+        listener = self._frame_listener
+        if listener is None:
+            return
+        try:
+            listener(frame)
+        except Exception:  # a listener's bug must not stop the camera
+            logger.exception("camera %s: frame listener failed", self.id)
 
 
 def _resize(image: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
@@ -981,9 +1009,18 @@ class CameraManager:
     """The cameras of a node. Adding, removing or changing one never touches the others."""
 
     def __init__(
-        self, *, on_state_change: StateListener | None = None, stop_timeout_s: float = 5.0
+        self,
+        *,
+        on_state_change: StateListener | None = None,
+        stop_timeout_s: float = 5.0,
+        on_frame: FrameListener | None = None,
+        on_frame_fps: float | None = None,
     ) -> None:
+        """`on_frame`, `on_frame_fps`: every camera's frame listener and the rate it needs
+        (:meth:`Camera.set_frame_listener`)."""
         self._on_state_change = on_state_change
+        self._on_frame = on_frame
+        self._on_frame_fps = on_frame_fps
         self._stop_timeout_s = stop_timeout_s
         self._cameras: dict[str, Camera] = {}
         self._lock = threading.RLock()
@@ -995,6 +1032,7 @@ class CameraManager:
             camera = Camera(
                 config, on_state_change=self._on_state_change, stop_timeout_s=self._stop_timeout_s
             )
+            camera.set_frame_listener(self._on_frame, self._on_frame_fps)
             self._cameras[config.id] = camera
         if start:
             camera.start()

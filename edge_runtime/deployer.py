@@ -61,6 +61,8 @@ class DeployedApp:
     event_overrides: Mapping[str, float] = field(default_factory=dict)
     threshold: float = 0.5
     quiet_time_s: float | Literal["auto"] = "auto"  # auto: model_quiet_time at the planned rate
+    min_fps: float | None = None  # the planner's rates for the app: none below ...
+    max_fps: float | None = None  # ... and none above
 
     def app_spec(self) -> AppSpec:
         """The app as the scheduler sees it, with the held-out counts behind its figures
@@ -73,6 +75,8 @@ class DeployedApp:
             base_model=profile_key(self.manifest),
             x_vote=self.x_vote,
             weight=self.weight,
+            min_fps=self.min_fps,
+            max_fps=self.max_fps,
         )
 
     def detector_config(
@@ -94,6 +98,11 @@ class DeployedApp:
             "event_length_s", self.manifest.event_stats.event_length_s
         )
         return model_quiet_time(length, analysis_fps)
+
+
+def planner_rates(camera_fps: float) -> list[float]:
+    """The analysis rates a node's planner chooses among for cameras at `camera_fps`."""
+    return [fps for fps in DEFAULT_FPS_OPTIONS if fps <= camera_fps] or [camera_fps]
 
 
 def problem_for(
@@ -119,7 +128,7 @@ def problem_for(
         budget=budget,
         objective=objective,
         confidence=confidence,
-        fps_options=[fps for fps in DEFAULT_FPS_OPTIONS if fps <= rate] or [rate],
+        fps_options=planner_rates(rate),
         profiles=list(profiles),
         apps=[app.app_spec() for app in apps],
     )

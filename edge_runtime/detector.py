@@ -30,7 +30,8 @@ class EventRecord:
     """What is known about one event at one moment; `end_time` is None while it is open.
 
     `last_time` is the time of the latest frame that fired (None in records made before it
-    existed); `ended_by` says why the event ended (`ENDED_*`; None while it is open).
+    existed); `ended_by` says why the event ended (`ENDED_*`; None while it is open);
+    `has_clip` whether the event's video clip is stored (it is written after the event).
     """
 
     id: str
@@ -44,6 +45,7 @@ class EventRecord:
     frames_fired: int
     last_time: float | None = None
     ended_by: str | None = None
+    has_clip: bool = False
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class EventChange:
     transition: Transition
     event: EventRecord
     peak_improved: bool = False
+    clip_stored: bool = False  # an "update" that announces the event's clip
 
 
 QUIET_INTERVALS = 1.5

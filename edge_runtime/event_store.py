@@ -5,7 +5,10 @@ publication but never an event that was already reported as started. An event a 
 open is closed by :meth:`EventStore.close_open` when the node starts again.
 
 The schema's version is SQLite's `user_version`; :func:`_migrate` brings an older file up to
-date in one transaction when the store opens it (version 1 added `last_time` and `ended_by`).
+date in one transaction when the store opens it (version 1 added `last_time` and `ended_by`,
+version 2 the `event_clips` table: each event's short video, written after the event, in a row
+of its own so that the event's frequent updates never rewrite it; deleting an event deletes its
+clip).
 
 Operator reviews (an event marked true or false) and the detection context of each event (the
 option and model that reported it) live in tables of their own, created by
@@ -28,7 +31,7 @@ from edge_runtime.detector import ENDED_QUIET, EventRecord
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     id TEXT PRIMARY KEY,
@@ -48,11 +51,30 @@ CREATE INDEX IF NOT EXISTS events_by_time ON events (start_time);
 CREATE INDEX IF NOT EXISTS events_by_app ON events (app, start_time);
 CREATE INDEX IF NOT EXISTS events_by_camera ON events (camera, start_time);
 """
+CLIP_STATEMENTS = (
+    """
+    CREATE TABLE IF NOT EXISTS event_clips (
+        event_id TEXT PRIMARY KEY,
+        content_type TEXT NOT NULL,
+        frames INTEGER NOT NULL,
+        duration_s REAL NOT NULL,
+        data BLOB NOT NULL
+    )
+    """,
+    """
+    CREATE TRIGGER IF NOT EXISTS event_clips_follow_events AFTER DELETE ON events
+    BEGIN
+        DELETE FROM event_clips WHERE event_id = old.id;
+    END
+    """,
+)
 
 
-# What an event weighs for retention: its snapshot plus an estimate for the rest of its row.
+# What an event weighs for retention: its snapshot and clip plus an estimate for the rest of
+# its row.
 ROW_BYTES_ESTIMATE = 128
-_EVENT_BYTES = f"(COALESCE(LENGTH(snapshot), 0) + {ROW_BYTES_ESTIMATE})"
+_CLIP_BYTES = "COALESCE((SELECT LENGTH(data) FROM event_clips WHERE event_id = events.id), 0)"
+_EVENT_BYTES = f"(COALESCE(LENGTH(snapshot), 0) + {_CLIP_BYTES} + {ROW_BYTES_ESTIMATE})"
 
 
 @dataclass(frozen=True)
@@ -60,8 +82,10 @@ class AppUsage:
     """What one app's events take in the store."""
 
     events: int
-    bytes: int  # snapshots plus ROW_BYTES_ESTIMATE per event
+    bytes: int  # snapshots and clips plus ROW_BYTES_ESTIMATE per event
     open: int  # events still open (never pruned)
+    clips: int = 0  # events with a stored clip
+    clip_bytes: int = 0  # of `bytes`, what the clips take
 
 
 @dataclass(frozen=True)
@@ -79,6 +103,17 @@ class StoreUsage:
     @property
     def bytes(self) -> int:
         return sum(app.bytes for app in self.apps.values())
+
+
+@dataclass(frozen=True)
+class StoredClip:
+    """An event's video clip as stored: complete, or not there at all."""
+
+    event_id: str
+    content_type: str  # e.g. video/webm
+    frames: int
+    duration_s: float
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -233,11 +268,18 @@ class EventStore:
         with self._reader() as connection:
             rows = connection.execute(
                 f"SELECT app, COUNT(*), SUM({_EVENT_BYTES}), MIN(start_time), "
-                "SUM(end_time IS NULL) FROM events GROUP BY app ORDER BY app"
+                f"SUM(end_time IS NULL), SUM({_CLIP_BYTES} > 0), SUM({_CLIP_BYTES}) "
+                "FROM events GROUP BY app ORDER BY app"
             ).fetchall()
         apps = {
-            str(app): AppUsage(events=int(count), bytes=int(size or 0), open=int(still_open))
-            for app, count, size, _, still_open in rows
+            str(app): AppUsage(
+                events=int(count),
+                bytes=int(size or 0),
+                open=int(still_open),
+                clips=int(clips or 0),
+                clip_bytes=int(clip_bytes or 0),
+            )
+            for app, count, size, _, still_open, clips, clip_bytes in rows
         }
         oldest = min((float(row[3]) for row in rows), default=None)
         return StoreUsage(apps=apps, oldest_start_time=oldest, file_bytes=self._file_bytes())
@@ -276,8 +318,8 @@ class EventStore:
         return [str(row[0]) for row in rows]
 
     def delete_closed(self, event_ids: Sequence[str]) -> int:
-        """Delete these events in one transaction, with their snapshots (in the row) and their
-        detection contexts (a trigger); an event that is open, marked by an operator meanwhile,
+        """Delete these events in one transaction, with their snapshots (in the row), their
+        clips and detection contexts (triggers); an event that is open, marked by an operator meanwhile,
         or never stored is left alone. Returns how many were deleted."""
         if not event_ids:
             return 0
@@ -323,6 +365,33 @@ class EventStore:
                 "SELECT snapshot FROM events WHERE id = ?", (event_id,)
             ).fetchone()
         return bytes(row[0]) if row and row[0] is not None else None
+
+    def save_clip(self, clip: StoredClip) -> bool:
+        """Store an event's finished clip in one transaction (a crash leaves the whole clip or
+        none), replacing an earlier one; False when the event is gone (pruned meanwhile)."""
+        with self._transaction() as connection:
+            if (
+                connection.execute("SELECT 1 FROM events WHERE id = ?", (clip.event_id,)).fetchone()
+                is None
+            ):
+                return False
+            connection.execute(
+                "INSERT OR REPLACE INTO event_clips (event_id, content_type, frames, duration_s, "
+                "data) VALUES (?, ?, ?, ?, ?)",
+                (clip.event_id, clip.content_type, clip.frames, clip.duration_s, clip.data),
+            )
+        return True
+
+    def clip(self, event_id: str) -> StoredClip | None:
+        with self._lock:
+            row = self._connection.execute(
+                "SELECT event_id, content_type, frames, duration_s, data FROM event_clips "
+                "WHERE event_id = ?",
+                (event_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        return StoredClip(str(row[0]), str(row[1]), int(row[2]), float(row[3]), bytes(row[4]))
 
     def query(self, query: EventQuery) -> list[EventRecord]:
         clauses: list[str] = []
@@ -459,13 +528,16 @@ class EventStore:
 
 _COLUMNS = (
     "id, app, camera, start_time, end_time, peak_score, peak_frame, frames_analysed, "
-    "frames_fired, last_time, ended_by"
+    "frames_fired, last_time, ended_by, "
+    "EXISTS (SELECT 1 FROM event_clips WHERE event_clips.event_id = events.id)"
 )
 
 # Columns each schema version added to the events table, with their SQL types.
 _ADDED_COLUMNS: dict[int, tuple[tuple[str, str], ...]] = {
     1: (("last_time", "REAL"), ("ended_by", "TEXT")),
 }
+# Tables (and their triggers) each schema version added; every statement is IF NOT EXISTS.
+_ADDED_TABLES: dict[int, tuple[str, ...]] = {2: CLIP_STATEMENTS}
 
 
 def _migrate(connection: sqlite3.Connection) -> None:
@@ -483,11 +555,16 @@ def _migrate(connection: sqlite3.Connection) -> None:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     connection.execute(statement)
+            for statements in _ADDED_TABLES.values():
+                for statement in statements:
+                    connection.execute(statement)
         else:
             for added in range(version + 1, SCHEMA_VERSION + 1):
                 for column, sql_type in _ADDED_COLUMNS.get(added, ()):
                     if column not in existing:
                         connection.execute(f"ALTER TABLE events ADD COLUMN {column} {sql_type}")
+                for statement in _ADDED_TABLES.get(added, ()):
+                    connection.execute(statement)
             for statement in SCHEMA.split(";"):  # the indexes (IF NOT EXISTS)
                 if statement.strip().startswith("CREATE INDEX"):
                     connection.execute(statement)
@@ -527,6 +604,7 @@ def _record(row: tuple[object, ...]) -> EventRecord:
         frames_fired=int(row[8]),  # type: ignore[call-overload]
         last_time=None if row[9] is None else float(row[9]),  # type: ignore[arg-type]
         ended_by=None if row[4] is None else str(row[10] or ENDED_QUIET),
+        has_clip=bool(row[11]),
     )
 
 

@@ -62,6 +62,7 @@ class AppReplayFigures:
     predicted_recall: float
     predicted_precision: float
     predicted_f1: float
+    predicted_f1_interval: tuple[float, float] | None = None  # 90 %; None: figures as given
     measured_recall: float | None = None
     measured_precision: float | None = None
     measured_f1: float | None = None
@@ -342,6 +343,7 @@ def _run(
             predicted_recall=app.recall,
             predicted_precision=app.precision,
             predicted_f1=app.f1,
+            predicted_f1_interval=app.f1_interval,
         )
         if intervals is not None:
             positive = packages[name].manifest.app.positive_class

@@ -59,9 +59,15 @@ def branch_cost(profile: Profile, stem_depth: int, fps: float, shared: bool = Tr
     pays the profile's split overhead per analysed frame; an app run end to end on its own
     (`shared=False`, No-Sharing) has no DAG and pays none.
     """
+    return fps * branch_cost_per_frame(profile, stem_depth, shared)
+
+
+def branch_cost_per_frame(profile: Profile, stem_depth: int, shared: bool = True) -> float:
+    """`branch_cost` per analysed frame: the network from the cut to the output, plus the
+    split overhead of a shared branch."""
     cut_cost = profile.cut_points[stem_depth].cumulative_cost
     overhead = profile.split_overhead_at(stem_depth) if shared else 0.0
-    return fps * (profile.total_cost - cut_cost + overhead)
+    return profile.total_cost - cut_cost + overhead
 
 
 def stem_cost(cumulative_costs: Sequence[float], demands: Sequence[tuple[int, float]]) -> float:

@@ -14,6 +14,13 @@ Beta posterior with the **Jeffreys prior Beta(1/2, 1/2)**:
 The scheduler plans on the posterior mean unless asked for a pessimistic quantile
 (`planning.confidence`).
 
+Held-out frames are not independent draws: a detector that fires on one frame of a passing car
+tends to fire on the next one too, so its fires come in runs. A run of k fires says little more
+than one fire does. The posterior therefore counts **effective frames**: the counts divided by
+the *design effect* (1 + rho) / (1 - rho), the variance inflation of the mean of a two-state
+Markov chain whose consecutive states have correlation rho (:func:`design_effect`). With rho 0
+this is the plain Jeffreys posterior; with rho 0.8, nine frames count as one.
+
 The inter-frame correlation c of the detector's fires is the lag-1 correlation of a two-state
 Markov chain at the camera rate. With a = P(fire | miss) and b = P(miss | fire), c = 1 - a - b;
 a and b are counted from the transitions between consecutive frames and each gets a Jeffreys
@@ -33,6 +40,7 @@ import numpy as np
 from scipy.stats import beta as beta_distribution
 
 from mainstream.core.errors import InvalidParameterError
+from mainstream.core.manifest import MAX_FRAME_CORRELATION
 
 JEFFREYS_PRIOR: tuple[float, float] = (0.5, 0.5)
 CREDIBLE_LEVEL = 0.9
@@ -57,17 +65,26 @@ class RateEstimate:
     high: float
     level: float
     given: bool = False  # a ratio taken as given (nothing was counted): no spread
+    design_effect: float = 1.0  # frames that count as one independent frame
 
     @property
     def counted(self) -> float | None:
         """The plain ratio, None without trials."""
         return self.successes / self.trials if self.trials else None
 
+    @property
+    def effective_trials(self) -> float:
+        """The trials as independent frames: `trials / design_effect`."""
+        return self.trials / self.design_effect
+
     def quantile(self, probability: float) -> float:
         """The posterior's quantile (0 below the lowest count, 1 above the highest)."""
         if self.given:
             return self.mean
-        return _posterior_quantile(self.successes, self.trials, probability)
+        if not (0.0 <= probability <= 1.0):
+            raise InvalidParameterError("probability", probability, "a probability in [0, 1]")
+        alpha, beta = _posterior(self.successes, self.trials, self.design_effect)
+        return float(beta_distribution.ppf(probability, alpha, beta))
 
 
 def given_rate(ratio: float, level: float = CREDIBLE_LEVEL) -> RateEstimate:
@@ -76,15 +93,34 @@ def given_rate(ratio: float, level: float = CREDIBLE_LEVEL) -> RateEstimate:
     return RateEstimate(0, 0, ratio, ratio, ratio, level, given=True)
 
 
-def rate_estimate(successes: int, trials: int, level: float = CREDIBLE_LEVEL) -> RateEstimate:
+def design_effect(frame_correlation: float) -> float:
+    """How many correlated frames count as one independent frame: (1 + rho) / (1 - rho).
+
+    rho is the lag-1 correlation of a detector's fires on consecutive counted frames of one
+    class; negative rho (alternating fires) counts as 0, and rho is capped at
+    `MAX_FRAME_CORRELATION`.
+    """
+    if not math.isfinite(frame_correlation):
+        raise InvalidParameterError("frame_correlation", frame_correlation, "a finite number")
+    rho = min(MAX_FRAME_CORRELATION, max(0.0, frame_correlation))
+    return (1.0 + rho) / (1.0 - rho)
+
+
+def rate_estimate(
+    successes: int, trials: int, level: float = CREDIBLE_LEVEL, design_effect: float = 1.0
+) -> RateEstimate:
     """The Jeffreys posterior of `successes` out of `trials`, with its `level` interval.
 
+    `design_effect` (>= 1) divides both counts first: `trials` correlated frames hold
+    `trials / design_effect` independent frames' worth of evidence (module docstring).
     As Brown, Cai and DasGupta advise, the interval's lower end is 0 when nothing was counted
     and its upper end 1 when everything was; the mean is never 0 nor 1.
     """
     _check_counts(successes, trials)
     _check_level(level)
-    alpha, beta = _posterior(successes, trials)
+    if not (math.isfinite(design_effect) and design_effect >= 1.0):
+        raise InvalidParameterError("design_effect", design_effect, "a finite number >= 1")
+    alpha, beta = _posterior(successes, trials, design_effect)
     tail = (1.0 - level) / 2.0
     return RateEstimate(
         successes=successes,
@@ -93,6 +129,7 @@ def rate_estimate(successes: int, trials: int, level: float = CREDIBLE_LEVEL) ->
         low=0.0 if successes == 0 else float(beta_distribution.ppf(tail, alpha, beta)),
         high=1.0 if successes == trials else float(beta_distribution.ppf(1.0 - tail, alpha, beta)),
         level=level,
+        design_effect=design_effect,
     )
 
 
@@ -148,6 +185,15 @@ class TransitionCounts:
         )
 
 
+def frame_correlation(counts: TransitionCounts) -> float | None:
+    """The lag-1 correlation 1 - P(fire | miss) - P(miss | fire) of counted transitions,
+    clipped to [0, 1]; None when the counts do not determine it (no fire, or no miss)."""
+    if not counts.identifiable:
+        return None
+    lag = 1.0 - counts.miss_fire / counts.after_miss - counts.fire_miss / counts.after_fire
+    return min(1.0, max(0.0, lag))
+
+
 def transition_counts(fires: np.ndarray) -> TransitionCounts:
     """The transitions between consecutive entries of one run of frames (one event, say)."""
     fired = np.asarray(fires, dtype=bool)
@@ -192,10 +238,8 @@ def correlation_posterior(
     lagged = np.clip(1.0 - fire_after_miss[:, np.newaxis] - miss_after_fire[np.newaxis, :], 0, 1)
     camera_rate = lagged.ravel() ** (1.0 / frame_gap)
     tail = (1.0 - level) / 2.0
-    counted = None
-    if counts.identifiable:
-        lag = 1.0 - counts.miss_fire / counts.after_miss - counts.fire_miss / counts.after_fire
-        counted = float(min(1.0, max(0.0, lag)) ** (1.0 / frame_gap))
+    lag = frame_correlation(counts)
+    counted = None if lag is None else float(lag ** (1.0 / frame_gap))
     return CorrelationPosterior(
         mean=float(camera_rate.mean()),
         low=float(np.quantile(camera_rate, tail)),
@@ -206,14 +250,11 @@ def correlation_posterior(
     )
 
 
-def _posterior(successes: int, trials: int) -> tuple[float, float]:
-    return JEFFREYS_PRIOR[0] + successes, JEFFREYS_PRIOR[1] + trials - successes
-
-
-def _posterior_quantile(successes: int, trials: int, probability: float) -> float:
-    if not (0.0 <= probability <= 1.0):
-        raise InvalidParameterError("probability", probability, "a probability in [0, 1]")
-    return float(beta_distribution.ppf(probability, *_posterior(successes, trials)))
+def _posterior(successes: int, trials: int, design_effect: float = 1.0) -> tuple[float, float]:
+    return (
+        JEFFREYS_PRIOR[0] + successes / design_effect,
+        JEFFREYS_PRIOR[1] + (trials - successes) / design_effect,
+    )
 
 
 def _check_counts(successes: int, trials: int) -> None:

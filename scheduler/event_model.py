@@ -25,6 +25,8 @@ import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from mainstream.core.errors import InvalidParameterError
 
 
@@ -184,6 +186,51 @@ def _miss_probabilities_short(
             )
             result.append(no_fire + one_fire)
     return result
+
+
+def miss_probability_grid(
+    fire_probabilities: np.ndarray, correlations: np.ndarray, x_vote: int, max_samples: int
+) -> np.ndarray:
+    """`miss_probabilities` for many fire probabilities and correlations at once:
+    `grid[r, i, j]` is `miss_probabilities(fire_probabilities[j], correlations[i], x_vote,
+    max_samples)[r]`, bit for bit (the same operations, elementwise).
+
+    The option tables need it for every candidate at every rate: one numpy step per sample
+    instead of one Python loop per (candidate, rate).
+    """
+    p = np.asarray(fire_probabilities, dtype=float)[None, :]
+    c = np.asarray(correlations, dtype=float)[:, None]
+    miss_after_miss = 1.0 - p + p * c
+    fire_after_miss = 1.0 - miss_after_miss
+    fire_after_fire = p + (1.0 - p) * c
+    miss_after_fire = 1.0 - fire_after_fire
+    shape = (c.shape[0], p.shape[1])
+    grid = np.empty((max_samples + 1, *shape))
+    grid[0] = 1.0
+    if max_samples == 0:
+        return grid
+    # run[j]: probability of a current run of j fires (j < x_vote) with no x-run seen yet.
+    run = [np.broadcast_to(1.0 - p, shape)] + [np.zeros(shape)] * (x_vote - 1)
+    if x_vote > 1:
+        run[1] = np.broadcast_to(p, shape)
+    grid[1] = run[0] if x_vote == 1 else 1.0
+    for samples in range(2, max_samples + 1):
+        if x_vote == 1:  # as `_miss_probabilities_short`
+            run = [run[0] * miss_after_miss + 0 * miss_after_fire]
+        elif x_vote == 2:
+            run = [run[0] * miss_after_miss + run[1] * miss_after_fire, run[0] * fire_after_miss]
+        else:
+            nxt = [np.zeros(shape)] * x_vote
+            nxt[0] = run[0] * miss_after_miss + sum(run[1:]) * miss_after_fire
+            nxt[1] = run[0] * fire_after_miss
+            for j in range(1, x_vote - 1):
+                nxt[j + 1] = run[j] * fire_after_fire
+            run = nxt
+        if x_vote <= 2:
+            grid[samples] = run[0] if x_vote == 1 else run[0] + run[1]
+        else:
+            grid[samples] = sum(run) if samples >= x_vote else 1.0
+    return grid
 
 
 def _no_run_yet(run: list[float], samples: int, x_vote: int) -> float:

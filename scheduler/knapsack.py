@@ -80,9 +80,11 @@ def merge_classes(
     floor: float,
     multipliers: np.ndarray,
     deadline: Deadline | None = None,
+    start: tuple[float, list[int]] | None = None,
 ) -> tuple[float, list[int]] | None:
     """Multiple-choice knapsack over plain item lists: one item per class, total cost within
-    `capacity`, best total score if it beats `floor`. Returns (score, item index per class)."""
+    `capacity`, best total score if it beats `floor`. Returns (score, item index per class).
+    `start`, a choice known to fit (score, item index per class), only helps the pruning."""
     items = [
         pareto_items(class_costs, class_scores, np.arange(len(class_costs)))
         for class_costs, class_scores in zip(costs, scores, strict=True)
@@ -98,7 +100,7 @@ def merge_classes(
             for lam in multipliers
         ]
     )
-    return merge_frontiers(items, capacity, floor, multipliers, best_terms, None, deadline)
+    return merge_frontiers(items, capacity, floor, multipliers, best_terms, start, deadline)
 
 
 def pareto_items(

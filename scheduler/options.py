@@ -10,14 +10,15 @@ Pure logic: no I/O, no framework imports.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from dataclasses import dataclass, replace
+from functools import cached_property
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
-from scheduler.cost_model import branch_cost, camera_decode_cost
+from scheduler.cost_model import branch_cost_per_frame, camera_decode_cost
 from scheduler.event_model import (
-    miss_probabilities,
+    miss_probability_grid,
     sample_correlation,
     samples_per_window,
     validate_stream,
@@ -48,17 +49,38 @@ class Option(NamedTuple):
 
 @dataclass(frozen=True)
 class AppOptions:
-    """All options of one app, and which of them survive dominance pruning."""
+    """All options of one app, and which of them survive dominance pruning.
+
+    The options are kept as columns (`columns[f][i]`: field f of `Option._fields` of option
+    i): hundreds of apps have tens of thousands of options, and the search reads columns;
+    `options` builds the Option tuples when asked.
+    """
 
     name: str
     camera: str
     base_model: str
     weight: float
-    options: tuple[Option, ...]
+    columns: tuple[tuple[Any, ...], ...]
     kept: tuple[int, ...]  # indices into `options`, the non-dominated ones
 
+    @cached_property
+    def options(self) -> tuple[Option, ...]:
+        return tuple(map(Option._make, zip(*self.columns, strict=True)))
+
+    def option(self, index: int) -> Option:
+        return Option._make(column[index] for column in self.columns)
+
+    def column(self, field: str) -> np.ndarray:
+        """One field of every option, as an array."""
+        return np.array(self.columns[Option._fields.index(field)])
+
     def kept_options(self) -> list[Option]:
-        return [self.options[index] for index in self.kept]
+        return [self.option(index) for index in self.kept]
+
+    def with_options(self, options: list[Option], kept: tuple[int, ...]) -> AppOptions:
+        """The same app with other options (e.g. re-scored) and the ones of them kept."""
+        columns = tuple(zip(*options, strict=True)) if options else ((),) * len(Option._fields)
+        return replace(self, columns=columns, kept=kept)
 
 
 def candidate_accuracy(candidate: Candidate, event_frequency: float) -> float:
@@ -104,90 +126,87 @@ def build_app_options(problem: Problem, app: AppSpec, sharing: Sharing = "shared
     else:
         candidates = list(app.candidates)
 
-    rates = [float(fps) for fps in problem.fps_options]
+    rates = app.allowed_rates(problem.fps_options)  # within the app's own fps limits
     votes = x_vote_choices(app)
     shared = sharing != "no_sharing"
     quality = _QualityTable(problem.camera_fps, app, rates)
 
-    options: list[Option] = []
-    depths: list[int] = []
-    for candidate in candidates:
-        cut_index = profile.index_of(candidate.cut_point)
-        stem_depth = 0 if sharing == "no_sharing" else cut_index
-        costs = [branch_cost(profile, stem_depth, fps, shared) for fps in rates]
-        for x_vote in votes:
-            recall, precision, f1 = quality.at_every_rate(
-                *candidate.planned_rates(problem.confidence), x_vote
-            )
-            options.extend(
-                map(
-                    Option._make,
-                    zip(
-                        [cut_index] * len(rates),
-                        [candidate.cut_point] * len(rates),
-                        [stem_depth] * len(rates),
-                        rates,
-                        [x_vote] * len(rates),
-                        recall,
-                        precision,
-                        f1,
-                        costs,
-                        strict=True,
-                    ),
-                )
-            )
-            depths.extend([stem_depth] * len(rates))
-    scores = [option.f1 for option in options]
-    rate_index = np.tile(np.arange(len(rates)), len(options) // len(rates))
+    planned = [candidate.planned_rates(problem.confidence) for candidate in candidates]
+    recalls = [recall for recall, _ in planned]
+    false_positive_rates = [false_positive_rate for _, false_positive_rate in planned]
+    by_vote = {
+        x_vote: [
+            part.tolist() for part in quality.at_every_rate(recalls, false_positive_rates, x_vote)
+        ]
+        for x_vote in votes
+    }
+    columns: list[list[Any]] = [[] for _ in Option._fields]
+    cut_index, cut_point, stem_depth, fps, x_vote, recall, precision, f1, branch_cost = columns
+    for index, candidate in enumerate(candidates):
+        cut = profile.index_of(candidate.cut_point)
+        depth = 0 if sharing == "no_sharing" else cut
+        per_frame = branch_cost_per_frame(profile, depth, shared)
+        costs = [rate * per_frame for rate in rates]  # = cost_model.branch_cost at each rate
+        for vote in votes:
+            cut_index.extend([cut] * len(rates))
+            cut_point.extend([candidate.cut_point] * len(rates))
+            stem_depth.extend([depth] * len(rates))
+            fps.extend(rates)
+            x_vote.extend([vote] * len(rates))
+            for column, values in zip((recall, precision, f1), by_vote[vote], strict=True):
+                column.extend(values[index])
+            branch_cost.extend(costs)
+    rate_index = np.tile(np.arange(len(rates)), len(fps) // len(rates))
     return AppOptions(
         name=app.name,
         camera=app.camera,
         base_model=app.base_model,
         weight=app.weight,
-        options=tuple(options),
-        kept=prune_dominated(np.array(depths), rate_index, np.array(scores)),
+        columns=tuple(tuple(column) for column in columns),
+        kept=prune_dominated(np.array(stem_depth), rate_index, np.array(f1)),
     )
 
 
 class _QualityTable:
-    """Event quality of one app at every rate, for many (recall, FP rate, X) at once.
+    """Event quality of one app at every rate, for many (recall, FP rate) pairs at once.
 
     The same arithmetic as `event_model.event_quality` (the tests check they agree to the
-    last bit), done on numpy arrays over the rates: the window counts, the sample correlation
-    of each rate (the camera-rate correlation to the stride) and the miss recursion come
-    from the event model itself.
+    last bit), done on numpy arrays over (rate, fire probability): the window counts, the
+    sample correlation of each rate (the camera-rate correlation to the stride) and the miss
+    recursion (`miss_probability_grid`) come from the event model itself.
     """
 
     def __init__(self, camera_fps: float, app: AppSpec, rates: list[float]) -> None:
         validate_stream(camera_fps, app.event_length_s, app.event_frequency, app.correlation)
         windows = [samples_per_window(app.event_length_s, camera_fps, fps) for fps in rates]
-        self.whole = np.array([window[0][0] for window in windows])
-        self.first_share = np.array([window[0][1] for window in windows])
+        whole = np.array([window[0][0] for window in windows])
+        self.first_share = np.array([window[0][1] for window in windows])[:, None]
         self.second_share = np.array(
             [window[1][1] if len(window) > 1 else 0.0 for window in windows]
+        )[:, None]
+        self.samples = whole + 1
+        self.correlations = np.array(
+            [sample_correlation(app.correlation, camera_fps, fps) for fps in rates]
         )
-        self.samples = [int(whole) + 1 for whole in self.whole]
-        self.correlations = [sample_correlation(app.correlation, camera_fps, fps) for fps in rates]
         self.event_frequency = app.event_frequency
 
-    def detection(self, fire_probability: float, x_vote: int) -> np.ndarray:
-        """E_r[1 - miss(r)] at every rate (event_model.expected_detection)."""
-        miss_whole, miss_next = [], []  # lists, then one array each: item writes cost more
-        for samples, correlation in zip(self.samples, self.correlations, strict=True):
-            misses = miss_probabilities(fire_probability, correlation, x_vote, samples)
-            miss_whole.append(misses[samples - 1])
-            miss_next.append(misses[samples])
-        detected = self.first_share * (1.0 - np.array(miss_whole)) + self.second_share * (
-            1.0 - np.array(miss_next)
+    def detection(self, fire_probabilities: np.ndarray, x_vote: int) -> np.ndarray:
+        """(rates, probabilities): E_r[1 - miss(r)] (event_model.expected_detection)."""
+        grid = miss_probability_grid(
+            fire_probabilities, self.correlations, x_vote, int(self.samples.max())
         )
+        rows = np.arange(len(self.samples))
+        miss_whole = grid[self.samples - 1, rows]
+        miss_next = grid[self.samples, rows]
+        detected = self.first_share * (1.0 - miss_whole) + self.second_share * (1.0 - miss_next)
         return np.minimum(1.0, np.maximum(0.0, detected))
 
     def at_every_rate(
-        self, recall: float, false_positive_rate: float, x_vote: int
-    ) -> tuple[list[float], list[float], list[float]]:
-        """Event recall, precision and F1 at every rate (event_model.event_quality)."""
-        event_recall = self.detection(recall, x_vote)
-        false_alarm = self.detection(false_positive_rate, x_vote)
+        self, recalls: list[float], false_positive_rates: list[float], x_vote: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Event recall, precision and F1, (candidates, rates) each (event_model.event_quality)."""
+        detected = self.detection(np.array([*recalls, *false_positive_rates]), x_vote).T
+        event_recall, false_alarm = detected[: len(recalls)], detected[len(recalls) :]
         phi = self.event_frequency
         denominator = phi * event_recall + (1.0 - phi) * false_alarm
         has_alarms = denominator > 0.0
@@ -197,7 +216,7 @@ class _QualityTable:
         positive = (event_recall > 0.0) & (precision > 0.0)
         total = np.where(positive, event_recall + precision, 1.0)
         f1 = np.where(positive, 2.0 * event_recall * precision / total, 0.0)
-        return event_recall.tolist(), precision.tolist(), f1.tolist()
+        return event_recall, precision, f1
 
 
 def build_option_tables(problem: Problem, sharing: Sharing = "shared") -> list[AppOptions]:
@@ -235,7 +254,8 @@ def prune_dominated(depth: np.ndarray, rate_index: np.ndarray, f1: np.ndarray) -
     survivors = np.nonzero((best > beaten).ravel())[0]
     chosen = np.full(len(depths) * num_rates, -1)
     chosen[cells] = which
-    return tuple(sorted(int(index) for index in chosen[survivors]))
+    kept: list[int] = np.sort(chosen[survivors]).tolist()
+    return tuple(kept)
 
 
 @dataclass(frozen=True)
@@ -279,7 +299,7 @@ class SearchSpace:
         return len(self.tables)
 
     def option(self, app: int, position: int) -> Option:
-        return self.tables[app].options[int(self.option_index[app][position])]
+        return self.tables[app].option(int(self.option_index[app][position]))
 
 
 def build_search_space(problem: Problem, tables: list[AppOptions]) -> SearchSpace:
@@ -304,9 +324,9 @@ def build_search_space(problem: Problem, tables: list[AppOptions]) -> SearchSpac
     # Per (camera, base): the used depths, and the segment that ends at each of them.
     segment_at: dict[tuple[str, str, int], int] = {}
     depths_of: dict[tuple[str, str], set[int]] = {}
-    for table in tables:
-        used = {table.options[index].stem_depth for index in table.kept}
-        depths_of.setdefault((table.camera, table.base_model), set()).update(used)
+    kept_depths = [table.column("stem_depth")[list(table.kept)].tolist() for table in tables]
+    for table, depths in zip(tables, kept_depths, strict=True):
+        depths_of.setdefault((table.camera, table.base_model), set()).update(depths)
     for (camera, base_model), depths in depths_of.items():
         cumulative = [cut.cumulative_cost for cut in problem.profile_for(base_model).cut_points]
         previous_depth, previous_segment = 0, root_of[camera]
@@ -326,19 +346,19 @@ def build_search_space(problem: Problem, tables: list[AppOptions]) -> SearchSpac
             previous_depth, previous_segment = depth, len(segments) - 1
 
     segment_of, rate, f1, score, cost, option_index = [], [], [], [], [], []
-    for table in tables:
-        kept = [table.options[index] for index in table.kept]
+    for table, depths in zip(tables, kept_depths, strict=True):
+        kept = np.array(table.kept, dtype=np.int64)
         segment_of.append(
             np.array(
-                [segment_at[(table.camera, table.base_model, o.stem_depth)] for o in kept],
+                [segment_at[(table.camera, table.base_model, depth)] for depth in depths],
                 dtype=np.int64,
             )
         )
-        rate.append(np.array([o.fps for o in kept]))
-        f1.append(np.array([o.f1 for o in kept]))
-        score.append(np.array([o.f1 for o in kept]) * (table.weight / total_weight))
-        cost.append(np.array([o.branch_cost for o in kept]))
-        option_index.append(np.array(table.kept, dtype=np.int64))
+        rate.append(table.column("fps")[kept])
+        f1.append(table.column("f1")[kept])
+        score.append(table.column("f1")[kept] * (table.weight / total_weight))
+        cost.append(table.column("branch_cost")[kept])
+        option_index.append(kept)
     return SearchSpace(
         budget=problem.budget,
         tables=tables,

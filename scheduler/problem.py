@@ -7,7 +7,8 @@ the search works on plain tables built from them.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -18,6 +19,7 @@ from scheduler.estimates import (
     THIN_EVENTS,
     THIN_NEGATIVE_FRAMES,
     RateEstimate,
+    design_effect,
     given_rate,
     planning_rates,
     rate_estimate,
@@ -129,11 +131,22 @@ class Candidate(BaseModel):
         counts = self.evidence
         # A rate with no frames behind it (a calibration clip without events, over a package
         # without held-out counts) is the measured ratio, not the prior's 0.5.
+        # Runs of fires on consecutive frames count as fewer independent frames.
         return (
-            rate_estimate(counts.positive_fires, counts.positive_frames, level)
+            rate_estimate(
+                counts.positive_fires,
+                counts.positive_frames,
+                level,
+                design_effect(counts.positive_frame_correlation or 0.0),
+            )
             if counts.positive_frames
             else given_rate(self.recall, level),
-            rate_estimate(counts.negative_fires, counts.negative_frames, level)
+            rate_estimate(
+                counts.negative_fires,
+                counts.negative_frames,
+                level,
+                design_effect(counts.negative_frame_correlation or 0.0),
+            )
             if counts.negative_frames
             else given_rate(self.false_positive_rate, level),
         )
@@ -199,7 +212,24 @@ class AppSpec(BaseModel):
     )
     x_vote: int | Literal["auto"] = 1
     weight: float = Field(default=1.0, gt=0)
+    min_fps: float | None = Field(
+        default=None, gt=0, description="No analysis rate below this for the app (None: any)"
+    )
+    max_fps: float | None = Field(
+        default=None, gt=0, description="No analysis rate above this for the app (None: any)"
+    )
     candidates: list[Candidate] = Field(min_length=1)
+
+    def allowed_rates(self, fps_options: Sequence[float]) -> list[float]:
+        """The rates among `fps_options` within the app's [min_fps, max_fps]."""
+        low = self.min_fps if self.min_fps is not None else 0.0
+        high = self.max_fps if self.max_fps is not None else math.inf
+        return [float(fps) for fps in fps_options if low <= fps <= high]
+
+    def describe_fps_range(self) -> str:
+        low = "any" if self.min_fps is None else f"{self.min_fps:g}"
+        high = "any" if self.max_fps is None else f"{self.max_fps:g}"
+        return f"[{low}, {high}] fps"
 
     @classmethod
     def from_manifest(
@@ -241,6 +271,14 @@ class AppSpec(BaseModel):
             raise ValueError("x_vote must be >= 1 or 'auto'")
         return value
 
+    @model_validator(mode="after")
+    def _ordered_fps_range(self) -> AppSpec:
+        if self.min_fps is not None and self.max_fps is not None and self.min_fps > self.max_fps:
+            raise ValueError(
+                f"app {self.name!r}: min_fps {self.min_fps:g} is above max_fps {self.max_fps:g}"
+            )
+        return self
+
 
 class Problem(BaseModel):
     """A scheduling problem: apps, their candidates, the machine's profile(s) and the budget."""
@@ -277,6 +315,11 @@ class Problem(BaseModel):
             raise ValueError(f"app names must be unique: {names}")
         by_base = {profile.base_model: profile for profile in self.all_profiles()}
         for app in self.apps:
+            if not app.allowed_rates(fps):
+                raise ValueError(
+                    f"app {app.name!r}: no frame rate in its range {app.describe_fps_range()}; "
+                    f"the planner chooses among {', '.join(f'{f:g}' for f in fps)} fps"
+                )
             if app.base_model is None:
                 if len(by_base) != 1:
                     raise ValueError(

@@ -83,6 +83,7 @@ from scheduler.stem_program import (
     StaircaseWalk,
     StemTables,
     layout_key,
+    part_options,
     tree_layout,
 )
 
@@ -140,17 +141,19 @@ def solve_exact(
     incumbent: list[int] | None = None,
     enumerate_limit: int = ENUMERATE_LIMIT,
     time_limit_s: float = DEFAULT_TIME_LIMIT_S,
+    arrays: SearchArrays | None = None,
 ) -> Solution | None:
     """The best schedule found within `time_limit_s`, with a proven bound; None when nothing
     fits the budget.
 
     `solution.upper_bound == solution.value(objective)` when it is proven optimal.
     `incumbent`, a feasible choice (e.g. the greedy's), only helps the search. Problems with
-    at most `enumerate_limit` assignments are simply listed (0: always search).
+    at most `enumerate_limit` assignments are simply listed (0: always search). `arrays`:
+    `search_arrays(space)` when the caller has them already.
     """
     started = time.perf_counter()
     deadline = Deadline.after(time_limit_s)
-    arrays = search_arrays(space)
+    arrays = search_arrays(space) if arrays is None else arrays
     allowed = arrays.valid.copy()
     cheapest = min_cost_choice(arrays, allowed)
     if cheapest is None or cheapest[0] > arrays.limit:
@@ -161,6 +164,8 @@ def solve_exact(
         if floor is None:
             return None
         allowed &= arrays.f1 >= floor
+    if incumbent is None and objective == "mean_f1":
+        incumbent = cheapest[1]  # what best_mean would start from
     result = best_mean(arrays, allowed, incumbent, deadline, enumerate_limit)
     if result is None:  # cannot happen after the checks above; kept for the type checker
         return None
@@ -263,6 +268,9 @@ class _PartsSearch:
         for part, (sub, layout) in enumerate(zip(self.subs, self.layouts, strict=True)):
             shapes.setdefault(layout_key(sub, layout), []).append(part)
         self.batches = list(shapes.values())  # parts whose tables are computed together
+        self.options = [
+            part_options(sub, ok) for sub, ok in zip(self.subs, self.allowed, strict=True)
+        ]
         self.choice = list(incumbent)
         rows = np.arange(arrays.num_apps)
         self.value = float(arrays.score[rows, incumbent].sum())
@@ -281,30 +289,35 @@ class _PartsSearch:
 
     # -- the dual --------------------------------------------------------------------------
 
-    def _rows_per_table(self, part: int) -> int:
-        """How many (part, price) rows of this part's shape one batch of tables may hold."""
+    def _rows_per_table(self, part: int, for_walks: bool = True) -> int:
+        """How many (part, price) rows of this part's shape one batch of tables may hold
+        (more when only the values are wanted: then one table per group is kept)."""
         layout, levels = self.layouts[part], len(self.arrays.levels)
         cells = sum(
-            (len(layout.chains[group.chain]) + 1 if group.chain >= 0 else 1)
+            (len(layout.chains[group.chain]) + 1 if group.chain >= 0 and for_walks else 1)
             * 2 ** len(group.apps)
             * levels
             for group in layout.groups
         )
+        if not for_walks:  # the gains too, which are then most of it
+            cells += self.subs[part].num_apps * (self.subs[part].num_segments + 1) * levels
         return max(1, TABLE_CELLS // max(1, cells))
 
-    def _tables(self, lams: np.ndarray) -> list[PartTables]:
+    def _tables(self, lams: np.ndarray, for_walks: bool = True) -> list[PartTables]:
         """Every part's tables at the prices `lams` (at most `_rows_per_table` of them),
         parts of one shape computed together."""
         started = time.perf_counter()
         found: dict[int, PartTables] = {}
         for members in self.batches:
-            per_batch = max(1, self._rows_per_table(members[0]) // len(lams))
+            per_batch = max(1, self._rows_per_table(members[0], for_walks) // len(lams))
             for start in range(0, len(members), per_batch):
                 chunk = members[start : start + per_batch]
                 tables = StemTables(
                     [(self.subs[part], self.allowed[part]) for part in chunk],
                     self.layouts[chunk[0]],
                     lams,
+                    [self.options[part] for part in chunk],
+                    for_walks,
                 )
                 found.update((part, tables.part(index)) for index, part in enumerate(chunk))
         self.round_s = max(self.round_s, time.perf_counter() - started)
@@ -312,10 +325,15 @@ class _PartsSearch:
 
     def _values_at(self, lams: np.ndarray) -> np.ndarray:
         """(parts, prices): every part's value at every price, in as few batches as fit."""
-        width = min(self._rows_per_table(part) for part in range(len(self.parts)))
+        width = min(self._rows_per_table(part, False) for part in range(len(self.parts)))
         return np.hstack(
             [
-                np.vstack([tables.values() for tables in self._tables(lams[start : start + width])])
+                np.vstack(
+                    [
+                        tables.values()
+                        for tables in self._tables(lams[start : start + width], for_walks=False)
+                    ]
+                )
                 for start in range(0, len(lams), width)
             ]
         )
@@ -370,12 +388,11 @@ class _PartsSearch:
         candidates = [
             [
                 self._point(part, choice)
-                for choice in [self._own(part)]
-                + [self._part_choice(part, walk, int(price)) for price in nearest]
+                for choice in [self._own(part), *self._part_choices(part, walk, nearest.tolist())]
             ]
             for part, walk in enumerate(self.walks)
         ]
-        self._join(candidates)
+        self._join(candidates, aligned=True)
         filled = greedy_choice(
             self.arrays, "mean_f1", self.allowed_all, self.deadline.share(0.2), start=self.choice
         )
@@ -467,15 +484,18 @@ class _PartsSearch:
             step *= 4
         return self._result(proven)
 
-    def _part_choice(self, part: int, walk: StaircaseWalk, price: int) -> list[int]:
-        """The part's best choice at one of the walk prices (clipped to the ones there are)."""
-        price = max(0, min(price, len(walk.tables.lams) - 1))
+    def _part_choices(self, part: int, walk: StaircaseWalk, prices: list[int]) -> list[list[int]]:
+        """The part's best choice at each of some walk prices (clipped to the ones there are)."""
+        prices = [max(0, min(price, len(walk.tables.lams) - 1)) for price in prices]
         sub, ok = self.subs[part], self.allowed[part]
-        rates = sub.levels[walk.best_levels(price)]
-        admissible = sub.admissible(rates, ok)
-        lam = walk.tables.lams[price]
-        gain = np.where(admissible, sub.score - lam * np.where(admissible, sub.cost, 0.0), -np.inf)
-        return [int(column) for column in gain.argmax(axis=1)]
+        choices = []
+        for price, levels in zip(prices, walk.best_levels(prices), strict=True):
+            admissible = sub.admissible(sub.levels[levels], ok)
+            lam = walk.tables.lams[price]
+            cost = np.where(admissible, sub.cost, 0.0)
+            gain = np.where(admissible, sub.score - lam * cost, -np.inf)
+            choices.append([int(column) for column in gain.argmax(axis=1)])
+        return choices
 
     def _point(self, part: int, choice: list[int]) -> tuple[float, float, list[int]]:
         """(cost, score, choice) of one sub-choice of a part."""
@@ -483,12 +503,29 @@ class _PartsSearch:
         score = float(sub.score[np.arange(sub.num_apps), choice].sum())
         return sub.total_cost(choice), score, choice
 
-    def _join(self, candidates: list[list[tuple[float, float, list[int]]]]) -> None:
-        """Best schedule made of one listed (cost, score, sub-choice) per part that fits."""
+    def _join(
+        self, candidates: list[list[tuple[float, float, list[int]]]], aligned: bool = False
+    ) -> None:
+        """Best schedule made of one listed (cost, score, sub-choice) per part that fits.
+
+        `aligned`: every part lists its points in the same order (the same prices), so the
+        parts' k-th points together are a schedule: the best that fits starts the join off
+        with a bar near the optimum (far fewer partial choices survive the bound).
+        """
         costs = [np.array([point[0] for point in points]) for points in candidates]
         scores = [np.array([point[1] for point in points]) for points in candidates]
+        start = None
+        if aligned:
+            totals = [
+                (sum(float(score[k]) for score in scores), k)
+                for k in range(min(len(cost) for cost in costs))
+                if sum(float(cost[k]) for cost in costs) <= self.arrays.limit
+            ]
+            if totals:
+                best, k = max(totals)
+                start = (best, [k] * len(candidates))
         joined = merge_classes(
-            costs, scores, self.arrays.limit, self.value, self.prices, self.deadline
+            costs, scores, self.arrays.limit, self.value, self.prices, self.deadline, start
         )
         if joined is None:
             return

@@ -3,7 +3,8 @@
 Every solver takes a time limit and returns the best schedule it found with a proven upper
 bound on the optimum (`Solution.upper_bound`, equal to the value when proven optimal):
 
-- `exact`: the search (search.py), seeded with a greedy schedule when that is quick.
+- `exact`: the search (search.py), seeded with a greedy schedule when the problem is one
+  stem tree (with several, the search's own first schedule is better and cheaper).
 - `milp`: scipy's HiGHS (milp.py); its dual bound.
 - `greedy`: the greedy (greedy.py), then the Lagrangian dual as its bound.
 - `auto`: the exact search, which proves most problems optimal in milliseconds. For
@@ -24,7 +25,14 @@ from __future__ import annotations
 import time
 from typing import Literal
 
-from scheduler.arrays import OPTIMALITY_TOLERANCE, Solution, make_solution, search_arrays
+from scheduler.arrays import (
+    OPTIMALITY_TOLERANCE,
+    SearchArrays,
+    Solution,
+    independent_parts,
+    make_solution,
+    search_arrays,
+)
 from scheduler.deadline import DEFAULT_TIME_LIMIT_S, Deadline
 from scheduler.greedy import greedy_choice
 from scheduler.milp import close_gap_mean, solve_milp
@@ -85,8 +93,20 @@ def optimality_gap(value: float, bound: float) -> float:
     return min(1.0, (bound - value) / bound)
 
 
-def _greedy_seed(space: SearchSpace, objective: Objective, deadline: Deadline) -> list[int] | None:
-    return greedy_choice(search_arrays(space), objective, deadline=deadline.share(GREEDY_SHARE))
+def _greedy_seed(
+    arrays: SearchArrays, objective: Objective, deadline: Deadline
+) -> tuple[bool, list[int] | None]:
+    """(whether the budget can fit at all, a first schedule for the search or None).
+
+    Only a problem that is one stem tree gets a greedy schedule: with several trees the
+    search's own first schedule (each tree's best choices near the dual's minimum, joined by
+    a knapsack, then the greedy's fill from there) is better and cheaper, while the greedy
+    from the cheapest schedule needs an upgrade per step for hundreds of apps.
+    """
+    if len(independent_parts(arrays, arrays.valid)) > 1:
+        return True, None
+    seed = greedy_choice(arrays, objective, deadline=deadline.share(GREEDY_SHARE))
+    return seed is not None, seed
 
 
 def _greedy(space: SearchSpace, objective: Objective, deadline: Deadline) -> Solution | None:
@@ -101,15 +121,19 @@ def _greedy(space: SearchSpace, objective: Objective, deadline: Deadline) -> Sol
 
 
 def _exact(space: SearchSpace, objective: Objective, deadline: Deadline) -> Solution | None:
-    seed = _greedy_seed(space, objective, deadline)
-    if seed is None:
+    arrays = search_arrays(space)
+    fits, seed = _greedy_seed(arrays, objective, deadline)
+    if not fits:
         return None
-    return solve_exact(space, objective, incumbent=seed, time_limit_s=deadline.remaining())
+    return solve_exact(
+        space, objective, incumbent=seed, time_limit_s=deadline.remaining(), arrays=arrays
+    )
 
 
 def _auto(space: SearchSpace, objective: Objective, deadline: Deadline) -> Solution | None:
-    seed = _greedy_seed(space, objective, deadline)
-    if seed is None:
+    arrays = search_arrays(space)
+    fits, seed = _greedy_seed(arrays, objective, deadline)
+    if not fits:
         return None
     options = sum(len(rates) for rates in space.rate)
     fixing_may_help = objective == "mean_f1" and options <= MILP_OPTION_LIMIT
@@ -124,7 +148,13 @@ def _auto(space: SearchSpace, objective: Objective, deadline: Deadline) -> Solut
         search_deadline = deadline.share(SEARCH_SHARE)
     else:
         search_deadline = deadline
-    found = solve_exact(space, objective, incumbent=seed, time_limit_s=search_deadline.remaining())
+    found = solve_exact(
+        space,
+        objective,
+        incumbent=seed,
+        time_limit_s=search_deadline.remaining(),
+        arrays=arrays,
+    )
     if found is None or found.proven(objective) or deadline.expired():
         return found
     if fixing_may_help:

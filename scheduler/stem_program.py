@@ -171,6 +171,40 @@ class PartTables:
         return result
 
 
+@dataclass(frozen=True)
+class PartOptions:
+    """One part's options as the tables read them: what does not depend on the prices, so
+    computed once per part however many rounds of prices follow.
+
+    `score[a, s, l]` and `cost[a, s, l]`: app a's option on segment s (index `segments`: no
+    costly segment) at level l (IMPOSSIBLE and 0 where it has none; an app has at most one
+    option per segment and rate, search_arrays keeps the best); `useful[s, l]`: the levels
+    worth trying per segment, 0 and the rates of allowed options below it.
+    """
+
+    score: np.ndarray
+    cost: np.ndarray
+    useful: np.ndarray
+
+
+def part_options(arrays: SearchArrays, allowed: np.ndarray) -> PartOptions:
+    allowed = allowed & arrays.valid
+    segments, levels = arrays.num_segments, len(arrays.levels)
+    apps, columns = np.nonzero(allowed)
+    on_segment = arrays.segment[apps, columns]
+    level = arrays.level[apps, columns]
+    on = np.where(on_segment < 0, segments, on_segment)
+    score = np.full((arrays.num_apps, segments + 1, levels), IMPOSSIBLE)
+    cost = np.zeros((arrays.num_apps, segments + 1, levels))
+    score[apps, on, level] = arrays.score[apps, columns]
+    cost[apps, on, level] = arrays.cost[apps, columns]
+    useful = np.zeros((segments, levels), dtype=bool)
+    useful[:, 0] = True
+    option, below = np.nonzero(arrays.needs[on_segment])  # segment -1 reads the empty last row
+    useful[below, level[option]] = True
+    return PartOptions(score=score, cost=cost, useful=useful)
+
+
 class StemTables:
     """The programme's tables for several parts of one shape, at several prices at once.
 
@@ -183,10 +217,17 @@ class StemTables:
         parts: list[tuple[SearchArrays, np.ndarray]],
         layout: TreeLayout,
         lams: np.ndarray,
+        options: list[PartOptions] | None = None,
+        for_walks: bool = True,
     ) -> None:
+        """`options`: `part_options` of each part when the caller keeps them. Without
+        `for_walks` only the values are kept (`values`, `PartTables.top`), not the tables
+        below the root a walk reads: a fraction of the memory, so more rows at once."""
         self.parts = [(arrays, allowed & arrays.valid) for arrays, allowed in parts]
         self.layout = layout
         self.lams = np.asarray(lams, dtype=float)
+        if options is None:
+            options = [part_options(arrays, allowed) for arrays, allowed in self.parts]
         first = self.parts[0][0]
         levels = first.levels
         num_prices, num_levels = len(self.lams), len(levels)
@@ -194,58 +235,58 @@ class StemTables:
         rows = len(self.parts) * num_prices
         row_lams = np.tile(self.lams, len(self.parts))
 
-        # gain[r, a, s, l]: best score - lam * cost of app a's options on segment s (the last
+        # The arrays keep the rows last: every numpy step then runs over long contiguous
+        # stretches of (part, price) rows, several times faster than over the short level
+        # axis. `PartTables` sees them transposed back (views, no copies).
+        # gain[a, s, l, r]: best score - lam * cost of app a's options on segment s (the last
         # index stands for "no costly segment") with rate at most level l.
-        allowed = np.stack([allowed for _, allowed in self.parts])
-        part, apps, columns = np.nonzero(allowed)
-        on_segment = np.stack([arrays.segment for arrays, _ in self.parts])[part, apps, columns]
-        level = np.stack([arrays.level for arrays, _ in self.parts])[part, apps, columns]
-        score = np.stack([arrays.score for arrays, _ in self.parts])[part, apps, columns]
-        cost = np.stack([arrays.cost for arrays, _ in self.parts])[part, apps, columns]
-        on = np.where(on_segment < 0, segments, on_segment)
-        gain = np.full((rows, num_apps, segments + 1, num_levels), IMPOSSIBLE)
-        row = part[None, :] * num_prices + np.arange(num_prices)[:, None]
-        # An app has at most one option per (segment, rate): search_arrays keeps the best.
-        gain[row, apps[None, :], on[None, :], level[None, :]] = (
-            score[None, :] - self.lams[:, None] * cost[None, :]
-        )
+        score = np.stack([part.score for part in options], axis=-1)[..., None]
+        gain = np.stack([part.cost for part in options], axis=-1)[..., None] * self.lams
+        np.subtract(score, gain, out=gain)
+        gain = gain.reshape(num_apps, segments + 1, num_levels, rows)
         weights = np.repeat(np.stack([arrays.weight for arrays, _ in self.parts]), num_prices, 0)
-        # Levels worth trying per segment: 0 and the rates of allowed options below it.
-        self.useful = np.zeros((len(self.parts), segments, num_levels), dtype=bool)
-        self.useful[:, :, 0] = True
-        needs = np.stack([arrays.needs for arrays, _ in self.parts])
-        option, below = np.nonzero(needs[part, on_segment])  # segment -1 reads the empty last row
-        self.useful[part[option], below, level[option]] = True
-        self.gain = _prefix_max(gain)
+        self.useful = np.stack([part.useful for part in options])
+        self.gain = _prefix_max(gain, axis=2)
         root_gain = (
-            self.gain[:, :, layout.root, :]
+            self.gain[:, layout.root]
             if layout.root >= 0
-            else np.full((rows, num_apps, num_levels), IMPOSSIBLE)
+            else np.full((num_apps, num_levels, rows), IMPOSSIBLE)
         )
-        self.before_chain = np.maximum(root_gain, self.gain[:, :, segments, -1:])
+        self.before_chain = np.maximum(root_gain, self.gain[:, segments, -1:])  # (a, l, r)
 
         self.unserved: list[np.ndarray] = []
-        self.best: list[list[np.ndarray]] = []
-        self.top: list[np.ndarray] = []
+        self.best: list[list[np.ndarray]] = []  # per group and depth: (subsets, levels, rows)
+        self.top: list[np.ndarray] = []  # per group: (rows, levels)
         for group in layout.groups:
             size = len(group.apps)
             subsets = np.arange(2**size)
             unserved = (((subsets[:, None] >> np.arange(size)[None, :]) & 1) == 0).astype(float)
             self.unserved.append(unserved)
             chain = layout.chains[group.chain] if group.chain >= 0 else ()
-            table = np.full((rows, 2**size, num_levels), IMPOSSIBLE)
-            table[:, 0, :] = 0.0
-            tables = [table.copy()]
+            table = np.full((2**size, num_levels, rows), IMPOSSIBLE)
+            table[0] = 0.0
+            tables = [table.copy()] if for_walks else []
             for segment in reversed(chain):
                 price = group.share * weights[:, segment] * row_lams
-                table = table - price[:, None, None] * levels[None, None, :]
-                _serve(table, self.gain[:, group.apps, segment, :])
-                table = _prefix_max(table)
+                stem = levels[None, :, None] * price[None, None, :]
+                table = table - stem if for_walks else np.subtract(table, stem, out=table)
+                _serve(table, self.gain[group.apps, segment])
+                table = _prefix_max(table, axis=1)
                 tables.append(table)
             tables.reverse()  # tables[j]: segments at depth >= j; tables[len(chain)]: none
-            self.best.append(tables)
-            served = self.before_chain[:, group.apps]
-            self.top.append(np.max(tables[0] + np.matmul(unserved[None], served), axis=1))
+            self.best.append(tables if for_walks else [])
+            served = np.ascontiguousarray(self.before_chain[group.apps].transpose(2, 0, 1))
+            completion = np.matmul(unserved[None], served)  # (rows, subsets, levels)
+            self.top.append(np.max(table.transpose(2, 0, 1) + completion, axis=1))
+
+        # What the parts see, rows first again: copied when walks will read it piece by piece
+        # (contiguous pieces are faster to gather than strided ones), else views.
+        arrange = np.ascontiguousarray if for_walks else np.asarray
+        self.gain = arrange(self.gain.transpose(3, 0, 1, 2))
+        self.before_chain = arrange(self.before_chain.transpose(2, 0, 1))
+        self.best = [
+            [arrange(table.transpose(2, 0, 1)) for table in tables] for tables in self.best
+        ]
 
     def part(self, index: int) -> PartTables:
         rows = slice(index * len(self.lams), (index + 1) * len(self.lams))
@@ -267,21 +308,22 @@ class StemTables:
         return np.vstack([self.part(index).values() for index in range(len(self.parts))])
 
 
-def _prefix_max(values: np.ndarray) -> np.ndarray:
-    """Running maximum along the last axis, in place (faster than ufunc.accumulate on the
-    short level axis)."""
-    for level in range(1, values.shape[-1]):
-        np.maximum(values[..., level], values[..., level - 1], out=values[..., level])
+def _prefix_max(values: np.ndarray, axis: int) -> np.ndarray:
+    """Running maximum along the (short) level axis `axis`, in place (faster than
+    ufunc.accumulate there)."""
+    moved = np.moveaxis(values, axis, 0)
+    for level in range(1, moved.shape[0]):
+        np.maximum(moved[level], moved[level - 1], out=moved[level])
     return values
 
 
 def _serve(table: np.ndarray, gain: np.ndarray) -> None:
-    """In place: let every app not yet served be served here, at `gain[m, a, l]`."""
-    prices, width, levels = table.shape
-    size = gain.shape[1]
-    for bit in range(size):
-        view = table.reshape(prices, width // (2 * 2**bit), 2, 2**bit, levels)
-        np.maximum(view[:, :, 1], view[:, :, 0] + gain[:, bit][:, None, None, :], out=view[:, :, 1])
+    """In place: let every app not yet served be served here, at `gain[a, l, r]`
+    (`table[S, l, r]`, subsets first)."""
+    width = table.shape[0]
+    for bit in range(gain.shape[0]):
+        view = table.reshape(width // (2 * 2**bit), 2, 2**bit, *table.shape[1:])
+        np.maximum(view[:, 1], view[:, 0] + gain[bit][None, None], out=view[:, 1])
 
 
 @dataclass
@@ -438,13 +480,22 @@ class StaircaseWalk:
             self._expanded[key] = (values, maker)
         return self._expanded[key]
 
-    def best_levels(self, price: int) -> np.ndarray:
-        """The stem levels of a best choice at price `price` (exact when the layout is)."""
-        node = self._root()
-        while not self.is_leaf(node):
+    def best_levels(self, prices: list[int]) -> list[np.ndarray]:
+        """The stem levels of a best choice at each of `prices` (exact when the layout is),
+        in one descent: prices that pick the same child share it."""
+        found: dict[int, np.ndarray] = {}
+        stack = [(self._root(), list(prices))]
+        while stack:
+            node, group = stack.pop()
+            if self.is_leaf(node):
+                found.update((price, node.sigma) for price in group)
+                continue
             values, make_child = self._expand(node)
-            node = make_child(int(np.argmax(values[price])))
-        return node.sigma
+            picks = np.argmax(values[group], axis=1).tolist()
+            for pick in sorted(set(picks)):
+                following = [price for price, own in zip(group, picks, strict=True) if own == pick]
+                stack.append((make_child(pick), following))
+        return [found[price] for price in prices]
 
     def search(
         self, offset: np.ndarray, floor: float, on_leaf: LeafHandler, deadline: Deadline

@@ -22,6 +22,7 @@ from typing import get_args
 import numpy as np
 
 from mainstream.core.errors import InvalidParameterError
+from scheduler.fleet import Fleet, FleetApp, FleetCamera, FleetNode
 from scheduler.problem import (
     DEFAULT_FPS_OPTIONS,
     AppSpec,
@@ -450,3 +451,73 @@ def _probability(value: float) -> float:
 def _validate_count(field: str, value: int) -> None:
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
         raise InvalidParameterError(field, value, "an integer >= 1")
+
+
+NODE_SPEEDS: tuple[float, ...] = (1.0, 0.6, 1.5, 0.8)
+"""Cost of a frame on fleet node i relative to the first (cycled): heterogeneous machines."""
+
+
+def generate_fleet(
+    num_nodes: int,
+    num_cameras: int,
+    seed: int,
+    apps_per_camera: int = 2,
+    budget_fraction: float = 0.3,
+    num_cut_points: int = 8,
+    decode_cost: float = 0.5,
+    objective: Objective = "mean_f1",
+    fps_options: tuple[float, ...] = DEFAULT_FPS_OPTIONS,
+) -> Fleet:
+    """Nodes of different speeds and budgets, and cameras with a few apps each.
+
+    Node i runs the same base on a machine `NODE_SPEEDS[i % 4]` times as costly per frame as
+    the first, with a budget of `budget_fraction` of running its even share of the cameras'
+    apps unshared at the camera rate there (varied by up to 30 % per node), so that where a
+    camera goes matters. Camera j's apps are generated as in `generate_apps`.
+    """
+    _validate_count("num_nodes", num_nodes)
+    _validate_count("num_cameras", num_cameras)
+    _validate_count("apps_per_camera", apps_per_camera)
+    if objective not in get_args(Objective):
+        raise InvalidParameterError("objective", objective, f"one of {get_args(Objective)}")
+    base = example_profile(num_cut_points).model_copy(update={"decode_cost": decode_cost})
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 2]))
+    nodes = []
+    for index in range(num_nodes):
+        speed = NODE_SPEEDS[index % len(NODE_SPEEDS)]
+        profile = _scaled_profile(base, speed)
+        share = num_cameras * apps_per_camera / num_nodes
+        full = share * 10.0 * (profile.total_cost + profile.decode_cost)
+        budget = round(budget_fraction * full * float(rng.uniform(0.7, 1.3)), 4)
+        nodes.append(FleetNode(name=f"node{index:02d}", budget=budget, profile=profile))
+    camera_seeds = np.random.SeedSequence(seed).spawn(num_cameras)
+    cameras = []
+    for index, camera_seed in enumerate(camera_seeds):
+        camera_rng = np.random.default_rng(camera_seed)
+        name = f"cam{index:02d}"
+        apps = []
+        for number in range(apps_per_camera):
+            app = _generate_app(f"{name}-app{number}", camera_rng, base)
+            apps.append(FleetApp.model_validate(app.model_dump() | {"camera": name}))
+        cameras.append(FleetCamera(name=name, apps=apps))
+    return Fleet(
+        camera_fps=10.0,
+        objective=objective,
+        fps_options=list(fps_options),
+        nodes=nodes,
+        cameras=cameras,
+    )
+
+
+def _scaled_profile(profile: Profile, speed: float) -> Profile:
+    """The same base on a machine `speed` times as costly per frame."""
+    return profile.model_copy(
+        update={
+            "cut_points": [
+                CutPoint(name=cut.name, cumulative_cost=round(cut.cumulative_cost * speed, 4))
+                for cut in profile.cut_points
+            ],
+            "total_cost": round(profile.total_cost * speed, 4),
+            "decode_cost": round(profile.decode_cost * speed, 4),
+        }
+    )

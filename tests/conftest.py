@@ -7,15 +7,25 @@ from pathlib import Path
 
 import pytest
 
+from scheduler.problem import Profile
 from tests.support.live_packages import build_moving_package
 from tests.support.mqtt import Broker
-from tests.support.nodes import TinyPackages, build_tiny_packages
+from tests.support.nodes import TinyPackages, build_tiny_packages, measure_tiny_profile
 
 
 @pytest.fixture(scope="session")
 def tiny_packages(tmp_path_factory: pytest.TempPathFactory) -> TinyPackages:
     """Real tiny packages on one registered base (tests/support/nodes.py), built once."""
     return build_tiny_packages(tmp_path_factory.mktemp("tiny-packages"))
+
+
+@pytest.fixture(scope="session")
+def measured_profile(
+    tiny_packages: TinyPackages, tmp_path_factory: pytest.TempPathFactory
+) -> Profile:
+    """The tiny base's cost profile on this machine, measured once by a real node; nodes that
+    start with it stored skip measuring it (as after a restart)."""
+    return measure_tiny_profile(tiny_packages, tmp_path_factory.mktemp("profile-node"))
 
 
 @pytest.fixture(scope="session")

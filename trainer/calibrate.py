@@ -26,6 +26,7 @@ from mainstream.core.errors import InvalidParameterError
 from mainstream.core.manifest import CalibrationClip, FrameEvidence, Manifest, frame_evidence
 from mainstream.core.package import read_package, sha256_file, write_package
 from trainer.datasets import load_labelled_video, write_event_csv
+from trainer.event_stats import class_frame_correlations
 from trainer.finetune import make_predictor, stem_features
 
 logger = logging.getLogger(__name__)
@@ -100,6 +101,14 @@ def calibrate_package(
             )
             scores = make_predictor(package.load_candidate(candidate.cut_point))(inputs)
             fires = scores[:, positive_index] >= threshold
+            ordered_fires, events, sampled_fps = data.event_fires(fires)
+            # Where the clip's fires do not determine a class's correlation (no false fire at
+            # all, say), the app's camera-rate c stands in, as in training.
+            fallback = manifest.event_stats.correlation ** (float(data.fps or 1) / sampled_fps)
+            positive_correlation, negative_correlation = (
+                fallback if rho is None else rho
+                for rho in class_frame_correlations(ordered_fires, events)
+            )
             counts = FrameEvidence(
                 positive_frames=int(positive.sum()),
                 positive_fires=int(fires[positive].sum()),
@@ -107,6 +116,8 @@ def calibrate_package(
                 negative_fires=int(fires[~positive].sum()),
                 events=len(data.intervals),
                 split=f"calibration clip {video.name}",
+                positive_frame_correlation=positive_correlation,
+                negative_frame_correlation=negative_correlation,
             )
             clip = CalibrationClip(
                 clip=video.name,

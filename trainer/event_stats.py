@@ -35,6 +35,7 @@ from scheduler.estimates import (
     CorrelationPosterior,
     TransitionCounts,
     correlation_posterior,
+    frame_correlation,
     transition_counts,
 )
 from scheduler.event_model import detection_probability, sample_correlation, samples_per_window
@@ -273,6 +274,18 @@ def negative_transitions(
         fire_miss=int(np.count_nonzero(before & ~after)),
         miss_fire=int(np.count_nonzero(~before & after)),
         miss_miss=int(np.count_nonzero(~before & ~after)),
+    )
+
+
+def class_frame_correlations(
+    fires: np.ndarray, intervals: Sequence[EventInterval], evaluated: np.ndarray | None = None
+) -> tuple[float | None, float | None]:
+    """Lag-1 correlation of the fires on consecutive frames inside the events and on
+    consecutive evaluated frames outside them; None where the fires do not determine it."""
+    fired = np.asarray(fires, dtype=bool)
+    return (
+        frame_correlation(event_transitions(fired, intervals)),
+        frame_correlation(negative_transitions(fired, intervals, evaluated)),
     )
 
 

@@ -6,7 +6,8 @@ The node (and a remote trainer worker) never trains in its own process: it write
     python -m trainer.job JOB.json OUT_DIR
 
 The runner resolves the dataset inside the datasets folder (a path that leaves it is refused),
-runs :func:`trainer.pipeline.train_package`, and keeps ``OUT_DIR/status.json`` up to date (each
+runs :func:`trainer.pipeline.train_package` (or, for a calibration job,
+:func:`trainer.calibrate.calibrate_package` on a stored package), and keeps ``OUT_DIR/status.json`` up to date (each
 write is atomic, so a reader never sees half a file): phase, progress fraction, and at the end
 the outcome. The package is written atomically to ``OUT_DIR/package.mpkg``. Logs (and progress
 bars) go to standard error, which the parent sends to the job's log file.
@@ -30,7 +31,7 @@ import time
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from tqdm import tqdm
 
 from mainstream.core.bases import (
@@ -42,10 +43,12 @@ from mainstream.core.bases import (
     weights_fingerprint,
 )
 from mainstream.core.errors import InvalidParameterError, MainstreamError, PackageError
-from mainstream.core.package import read_package, verify_package
+from mainstream.core.package import read_package, sha256_file, verify_package
+from trainer.calibrate import calibrate_package
 from trainer.pipeline import (
     BaseRequest,
     TrainRequest,
+    _describe_device,
     _explicit_event_stats,
     _labels_path,
     checked_app_name,
@@ -66,6 +69,7 @@ _PHASE_START = {
     "starting": 0.0,
     "loading": 0.05,
     "training": 0.1,
+    "calibrating": 0.1,
     "writing": 0.9,
     "verifying": 0.95,
     "done": 1.0,
@@ -261,25 +265,115 @@ def resolve_inside(root: Path, field: str, relative: str) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
+# Calibration jobs: a stored package measured on footage of the deployment camera
+
+NO_LABELS_ADVICE = (
+    "give labels (a label CSV of the video, relative to the datasets folder) for labelled "
+    "footage, or no_events: true for footage without labels (every frame counts as a "
+    "negative: its fire rate is an upper bound on the FP rate)"
+)
+
+
+class CalibrationFootage(BaseModel):
+    """Footage of the deployment camera inside the datasets folder, with its labels or none."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    video: str = Field(
+        description="Video from the camera the app watches, relative to the datasets folder",
+        examples=["cameras/door-day.avi"],
+    )
+    labels: str | None = Field(
+        default=None,
+        description="Its label CSV (start_frame,end_frame[,label]), relative to the datasets "
+        "folder; required unless no_events",
+    )
+    no_events: bool = Field(
+        default=False,
+        description="Footage without labels: every frame counts as a negative, so the fire "
+        "rate measured bounds the false-positive rate from above",
+    )
+    fps: float | None = Field(
+        default=None, gt=0, description="The footage's frame rate, if its container is wrong"
+    )
+
+    @field_validator("video")
+    @classmethod
+    def _video_relative(cls, value: str) -> str:
+        return confined_relative_path("video", value)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_relative(cls, value: str | None) -> str | None:
+        return None if value is None else confined_relative_path("labels", value)
+
+    @model_validator(mode="after")
+    def _labels_or_no_events(self) -> CalibrationFootage:
+        # Silence about labels must not turn a clip with events into "every frame negative".
+        if (self.labels is None) != self.no_events:
+            raise ValueError(NO_LABELS_ADVICE)
+        return self
+
+    def footage_paths(self, datasets_dir: Path) -> tuple[Path, Path | None]:
+        """The video (and label CSV) inside `datasets_dir`; raises when missing or outside."""
+        video = resolve_inside(datasets_dir, "video", self.video)
+        if not video.is_file():
+            raise InvalidParameterError("video", self.video, f"a video file in {datasets_dir}")
+        if self.labels is None:
+            return video, None
+        labels = resolve_inside(datasets_dir, "labels", self.labels)
+        if not labels.is_file():
+            raise InvalidParameterError("labels", self.labels, f"a label CSV in {datasets_dir}")
+        return video, labels
+
+
+class CalibrationJobSpec(CalibrationFootage):
+    """A calibration job as the node recorded it: the footage, the package it measures (the
+    app's version when the job was submitted) and the threshold the app fires from."""
+
+    app: str = Field(description="The app whose package is calibrated")
+    package_app: str
+    package_version: int = Field(ge=1)
+    package_sha256: str
+    video_sha256: str = Field(description="The footage's sha256 when the job was submitted")
+    threshold: float = Field(gt=0, lt=1, description="Score from which a frame counts as a fire")
+
+
+# ---------------------------------------------------------------------------------------------
 # What the parent hands the runner, and what the runner reports
 
 
 class RunnerInput(BaseModel):
-    """The file `python -m trainer.job` reads."""
+    """The file `python -m trainer.job` reads: a training spec, or a calibration spec and the
+    package it measures."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    spec: TrainingJobSpec
+    spec: TrainingJobSpec | None = None
+    calibration: CalibrationJobSpec | None = None
+    package: Path | None = Field(default=None, description="The package a calibration measures")
     datasets_dir: Path
     bases_dir: Path | None = Field(
         default=None, description="Registered bases (for spec.base.weights = a fingerprint)"
     )
-    verify: bool = Field(default=True, description="Load every model of the package once written")
+    verify: bool = Field(
+        default=True,
+        description="Load every model of a trained package once written (a calibrated one "
+        "keeps the models of the package it measured)",
+    )
     register_bases_dir: Path | None = Field(
         default=None,
         description="Save the package's bundled base here after checking its fingerprint, so "
         "that registering the package needs no TensorFlow",
     )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> RunnerInput:
+        if (self.spec is None) == (self.calibration is None):
+            raise ValueError("a runner input holds a training spec or a calibration, not both")
+        if self.calibration is not None and self.package is None:
+            raise ValueError("a calibration needs the package it measures")
+        return self
 
 
 class JobProgress(BaseModel):
@@ -481,6 +575,10 @@ def run_job(job_file: Path, out_dir: Path) -> int:
     logging.getLogger("trainer.pipeline").addHandler(events)
     try:
         job = RunnerInput.model_validate_json(job_file.read_text(encoding="utf-8"))
+        if job.calibration is not None:
+            _calibrate(job, job.calibration, out_dir, reporter)
+            return 0
+        assert job.spec is not None  # the input holds one kind
         request = job.spec.train_request(
             job.datasets_dir, out_dir / PACKAGE_FILE, job.bases_dir, progress=True
         )
@@ -516,6 +614,57 @@ def run_job(job_file: Path, out_dir: Path) -> int:
     finally:
         stop.set()
         logging.getLogger("trainer.pipeline").removeHandler(events)
+
+
+def _calibrate(
+    job: RunnerInput, spec: CalibrationJobSpec, out_dir: Path, reporter: StatusReporter
+) -> None:
+    """Measure every candidate of `job.package` on the footage and write the package again."""
+    assert job.package is not None  # checked when the input was read
+    video, labels = spec.footage_paths(job.datasets_dir)
+    reporter.phase("loading", "starting TensorFlow")
+    import tensorflow as tf  # TensorFlow loads only when a model is built or run
+
+    device = _describe_device(tf)
+    reporter.status.device = device
+    started = time.perf_counter()
+    reporter.phase("calibrating", f"every candidate of {spec.package_app} on {video.name}")
+    result = calibrate_package(
+        job.package,
+        video,
+        labels,
+        out_dir / PACKAGE_FILE,
+        bases_dir=job.bases_dir,
+        threshold=spec.threshold,
+        fps=spec.fps,
+    )
+    # The models are the bytes of the package measured, which the node loaded when it stored
+    # it; the node checks that they are unchanged (training_jobs.check_same_models), so none
+    # is loaded again here.
+    reporter.finish(
+        "succeeded",
+        device=device,
+        package_sha256=sha256_file(result.output),
+        app_name=result.app,
+        candidates=[
+            {
+                "cut_point": row.cut_point,
+                "clip": row.clip.model_dump(),
+                "before": row.before.model_dump() if row.before is not None else None,
+                "after": row.after.model_dump(),
+            }
+            for row in result.candidates
+        ],
+    )
+    logger.info(
+        "calibrated %s on %s (%d frames, %d events) on %s in %.1f s",
+        result.app,
+        result.clip,
+        result.frames,
+        result.events,
+        device,
+        time.perf_counter() - started,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

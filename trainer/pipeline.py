@@ -66,6 +66,7 @@ from trainer.datasets import (
 from trainer.event_stats import (
     CorrelationEstimate,
     EventInterval,
+    class_frame_correlations,
     estimate_correlation,
     event_statistics,
 )
@@ -344,6 +345,7 @@ def train_package(request: TrainRequest) -> TrainResult:
                 base,
                 _held_out_events(held_out),
                 _split_description(request, len(held_out)),
+                _frame_correlations(dataset, held_out, request, event_stats),
             )
             base_weights = None
             if _bundle_base(request, config):
@@ -695,10 +697,31 @@ def _held_out_correlation(
 
     With `frame_step` > 1 only every step-th camera frame was decoded: the transitions are
     then those of frames `step` apart (correlation c**step), turned into the camera-rate c.
-    Held-out parts never share a frame, so their fires fill one grid.
     """
-
     assert video.fps is not None
+    fires, evaluated, intervals = _held_out_fires(video, held_out, frame_step, positive_class)
+    if not intervals:
+        frames = sum(len(validation) for validation, _ in held_out)
+        raise InvalidParameterError(
+            "validation_fraction",
+            f"{frames} held-out frames without a whole event",
+            "a split that holds out at least one whole event (more data, a larger fraction), "
+            "or give --correlation",
+        )
+    return estimate_correlation(
+        fires, intervals, video.fps / frame_step, evaluated=evaluated, frame_gap=frame_step
+    )
+
+
+def _held_out_fires(
+    video: LabelledVideo,
+    held_out: list[tuple[FrameDataset, TrainedCandidate]],
+    frame_step: int,
+    positive_class: str,
+) -> tuple[np.ndarray, np.ndarray, list[EventInterval]]:
+    """One candidate's fires on the held-out frames of every fold, in time order: (fires,
+    evaluated, event intervals), on a grid of every `frame_step`-th camera frame. Held-out
+    parts never share a frame, so their fires fill one grid."""
     positive_index = list(video.class_names).index(positive_class)
     grid_length = math.ceil(video.total_frames / frame_step)
     fires = np.zeros(grid_length, dtype=bool)
@@ -714,17 +737,41 @@ def _held_out_correlation(
             last = interval.end_frame // frame_step
             if last >= first:
                 intervals.append(EventInterval(first, last, interval.label))
-    if not intervals:
-        frames = sum(len(validation) for validation, _ in held_out)
-        raise InvalidParameterError(
-            "validation_fraction",
-            f"{frames} held-out frames without a whole event",
-            "a split that holds out at least one whole event (more data, a larger fraction), "
-            "or give --correlation",
+    return fires, evaluated, intervals
+
+
+def _frame_correlations(
+    dataset: FrameDataset,
+    held_out: list[HeldOutFold],
+    request: TrainRequest,
+    event_stats: EventStats,
+) -> list[tuple[float | None, float | None]]:
+    """Per candidate, the lag-1 correlation of its held-out fires on consecutive positive and
+    on consecutive negative frames (how much its counts are worth, :mod:`scheduler.estimates`).
+
+    Where a candidate's fires do not determine one (it never fired on the negative frames,
+    say) the app's camera-rate correlation stands in: a detector's false fires come in runs as
+    its true ones do. Image folders have no time order: (None, None), frames independent.
+    """
+    if not isinstance(dataset, LabelledVideo):
+        return [(None, None)] * len(held_out[0].result.candidates)
+    fallback = event_stats.correlation**request.frame_step
+    correlations: list[tuple[float | None, float | None]] = []
+    for index in range(len(held_out[0].result.candidates)):
+        fires, evaluated, intervals = _held_out_fires(
+            dataset,
+            [(fold.validation, fold.result.candidates[index]) for fold in held_out],
+            request.frame_step,
+            request.positive_class,
         )
-    return estimate_correlation(
-        fires, intervals, video.fps / frame_step, evaluated=evaluated, frame_gap=frame_step
-    )
+        positive, negative = class_frame_correlations(fires, intervals, evaluated)
+        correlations.append(
+            (
+                fallback if positive is None else positive,
+                fallback if negative is None else negative,
+            )
+        )
+    return correlations
 
 
 def _held_out_events(held_out: list[HeldOutFold]) -> int | None:
@@ -750,11 +797,13 @@ def _save_candidates(
     base: keras.Model,
     held_out_events: int | None,
     split: str,
+    frame_correlations: list[tuple[float | None, float | None]],
 ) -> tuple[dict[str, Path], list[CandidateInfo]]:
-
     files: dict[str, Path] = {}
     infos = []
-    for candidate in result.candidates:
+    for candidate, (positive_correlation, negative_correlation) in zip(
+        result.candidates, frame_correlations, strict=True
+    ):
         archive_name = candidate_archive_name(candidate.cut_point)
         local = save_candidate(candidate.model, folder / archive_name)
         files[archive_name] = local
@@ -778,6 +827,8 @@ def _save_candidates(
                     negative_fires=candidate.quality.negative_fires,
                     events=held_out_events,
                     split=split,
+                    positive_frame_correlation=positive_correlation,
+                    negative_frame_correlation=negative_correlation,
                 ),
             )
         )

@@ -3,7 +3,7 @@
 
 import { Api, ApiError, forgetToken, saveToken, savedToken } from "./api.js";
 import { comparisonSvg, dagGroups, dagSvg } from "./charts.js";
-import { byId, fill, fmt, fmtDuration, fmtF1, fmtFps, fmtTime, h } from "./dom.js";
+import { byId, fill, fmt, fmtDuration, fmtF1, fmtFps, fmtMB, fmtTime, h } from "./dom.js";
 import { LiveFeed } from "./live.js";
 
 const REFRESH_MS = 5000; // cameras, apps, plan, stats
@@ -31,6 +31,7 @@ const state = {
   cameraFrames: new Map(), // camera id -> object URL of its latest frame (polled fallback)
   liveViews: new Map(), // camera id -> <img> playing its live view (MJPEG with app scores)
   eventShots: new Map(), // event id -> {peak, url, fetchedAt}
+  clipVideos: new Map(), // event id -> <video> playing its clip (kept across re-renders)
   hypothetical: [], // AppCreate bodies for the what-if form
   whatIfOptions: "", // signature of the choices the what-if form was built from
 };
@@ -147,6 +148,7 @@ function start() {
     onStatus: (stats) => {
       state.stats = stats;
       renderSummary();
+      renderRetention();
     },
   });
   state.feed.start();
@@ -361,6 +363,7 @@ async function loadEventShot(event) {
 
 function renderAll() {
   renderSummary();
+  renderRetention();
   renderCameras();
   renderApps();
   renderPlan();
@@ -665,12 +668,97 @@ function renderEvents() {
             ` · peak ${fmt(event.peak_score)}`,
             ` · ${event.frames_fired}/${event.frames_analysed} frames fired`,
           ),
+          clipControls(event),
           reviewButtons(event),
         ),
       );
     }),
   );
   for (const event of events) loadEventShot(event);
+}
+
+function clipControls(event) {
+  // The clip plays from a blob URL: a <video> cannot send the token, and clips are small.
+  const video = state.clipVideos.get(event.id);
+  if (video) return h("div", { class: "event-clip" }, video);
+  if (!event.clip) {
+    // A clip is stored a few seconds after its event ends (the post-roll, then encoding).
+    const justEnded = event.end_time !== null && Date.now() / 1000 - event.end_time < 60;
+    return justEnded ? h("div", { class: "event-clip muted", "data-clip": "pending" }, "clip: recording…") : null;
+  }
+  return h(
+    "div",
+    { class: "event-clip" },
+    h(
+      "button",
+      {
+        type: "button",
+        class: "btn small",
+        "aria-label": `Play the clip of event ${event.id}`,
+        onclick: () => playClip(event),
+      },
+      "▶ Clip",
+    ),
+  );
+}
+
+async function playClip(event) {
+  const url = await state.api.imageUrl(event.clip.replace(/^\//, "")).catch(() => null);
+  if (!url) {
+    toast(`The clip of event ${event.id} could not be loaded`, "error");
+    return;
+  }
+  const video = h("video", {
+    "data-clip": event.id,
+    controls: true,
+    muted: true,
+    playsinline: true,
+    preload: "auto",
+    "aria-label": `Clip of ${event.app} on ${event.camera}`,
+  });
+  video.src = url;
+  state.clipVideos.set(event.id, video);
+  renderEvents();
+  video.play().catch(() => {}); // autoplay may be refused; the controls remain
+}
+
+function renderRetention() {
+  const retention = state.stats ? state.stats.retention : null;
+  if (!retention) return;
+  const kept = retention.days ? `events kept ${fmt(retention.days, 0)} days` : "events kept however old";
+  const cap = retention.max_mb_per_app ? `, up to ${fmt(retention.max_mb_per_app, 0)} MB per app` : "";
+  byId("retention-meta").textContent = `pruned every ${fmtDuration(retention.interval_s)}`;
+  const last = retention.last_prune_at
+    ? `last prune ${fmtTime(retention.last_prune_at)}: ${retention.last_pruned} deleted · ${retention.pruned_total} since start`
+    : "not pruned yet";
+  const summary = byId("retention-summary");
+  fill(
+    summary,
+    h("span", { "data-retention": "days" }, kept + cap),
+    " · ",
+    h("span", { "data-retention": "last-prune" }, last),
+    " · ",
+    h("span", { "data-retention": "stored" }, `${fmtMB(retention.bytes)} stored (database file ${fmtMB(retention.file_bytes)})`),
+    retention.last_error ? h("span", { class: "form-error" }, ` · ${retention.last_error}`) : null,
+  );
+  const limit = retention.max_mb_per_app ? `${fmt(retention.max_mb_per_app, 0)} MB` : "no limit";
+  const rows = Object.entries(retention.apps || {}).sort(([a], [b]) => a.localeCompare(b));
+  fill(
+    byId("retention-rows"),
+    rows.length
+      ? rows.map(([name, app]) =>
+          h(
+            "tr",
+            { "data-retention-app": name },
+            h("td", {}, name),
+            h("td", {}, String(app.events)),
+            h("td", {}, String(app.open)),
+            h("td", {}, `${app.clips ?? 0} (${fmtMB(app.clip_bytes ?? 0)})`),
+            h("td", { "data-retention": "used" }, `${fmtMB(app.bytes)} / ${limit}`),
+          ),
+        )
+      : h("tr", {}, h("td", { colspan: 5, class: "muted" }, "Nothing stored yet.")),
+  );
 }
 
 function reviewButtons(event) {

@@ -57,6 +57,13 @@ export function fmtF1(app) {
   return interval ? `${fmt(app.f1)} (${fmt(interval[0])}–${fmt(interval[1])})` : fmt(app.f1);
 }
 
+/** Bytes in MB ("0.03 MB", "12.5 MB"), "—" when unknown. */
+export function fmtMB(bytes) {
+  if (bytes === null || bytes === undefined) return "—";
+  const megabytes = bytes / (1024 * 1024);
+  return `${megabytes.toFixed(megabytes < 10 ? 2 : 1)} MB`;
+}
+
 export function fmtFps(value) {
   if (value === null || value === undefined) return "—";
   return value >= 1 || value === 0 ? Number(value).toFixed(value % 1 === 0 ? 0 : 1) : Number(value).toFixed(2);

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Response
 
+from api.byte_ranges import byte_range_response
 from api.deps import ServicesDep, Viewer, admin
 from mainstream.node.services import Principal
 from mainstream.node.services.models import (
@@ -58,6 +59,26 @@ def get_event(event_id: str, services: ServicesDep) -> EventView:
 def event_snapshot(event_id: str, services: ServicesDep) -> Response:
     """The frame with the event's highest score, as JPEG."""
     return Response(services.events.snapshot(event_id), media_type="image/jpeg")
+
+
+@router.get(
+    "/{event_id}/clip.webm",
+    response_class=Response,
+    responses={
+        200: {"content": {"video/webm": {}}},
+        206: {"description": "The byte range asked for (`Range: bytes=...`)"},
+    },
+    dependencies=[Viewer],
+)
+def event_clip(
+    event_id: str,
+    services: ServicesDep,
+    range_header: Annotated[str | None, Header(alias="range")] = None,
+) -> Response:
+    """The event's video clip (WebM, VP8): `clips.pre_s` before its start to `clips.post_s`
+    after its end. 404 until it is stored. Serves byte ranges (browsers seek with them)."""
+    clip = services.events.clip(event_id)
+    return byte_range_response(clip.data, clip.content_type, range_header)
 
 
 @router.put("/{event_id}/review", response_model=ReviewResult)

@@ -1,6 +1,9 @@
 """`/api/training-jobs`: train an app's package as a job (here in a child process, or on the
 configured trainer worker), follow its progress and log, cancel it.
 
+`POST /api/apps/{name}/calibrations` submits a calibration job into the same list: the app's
+package measured on footage of its camera, registered as the next version, the app moved to it.
+
 The job service starts with the application and cancels running jobs when it stops.
 """
 
@@ -15,7 +18,12 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response, statu
 from fastapi.concurrency import run_in_threadpool
 
 from api.deps import Admin, Viewer
-from mainstream.node.training_jobs import TrainingJob, TrainingJobRequest, TrainingJobs
+from mainstream.node.training_jobs import (
+    CalibrationRequest,
+    TrainingJob,
+    TrainingJobRequest,
+    TrainingJobs,
+)
 
 
 @asynccontextmanager
@@ -29,6 +37,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 router = APIRouter(prefix="/api/training-jobs", tags=["training"], lifespan=_lifespan)
+# Under /api/apps (a runtime route: the app must run here); the jobs are those above.
+calibrations = APIRouter(prefix="/api/apps", tags=["training"])
 
 
 # Guards the creation of the service for an application whose lifespan did not run.
@@ -81,3 +91,16 @@ def training_job_log(job_id: str, jobs: JobsDep, offset: int = Query(default=0, 
 def cancel_training_job(job_id: str, jobs: JobsDep) -> TrainingJob:
     """Cancel a queued or running job (409 when it already finished)."""
     return jobs.cancel(job_id)
+
+
+@calibrations.post(
+    "/{name}/calibrations",
+    response_model=TrainingJob,
+    status_code=status.HTTP_202_ACCEPTED,
+    dependencies=[Admin],
+)
+def submit_calibration_job(name: str, request: CalibrationRequest, jobs: JobsDep) -> TrainingJob:
+    """Queue a calibration of the app's package on footage of its camera (a video in the
+    datasets folder, with labels or `no_events`); on success the calibrated package is the
+    package's next version and the app runs it. Follow it under /api/training-jobs/{id}."""
+    return jobs.calibrate(name, request)

@@ -232,7 +232,11 @@ class MqttSink:
         app = change.event.app
         with self._condition:  # building under the lock keeps `before` in queue order
             message = self._builder.build(change)
-            if change.transition is not Transition.UPDATE or self.settings.publish_updates:
+            if (
+                change.transition is not Transition.UPDATE
+                or self.settings.publish_updates
+                or change.clip_stored  # the clip's URL is news whatever the setting
+            ):
                 self._enqueue(_Message(self.topics.events, encode_message(message), retain=False))
             open_events = self._open_events_by_app.setdefault(app, set())
             was_on = bool(open_events)

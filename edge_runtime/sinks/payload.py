@@ -5,8 +5,10 @@
 
 `after` is the event as it is now, `before` as it was in the previous message about the same
 event (null for "new"). A record carries the fields of :class:`EventRecord` (`ended_by`: why it
-ended, null while active; not `last_time`), `active` (no end time yet) and `snapshot`, the URL
-path of the event's best JPEG on the node's API.
+ended, null while active; not `last_time`), `active` (no end time yet), `snapshot`, the URL
+path of the event's best JPEG on the node's API, and `clip`, the URL of the event's short video
+(WebM) or null until it is stored: the clip is written after the event's end, and an "update"
+message announces it.
 
 An event that a crash left open is ended when the node starts again: its "end" has `ended_by`
 "restart", and `before` is the event as it was last stored (the node forgot what it sent).
@@ -24,10 +26,15 @@ from typing import Any
 from edge_runtime.detector import ENDED_RESTART, EventChange, EventRecord, Transition
 
 SNAPSHOT_PATH = "/api/events/{event_id}/snapshot.jpg"
+CLIP_PATH = "/api/events/{event_id}/clip.webm"
 
 
 def snapshot_path(event_id: str) -> str:
     return SNAPSHOT_PATH.format(event_id=event_id)
+
+
+def clip_path(event_id: str) -> str:
+    return CLIP_PATH.format(event_id=event_id)
 
 
 def _finite(value: float) -> float | None:
@@ -50,6 +57,7 @@ def event_json(event: EventRecord, *, base_url: str = "") -> dict[str, Any]:
         "frames_fired": event.frames_fired,
         "ended_by": event.ended_by,
         "snapshot": base_url.rstrip("/") + snapshot_path(event.id),
+        "clip": base_url.rstrip("/") + clip_path(event.id) if event.has_clip else None,
     }
 
 
@@ -59,7 +67,7 @@ def encode_message(message: dict[str, Any]) -> bytes:
 
 
 class EventMessageBuilder:
-    """Turns event changes into messages, remembering each open event's last record for `before`.
+    """Turns event changes into messages, remembering each recent event's last record for `before`.
 
     Thread-safe: the runtime calls sinks from every camera's worker thread. At most
     `max_open_events` records are remembered (the oldest is forgotten first), so an event whose
@@ -77,10 +85,10 @@ class EventMessageBuilder:
         after = event_json(change.event, base_url=self.base_url)
         with self._lock:
             before = self._last.pop(change.event.id, None)
-            if change.transition is not Transition.END:
-                self._last[change.event.id] = after
-                while len(self._last) > self.max_open_events:
-                    self._last.popitem(last=False)
+            # An ended event is remembered too: its clip is announced after its end.
+            self._last[change.event.id] = after
+            while len(self._last) > self.max_open_events:
+                self._last.popitem(last=False)
         if change.transition is Transition.NEW:
             before = None
         elif before is None and change.event.ended_by == ENDED_RESTART:

@@ -233,6 +233,8 @@ class ApiClient:
         quiet_time_s: float | Literal["auto"] | None = None,
         event_overrides: Mapping[str, float] | None = None,
         enabled: bool | None = None,
+        min_fps: float | None = None,
+        max_fps: float | None = None,
     ) -> JsonObject:
         """Deploy a stored package as an app; the node re-plans. None: the server's default."""
         body = app_request(
@@ -246,6 +248,8 @@ class ApiClient:
             quiet_time_s=quiet_time_s,
             event_overrides=event_overrides,
             enabled=enabled,
+            min_fps=min_fps,
+            max_fps=max_fps,
         )
         result: JsonObject = self._json("POST", "/api/apps", json=body)
         return result
@@ -278,6 +282,19 @@ class ApiClient:
 
     def delete_camera(self, camera_id: str) -> None:
         self.request("DELETE", f"/api/cameras/{_segment(camera_id)}")
+
+    # -- fleet ---------------------------------------------------------------------------------
+
+    def fleet_plan(self, fleet: JsonObject, time_limit_s: float, method: str) -> JsonObject:
+        """The fleet plan this daemon (a fleet's shared registry) computes; nothing deployed."""
+        result: JsonObject = self._json(
+            "POST",
+            "/api/fleet/plan",
+            json=fleet,
+            params={"time_limit_s": time_limit_s, "method": method},
+            timeout=time_limit_s + 60.0,
+        )
+        return result
 
     # -- schedule ------------------------------------------------------------------------------
 
@@ -352,6 +369,8 @@ def app_request(
     quiet_time_s: float | Literal["auto"] | None = None,
     event_overrides: Mapping[str, float] | None = None,
     enabled: bool | None = None,
+    min_fps: float | None = None,
+    max_fps: float | None = None,
 ) -> JsonObject:
     """The JSON body that registers an app; fields left None are the server's defaults."""
     body: JsonObject = {"name": name}
@@ -365,6 +384,8 @@ def app_request(
         quiet_time_s=quiet_time_s,
         event_overrides=dict(event_overrides) if event_overrides else None,
         enabled=enabled,
+        min_fps=min_fps,
+        max_fps=max_fps,
     )
     return body
 

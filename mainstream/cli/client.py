@@ -285,6 +285,18 @@ def apps_list(server: str, token: str | None, as_json: bool) -> None:
     default=None,
     help="Override the inter-frame correlation.",
 )
+@click.option(
+    "--min-fps",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Lowest analysis rate the plan may give the app.",
+)
+@click.option(
+    "--max-fps",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Highest analysis rate the plan may give the app.",
+)
 @click.option("--disabled", is_flag=True, help="Register the app without running it.")
 @remote_options
 def apps_add(
@@ -298,6 +310,8 @@ def apps_add(
     event_length: float | None,
     event_frequency: float | None,
     correlation: float | None,
+    min_fps: float | None,
+    max_fps: float | None,
     disabled: bool,
     server: str,
     token: str | None,
@@ -326,6 +340,8 @@ def apps_add(
             quiet_time_s=None if quiet_time_s is None else parse_quiet_time(quiet_time_s),
             event_overrides=overrides,
             enabled=False if disabled else None,
+            min_fps=min_fps,
+            max_fps=max_fps,
         )
     if as_json:
         echo_json(view)

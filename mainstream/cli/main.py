@@ -18,6 +18,7 @@ from mainstream.core.errors import MainstreamError
 # name -> "module:attribute" of a click command or group.
 SUBCOMMANDS: dict[str, str] = {
     "schedule": "mainstream.cli.schedule:schedule",
+    "fleet": "mainstream.cli.fleet:fleet",
     "synth": "mainstream.cli.synth:synth",
     "train": "mainstream.cli.train:train",
     "base": "mainstream.cli.train:base",

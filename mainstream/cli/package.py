@@ -275,9 +275,16 @@ def _evidence_warnings(manifest: Manifest) -> list[str]:
     reasons = dict.fromkeys(
         reason for candidate in spec.candidates if (reason := candidate.thin_evidence())
     )
-    return [
-        f"thin evidence: {reason}; the intervals are wide and the plan may be wrong, "
+    calibrated = any(candidate.calibrations for candidate in manifest.candidates)
+    advice = (
         "label more footage"
+        if calibrated
+        else "calibrate on footage of the deployment camera: `mainstream calibrate PKG "
+        "--video V --labels L`, or `--no-events` for footage without labels (every frame "
+        "counts as a negative, so its fire rate bounds the FP rate from above)"
+    )
+    return [
+        f"thin evidence: {reason}; the intervals are wide and the plan may be wrong, {advice}"
         for reason in reasons
     ]
 
@@ -305,7 +312,8 @@ def _bundled(listing: PackageListing) -> str:
 @click.option(
     "--no-events",
     is_flag=True,
-    help="The footage has no event of the app's class: it measures the false-positive rate.",
+    help="Footage without labels: every frame counts as a negative, so the fire rate measured "
+    "bounds the false-positive rate from above (exact when no event of the class is in view).",
 )
 @click.option(
     "-o",
@@ -342,7 +350,10 @@ def calibrate_command(
     the node as the app's new package version.
     """
     if (labels is None) == (not no_events):
-        raise click.UsageError("give --labels for labelled footage, or --no-events")
+        raise click.UsageError(
+            "give --labels for labelled footage, or --no-events for footage without labels "
+            "(every frame counts as a negative: its fire rate is an upper bound on the FP rate)"
+        )
     result = calibrate_package(
         package_path,
         video,

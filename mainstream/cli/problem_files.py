@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from mainstream.core.errors import MainstreamError, NotFoundError
 from mainstream.core.yaml_files import describe_yaml_error
+from scheduler.fleet import Fleet
 from scheduler.problem import Objective, Problem
 
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -129,3 +130,78 @@ def _format_of(path: Path) -> str:
     raise ProblemFileError(
         f"{path}: unknown problem file type {suffix!r}; use .json, .yaml or .yml"
     )
+
+
+def load_fleet(path: Path | str, *, objective: Objective | None = None) -> Fleet:
+    """Read and validate a fleet file (FLEET.yaml, or .json); `objective` overrides the file's.
+
+    Every error is one line naming the file and the key: ``fleet.yaml: nodes.1.budget: ...``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise NotFoundError(f"fleet file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ProblemFileError(f"cannot read fleet file {path}: {error}") from error
+    data = parse_problem_text(text, fmt=_format_of(path), source=str(path))
+    if not isinstance(data, Mapping):
+        raise ProblemFileError(
+            f"{path}: must hold a mapping with 'nodes' and 'cameras' at the top level, "
+            f"not {type(data).__name__}"
+        )
+    fields = dict(data)
+    if objective is not None:
+        fields["objective"] = objective
+    _read_profile_files(fields, path)
+    try:
+        return Fleet.model_validate(fields)
+    except ValidationError as error:
+        raise ProblemFileError(one_line_errors(error, str(path))) from error
+
+
+def _read_profile_files(fields: dict[str, Any], path: Path) -> None:
+    """Nodes may name the file `mainstream profile -o` wrote instead of giving the profile
+    inline (`profile: edge-1.json`, or in `profiles:`), relative to the fleet file."""
+    nodes = fields.get("nodes")
+    if not isinstance(nodes, list):
+        return
+    for index, node in enumerate(nodes):
+        if not isinstance(node, dict):
+            continue
+        if isinstance(node.get("profile"), str):
+            node["profile"] = _profile_file(path, node["profile"], f"nodes.{index}.profile")
+        if isinstance(node.get("profiles"), list):
+            node["profiles"] = [
+                _profile_file(path, item, f"nodes.{index}.profiles.{number}")
+                if isinstance(item, str)
+                else item
+                for number, item in enumerate(node["profiles"])
+            ]
+
+
+def _profile_file(fleet_path: Path, name: str, key: str) -> Any:
+    profile_path = fleet_path.parent / name
+    try:
+        text = profile_path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ProblemFileError(
+            f"{fleet_path}: {key}: cannot read profile file {name}: {error.strerror or error}"
+        ) from error
+    except UnicodeDecodeError as error:
+        raise ProblemFileError(
+            f"{fleet_path}: {key}: profile file {name} is not text: {error}"
+        ) from error
+    return parse_problem_text(text, fmt=_format_of(profile_path), source=str(profile_path))
+
+
+def one_line_errors(error: ValidationError, source: str) -> str:
+    """``SOURCE: key.path: message`` for each error, joined by '; ' on one line."""
+    parts = []
+    for detail in error.errors(include_url=False):
+        location = ".".join(str(part) for part in detail["loc"]) or "(top level)"
+        message = detail["msg"].replace("\n", " ").removeprefix("Value error, ")
+        if detail["type"] not in ("missing", "value_error", "model_type", "dict_type"):
+            message += f" (got {_short_repr(detail['input'])})"
+        parts.append(f"{location}: {message}")
+    return f"{source}: " + "; ".join(parts)

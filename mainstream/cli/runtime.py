@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from edge_runtime.profiler import default_budget, measure_profile
-from edge_runtime.replay import ReplayRequest, run_replay
+from edge_runtime.replay import AppReplayFigures, ReplayRequest, run_replay
 from mainstream.cli.client import parse_quiet_time
 from mainstream.core.bases import BaseConfig
 from mainstream.node.settings import Settings
@@ -175,15 +175,41 @@ def replay(
         f"{summary.frames} frames ({summary.video_seconds:.1f} s of video) in {summary.wall_seconds:.1f} s; "
         f"events written to {events_out}"
     )
-    header = f"{'app':<16}{'cut point':<18}{'fps plan':>9}{'fps run':>9}{'X':>3}{'events':>8}{'F1 pred':>9}{'F1 meas':>9}{'R meas':>8}{'P meas':>8}"
+    header = (
+        f"{'app':<16}{'cut point':<18}{'fps plan':>9}{'fps run':>9}{'X':>3}{'events':>8}"
+        f"{'F1 pred [90 % interval]':>25}{'F1 meas':>9}{'R meas':>8}{'P meas':>8}{'labelled':>9}"
+    )
     click.echo(header)
     for app in summary.apps:
-
-        def fmt(value: float | None) -> str:
-            return "-" if value is None else f"{value:.3f}"
-
         click.echo(
-            f"{app.app:<16}{app.cut_point:<18}{app.planned_fps:>9.2f}{app.analysed_fps:>9.2f}{app.x_vote:>3}"
-            f"{app.events:>8}{app.predicted_f1:>9.3f}{fmt(app.measured_f1):>9}{fmt(app.measured_recall):>8}"
-            f"{fmt(app.measured_precision):>8}"
+            f"{app.app:<16}{app.cut_point:<18}{app.planned_fps:>9.2f}{app.analysed_fps:>9.2f}"
+            f"{app.x_vote:>3}{app.events:>8}{_predicted(app):>25}{_figure(app.measured_f1):>9}"
+            f"{_figure(app.measured_recall):>8}{_figure(app.measured_precision):>8}"
+            f"{_figure(app.labelled_events):>9}"
         )
+    outside = [
+        app.app
+        for app in summary.apps
+        if app.measured_f1 is not None
+        and app.predicted_f1_interval is not None
+        and not app.predicted_f1_interval[0] <= app.measured_f1 <= app.predicted_f1_interval[1]
+    ]
+    if outside:
+        click.echo(
+            f"measured F1 outside the predicted 90 % interval: {', '.join(outside)} (the "
+            "footage may differ from the package's held-out frames: `mainstream calibrate` "
+            "measures the per-frame figures on it)"
+        )
+
+
+def _figure(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return str(value) if isinstance(value, int) else f"{value:.3f}"
+
+
+def _predicted(app: AppReplayFigures) -> str:
+    if app.predicted_f1_interval is None:
+        return f"{app.predicted_f1:.3f}"
+    low, high = app.predicted_f1_interval
+    return f"{app.predicted_f1:.3f} [{low:.2f}, {high:.2f}]"

@@ -3,6 +3,7 @@ and follow a node's training jobs over its API).
 
     MAINSTREAM_TRAINER__WORKER_TOKEN=secret mainstream trainer worker --listen 0.0.0.0:8781
     mainstream jobs submit --dataset videos/trains.avi --positive-class train --wait
+    mainstream jobs calibrate trains --video cameras/door.avi --labels cameras/door.csv --wait
     mainstream jobs list | show ID | log ID [--follow] | cancel ID
 
 `jobs` commands talk to `--server` (MAINSTREAM_SERVER) with `--token` (MAINSTREAM_TOKEN).
@@ -17,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import click
 import httpx
@@ -131,10 +133,12 @@ class JobsClient:
         self.server = server.rstrip("/")
         self._client = httpx.Client(base_url=self.server, headers=headers, timeout=timeout_s)
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _call(
+        self, method: str, path: str, *, under: str = "/api/training-jobs", **kwargs: Any
+    ) -> Any:
 
         try:
-            answer = self._client.request(method, f"/api/training-jobs{path}", **kwargs)
+            answer = self._client.request(method, f"{under}{path}", **kwargs)
         except httpx.HTTPError as error:
             raise MainstreamError(f"cannot reach {self.server}: {error}") from error
         if answer.status_code >= 400:
@@ -150,6 +154,12 @@ class JobsClient:
 
     def submit(self, body: dict[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = self._call("POST", "", json=body).json()
+        return result
+
+    def calibrate(self, app: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Submit a calibration job of `app` (POST /api/apps/{app}/calibrations)."""
+        path = f"/{quote(app, safe='')}/calibrations"
+        result: dict[str, Any] = self._call("POST", path, under="/api/apps", json=body).json()
         return result
 
     def list(self) -> list[dict[str, Any]]:
@@ -188,16 +198,23 @@ def _summary(job: dict[str, Any]) -> str:
     package = job.get("package")
     outcome = f"  package {package['app']} v{package['version']}" if package else ""
     error = f"  error: {job['error']}" if job.get("error") and job["state"] != "cancelled" else ""
+    if job.get("deploy_error"):
+        error += f"  not deployed: {job['deploy_error']}"
+    calibration = job.get("calibration")
+    if calibration is not None:
+        what = f"calibrate {calibration['app']} on {calibration['video']}"
+    else:
+        what = job["spec"]["dataset"]
     return (
         f"{job['id']}  {job['state']:<9} {job['mode']:<6} "
         f"{100 * float(progress.get('fraction', 0)):5.1f}% {progress.get('phase', ''):<11} "
-        f"{job['spec']['dataset']}{outcome}{error}"
+        f"{what}{outcome}{error}"
     )
 
 
 @click.group("jobs")
 def jobs() -> None:
-    """Training jobs of a node: submit, list, show, follow the log, cancel."""
+    """Training and calibration jobs of a node: submit, list, show, follow the log, cancel."""
 
 
 @jobs.command("list")
@@ -308,8 +325,64 @@ def submit_job(
     client = JobsClient(server, token)
     job = client.submit(body)
     click.echo(job["id"])
-    if not wait:
-        return
+    if wait:
+        _follow(client, job)
+
+
+@jobs.command("calibrate")
+@_server_option
+@_token_option
+@click.argument("app")
+@click.option(
+    "--video",
+    required=True,
+    help="Footage of the app's camera, relative to the node's datasets folder.",
+)
+@click.option("--labels", help="Its label CSV, relative to the datasets folder; see --no-events.")
+@click.option(
+    "--no-events",
+    is_flag=True,
+    help="Footage without labels: every frame counts as a negative, so the fire rate measured "
+    "bounds the false-positive rate from above.",
+)
+@click.option("--threshold", type=float, help="Fire from this score [default: the app's].")
+@click.option("--fps", type=float, help="The footage's frame rate, if its container is wrong.")
+@click.option("--wait", is_flag=True, help="Follow the job until it finishes.")
+def calibrate_job(
+    server: str,
+    token: str | None,
+    app: str,
+    video: str,
+    labels: str | None,
+    no_events: bool,
+    threshold: float | None,
+    fps: float | None,
+    wait: bool,
+) -> None:
+    """Calibrate APP's package on footage of its camera, as a job of the node; prints its id.
+
+    Every candidate is measured on the clip; the node registers the result as the package's
+    next version and moves APP to it, so the plan uses the clip's counts (the local form is
+    `mainstream calibrate PKG`).
+    """
+    if (labels is None) == (not no_events):
+        raise click.UsageError(
+            "give --labels for labelled footage, or --no-events for footage without labels "
+            "(every frame counts as a negative: its fire rate is an upper bound on the FP rate)"
+        )
+    body: dict[str, Any] = {"video": video, "labels": labels, "no_events": no_events}
+    body |= {
+        name: value for name, value in (("threshold", threshold), ("fps", fps)) if value is not None
+    }
+    client = JobsClient(server, token)
+    job = client.calibrate(app, body)
+    click.echo(job["id"])
+    if wait:
+        _follow(client, job)
+
+
+def _follow(client: JobsClient, job: dict[str, Any]) -> None:
+    """Print the job's summary as it changes; fails unless the job succeeds."""
     last = ""
     while job["state"] not in FINISHED:
         time.sleep(1.0)

@@ -112,6 +112,11 @@ class EventStats(BaseModel):
     )
 
 
+MAX_FRAME_CORRELATION = 0.95
+"""Frame correlations are capped here when they weigh evidence (39 frames count as one): at
+rho -> 1 a run never ends and the frames say nothing about the rate."""
+
+
 class FrameEvidence(BaseModel):
     """The held-out counts behind a candidate's per-frame recall and false-positive rate.
 
@@ -127,6 +132,20 @@ class FrameEvidence(BaseModel):
     negative_fires: int = Field(ge=0, description="of them, the frames it fired on")
     events: int | None = Field(default=None, ge=0, description="held-out events; None: unknown")
     split: str = Field(default="", description="how the held-out frames were chosen")
+    positive_frame_correlation: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="lag-1 correlation of the fires on consecutive positive frames (runs of "
+        "fires count as less evidence than independent frames); None: not measured, frames "
+        "taken as independent",
+    )
+    negative_frame_correlation: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="the same on consecutive negative frames (false fires come in runs too)",
+    )
     derived: bool = Field(
         default=False,
         description="True: reconstructed from a version-1 package's ratios and class counts",
@@ -353,15 +372,23 @@ def calibrated_evidence(
         positive_frames,
         sum(clip.counts.positive_fires for clip in clips),
     )
+    positive_correlation = pooled_frame_correlation(
+        [(clip.counts.positive_frames, clip.counts.positive_frame_correlation) for clip in clips]
+    )
     events = [clip.counts.events for clip in clips]
     event_count = sum(e for e in events if e is not None) if None not in events else None
     if positive_frames == 0 and trained is not None:
         positives = (trained.positive_frames, trained.positive_fires)
+        positive_correlation = trained.positive_frame_correlation
         event_count = trained.events
         sources.append(f"recall from the trainer's held-out frames ({trained.split})")
     negatives = (negative_frames, sum(clip.counts.negative_fires for clip in clips))
+    negative_correlation = pooled_frame_correlation(
+        [(clip.counts.negative_frames, clip.counts.negative_frame_correlation) for clip in clips]
+    )
     if negative_frames == 0 and trained is not None:
         negatives = (trained.negative_frames, trained.negative_fires)
+        negative_correlation = trained.negative_frame_correlation
         sources.append(f"FP rate from the trainer's held-out frames ({trained.split})")
     return FrameEvidence(
         positive_frames=positives[0],
@@ -370,8 +397,26 @@ def calibrated_evidence(
         negative_fires=negatives[1],
         events=event_count,
         split="; ".join(sources),
+        positive_frame_correlation=positive_correlation,
+        negative_frame_correlation=negative_correlation,
         derived=False,
     )
+
+
+def pooled_frame_correlation(parts: list[tuple[int, float | None]]) -> float | None:
+    """The frame correlation of several runs of frames counted together: the one whose design
+    effect (1 + rho) / (1 - rho) turns the total frames into the sum of each part's effective
+    frames. A part without a measured correlation counts as independent frames; None when no
+    part measured one or there are no frames."""
+    frames = sum(count for count, _ in parts)
+    if frames == 0 or all(rho is None for _, rho in parts):
+        return None
+    effective = 0.0
+    for count, rho in parts:
+        capped = min(MAX_FRAME_CORRELATION, rho or 0.0)
+        effective += count * (1.0 - capped) / (1.0 + capped)
+    effect = frames / effective
+    return (effect - 1.0) / (effect + 1.0)
 
 
 def _trained_evidence(manifest: Manifest, candidate: CandidateInfo) -> FrameEvidence | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mainstream.core.manifest import MAX_EVENT_LENGTH_S
 from mainstream.node.registry import AUTO_QUIET_TIME, QuietTime, XVote
@@ -19,6 +19,7 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 MAX_X_VOTE = 100
 MAX_WEIGHT = 1e6  # beyond it the weighted objective loses all precision
 MAX_ROW_NUMBER = 2**63 - 1  # SQLite's largest INTEGER: ids, versions and offsets beyond it fail
+MAX_FPS_LIMIT = 1000.0  # above any camera's rate; a larger limit is a typo
 PackageVersion = Annotated[int, Field(ge=1, le=MAX_ROW_NUMBER)] | Literal["latest"]
 
 
@@ -61,11 +62,33 @@ class AppCreate(BaseModel):
         "counts them",
     )
     enabled: bool = True
+    min_fps: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_FPS_LIMIT,
+        description="Lowest analysis rate the planner may give the app (null: no limit)",
+    )
+    max_fps: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_FPS_LIMIT,
+        description="Highest analysis rate the planner may give the app (null: no limit)",
+    )
 
     @field_validator("x_vote")
     @classmethod
     def _positive_vote(cls, value: XVote) -> XVote:
         return positive_vote(value)
+
+    @model_validator(mode="after")
+    def _ordered_fps_range(self) -> AppCreate:
+        check_fps_range(self.min_fps, self.max_fps)
+        return self
+
+
+def check_fps_range(min_fps: float | None, max_fps: float | None) -> None:
+    if min_fps is not None and max_fps is not None and min_fps > max_fps:
+        raise ValueError(f"min_fps {min_fps:g} is above max_fps {max_fps:g}")
 
 
 def positive_vote(value: XVote) -> XVote:

@@ -31,7 +31,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from edge_runtime.camera import CameraConfig, CameraManager, StateChange
+from edge_runtime.camera import CameraConfig, CameraManager, CameraState, StateChange
+from edge_runtime.clips import ClipConfig, ClipRecorder
 from edge_runtime.deployer import (
     BaseProvider,
     DeployedApp,
@@ -146,7 +147,26 @@ class Node:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.registry = Registry(settings.registry_path, settings.blobs_dir)
         self.events = EventStore(settings.events_path)
-        self.cameras = CameraManager(on_state_change=self._publish_camera_state)
+        self.clips: ClipRecorder | None = None
+        if settings.clips.enabled and settings.role == "node":
+            clips = settings.clips
+            self.clips = ClipRecorder(
+                ClipConfig(
+                    pre_s=clips.pre_s,
+                    post_s=clips.post_s,
+                    max_s=clips.max_s,
+                    fps=clips.fps,
+                    buffer_bytes=int(clips.buffer_mb * 1024 * 1024),
+                ),
+                self.events,
+                settings.clips_temp_dir,
+                on_stored=self._publish_clip,
+            )
+        self.cameras = CameraManager(
+            on_state_change=self._publish_camera_state,
+            on_frame=None if self.clips is None else self.clips.on_frame,
+            on_frame_fps=None if self.clips is None else self.clips.config.fps,
+        )
         self.runtime = EdgeRuntime(
             self.cameras,
             self.events,
@@ -244,6 +264,8 @@ class Node:
             self._stopped = True
             self.runtime.stop()
             self.cameras.stop_all()
+            if self.clips is not None:  # stores the clips of events just closed, then the sinks
+                self.clips.close()
             self.sinks.close()
             self.live.close()
             self.events.close()
@@ -286,11 +308,26 @@ class Node:
     def _publish_event(self, change: EventChange) -> None:
         """Runtime listener: a committed event change goes to the sinks and the live stream
         (a new event's detection context is stored first, for feedback)."""
+        if self.clips is not None:
+            self.clips.on_event(change)
+            change = self.clips.annotate(change)
         self.feedback.on_event(change)
         self.sinks(change)
         self.live(change)
 
+    def _publish_clip(self, event_id: str) -> None:
+        """An event's clip is stored: an "update" with its URL goes to the sinks and the live
+        stream (the event's "end" went out before the clip's post-roll was recorded)."""
+        event = self.events.get(event_id)
+        if event is None:
+            return
+        change = EventChange(Transition.UPDATE, event, clip_stored=True)
+        self.sinks(change)
+        self.live(change)
+
     def _publish_camera_state(self, change: StateChange) -> None:
+        if self.clips is not None and change.current is CameraState.STOPPED:
+            self.clips.forget_camera(change.camera_id)
         self.sinks.on_camera_state(change)
         self.live.on_camera_state(change)
 
@@ -305,8 +342,10 @@ class Node:
             yield
 
     def _collect_garbage(self) -> None:
-        """Remove what an interrupted upload can leave: staged files and unrecorded blobs."""
+        """Remove what an interrupted upload or clip can leave: staged files, unrecorded blobs
+        and partial clips."""
         shutil.rmtree(self.settings.data_dir / "tmp", ignore_errors=True)
+        shutil.rmtree(self.settings.clips_temp_dir, ignore_errors=True)  # clips a crash cut short
         recorded = {package.sha256 for package in self.registry.list_packages()}
         for orphan in self.registry.blobs.names() - recorded:
             logger.info("removing package blob %s, which no package record refers to", orphan)
@@ -570,6 +609,8 @@ class Node:
             event_overrides=dict(app.event_overrides),
             threshold=app.threshold,
             quiet_time_s=app.quiet_time_s,
+            min_fps=app.min_fps,
+            max_fps=app.max_fps,
         )
 
     def planned_value(self, reason: str) -> float | None:

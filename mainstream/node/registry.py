@@ -155,6 +155,15 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             "CHECK (quiet_time_auto IN (0, 1))",
         ),
     ),
+    (
+        3,
+        "per-app frame-rate limits",
+        (
+            # NULL: no limit on that side (every app before this migration).
+            "ALTER TABLE apps ADD COLUMN min_fps REAL CHECK (min_fps IS NULL OR min_fps > 0)",
+            "ALTER TABLE apps ADD COLUMN max_fps REAL CHECK (max_fps IS NULL OR max_fps > 0)",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -217,6 +226,8 @@ class AppRecord(BaseModel):
     threshold: float = Field(default=0.5, ge=0, le=1)
     quiet_time_s: QuietTime = Field(default=AUTO_QUIET_TIME)
     enabled: bool = True
+    min_fps: float | None = Field(default=None, gt=0)  # the planner's rates for it: none below
+    max_fps: float | None = Field(default=None, gt=0)  # ... and none above
     created_at: datetime = Field(default_factory=utc_now)
     updated_at: datetime = Field(default_factory=utc_now)
 
@@ -660,7 +671,7 @@ class Transaction:
         self._check_app_references(app)
         now = _iso(utc_now())
         self._execute(
-            f"INSERT INTO apps ({_APP_FIELDS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO apps ({_APP_FIELDS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (*_app_values(app), now, now),
         )
         return self.registry.get_app(app.name)
@@ -671,7 +682,7 @@ class Transaction:
         self._execute(
             "UPDATE apps SET package_sha256 = ?, camera = ?, event_overrides_json = ?, "
             "weight = ?, x_vote = ?, threshold = ?, quiet_time_s = ?, enabled = ?, "
-            "quiet_time_auto = ?, updated_at = ? WHERE name = ?",
+            "quiet_time_auto = ?, min_fps = ?, max_fps = ?, updated_at = ? WHERE name = ?",
             (*_app_values(app)[1:], _iso(utc_now()), app.name),
         )
         return self.registry.get_app(app.name)
@@ -809,12 +820,12 @@ def _camera(row: tuple[Any, ...]) -> CameraRecord:
 
 _APP_FIELDS = (
     "name, package_sha256, camera, event_overrides_json, weight, x_vote, threshold, "
-    "quiet_time_s, enabled, quiet_time_auto, created_at, updated_at"
+    "quiet_time_s, enabled, quiet_time_auto, min_fps, max_fps, created_at, updated_at"
 )
 _APP_COLUMNS = (
     "a.name, a.package_sha256, p.app, p.version, a.camera, a.event_overrides_json, a.weight, "
     "a.x_vote, a.threshold, a.quiet_time_s, a.enabled, a.quiet_time_auto, a.created_at, "
-    "a.updated_at"
+    "a.updated_at, a.min_fps, a.max_fps"
 )
 _APP_JOIN = "apps a JOIN packages p ON p.sha256 = a.package_sha256"
 
@@ -831,6 +842,8 @@ def _app_values(app: AppRecord) -> tuple[Any, ...]:
         0.0 if app.quiet_time_s == AUTO_QUIET_TIME else app.quiet_time_s,
         int(app.enabled),
         int(app.quiet_time_s == AUTO_QUIET_TIME),
+        app.min_fps,
+        app.max_fps,
     )
 
 
@@ -854,6 +867,8 @@ def _app(row: tuple[Any, ...]) -> AppRecord:
         enabled=bool(row[10]),
         created_at=_required_time(row[12]),
         updated_at=_required_time(row[13]),
+        min_fps=None if row[14] is None else float(row[14]),
+        max_fps=None if row[15] is None else float(row[15]),
     )
 
 

@@ -1,7 +1,8 @@
-"""Retention: a background task deletes events (with their snapshots) past `retention.*`.
+"""Retention: a background task deletes events (with their snapshots and clips) past
+`retention.*`.
 
-An event's snapshot lives in its own row, and a trigger deletes its detection context with it
-(edge_runtime/event_store.py), so one SQLite transaction removes them all: a crash leaves all
+An event's snapshot lives in its own row, and triggers delete its clip and detection context
+with it (edge_runtime/event_store.py), so one SQLite transaction removes them all: a crash leaves all
 or none, and nothing can dangle. Only closed, unmarked events are pruned: an event still open,
 or one an operator marked (the evidence feedback plans with), is kept however old, and counts
 towards its app's size. Deletion goes in batches of `retention.batch_size` events, each its
@@ -141,7 +142,13 @@ class RetentionKeeper:
             "file_bytes": usage.file_bytes if usage else None,
             "oldest_start_time": usage.oldest_start_time if usage else None,
             "apps": {
-                name: {"events": app.events, "bytes": app.bytes, "open": app.open}
+                name: {
+                    "events": app.events,
+                    "bytes": app.bytes,
+                    "open": app.open,
+                    "clips": app.clips,
+                    "clip_bytes": app.clip_bytes,
+                }
                 for name, app in (usage.apps.items() if usage else ())
             },
             "last_prune_at": last.at if last else None,

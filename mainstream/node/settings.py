@@ -290,7 +290,7 @@ class RetentionSettings(BaseModel):
         default=None,
         gt=0,
         description="Keep at most this many MB of each app's events, the newest (snapshots "
-        "plus about 128 bytes per event); null: no cap",
+        "and clips plus about 128 bytes per event); null: no cap",
     )
     interval_s: float = Field(
         default=600.0, ge=1, le=86_400, description="How often pruning runs (also once at start)"
@@ -300,6 +300,41 @@ class RetentionSettings(BaseModel):
         ge=1,
         le=100_000,
         description="Events deleted per transaction; the runtime writes between batches",
+    )
+
+
+class ClipsSettings(BaseModel):
+    """A short video (WebM, VP8) around each event, from a ring buffer of recent frames."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    enabled: bool = Field(default=True, description="Record a clip of each event")
+    pre_s: float = Field(
+        default=3.0, ge=0, le=30, description="Seconds of video before the event's start"
+    )
+    post_s: float = Field(
+        default=3.0, ge=0, le=60, description="Seconds of video after the event's end"
+    )
+    max_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="Longest clip: a longer event's clip ends this long after the clip's start",
+    )
+    fps: float = Field(
+        default=5.0,
+        gt=0,
+        le=30,
+        description="Frame rate of clips (and of the pre-roll buffer); each frame is encoded "
+        "once per open event, so a lower rate costs less CPU",
+    )
+    buffer_mb: float = Field(
+        default=32.0,
+        gt=0,
+        le=4096,
+        description="Most memory (MiB) the pre-roll buffer of one camera takes (raw frames: "
+        "640x480 at 5 fps for 3 s is 16 frames, 14.1 MiB); a larger camera gets a shorter "
+        "pre-roll",
     )
 
 
@@ -423,6 +458,7 @@ class NodeConfig(BaseModel):
     feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    clips: ClipsSettings = Field(default_factory=ClipsSettings)
     camera_policy: CameraPolicy = Field(
         default_factory=CameraPolicy,
         description="What camera URLs and FFmpeg options are accepted",
@@ -434,7 +470,7 @@ class NodeConfig(BaseModel):
     apps: list[AppCreate] = Field(
         default_factory=list,
         description="Apps this file declares (name, package, version, camera, weight, x_vote, "
-        "threshold, quiet_time_s, event_overrides, enabled): registered or brought back to "
+        "threshold, quiet_time_s, event_overrides, enabled, min_fps, max_fps): registered or brought back to "
         "these values at every start, and not changed or deleted over the API",
     )
     default_camera: CameraConfig | None = Field(
@@ -548,6 +584,11 @@ class NodeConfig(BaseModel):
     @property
     def events_path(self) -> Path:
         return self.data_dir / "events.db"
+
+    @property
+    def clips_temp_dir(self) -> Path:
+        """Clips being written; emptied at start (a clip is stored only once complete)."""
+        return self.data_dir / "clips-partial"
 
     def startup_cameras(self) -> list[CameraConfig]:
         """The configured cameras, then the default camera unless one has its id."""

@@ -1,5 +1,11 @@
 """Training jobs: train an app's package away from the API process, then register it.
 
+Calibration jobs share the list, the queue and the runner: they measure every candidate of an
+app's package on footage of its camera (:mod:`trainer.calibrate`), register the result as the
+package's next version and move the app to it, which re-plans the node on the new counts. They
+are inference over a clip, so they always run in a child process of the node, also when
+training goes to a remote worker.
+
 A job runs :mod:`trainer.job` in a child process of this machine (mode "local") or on a
 remote trainer worker (mode "remote", `mainstream trainer worker` on a GPU machine, see
 :mod:`api.trainer_worker`). TensorFlow is never imported here: the child verifies the package it
@@ -28,7 +34,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
@@ -41,13 +47,16 @@ from mainstream.core.errors import (
     NotFoundError,
     PackageError,
 )
-from mainstream.core.package import sha256_file
+from mainstream.core.package import inspect_package, sha256_file
 from mainstream.node.registry import AUTO_QUIET_TIME, QuietTime, XVote
-from mainstream.node.services import AppCreate
+from mainstream.node.services import AppCreate, AppUpdate
+from trainer.datasets import read_event_csv
 from trainer.job import (
     LOG_FILE,
     PACKAGE_FILE,
     PARENT_PID_VARIABLE,
+    CalibrationFootage,
+    CalibrationJobSpec,
     JobProgress,
     RunnerInput,
     TrainingJobSpec,
@@ -64,6 +73,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+JobKind = Literal["training", "calibration"]
 FINISHED_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 JOB_FILE = "job.json"
 RUNNER_FILE = "runner.json"
@@ -74,6 +84,7 @@ ARCHIVE_BASES = "bases/"
 TERMINATE_GRACE_S = 5.0
 MAX_LOG_CHUNK = 1024 * 1024
 WORKER_UNREACHABLE_S = 60.0
+CALIBRATED_PACKAGE = "calibrate-input.mpkg"  # in the job's folder: the package measured
 
 
 def utc_now() -> datetime:
@@ -122,6 +133,18 @@ class TrainingJobRequest(TrainingJobSpec):
         return TrainingJobSpec.model_validate(self.model_dump(exclude={"deploy", "force"}))
 
 
+class CalibrationRequest(CalibrationFootage):
+    """`POST /api/apps/{name}/calibrations`: footage of the app's camera to measure its
+    package on; the result becomes the package's next version and the app moves to it."""
+
+    threshold: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="Score from which a frame counts as a fire [default: the app's threshold]",
+    )
+
+
 class PackageRef(BaseModel):
     app: str
     version: int
@@ -133,9 +156,13 @@ class TrainingJob(BaseModel):
     """A job's record, as `job.json` holds it and the API shows it."""
 
     id: str
+    kind: JobKind = "training"
     state: JobState = "queued"
     mode: Literal["local", "remote"] = "local"
-    spec: TrainingJobSpec
+    spec: TrainingJobSpec | None = Field(default=None, description="A training job's spec")
+    calibration: CalibrationJobSpec | None = Field(
+        default=None, description="A calibration job's footage and package"
+    )
     deploy: DeployOptions | None = None
     force: bool = Field(default=False, description="Register even a weak package")
     submitted_at: datetime = Field(default_factory=utc_now)
@@ -147,13 +174,20 @@ class TrainingJob(BaseModel):
     worker_job: str | None = Field(default=None, description="The job's id on the worker")
     package_sha256: str | None = None
     package: PackageRef | None = Field(default=None, description="The registered package")
-    app: str | None = Field(default=None, description="The app created from it")
+    app: str | None = Field(
+        default=None, description="The app created from it (calibration: moved to it)"
+    )
     deploy_error: str | None = None
     candidates: list[dict[str, Any]] = Field(default_factory=list)
 
     @property
     def finished(self) -> bool:
         return self.state in FINISHED_STATES
+
+    def training_spec(self) -> TrainingJobSpec:
+        if self.spec is None:
+            raise ConflictError(f"job {self.id} is a {self.kind} job, not a training job")
+        return self.spec
 
 
 class JobFailed(MainstreamError):
@@ -186,6 +220,9 @@ class RemoteWorker:
 
 # Called with the finished job and its verified package; returns the updated record.
 SuccessHook = Callable[[TrainingJob, Path], TrainingJob]
+# Checks a calibration request for an app before any work; returns the job's spec and the
+# stored package it measures.
+CalibrationSource = Callable[[str, CalibrationRequest], tuple[CalibrationJobSpec, Path]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,7 +235,8 @@ class TrainingJobs:
     `datasets_dir`: where dataset references are resolved; None means each job brings its own
     dataset in `<job>/dataset` (the worker). `worker`: run jobs there instead of locally.
     `on_success`: registers the package (the node); without it the package stays in the job's
-    folder (the worker serves it).
+    folder (the worker serves it). `calibration_source`: checks calibration requests against
+    the node's apps and packages; without it (the worker) calibration jobs are refused.
     """
 
     def __init__(
@@ -210,6 +248,7 @@ class TrainingJobs:
         max_concurrent_jobs: int = 1,
         worker: RemoteWorker | None = None,
         on_success: SuccessHook | None = None,
+        calibration_source: CalibrationSource | None = None,
         verify_in_runner: bool = True,
         python: str = sys.executable,
         poll_interval_s: float = 0.5,
@@ -220,6 +259,7 @@ class TrainingJobs:
         self.max_concurrent_jobs = max_concurrent_jobs
         self.worker = worker
         self.on_success = on_success
+        self.calibration_source = calibration_source
         self.verify_in_runner = verify_in_runner
         self.python = python
         self.poll_interval_s = poll_interval_s
@@ -246,6 +286,9 @@ class TrainingJobs:
             max_concurrent_jobs=trainer.max_concurrent_jobs,
             worker=worker,
             on_success=lambda job, package: register_package(services, job, package),
+            calibration_source=lambda app, request: calibration_source(
+                services, datasets_dir(settings), app, request
+            ),
         )
 
     # -- state on disk -------------------------------------------------------------------------
@@ -324,6 +367,51 @@ class TrainingJobs:
         logger.info("training job %s queued (%s, %s)", job_id, job.mode, spec.dataset)
         self._start_queued()
         return job
+
+    def calibrate(self, app: str, request: CalibrationRequest) -> TrainingJob:
+        """Check a calibration of `app`'s package, then record the job and start it when a
+        slot is free (it always runs here: calibration is inference over a clip)."""
+        if self.calibration_source is None:
+            raise ConflictError("calibration jobs run on a node, not on a trainer worker")
+        spec, package = self.calibration_source(app, request)
+        job_id, folder = self.new_job_dir()
+        try:
+            # The job measures the version it was submitted for, even if that goes meanwhile.
+            shutil.copyfile(package, folder / CALIBRATED_PACKAGE)
+            with self._lock:
+                self._refuse_duplicate_calibration(spec)
+                if self._closed:
+                    raise ConflictError("the training service is shutting down")
+                job = TrainingJob(id=job_id, kind="calibration", calibration=spec)
+                self._jobs[job_id] = job
+                self._save(job)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        logger.info(
+            "calibration job %s queued (%s v%d on %s)",
+            job_id,
+            spec.package_app,
+            spec.package_version,
+            spec.video,
+        )
+        self._start_queued()
+        return job
+
+    def _refuse_duplicate_calibration(self, spec: CalibrationJobSpec) -> None:
+        """A clip already being measured on the same package would count twice."""
+        for other in self._jobs.values():
+            running = other.calibration
+            if (
+                not other.finished
+                and running is not None
+                and running.package_sha256 == spec.package_sha256
+                and running.video_sha256 == spec.video_sha256
+            ):
+                raise ConflictError(
+                    f"job {other.id} is already calibrating package {spec.package_app} "
+                    f"v{spec.package_version} on {PurePosixPath(spec.video).name}"
+                )
 
     def submit_prepared(self, job_id: str, spec: TrainingJobSpec) -> TrainingJob:
         """Record a job whose folder (`<jobs_dir>/<job_id>/dataset`) is already filled in."""
@@ -436,7 +524,7 @@ class TrainingJobs:
 
     def _run(self, job_id: str, control: _Control) -> None:
         try:
-            if self.worker is not None:
+            if self.worker is not None and self.get(job_id).kind == "training":
                 package = self._run_remote(job_id, control, self.worker)
             else:
                 package = self._run_local(job_id, control)
@@ -472,6 +560,7 @@ class TrainingJobs:
                 error=f"{type(error).__name__}: {error}",
             )
         finally:
+            (self._job_dir(job_id) / CALIBRATED_PACKAGE).unlink(missing_ok=True)
             with self._lock:
                 self._controls.pop(job_id, None)
             self._start_queued()
@@ -504,8 +593,11 @@ class TrainingJobs:
         out_dir = folder / OUT_DIR
         # Without a shared datasets folder (the worker) each job brings its data and bases.
         datasets = self.datasets_dir if self.datasets_dir is not None else folder / "dataset"
+        calibrated = folder / CALIBRATED_PACKAGE if job.calibration is not None else None
         runner = RunnerInput(
             spec=job.spec,
+            calibration=job.calibration,
+            package=calibrated,
             datasets_dir=datasets,
             bases_dir=self.bases_dir if self.datasets_dir is not None else folder / "bases",
             verify=self.verify_in_runner,
@@ -532,6 +624,8 @@ class TrainingJobs:
             raise JobFailed(
                 reason or f"the trainer process exited with status {outcome.get('rc')}; see the log"
             )
+        if calibrated is not None:
+            check_same_models(calibrated, out_dir / PACKAGE_FILE)
         self._update(
             job_id,
             device=status.device,
@@ -559,7 +653,7 @@ class TrainingJobs:
         archive = folder / "upload.zip"
         assert self.datasets_dir is not None
         self._update(job_id, progress=JobProgress(phase="uploading", detail=worker.url))
-        write_job_archive(archive, job.spec, self.datasets_dir, self.bases_dir)
+        write_job_archive(archive, job.training_spec(), self.datasets_dir, self.bases_dir)
         with worker.client() as client:
             try:
                 with open(archive, "rb") as stream:
@@ -751,17 +845,88 @@ def write_job_archive(
 # The node's side
 
 
+def check_same_models(measured: Path, calibrated: Path) -> None:
+    """A calibrated package must carry exactly the models of the package it measured, which
+    the node loaded (Keras safe mode) when it stored that one; storing it then checks every
+    member against these checksums, so no model needs loading again."""
+
+    def models(path: Path) -> tuple[object, ...]:
+        manifest = inspect_package(path).manifest
+        candidates = sorted((c.cut_point, c.file, c.sha256) for c in manifest.candidates)
+        fingerprint = manifest.base_model.weights_fingerprint
+        return manifest.app.name, tuple(candidates), manifest.base_weights, fingerprint
+
+    if models(calibrated) != models(measured):
+        raise PackageError(
+            "the calibrated package does not carry the models of the package it measured"
+        )
+
+
 def datasets_dir(settings: Settings) -> Path:
     return settings.trainer.datasets_dir or settings.data_dir / "datasets"
 
 
+def calibration_source(
+    services: Services, datasets: Path, app_name: str, request: CalibrationRequest
+) -> tuple[CalibrationJobSpec, Path]:
+    """Everything a calibration of `app_name` can be refused for, checked before any work
+    (no TensorFlow): the app (404; 409 when the config file declares it), the footage and
+    labels inside the datasets folder (422), and footage the package was calibrated with
+    already (409: its frames would count twice). Returns the job's spec and the package."""
+    app = services.registry.get_app(app_name)
+    if services.apps.declared(app_name):
+        raise ConflictError(
+            f"app {app_name!r} is declared in the config file (apps:); calibrate its package "
+            "with `mainstream calibrate` and set the new version there"
+        )
+    threshold = request.threshold if request.threshold is not None else app.threshold
+    if not 0.0 < threshold < 1.0:
+        raise InvalidParameterError(
+            "threshold",
+            threshold,
+            f"a score in (0, 1) (app {app_name!r} fires from {app.threshold}; give a threshold)",
+        )
+    record, package = services.packages.archive(app.package_app, app.package_version)
+    video, labels = request.footage_paths(datasets)
+    positive = record.manifest.app.positive_class
+    if labels is not None:
+        found = sorted({interval.label for interval in read_event_csv(labels)})
+        if found and positive not in found:
+            raise InvalidParameterError(
+                "labels", request.labels, f"events of the app's class {positive!r}, found {found}"
+            )
+    video_sha256 = sha256_file(video)
+    if any(
+        clip.video_sha256 == video_sha256
+        for candidate in record.manifest.candidates
+        for clip in candidate.calibrations
+    ):
+        raise ConflictError(
+            f"package {record.app} v{record.version} (app {app_name!r}) was already calibrated "
+            f"on {video.name}: its frames would count twice; calibrate on other footage"
+        )
+    spec = CalibrationJobSpec(
+        **request.model_dump(exclude={"threshold"}),
+        app=app_name,
+        package_app=record.app,
+        package_version=record.version,
+        package_sha256=record.sha256,
+        video_sha256=video_sha256,
+        threshold=threshold,
+    )
+    return spec, package
+
+
 def register_package(services: Services, job: TrainingJob, package: Path) -> TrainingJob:
-    """Store the verified package (and create the app if asked); returns the updated record."""
+    """Store the verified package (and create the app if asked, or move a calibrated app to
+    it); returns the updated record."""
 
     if job.package_sha256 is None or sha256_file(package) != job.package_sha256:
         raise PackageError(
-            f"the package of training job {job.id} does not match the one its trainer verified"
+            f"the package of {job.kind} job {job.id} does not match the one its runner verified"
         )
+    if job.calibration is not None:
+        return _register_calibrated(services, job, job.calibration, package)
     result = services.packages.upload(package, load_models=False, force=job.force)
     record = result.package
     job = job.model_copy(
@@ -791,4 +956,41 @@ def register_package(services: Services, job: TrainingJob, package: Path) -> Tra
             job = job.model_copy(update={"app": view.app.name})
         except MainstreamError as error:
             job = job.model_copy(update={"deploy_error": str(error)})
+    return job
+
+
+def _register_calibrated(
+    services: Services, job: TrainingJob, spec: CalibrationJobSpec, package: Path
+) -> TrainingJob:
+    """Store the calibrated package as the next version and move the app to it (a re-plan on
+    the clip's counts), unless the app changed package meanwhile."""
+    # Calibration changes no figure the weak-candidate check reads, and the package it
+    # measured was accepted here already: no check to repeat.
+    result = services.packages.upload(package, load_models=False, force=True)
+    record = result.package
+    job = job.model_copy(
+        update={
+            "package": PackageRef(
+                app=record.app, version=record.version, sha256=record.sha256, created=result.created
+            )
+        }
+    )
+    package.unlink(missing_ok=True)  # the registry keeps its own copy
+    try:
+        current = services.registry.get_app(spec.app)
+        if current.package_sha256 != spec.package_sha256:
+            raise ConflictError(
+                f"app {spec.app!r} moved to package {current.package_app} "
+                f"v{current.package_version} while the job ran; it stays there (move it with "
+                f'PATCH /api/apps/{spec.app} {{"version": {record.version}}})'
+            )
+        services.apps.update(
+            spec.app,
+            AppUpdate(package=record.app, version=record.version),
+            reason=f"app {spec.app} calibrated on {PurePosixPath(spec.video).name} "
+            f"(package {record.app} v{record.version})",
+        )
+        job = job.model_copy(update={"app": spec.app})
+    except MainstreamError as error:
+        job = job.model_copy(update={"deploy_error": str(error)})
     return job

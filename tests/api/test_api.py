@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from edge_runtime.detector import EventRecord
-from edge_runtime.event_store import EventQuery
+from edge_runtime.event_store import EventQuery, StoredClip
 from mainstream.node.node import Node
 from mainstream.node.retention import RetentionKeeper
 from mainstream.node.services import create_token
@@ -258,6 +258,30 @@ def test_registering_an_app_replans(api: Api, tiny_packages: TinyPackages) -> No
     assert in_use.status_code == 409
 
 
+def test_an_app_runs_within_its_frame_rate_limits(with_apps: Api) -> None:
+    client, admin, viewer = with_apps.client, with_apps.admin, with_apps.viewer
+    body = {"name": "slow-trains", "package": "trains", "min_fps": 2.5, "max_fps": 2.9}
+    refused = client.post("/api/apps", json=body, headers=admin)
+    assert refused.status_code == 422, refused.text
+    assert "0.1, 0.2, 0.5, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 fps" in refused.json()["detail"]
+    assert client.get("/api/apps/slow-trains", headers=viewer).status_code == 404
+    backwards = client.post("/api/apps", json=body | {"min_fps": 3, "max_fps": 1}, headers=admin)
+    assert backwards.status_code == 422 and "min_fps 3 is above max_fps 1" in backwards.text
+
+    limits = {"min_fps": 0.1, "max_fps": 0.2}
+    narrowed = client.patch("/api/apps/buses", json=limits, headers=admin)
+    assert narrowed.status_code == 200, narrowed.text
+    view = narrowed.json()
+    assert (view["app"]["min_fps"], view["app"]["max_fps"]) == (0.1, 0.2)
+    assert view["planned"]["fps"] in (0.1, 0.2)
+    empty = client.patch("/api/apps/buses", json={"min_fps": 0.3}, headers=admin)
+    assert empty.status_code == 422  # [0.3, 0.2] holds no rate: nothing changed
+    assert client.get("/api/apps/buses", headers=viewer).json()["app"]["min_fps"] == 0.1
+    lifted = client.patch("/api/apps/buses", json={"min_fps": None, "max_fps": None}, headers=admin)
+    assert lifted.status_code == 200
+    assert (lifted.json()["app"]["min_fps"], lifted.json()["app"]["max_fps"]) == (None, None)
+
+
 def test_a_dry_run_answers_without_deploying(with_apps: Api) -> None:
     client = with_apps.client
     in_force = client.get("/api/schedule", headers=with_apps.viewer).json()
@@ -346,6 +370,34 @@ def test_events_are_listed_paginated_and_have_snapshots(with_apps: Api) -> None:
     assert client.get("/api/events/nope", headers=viewer).status_code == 404
 
 
+def test_a_stored_clip_is_linked_and_served_with_byte_ranges(with_apps: Api) -> None:
+    client, viewer, node = with_apps.client, with_apps.viewer, with_apps.node
+    event = EventRecord("clip-test", "buses", "synthetic", 5.0, 9.0, 0.9, 3, 4, 4)
+    node.events.save(event)
+    assert client.get("/api/events/clip-test", headers=viewer).json()["clip"] is None
+    assert client.get("/api/events/clip-test/clip.webm", headers=viewer).status_code == 404
+    data = bytes(range(256)) * 4
+    assert node.events.save_clip(StoredClip("clip-test", "video/webm", 5, 1.0, data))
+    assert client.get("/api/events/clip-test", headers=viewer).json()["clip"] == (
+        "/api/events/clip-test/clip.webm"
+    )
+    assert client.get("/api/events/clip-test/clip.webm").status_code == 401
+    whole = client.get("/api/events/clip-test/clip.webm", headers=viewer)
+    assert whole.status_code == 200 and whole.content == data
+    assert (
+        whole.headers["content-type"] == "video/webm" and whole.headers["accept-ranges"] == "bytes"
+    )
+    part = client.get("/api/events/clip-test/clip.webm", headers=viewer | {"Range": "bytes=10-19"})
+    assert part.status_code == 206 and part.content == data[10:20]
+    assert part.headers["content-range"] == "bytes 10-19/1024"
+    tail = client.get("/api/events/clip-test/clip.webm", headers=viewer | {"Range": "bytes=-4"})
+    assert tail.status_code == 206 and tail.content == data[-4:]
+    beyond = client.get(
+        "/api/events/clip-test/clip.webm", headers=viewer | {"Range": "bytes=2000-"}
+    )
+    assert beyond.status_code == 416 and beyond.headers["content-range"] == "bytes */1024"
+
+
 # ---------------------------------------------------------------------------------------------
 # System
 
@@ -408,3 +460,31 @@ def test_server_errors_hide_their_details(api: Api) -> None:
     body = answer.json()
     assert body["error"] == "internal_error" and len(body["error_id"]) == 12
     assert "hunter2" not in answer.text
+
+
+def test_a_fleet_plan_is_computed_on_request_for_admins(api: Api) -> None:
+    """`POST /api/fleet/plan`: the FLEET.yaml shape as JSON in, the fleet plan out."""
+    import yaml
+
+    from scheduler.fleet import FleetPlan
+
+    fleet = yaml.safe_load((Path(__file__).parents[2] / "examples" / "fleet.yaml").read_text())
+    path = "/api/fleet/plan?time_limit_s=5"
+    assert api.client.post(path, json=fleet, headers=api.viewer).status_code == 403
+    answer = api.client.post(path, json=fleet, headers=api.admin)
+    assert answer.status_code == 200, answer.text
+    plan = FleetPlan.model_validate(answer.json())
+    assert plan.method == "exact" and sorted(plan.assignment()) == [
+        "crossing",
+        "depot",
+        "platform",
+        "school",
+    ]
+    for node in fleet["nodes"]:
+        node["budget"] = 0.01
+    infeasible = api.client.post(path, json=fleet, headers=api.admin)
+    assert infeasible.status_code == 422 and "fits on no node" in infeasible.text
+    fleet["nodes"][0]["budget"] = -1
+    refused = api.client.post(path, json=fleet, headers=api.admin)
+    assert refused.status_code == 422
+    assert "nodes" in refused.text and "budget" in refused.text

@@ -1,10 +1,13 @@
 """The web dashboard in a real headless Chromium against a real `mainstream serve` process.
 
-Signs in with tokens, sees the synthetic camera streaming with a live frame, an event with its
-snapshot, the plan's DAG and comparison chart, plans a what-if with a hypothetical app, and
+From a first run (the serve output says where the dashboard is and how to make a token),
+signs in with tokens, sees the synthetic camera's live view, an event with its snapshot and
+its video clip (the <video> loads: ready state and duration), the retention figures, the
+plan's DAG and comparison chart, marks the event, plans a what-if with a hypothetical app, and
 checks that a viewer token gets no admin controls, and that the page falls back to polling
-when the live stream is unavailable. Screenshots are written to
-$MAINSTREAM_TEST_ARTIFACTS (default: `test-artifacts/` in pytest's temp folder).
+when the live stream is unavailable. Screenshots (and the first run's serve output,
+`00-first-run-serve.txt`) are written to $MAINSTREAM_TEST_ARTIFACTS (default:
+`test-artifacts/` in pytest's temp folder; the path is printed).
 """
 
 from __future__ import annotations
@@ -39,6 +42,12 @@ FRAME_LOADED = """() => {
   const image = document.querySelector('img[data-camera-frame="synthetic"]');
   return image !== null && image.complete && image.naturalWidth > 0 && image.offsetWidth > 0;
 }"""
+# The event's clip in a <video>: its metadata (duration) loaded, or more.
+CLIP_LOADED = """() => {
+  const video = document.querySelector('video[data-clip]');
+  return video !== null && video.readyState >= 1 && Number.isFinite(video.duration)
+    && video.duration > 0 && video.videoWidth > 0;
+}"""
 # The live view: an MJPEG stream in an <img>, which stays incomplete while it plays.
 LIVE_VIEW_PLAYING = """() => {
   const image = document.querySelector('img[data-live-view][data-camera-frame="synthetic"]');
@@ -57,18 +66,35 @@ def artifacts(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def running_node(tmp_path: Path, tiny_packages: TinyPackages) -> Iterator[tuple[Daemon, str, str]]:
+def running_node(
+    tmp_path: Path, tiny_packages: TinyPackages, artifacts: Path
+) -> Iterator[tuple[Daemon, str, str]]:
     """A serving node with the `trains` app deployed on the synthetic camera; yields the
-    daemon and an admin and a viewer token."""
+    daemon and an admin and a viewer token. Started on a fresh data directory without tokens
+    (a first run); its clips are short (at most 2 s), so that the open event gets one soon."""
     data = tmp_path / "data"
     tiny_packages.register_base(data)
     config = tmp_path / "node.yaml"
     port = free_port()
-    config.write_text(yaml.safe_dump(node_config(data, api={"host": "127.0.0.1", "port": port})))
-    admin = create_token(config, "admin")
-    viewer = create_token(config, "viewer")
+    settings = node_config(
+        data,
+        api={"host": "127.0.0.1", "port": port},
+        clips={"pre_s": 1.0, "post_s": 1.0, "max_s": 2.0, "fps": 5.0},
+        retention={"interval_s": 2.0},  # figures as of the last pass: a pass every 2 s
+    )
+    config.write_text(yaml.safe_dump(settings))
     daemon = Daemon(config=config, log=tmp_path / "serve.log", port=port)
     daemon.start()
+    # The first run says where the dashboard is and how to make the first token.
+    first_run = daemon.log.read_text(errors="replace")
+    (artifacts / "00-first-run-serve.txt").write_text(first_run)
+    assert f"dashboard  {daemon.url}/ui/" in first_run, first_run
+    assert (
+        f"no API token yet: create one with `mainstream token create --role admin --config {config}`"
+        in first_run
+    ), first_run
+    admin = create_token(config, "admin")
+    viewer = create_token(config, "viewer")
     try:
         with httpx.Client(base_url=daemon.url, timeout=180) as client:
             answer = upload(client, admin, tiny_packages.trains.read_bytes())
@@ -139,9 +165,29 @@ def test_dashboard_in_a_real_browser(
             expect(page.locator("#live-indicator")).to_have_class(re.compile(r"\blive\b"))
             page.screenshot(path=artifacts / "02-dashboard-admin.png", full_page=True)
 
-            # An admin marks the event a false alarm on its card; the mark is stored with it.
+            # The event's clip (stored once `clips.max_s` is recorded, the event still open):
+            # linked from the card, it loads and plays in the page's <video>.
             card = page.locator("#event-list li.event").first
             event_id = card.get_attribute("data-event")
+            play = card.get_by_role("button", name=f"Play the clip of event {event_id}")
+            expect(play).to_be_visible(timeout=30_000)
+            play.click()
+            page.wait_for_function(CLIP_LOADED)
+            duration = page.evaluate("() => document.querySelector('video[data-clip]').duration")
+            assert 1.0 <= duration <= 3.5, duration  # 1 s pre-roll + up to 2 s in all, at 5 fps
+            card.screenshot(path=artifacts / "05-event-clip.png")
+
+            # Retention: days kept, MB per app used and its limit, the last prune.
+            retention = page.locator("#retention")
+            retention.scroll_into_view_if_needed()
+            expect(retention.locator('[data-retention="days"]')).to_have_text("events kept 30 days")
+            expect(retention.locator('[data-retention="last-prune"]')).to_contain_text("last prune")
+            expect(
+                retention.locator('tr[data-retention-app="trains"] [data-retention="used"]')
+            ).to_contain_text("MB / no limit")
+            retention.screenshot(path=artifacts / "06-retention.png")
+
+            # An admin marks the event a false alarm on its card; the mark is stored with it.
             card.get_by_role("button", name=f"Mark event {event_id} false").click()
             expect(card.locator("[data-review]")).to_have_attribute("data-review", "false")
             expect(
@@ -154,6 +200,7 @@ def test_dashboard_in_a_real_browser(
             assert stored is not None and stored["verdict"] == "false"
             marks = page.locator('tr[data-app="trains"] [data-feedback="counted"]')
             expect(marks).to_contain_text("✓0 ✗1")  # one mark: too few for the plan to use
+            card.screenshot(path=artifacts / "07-reviewed-event.png")
 
             # Admin controls work: add a camera, disable it, remove it.
             page.on("dialog", lambda dialog: dialog.accept())

@@ -10,6 +10,7 @@ that need a runtime with 409.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import sqlite3
@@ -400,3 +401,88 @@ def test_pulled_versions_keep_the_shared_registrys_numbers(
         with registry.transaction() as transaction:
             transaction.delete_package("trains", 3)
             assert transaction.add_package(first, first_sha, 10).version == 6
+
+
+def _fleet_file(path: Path, fleet: Fleet) -> Path:
+    """One camera with one app for the edge node, and a second node without an API that the
+    plan leaves empty (an app costs 50 ms/s at 5 fps: the other node's 20 cannot hold it)."""
+    profile = {
+        "base_model": "mobilenet_v1",
+        "cut_points": [
+            {"name": "input", "cumulative_cost": 0.0},
+            {"name": "conv_pw_11_relu", "cumulative_cost": 8.0},
+            {"name": "conv_pw_13_relu", "cumulative_cost": 9.5},
+        ],
+        "total_cost": 10.0,
+    }
+    app = {
+        "name": "fleet-trains",
+        "package": "trains",
+        "event_length_s": 1.0,
+        "event_frequency": 0.2,
+        "correlation": 0.3,
+        "candidates": [
+            {"cut_point": "conv_pw_11_relu", "recall": 0.9, "false_positive_rate": 0.05},
+            {"cut_point": "conv_pw_13_relu", "recall": 0.85, "false_positive_rate": 0.08},
+        ],
+    }
+    document = {
+        "camera_fps": 10,
+        "fps_options": [5, 10],
+        "nodes": [
+            {"name": "edge-01", "url": fleet.node.url, "budget": 60, "profile": profile},
+            {"name": "edge-small", "budget": 20, "profile": profile},
+        ],
+        "cameras": [
+            {"name": "fleet-door", "url": "synthetic://?fps=10&size=160x120", "apps": [app]}
+        ],
+    }
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def _running(daemon: Daemon) -> tuple[set[str], dict[str, str]]:
+    """The fleet file's cameras and apps on a node (other tests' things left out)."""
+    with daemon.client() as client:
+        cameras = {view["camera"]["id"] for view in client.get("/api/cameras").json()}
+        apps = {
+            view["app"]["name"]: view["app"]["camera"] for view in client.get("/api/apps").json()
+        }
+    return {c for c in cameras if c.startswith("fleet-")}, {
+        name: camera for name, camera in apps.items() if name.startswith("fleet-")
+    }
+
+
+def test_fleet_apply_gives_a_node_its_cameras_through_its_api(
+    fleet: Fleet, tiny_packages: TinyPackages, tmp_path: Path
+) -> None:
+    """`mainstream fleet apply --registry`: the shared registry computes the plan, whose
+    camera and app reach the node by its REST API (it pulls the package from the registry
+    and plans); a second apply changes nothing. (Moves between nodes:
+    tests/mainstream/node/test_fleet_apply.py.)"""
+    from click.testing import CliRunner
+
+    from mainstream.cli.main import cli
+
+    with fleet.registry.client() as registry:
+        upload(registry, tiny_packages.trains)
+    runner = CliRunner()
+    path = _fleet_file(tmp_path / "fleet.yaml", fleet)
+    # The shared registry computes the plan; the CLI sends it to the node's API.
+    command = ["fleet", "apply", str(path), "--token", ADMIN, "--registry", fleet.registry.url]
+    applied = runner.invoke(cli, [*command, "--json"])
+    assert applied.exit_code == 0, applied.output + fleet.node.log_tail()
+    answer = json.loads(applied.output)
+    assert answer["applied"] and answer["actions"] == [
+        "edge-01: add camera fleet-door (synthetic://?fps=10&size=160x120, 10 fps)",
+        "edge-01: add app fleet-trains (package trains, camera fleet-door)",
+    ]
+    assert _running(fleet.node) == ({"fleet-door"}, {"fleet-trains": "fleet-door"})
+    with fleet.node.client() as client:
+        schedule = client.get("/api/schedule").json()
+    assert schedule["status"] == "ok", schedule
+    assert "fleet-trains" in {app["name"] for app in schedule["plan"]["apps"]}
+
+    again = runner.invoke(cli, ["fleet", "apply", str(path), "--token", ADMIN, "--dry-run"])
+    assert again.exit_code == 0, again.output
+    assert "nothing to change" in again.output

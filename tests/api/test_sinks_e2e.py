@@ -1,6 +1,7 @@
 """A real `mainstream serve` process publishing to a real mosquitto broker and a webhook
-receiver on loopback: event messages, retained app and camera states, signed and retried
-webhook deliveries, no lost event across a broker restart, and the last will on SIGKILL."""
+receiver on loopback: event messages (the event's clip announced after its end), retained app
+and camera states, signed and retried webhook deliveries, no lost event across a broker
+restart, and the last will on SIGKILL."""
 
 from __future__ import annotations
 
@@ -71,6 +72,7 @@ def daemon(
         data,
         api={"host": "127.0.0.1", "port": port},
         runtime={"event_update_every_frames": 2},  # updates whatever the scores do
+        clips={"pre_s": 1.0, "post_s": 0.5},  # the clip is announced soon after the end
         mqtt={
             "enabled": True,
             "host": "127.0.0.1",
@@ -117,6 +119,10 @@ def has_event(watcher: Subscriber, kind: str, app: str) -> bool:
     return any(m["type"] == kind and m["after"]["app"] == app for m in event_messages(watcher))
 
 
+def has_clip(watcher: Subscriber, event_id: str) -> bool:
+    return any(m["after"]["id"] == event_id and m["after"]["clip"] for m in event_messages(watcher))
+
+
 def test_events_states_webhooks_broker_restart_and_last_will(
     daemon: Daemon, broker: Broker, receiver: Receiver, moving_package: Path
 ) -> None:
@@ -142,21 +148,29 @@ def test_events_states_webhooks_broker_restart_and_last_will(
     state_topic = f"{BASE}/{MOVING_APP}/state"
     assert texts(watcher, state_topic) == ["ON"]
 
-    # -- removing the app ends its event: end, state OFF ---------------------------------------
+    # -- removing the app ends its event: end, state OFF; then its clip is announced -----------
     assert client.delete(f"/api/apps/{MOVING_APP}", headers=admin).status_code == 204
     watcher.wait_for(lambda _: has_event(watcher, "end", MOVING_APP), timeout=30)
     watcher.wait_for(lambda _: texts(watcher, state_topic) == ["ON", "OFF"])
+    first_id = event_messages(watcher)[0]["after"]["id"]
+    watcher.wait_for(lambda _: has_clip(watcher, first_id), timeout=30)
 
     messages = event_messages(watcher)
-    first_id = messages[0]["after"]["id"]
     assert [m["after"]["id"] for m in messages] == [first_id] * len(messages)
     kinds = [m["type"] for m in messages]
-    assert kinds[0] == "new" and kinds[-1] == "end" and set(kinds[1:-1]) == {"update"}
+    assert kinds[0] == "new" and kinds[-2:] == ["end", "update"]
+    assert set(kinds[1:-2]) == {"update"}
     assert messages[0]["before"] is None and messages[0]["node"] == NODE
     for previous, current in pairwise(messages):
         assert current["before"] == previous["after"]
+    assert all(m["after"]["clip"] is None for m in messages[:-1])
+    clip_url = f"{daemon.url}/api/events/{first_id}/clip.webm"
+    assert messages[-1]["after"] == messages[-2]["after"] | {"clip": clip_url}
+    clip = httpx.get(clip_url, headers=viewer)
+    assert clip.headers["content-type"] == "video/webm" and clip.content[:4] == b"\x1aE\xdf\xa3"
     stored = client.get(f"/api/events/{first_id}", headers=viewer).json()
-    end = messages[-1]["after"]
+    assert stored["clip"] == f"/api/events/{first_id}/clip.webm"
+    end = messages[-2]["after"]
     assert (end["app"], end["camera"], end["active"]) == (MOVING_APP, "synthetic", False)
     assert end["start_time"] == stored["start_time"] and end["end_time"] == stored["end_time"]
     assert end["peak_score"] == stored["peak_score"]
@@ -197,7 +211,7 @@ def test_events_states_webhooks_broker_restart_and_last_will(
         timeout=30,
     )
     after_restart = [m for m in event_messages(watcher) if m["after"]["id"] == second_id]
-    assert after_restart[0]["type"] == "new" and after_restart[-1]["type"] == "end"
+    assert after_restart[0]["type"] == "new" and "end" in [m["type"] for m in after_restart]
     watcher.wait_for(lambda _: texts(watcher, state_topic)[-2:] == ["ON", "OFF"])
     stored = {event["id"]: event for event in stored_events(client, viewer)}
     assert {m["after"]["id"] for m in event_messages(watcher)} == set(stored)

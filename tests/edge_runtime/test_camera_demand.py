@@ -104,6 +104,19 @@ def test_a_viewer_gets_every_frame_while_analysis_gets_its_own(videos: dict[str,
     assert stats.frames_not_needed == FRAMES // 2 and stats.frames_not_decoded == 0
 
 
+def test_the_frame_listener_gets_frames_at_its_own_rate(videos: dict[str, Path]) -> None:
+    heard: list[int] = []
+    camera = Camera(CameraConfig(id="c", url=str(videos["avi"]), paced=False, queue_size=100))
+    camera.set_analysis_rate(2.5, CAMERA_FPS)
+    camera.set_frame_listener(lambda frame: heard.append(frame.sequence), fps=5.0)
+    camera.start()
+    assert [frame.sequence for frame in camera.frames()] == list(range(0, FRAMES, 4))
+    assert heard == list(range(0, FRAMES, 2))  # the clip rate, analysed frames among them
+    stats = camera.stats()
+    assert stats.frames_not_needed == FRAMES - FRAMES // 4
+    assert stats.frames_not_decoded == FRAMES // 2
+
+
 def test_without_an_analysis_rate_every_frame_is_queued(videos: dict[str, Path]) -> None:
     camera = Camera(CameraConfig(id="c", url=str(videos["avi"]), paced=False, queue_size=100))
     camera.set_analysis_rate(2.0, CAMERA_FPS)

@@ -15,6 +15,7 @@ from edge_runtime.event_store import (
     EventStore,
     ReviewCounts,
     ReviewedEvent,
+    StoredClip,
 )
 
 
@@ -72,9 +73,13 @@ def test_an_old_file_is_migrated_in_place(tmp_path: Path) -> None:
     again = EventStore(path)  # opening it again changes nothing
     assert again.count() == 2
     with sqlite3.connect(path) as reader:
-        assert reader.execute("PRAGMA user_version").fetchone() == (1,)
+        assert reader.execute("PRAGMA user_version").fetchone() == (2,)
         columns = [row[1] for row in reader.execute("PRAGMA table_info(events)")]
+        tables = {row[0] for row in reader.execute("SELECT name FROM sqlite_master")}
     assert columns[-2:] == ["last_time", "ended_by"]
+    assert "event_clips" in tables and "event_clips_follow_events" in tables  # version 2
+    assert again.save_clip(StoredClip("ended", "video/webm", 3, 0.6, b"webm"))
+    assert again.get("ended") == replace(ended, has_clip=True)
     # Without a stored frame time, an event left open ends where it started.
     [closed] = again.close_open("restart")
     assert (closed.id, closed.end_time, closed.ended_by) == ("left-open", 7.0, "restart")
@@ -266,3 +271,31 @@ def test_an_old_file_gains_the_review_tables(tmp_path: Path) -> None:
     store = EventStore(path)
     assert store.review(EventReview("ended", True, "", 1.0, "ops"))
     assert store.review_counts() == [ReviewCounts("trains", "cam0", 1, 0, 1)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Clips
+
+
+def test_a_clip_is_stored_whole_counted_for_retention_and_deleted_with_its_event(
+    tmp_path: Path,
+) -> None:
+    store = EventStore(tmp_path / "events.db")
+    store.save(replace(make_event("a"), end_time=2.0), b"jpeg")
+    assert store.get("a") is not None and not store.get("a").has_clip  # type: ignore[union-attr]
+    assert store.clip("a") is None
+    assert store.usage().apps["trains"] == AppUsage(events=1, bytes=4 + ROW_BYTES_ESTIMATE, open=0)
+    assert not store.save_clip(StoredClip("never-stored", "video/webm", 1, 0.2, b"x"))
+    clip = StoredClip("a", "video/webm", 10, 2.0, b"\x1aE\xdf\xa3" + b"v" * 996)
+    assert store.save_clip(clip)
+    assert store.clip("a") == clip
+    assert store.get("a").has_clip  # type: ignore[union-attr]
+    assert [event.has_clip for event in store.query(EventQuery())] == [True]
+    usage = store.usage().apps["trains"]
+    assert (usage.bytes, usage.clips, usage.clip_bytes) == (4 + 1000 + ROW_BYTES_ESTIMATE, 1, 1000)
+    # A byte cap below the event's size with its clip makes it prunable; the clip goes with it.
+    assert store.prunable(ended_before=None, max_bytes_per_app=1000) == ["a"]
+    assert store.delete_closed(["a"]) == 1
+    assert store.clip("a") is None
+    with sqlite3.connect(tmp_path / "events.db") as reader:
+        assert reader.execute("SELECT COUNT(*) FROM event_clips").fetchone() == (0,)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -15,7 +16,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_runtime.camera import CameraConfig, CameraManager, CameraState, CameraStateMachine
-from edge_runtime.detector import DetectorConfig, EventChange, EventDetector
+from edge_runtime.detector import DetectorConfig, EventChange, EventDetector, Transition
 from edge_runtime.sinks import EventSink, SinkFanOut
 from edge_runtime.sinks.discovery import discovery_id
 from edge_runtime.sinks.mqtt import MqttSink
@@ -143,6 +144,26 @@ def test_events_app_state_and_camera_status(broker: Broker) -> None:
     assert not sink.connected
     watcher.close()
     newcomer.close()
+
+
+def test_a_stored_clip_is_announced_after_the_end_even_without_updates(broker: Broker) -> None:
+    node = "edge-1"
+    watcher = Subscriber(broker.port, f"mainstream/{node}/events")
+    sink = MqttSink(settings(broker.port, publish_updates=False), node, base_url="http://n:8780")
+    sink.start()
+    new, *_, end = event_changes("person", "door")
+    with_clip = replace(end.event, has_clip=True)
+    for change in (new, end, EventChange(Transition.UPDATE, with_clip, clip_stored=True)):
+        sink(change)
+    new_message, end_message, clip_message = (
+        message.json() for message in watcher.wait_on(f"mainstream/{node}/events", 3)
+    )
+    assert new_message["after"]["clip"] is None and end_message["after"]["clip"] is None
+    assert clip_message["type"] == "update" and not clip_message["after"]["active"]
+    assert clip_message["after"]["clip"] == f"http://n:8780/api/events/{end.event.id}/clip.webm"
+    assert clip_message["before"] == end_message["after"]  # the end, as last sent
+    sink.close()
+    watcher.close()
 
 
 SINK_PROCESS = """

@@ -85,3 +85,12 @@ def test_replay_cli_plans_runs_and_measures(
     for line in lines:
         record = json.loads(line)
         assert record["app"] == "trains" and record["end_time"] >= record["start_time"]
+
+    # The table states the prediction (with its interval where the package has counts) beside
+    # what was measured on how many labelled events.
+    table_args = ["replay", str(video), "--package", str(tiny_packages.trains), "--budget", "40"]
+    table_args += ["--profile", str(profile), "--labels", str(labels)]
+    main([*table_args, "--events-out", str(tmp_path / "table.jsonl")])
+    header, row = capsys.readouterr().out.splitlines()[1:3]
+    assert "F1 pred [90 % interval]" in header and "labelled" in header
+    assert row.split()[0] == "trains" and row.split()[-1] == str(app["labelled_events"])

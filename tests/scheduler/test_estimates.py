@@ -16,6 +16,8 @@ from mainstream.core.errors import InvalidParameterError
 from scheduler.estimates import (
     TransitionCounts,
     correlation_posterior,
+    design_effect,
+    frame_correlation,
     planning_rates,
     rate_estimate,
     transition_counts,
@@ -107,6 +109,38 @@ def chain(p: float, c: float, frames: int, rng: np.random.Generator) -> np.ndarr
     for index in range(1, frames):
         fired[index] = draws[index] < (p + (1 - p) * c if fired[index - 1] else p - p * c)
     return fired
+
+
+@pytest.mark.parametrize(("rate", "correlation", "frames"), [(0.1, 0.8, 300), (0.6, 0.7, 200)])
+def test_runs_of_fires_count_as_fewer_frames_so_intervals_keep_their_word(
+    rate: float, correlation: float, frames: int
+) -> None:
+    # Held-out frames of one scene are a chain, not independent draws: counted as independent
+    # the 90 % interval covers the true rate about half the time; weighed by the measured
+    # design effect, about as often as it says.
+    rng = np.random.default_rng(7)
+    plain = weighed = 0
+    for _ in range(200):
+        fires = chain(rate, correlation, frames, rng)
+        rho = frame_correlation(transition_counts(fires)) or 0.0
+        counted = rate_estimate(int(fires.sum()), frames)
+        honest = rate_estimate(int(fires.sum()), frames, design_effect=design_effect(rho))
+        plain += counted.low <= rate <= counted.high
+        weighed += honest.low <= rate <= honest.high
+    assert plain < 0.65 * 200
+    assert weighed >= 0.8 * 200
+
+
+@given(counted=counts(), rho=st.floats(0.0, 1.0))
+def test_a_design_effect_widens_the_interval_around_a_nearby_mean(
+    counted: tuple[int, int], rho: float
+) -> None:
+    successes, trials = counted
+    plain = rate_estimate(successes, trials)
+    weighed = rate_estimate(successes, trials, design_effect=design_effect(rho))
+    assert weighed.low <= plain.low + 1e-9 and weighed.high >= plain.high - 1e-9
+    assert weighed.effective_trials == pytest.approx(trials / design_effect(rho))
+    assert design_effect(rho) == pytest.approx((1 + min(rho, 0.95)) / (1 - min(rho, 0.95)))
 
 
 def test_transitions_are_counted_pair_by_pair() -> None:

@@ -18,6 +18,7 @@ from scheduler.event_model import (
     event_quality,
     event_quality_for_rates,
     miss_probabilities,
+    miss_probability_grid,
     samples_per_window,
 )
 from scheduler.simulation import (
@@ -383,6 +384,25 @@ def test_vote_dp_equals_brute_force(fire: float, correlation: float, x_vote: int
     for samples in range(max_samples + 1):
         expected = brute_force_miss(fire, correlation, x_vote, samples)
         assert misses[samples] == pytest.approx(expected, abs=1e-12), samples
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    fires=st.lists(probabilities, min_size=1, max_size=4),
+    sample_correlations=st.lists(correlations, min_size=1, max_size=3),
+    x_vote=st.integers(1, 5),
+    max_samples=st.integers(0, 12),
+)
+def test_the_miss_grid_is_the_scalar_recursion_bit_for_bit(
+    fires: list[float], sample_correlations: list[float], x_vote: int, max_samples: int
+) -> None:
+    grid = miss_probability_grid(
+        np.array(fires), np.array(sample_correlations), x_vote, max_samples
+    )
+    for row, correlation in enumerate(sample_correlations):
+        for column, fire in enumerate(fires):
+            expected = miss_probabilities(fire, correlation, x_vote, max_samples)
+            assert grid[:, row, column].tolist() == expected
 
 
 @given(option=options(), fractions=st.lists(rate_fractions, min_size=1, max_size=13))

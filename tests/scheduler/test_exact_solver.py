@@ -52,8 +52,8 @@ def test_greedy_is_feasible_and_never_beats_exact(seed: int) -> None:
 def test_exact_equals_milp_on_medium_instances(seed: int) -> None:
     problem = generate_problem(6, seed=seed, num_cut_points=8)
     assert make_plan(problem, with_baselines=False).value == pytest.approx(
-        make_plan(problem, solver="milp", with_baselines=False).value, abs=1e-7
-    )
+        make_plan(problem, solver="milp", with_baselines=False, time_limit_s=30.0).value, abs=1e-7
+    )  # HiGHS given the time to be optimal, even on a busy machine
 
 
 def test_baselines_are_what_they_claim() -> None:

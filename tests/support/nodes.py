@@ -14,7 +14,9 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from mainstream.core.manifest import (
     TrainingInfo,
 )
 from mainstream.core.package import candidate_archive_name, sha256_file, write_package
+from scheduler.problem import Profile
 
 INPUT_SIZE = 96
 ALPHA = 0.25
@@ -163,6 +166,28 @@ def build_tiny_packages(folder: Path) -> TinyPackages:
         ),
         weak=package("weak", "vans", {**QUALITY["trains"], CUTS[-1]: (0.0, 0.0)}),
     )
+
+
+def measure_tiny_profile(tiny: TinyPackages, data_dir: Path) -> Profile:
+    """The cost profile of the tiny packages' base, measured by a real node on this machine
+    (planning an app measures it); other nodes may start with it stored, as after a restart."""
+    from mainstream.node.node import Node
+    from mainstream.node.services import AppCreate, Services
+    from mainstream.node.settings import Settings
+
+    tiny.register_base(data_dir)
+    node = Node(Settings(**node_config(data_dir)))
+    node.start()
+    try:
+        services = Services(node)
+        services.packages.upload(tiny.trains)
+        services.apps.create(AppCreate(name="trains"))
+        profile = node.registry.get_profile(f"mobilenet_v1@{tiny.fingerprint[:12]}", "keras")
+        assert profile is not None
+        assert {cut.name for cut in profile.cut_points} == {"input", *CUTS}
+        return profile
+    finally:
+        node.stop()
 
 
 def node_config(data_dir: Path, **overrides: Any) -> dict[str, Any]:
@@ -378,6 +403,29 @@ class Daemon:
 
     def log_tail(self) -> str:
         return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
+
+
+@contextmanager
+def served_in_thread(app: Any) -> Iterator[str]:
+    """Serve an ASGI app over real HTTP from a thread of this process; yields its base URL.
+
+    Cheaper than a `mainstream serve` process where the test does not need one (the models
+    this process has loaded are reused); the app's lifespan runs as in `serve`."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    try:
+        assert wait_for(lambda: server.started or not thread.is_alive(), timeout=60)
+        assert server.started, "the server did not start"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
 
 
 def cli_token(config: Path, role: str) -> str:

@@ -50,6 +50,26 @@ def make_shapes_dataset(folder: Path) -> None:
     )
 
 
+def make_labelled_clip(folder: Path, label: str, name: str = "street") -> tuple[Path, Path]:
+    """8 s of a street where trains pass (80 frames at 10 fps), its events labelled `label`:
+    `folder/<name>.avi` and `folder/<name>.csv`."""
+    from trainer.datasets import read_event_csv, write_event_csv
+    from trainer.event_stats import EventInterval
+    from trainer.synth import SynthConfig, generate_video
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config = SynthConfig(duration_s=8, fps=10, event_length_s=1.5, event_frequency=0.35, seed=5)
+    raw = folder / f".{name}.raw.csv"
+    generate_video(folder / f"{name}.avi", raw, config, show_progress=False)
+    intervals = [
+        EventInterval(interval.start_frame, interval.end_frame, label)
+        for interval in read_event_csv(raw)
+    ]
+    raw.unlink()
+    write_event_csv(folder / f"{name}.csv", intervals)
+    return folder / f"{name}.avi", folder / f"{name}.csv"
+
+
 def wait_for_job(
     client: httpx.Client, job_id: str, until: set[str], timeout: float = 240
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -11,26 +11,18 @@ from mainstream.cli.main import main
 from mainstream.core.errors import InvalidParameterError
 from mainstream.core.manifest import FrameEvidence, calibrated_evidence, frame_evidence
 from mainstream.core.package import read_package, verify_package
+from scheduler.estimates import design_effect
 from scheduler.problem import Candidate
 from tests.support.nodes import TinyPackages
+from tests.support.training import make_labelled_clip
 from trainer.calibrate import calibrate_package
-from trainer.datasets import read_event_csv, write_event_csv
-from trainer.event_stats import EventInterval
-from trainer.synth import SynthConfig, generate_video
+from trainer.datasets import read_event_csv
 
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """8 s of a street where trains pass, labelled with the app's class name."""
-    folder = tmp_path_factory.mktemp("clip")
-    config = SynthConfig(duration_s=8, fps=10, event_length_s=1.5, event_frequency=0.35, seed=5)
-    generate_video(folder / "street.avi", folder / "raw.csv", config, show_progress=False)
-    intervals = [
-        EventInterval(iv.start_frame, iv.end_frame, "trains")
-        for iv in read_event_csv(folder / "raw.csv")
-    ]
-    write_event_csv(folder / "street.csv", intervals)
-    return folder / "street.avi", folder / "street.csv"
+    return make_labelled_clip(tmp_path_factory.mktemp("clip"), "trains")
 
 
 def test_counts_are_recorded_and_planned_on_while_the_models_stay(
@@ -94,7 +86,12 @@ def test_footage_without_events_measures_the_false_positive_rate_only(
         spec = Candidate.from_manifest(manifest, candidate)
         recall, fpr = spec.planned_rates(None)
         assert recall == candidate.recall == spec.planned_rates(0.9)[0]
-        assert fpr == pytest.approx((planned.negative_fires + 0.5) / 81)  # Jeffreys mean
+        # The Jeffreys mean over the clip's effective frames: runs of fires weigh less.
+        assert planned.negative_frame_correlation is not None
+        frames_per_frame = design_effect(planned.negative_frame_correlation)
+        assert fpr == pytest.approx(
+            (planned.negative_fires / frames_per_frame + 0.5) / (80 / frames_per_frame + 1)
+        )
 
     # With held-out counts, the recall keeps them.
     trained = FrameEvidence(
@@ -107,5 +104,10 @@ def test_footage_without_events_measures_the_false_positive_rate_only(
     )
     merged = calibrated_evidence(manifest.candidates[0].calibrations, trained)
     assert (merged.positive_frames, merged.positive_fires, merged.events) == (50, 45, 4)
+    assert merged.positive_frame_correlation is None  # the trainer's counts, unmeasured
+    clip_counts = manifest.candidates[0].calibrations[0].counts
+    assert merged.negative_frame_correlation == pytest.approx(
+        clip_counts.negative_frame_correlation
+    )
     assert merged.negative_frames == 80
     assert "recall from the trainer's held-out frames (last 25 % by time)" in merged.split

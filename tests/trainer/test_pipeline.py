@@ -234,6 +234,9 @@ def test_cli_trains_a_video_into_a_verified_package(
         assert counts.negative_fires / counts.negative_frames == candidate.false_positive_rate
         assert counts.events is not None and counts.events >= 1
         assert counts.split == "by time, validation fraction 0.25"
+        # How much the frames are worth: their fires' run structure, measured or the app's c.
+        for rho in (counts.positive_frame_correlation, counts.negative_frame_correlation):
+            assert rho is not None and 0.0 <= rho <= 1.0
     evidence = stats.correlation_evidence
     assert evidence is not None and evidence.events == manifest.candidates[0].evidence.events
     assert evidence.interval[0] <= stats.correlation <= evidence.interval[1]

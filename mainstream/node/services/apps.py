@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Literal
 
+from edge_runtime.deployer import planner_rates
 from mainstream.core.errors import (
     ConflictError,
     InvalidParameterError,
     MainstreamError,
     NotFoundError,
 )
+from mainstream.node.app_spec import check_fps_range
 from mainstream.node.registry import (
     AppRecord,
     PackageRecord,
@@ -62,6 +64,7 @@ class AppService(NodeService):
             try:
                 self.packages.ensure_local(request.package or request.name, request.version)
                 wanted = self.new_record(request)
+                self._check_rates(wanted)
                 with self.registry.transaction() as transaction:
                     if not self.registry.has_app(request.name):
                         transaction.add_app(wanted)
@@ -145,7 +148,32 @@ class AppService(NodeService):
             threshold=request.threshold,
             quiet_time_s=request.quiet_time_s,
             enabled=request.enabled,
+            min_fps=request.min_fps,
+            max_fps=request.max_fps,
         )
+
+    def _check_rates(self, app: AppRecord) -> None:
+        """Refuse an app whose [min_fps, max_fps] holds none of the rates its camera's plans
+        choose among (before planning: the range, not the budget, is what is wrong)."""
+        if app.min_fps is None and app.max_fps is None:
+            return
+        try:
+            check_fps_range(app.min_fps, app.max_fps)
+        except ValueError as error:
+            raise InvalidParameterError(
+                "min_fps, max_fps", [app.min_fps, app.max_fps], str(error)
+            ) from None
+        camera = self.registry.get_camera(app.camera)
+        rates = planner_rates(self.node.camera_fps(camera.config))
+        low = app.min_fps if app.min_fps is not None else 0.0
+        high = app.max_fps if app.max_fps is not None else float("inf")
+        if not any(low <= fps <= high for fps in rates):
+            raise InvalidParameterError(
+                "min_fps, max_fps",
+                [app.min_fps, app.max_fps],
+                f"a range that holds one of the rates app {app.name!r} can be planned at on "
+                f"camera {app.camera!r}: {', '.join(f'{fps:g}' for fps in rates)} fps",
+            )
 
     def create(self, request: AppCreate) -> AppView:
         """Register an app; the node re-plans and runs it without a restart.
@@ -166,6 +194,7 @@ class AppService(NodeService):
             if self.registry.has_app(request.name):
                 raise ConflictError(f"app {request.name!r} already exists")
             record = self.new_record(request)
+            self._check_rates(record)
             apps = [*self.registry.list_apps(), record]
             proposal = self.node.change_plan(
                 f"app {record.name} added",
@@ -175,7 +204,9 @@ class AppService(NodeService):
         logger.info("app %s added (%s)", record.name, proposal.status)
         return self.get(record.name)
 
-    def update(self, name: str, request: AppUpdate) -> AppView:
+    def update(self, name: str, request: AppUpdate, reason: str | None = None) -> AppView:
+        """Change an app and re-plan; `reason` says why in the plan history (default: "app
+        NAME changed")."""
         self._refuse_declared(name, "change")
         if request.package is not None or request.version is not None:
             before = self.registry.get_app(name)
@@ -203,10 +234,14 @@ class AppService(NodeService):
                 value = getattr(request, field)
                 if value is not None:
                     changes[field] = value
+            for field in ("min_fps", "max_fps"):  # an explicit null lifts the limit
+                if field in request.model_fields_set:
+                    changes[field] = getattr(request, field)
             updated = current.model_copy(update=changes)
+            self._check_rates(updated)
             apps = [updated if a.name == name else a for a in self.registry.list_apps()]
             self.node.change_plan(
-                f"app {name} changed",
+                reason or f"app {name} changed",
                 apps=apps,
                 store=lambda transaction: transaction.update_app(updated),
             )
@@ -234,6 +269,8 @@ _SETTINGS_FIELDS = (
     "threshold",
     "quiet_time_s",
     "enabled",
+    "min_fps",
+    "max_fps",
 )
 
 

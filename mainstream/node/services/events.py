@@ -1,4 +1,4 @@
-"""Stored events: filtered pages, one event, its snapshot."""
+"""Stored events: filtered pages, one event, its snapshot and clip."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 import math
 from datetime import datetime, timezone
 
-from edge_runtime.event_store import EventQuery
+from edge_runtime.event_store import EventQuery, StoredClip
 from mainstream.core.errors import (
     InvalidParameterError,
     NotFoundError,
@@ -57,7 +57,7 @@ def parse_time(field: str, value: str | float | None) -> float | None:
 
 
 class EventService(NodeService):
-    """Stored events: filtered pages, one event, its snapshot."""
+    """Stored events: filtered pages, one event, its snapshot and clip."""
 
     def list_all(
         self,
@@ -102,6 +102,14 @@ class EventService(NodeService):
         if snapshot is None:
             raise NotFoundError(f"event {event_id!r} has no snapshot")
         return snapshot
+
+    def clip(self, event_id: str) -> StoredClip:
+        """The event's stored video clip (complete: a clip is stored whole or not at all)."""
+        self.get(event_id)
+        clip = self.node.events.clip(event_id)
+        if clip is None:
+            raise NotFoundError(f"event {event_id!r} has no clip (yet)")
+        return clip
 
     def review(self, event_id: str, request: ReviewRequest, by: str) -> ReviewResult:
         """Mark the event true or false (replacing an earlier mark); the node re-plans when

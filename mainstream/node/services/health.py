@@ -109,4 +109,5 @@ class HealthService(NodeService):
             "process": process_usage(),
             "sinks": {sink.name: sink.stats() for sink in self.node.sinks.sinks},
             "live": self.node.live.stats(),
+            "clips": None if self.node.clips is None else self.node.clips.stats(),
         }

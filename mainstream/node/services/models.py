@@ -15,17 +15,19 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from edge_runtime.camera import CameraConfig
 from edge_runtime.detector import EventRecord
 from edge_runtime.event_store import EventReview
+from edge_runtime.sinks.payload import clip_path
 from mainstream.core.errors import (
     MainstreamError,
 )
-from mainstream.node.app_spec import MAX_ROW_NUMBER as MAX_ROW_NUMBER  # re-exported
 from mainstream.node.app_spec import (
+    MAX_FPS_LIMIT,
     MAX_WEIGHT,
     AppCreate,
     EventOverrides,
     PackageVersion,
     positive_vote,
 )
+from mainstream.node.app_spec import MAX_ROW_NUMBER as MAX_ROW_NUMBER  # re-exported
 from mainstream.node.registry import (
     AppRecord,
     CameraRecord,
@@ -78,6 +80,12 @@ class AppUpdate(BaseModel):
     threshold: float | None = Field(default=None, ge=0, le=1)
     quiet_time_s: QuietTime | None = None
     enabled: bool | None = None
+    min_fps: float | None = Field(
+        default=None, gt=0, le=MAX_FPS_LIMIT, description="null given explicitly: no limit"
+    )
+    max_fps: float | None = Field(
+        default=None, gt=0, le=MAX_FPS_LIMIT, description="null given explicitly: no limit"
+    )
 
     @field_validator("x_vote")
     @classmethod
@@ -233,13 +241,21 @@ class EventView(BaseModel):
     review: ReviewView | None = Field(
         default=None, description="The operator's mark: a real event or a false alarm"
     )
+    clip: str | None = Field(
+        default=None,
+        description="URL path of the event's video clip (WebM); null until it is stored "
+        "(it is written after the event's end and post-roll) or when clips are off",
+    )
 
     @classmethod
     def of(cls, event: EventRecord, review: EventReview | None = None) -> EventView:
+        fields = dict(event.__dict__)
+        has_clip = fields.pop("has_clip", False)
         return cls(
             open=event.end_time is None,
             review=None if review is None else ReviewView.of(review),
-            **event.__dict__,
+            clip=clip_path(event.id) if has_clip else None,
+            **fields,
         )
 
 

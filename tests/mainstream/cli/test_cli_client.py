@@ -136,13 +136,14 @@ def test_cli_drives_a_running_node(
     assert empty["status"] == "empty"
     added = cli(
         "apps", "add", "trains", "--package", "trains:1", "--threshold", "0",
-        "--quiet-time", "120", *admin,
+        "--quiet-time", "120", "--min-fps", "0.5", "--max-fps", "5", *admin,
     )  # fmt: skip
     assert added.code == 0, added.err
     assert "added app trains: package trains v1 on camera synthetic" in added.out
     planned = cli("schedule", "show", *viewer, "--json").json()
     assert planned["status"] == "ok" and planned["id"] != empty["id"]
     assert [app["name"] for app in planned["plan"]["apps"]] == ["trains"]
+    assert 0.5 <= planned["plan"]["apps"][0]["fps"] <= 5  # within --min-fps / --max-fps
     shown = cli("schedule", "show", *viewer)
     assert shown.code == 0 and f"Plan {planned['id']} (ok)" in shown.out
     assert planned["plan"]["apps"][0]["cut_point"] in shown.out

@@ -17,6 +17,7 @@ from mainstream.core.manifest import (
     Manifest,
     TrainingInfo,
     frame_evidence,
+    pooled_frame_correlation,
     weak_candidates,
 )
 from scheduler.problem import AppSpec
@@ -137,3 +138,21 @@ def test_the_scheduler_sees_the_counts_and_the_correlation_interval() -> None:
     # An overridden correlation is taken as given: its measured interval no longer applies.
     overridden = AppSpec.from_manifest(manifest, overrides={"correlation": 0.2})
     assert (overridden.correlation, overridden.correlation_interval) == (0.2, None)
+
+
+@given(
+    parts=st.lists(
+        st.tuples(st.integers(1, 10_000), st.none() | st.floats(0.0, 0.95)), min_size=1, max_size=5
+    )
+)
+def test_pooled_frame_correlation_keeps_each_parts_effective_frames(
+    parts: list[tuple[int, float | None]],
+) -> None:
+    pooled = pooled_frame_correlation(parts)
+    if all(rho is None for _, rho in parts):
+        assert pooled is None
+        return
+    assert pooled is not None and 0.0 <= pooled <= max(rho or 0.0 for _, rho in parts) + 1e-9
+    effective = sum(n * (1 - (rho or 0.0)) / (1 + (rho or 0.0)) for n, rho in parts)
+    total = sum(n for n, _ in parts)
+    assert total * (1 - pooled) / (1 + pooled) == pytest.approx(effective)

@@ -300,6 +300,8 @@ def test_inspect_shows_estimates_and_warns_when_evidence_is_thin(
         "WARNING thin evidence: 2 held-out events (< 10); 206 negative frames (< 1,000)"
         in result.stderr
     )
+    # Not calibrated yet: the warning says how, with or without labels.
+    assert "`mainstream calibrate PKG --video V --labels L`, or `--no-events`" in result.stderr
 
 
 def test_a_version_1_package_still_loads_with_counts_derived(

@@ -93,7 +93,11 @@ def test_a_new_registry_is_migrated_once_and_uses_wal_and_foreign_keys(tmp_path:
         assert registry.schema_version() == SCHEMA_VERSION
     connection = sqlite3.connect(path)
     rows = connection.execute("SELECT version, name FROM schema_migrations").fetchall()
-    assert rows == [(1, "initial schema"), (2, "quiet time derived from the event model")]
+    assert rows == [
+        (1, "initial schema"),
+        (2, "quiet time derived from the event model"),
+        (3, "per-app frame-rate limits"),
+    ]
     assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
     assert {"bases", "packages", "package_latest", "apps", "cameras", "plans", "tokens"} <= tables
@@ -124,6 +128,34 @@ def test_quiet_times_are_stored_as_seconds_or_auto_and_old_apps_keep_their_secon
     connection.close()
     with Registry(path, tmp_path / "blobs") as registry:
         assert registry.get_app("auto-app").quiet_time_s == 2.0
+
+
+def test_frame_rate_limits_are_stored_and_apps_from_before_have_none(tmp_path: Path) -> None:
+    path = tmp_path / "registry.db"
+    with Registry(path, tmp_path / "blobs") as registry:
+        sha = store_package(registry, tmp_path, "trains", b"one")
+        add_camera(registry)
+        with registry.transaction() as transaction:
+            transaction.add_app(app_record("limited", sha).model_copy(update={"min_fps": 0.5}))
+            transaction.add_app(app_record("free", sha))
+        assert (registry.get_app("limited").min_fps, registry.get_app("limited").max_fps) == (
+            0.5,
+            None,
+        )
+        with registry.transaction() as transaction:
+            changed = registry.get_app("limited").model_copy(update={"max_fps": 2.0})
+            transaction.update_app(changed)
+        assert registry.get_app("limited").max_fps == 2.0
+    # A registry of schema 2 gains the columns, every app without limits.
+    connection = sqlite3.connect(path)
+    connection.executescript(
+        "ALTER TABLE apps DROP COLUMN min_fps; ALTER TABLE apps DROP COLUMN max_fps; "
+        "DELETE FROM schema_migrations WHERE version = 3;"
+    )
+    connection.close()
+    with Registry(path, tmp_path / "blobs") as registry:
+        assert registry.schema_version() == SCHEMA_VERSION
+        assert [(a.min_fps, a.max_fps) for a in registry.list_apps()] == [(None, None)] * 2
 
 
 def test_a_registry_from_a_newer_version_is_refused(tmp_path: Path) -> None:

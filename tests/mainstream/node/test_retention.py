@@ -52,7 +52,9 @@ def test_old_events_go_with_their_snapshots_and_an_open_event_survives(
     assert stats["last_pruned"] == 2 and stats["last_prune_at"] == NOW
     assert stats["bytes"] == 700 + 300 + 2 * ROW_BYTES_ESTIMATE
     assert stats["oldest_start_time"] == NOW - 40 * DAY
-    assert stats["apps"] == {"trains": {"events": 2, "bytes": 1000 + 2 * 128, "open": 1}}
+    assert stats["apps"] == {
+        "trains": {"events": 2, "bytes": 1000 + 2 * 128, "open": 1, "clips": 0, "clip_bytes": 0}
+    }
     assert stats["file_bytes"] > 0 and stats["days"] == 1 and stats["last_error"] is None
     assert keeper.prune().deleted == 0 and keeper.stats()["pruned_total"] == 2
 

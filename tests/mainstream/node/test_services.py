@@ -48,26 +48,6 @@ from tests.support.nodes import (
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def measured_profile(
-    tiny_packages: TinyPackages, tmp_path_factory: pytest.TempPathFactory
-) -> Profile:
-    """Measure the base's profile once; other nodes start with it stored, as after a restart."""
-    node = start_node(tmp_path_factory.mktemp("profile-node"), tiny_packages)
-    try:
-        services = Services(node)
-        services.packages.upload(tiny_packages.trains)
-        services.apps.create(AppCreate(name="trains"))
-        profile = node.registry.get_profile(
-            f"mobilenet_v1@{tiny_packages.fingerprint[:12]}", "keras"
-        )
-        assert profile is not None
-        assert {cut.name for cut in profile.cut_points} == {"input", *CUTS}
-        return profile
-    finally:
-        node.stop()
-
-
 def start_node(
     data_dir: Path,
     tiny: TinyPackages,
@@ -467,7 +447,14 @@ def test_apps_declared_in_the_config_file_win_over_the_api(
     data = tmp_path / "declared"
     tiny_packages.register_base(data)
     declared = [
-        {"name": "trains", "camera": "synthetic", "weight": 2.0, "threshold": 0.3, "x_vote": 2},
+        {
+            "name": "trains",
+            "camera": "synthetic",
+            "weight": 2.0,
+            "threshold": 0.3,
+            "x_vote": 2,
+            "max_fps": 2.0,
+        },
         {"name": "buses", "quiet_time_s": 5.0},  # its package is not on the node yet
     ]
 
@@ -492,6 +479,8 @@ def test_apps_declared_in_the_config_file_win_over_the_api(
         assert trains.declared and planned(services) == ["trains"]
         app = trains.app
         assert (app.weight, app.threshold, app.x_vote, app.camera) == (2.0, 0.3, 2, "synthetic")
+        assert (app.min_fps, app.max_fps) == (None, 2.0)
+        assert trains.planned is not None and trains.planned.fps <= 2.0
         with pytest.raises(ConflictError, match=r"declared in the config file \(apps:\); change"):
             services.apps.update("trains", AppUpdate(weight=1.0))
         with pytest.raises(ConflictError, match=r"; remove it there and restart the node"):
@@ -511,11 +500,13 @@ def test_apps_declared_in_the_config_file_win_over_the_api(
     services = services_of_a_new_node()
     trains_record = services.registry.get_app("trains")
     with services.registry.transaction() as transaction:
-        transaction.update_app(trains_record.model_copy(update={"weight": 7.0, "enabled": False}))
+        transaction.update_app(
+            trains_record.model_copy(update={"weight": 7.0, "enabled": False, "max_fps": None})
+        )
     try:
         assert services.start() == []
         restored = services.apps.get("trains").app
-        assert (restored.weight, restored.enabled) == (2.0, True)
+        assert (restored.weight, restored.enabled, restored.max_fps) == (2.0, True, 2.0)
         assert planned(services) == ["buses", "trains"]
     finally:
         services.node.stop()
