@@ -186,6 +186,14 @@ def _camera_metrics(
             ),
             1.0,
         ),
+        "not_needed_fps": (
+            GaugeMetricFamily(
+                "mainstream_camera_not_needed_fps",
+                "Frames per second analysis does not use (not queued; decoded only for a viewer or clips)",
+                labels=labels,
+            ),
+            1.0,
+        ),
         "dropped_fps": (
             GaugeMetricFamily(
                 "mainstream_camera_dropped_fps",
@@ -226,6 +234,22 @@ def _camera_metrics(
             CounterMetricFamily(
                 "mainstream_camera_frames_skipped",
                 "Frames thinned out to hold the configured rate",
+                labels=labels,
+            ),
+            1.0,
+        ),
+        "frames_not_needed": (
+            CounterMetricFamily(
+                "mainstream_camera_frames_not_needed",
+                "Frames analysis does not use (not queued; decoded only for a viewer or clips)",
+                labels=labels,
+            ),
+            1.0,
+        ),
+        "frames_not_decoded": (
+            CounterMetricFamily(
+                "mainstream_camera_frames_not_decoded",
+                "Grabbed frames never decoded (the source decodes only frames asked for)",
                 labels=labels,
             ),
             1.0,

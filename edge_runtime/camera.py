@@ -22,6 +22,17 @@ Errors that retrying cannot fix (a missing file) go straight to ``failed``. Noth
 source does can raise out of the decode thread: the camera records `last_error` instead, and
 clears it when frames flow again.
 
+Decoding follows demand. Told the rate its frames are analysed at
+(:meth:`Camera.set_analysis_rate`, the plan's highest app rate on the camera), a camera queues
+only the frames that analysis uses, chosen by the same deterministic rule as the DAG's
+:class:`~edge_runtime.rate.RateAccumulator` (DESIGN §6), and makes the choice right after
+``grab()``, before ``retrieve()``: a frame that neither analysis nor a viewer (someone who asked
+for :meth:`Camera.latest_frame` in the last `view_hold_s`) nor the frame listener (the clip
+recorder, at its own rate) needs is never converted, and on a source that decodes in ``retrieve()`` (Motion-JPEG files and HTTP streams, synthetic) never decoded. Such frames
+are counted in ``frames_not_needed`` (every frame past the configured fps that analysis does not
+use, whether or not a viewer or the listener had it decoded), and those never decoded in ``frames_not_decoded``.
+Every grabbed frame is thus delivered, skipped (configured fps) or not needed.
+
 The no-frame watchdog is enforced inside the blocking read itself (the backend's read timeout
 is set to `watchdog_s`), because a read blocked in native code can only be interrupted safely
 from within. ``stop()`` waits at most `stop_timeout_s` for the thread; a thread still
@@ -46,6 +57,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edge_runtime.rate import RateAccumulator
 from edge_runtime.source_types import (
     Frame,
     FrameSource,
@@ -405,10 +417,18 @@ class CameraStats:
     fps_out: float  # frames handed to the queue per second
     skipped_fps: float  # frames thinned out to hold the configured fps
     dropped_fps: float  # oldest frames dropped because the consumer fell behind
-    frames_decoded: int  # frames grabbed (decoded by the backend)
+    frames_decoded: int  # frames grabbed from the source (the name predates lazy decoding)
     frames_delivered: int
     frames_skipped: int
     frames_dropped: int
+    # Demand-driven decoding (see the module docstring): the analysis rate the queue is
+    # thinned to (None: every frame is queued), frames past the configured fps that analysis
+    # does not use (not queued; decoded only for a viewer), and grabbed frames never decoded
+    # at all (skipped or not needed, on a source that decodes only on retrieve).
+    analysis_fps: float | None
+    not_needed_fps: float
+    frames_not_needed: int
+    frames_not_decoded: int
     decode_ms_avg: float  # recent average of grab + colour conversion + resize
     reconnects: int  # retries scheduled after a failed open or a lost stream
     last_error: str | None
@@ -438,6 +458,16 @@ class _Run:
     streaming_since: float | None = None  # monotonic time of this connection's first frame
 
 
+@dataclass
+class _AnalysisDemand:
+    """Which frames past the configured fps analysis uses: `selector` picks `fps` of every
+    `camera_fps` frames, as the root of a DAG planned for that camera rate would."""
+
+    fps: float
+    camera_fps: float
+    selector: RateAccumulator
+
+
 class _StreamEnd(Enum):
     STOPPED = "stopped"  # stop() was called
     ENDED = "ended"  # a finite source (file, synthetic) ran out
@@ -455,8 +485,16 @@ class Camera:
         *,
         on_state_change: StateListener | None = None,
         stop_timeout_s: float = 5.0,
+        view_hold_s: float = 5.0,
     ) -> None:
+        """`view_hold_s`: after a call to :meth:`latest_frame`, every frame is decoded for
+        this long (a live view or snapshot keeps seeing fresh frames)."""
+        if not view_hold_s > 0:
+            raise InvalidParameterError("view_hold_s", view_hold_s, "seconds > 0")
         self._config = config
+        self.view_hold_s = view_hold_s
+        self._demand: _AnalysisDemand | None = None
+        self._viewed_until = -math.inf  # monotonic time until which a viewer wants every frame
         self._source_config = config.source_config()
         self.stop_timeout_s = stop_timeout_s
         self._lock = threading.RLock()
@@ -464,6 +502,7 @@ class Camera:
         self._machine = CameraStateMachine(config.id)
         self._listeners: list[StateListener] = [on_state_change] if on_state_change else []
         self._frame_listener: FrameListener | None = None
+        self._listener_gate: FrameRateGate | None = None  # None with a listener: every frame
         self._queue = FrameQueue(config.queue_size)
         self._run: _Run | None = None
         self._latest: Frame | None = None
@@ -473,6 +512,9 @@ class Camera:
         self._fps_out = _RateMeter()
         self._skips = _RateMeter()
         self._drops = _RateMeter()
+        self._not_needed = _RateMeter()
+        self._frames_not_needed = 0
+        self._frames_not_decoded = 0
         self._frames_decoded = 0
         self._frames_delivered = 0
         self._frames_skipped = 0
@@ -513,9 +555,13 @@ class Camera:
             if listener in self._listeners:
                 self._listeners.remove(listener)
 
-    def set_frame_listener(self, listener: FrameListener | None) -> None:
-        """Hand every delivered frame to `listener` too (None: to nobody)."""
-        self._frame_listener = listener
+    def set_frame_listener(self, listener: FrameListener | None, fps: float | None = None) -> None:
+        """Hand every decoded frame to `listener` too (None: to nobody), and decode at least
+        `fps` frames a second for it (None: every frame), as a :class:`FrameRateGate` of
+        `fps` on the frames' timestamps picks them, whether analysis needs them or not."""
+        with self._lock:
+            self._frame_listener = listener
+            self._listener_gate = FrameRateGate(fps) if listener is not None and fps else None
 
     def start(self) -> None:
         """Start decoding; does nothing while already active. Restarts a failed camera."""
@@ -525,7 +571,13 @@ class Camera:
                     return
                 run = _Run(self._config, self._source_config)
                 self._run = run
-                for meter in (self._fps_in, self._fps_out, self._skips, self._drops):
+                for meter in (
+                    self._fps_in,
+                    self._fps_out,
+                    self._skips,
+                    self._drops,
+                    self._not_needed,
+                ):
                     meter.reset()
                 change = self._machine.transition(CameraState.STARTING, "start requested")
                 thread = threading.Thread(
@@ -595,9 +647,47 @@ class Camera:
                 return
 
     def latest_frame(self) -> Frame | None:
-        """The most recent decoded frame (for snapshots), whether or not it was consumed."""
+        """The most recent decoded frame (for snapshots), whether or not it was consumed.
+
+        Asking counts as watching: for `view_hold_s` from now every frame is decoded, so the
+        next call sees the newest frame even when analysis needs only some of them.
+        """
         with self._lock:
+            self._viewed_until = time.monotonic() + self.view_hold_s
             return self._latest
+
+    def set_analysis_rate(self, fps: float | None, camera_fps: float | None = None) -> None:
+        """Queue only the `fps` of every `camera_fps` frames that analysis uses (None: every frame).
+
+        `camera_fps` is the camera rate the consumer's DAG was planned for, and the frames
+        chosen are those a :class:`~edge_runtime.rate.RateAccumulator` of `fps` under
+        `camera_fps` keeps, starting afresh with the next frame (unless the rates are those
+        already in force): a DAG built for the camera
+        rate `fps` then analyses exactly the frames one built for `camera_fps` would have.
+        The choice is made before decoding, so unneeded frames cost no conversion (and, on
+        sources that decode on retrieve, no decoding).
+        """
+        if fps is None:
+            demand = None
+        else:
+            if camera_fps is None:
+                raise InvalidParameterError("camera_fps", camera_fps, "the camera rate (fps > 0)")
+            demand = _AnalysisDemand(fps, camera_fps, RateAccumulator(fps, camera_fps))
+        with self._lock:
+            current = self._demand
+            same = (
+                current is not None
+                and demand is not None
+                and (current.fps, current.camera_fps) == (demand.fps, demand.camera_fps)
+            )
+            if not same:  # the same rates keep the selection's phase
+                self._demand = demand
+
+    @property
+    def analysis_fps(self) -> float | None:
+        """The analysis rate the queue is thinned to; None when every frame is queued."""
+        with self._lock:
+            return self._demand.fps if self._demand is not None else None
 
     def wait_for_state(self, *states: CameraState, timeout: float) -> bool:
         """Block until the camera is in one of `states`; False on timeout."""
@@ -625,6 +715,10 @@ class Camera:
                 frames_delivered=self._frames_delivered,
                 frames_skipped=self._frames_skipped,
                 frames_dropped=self._frames_dropped,
+                analysis_fps=self._demand.fps if self._demand is not None else None,
+                not_needed_fps=self._not_needed.rate(now),
+                frames_not_needed=self._frames_not_needed,
+                frames_not_decoded=self._frames_not_decoded,
                 decode_ms_avg=self._decode_ms_avg,
                 reconnects=self._reconnects,
                 last_error=self._last_error,
@@ -792,8 +886,14 @@ class Camera:
             if sequence is None:
                 return _StreamEnd.STOPPED
             if gate is not None and not gate.keep(timestamp):
-                self._count_skipped(run, now)
+                self._count_skipped(run, now, decoded=not source.decodes_on_retrieve)
                 continue
+            analysed, viewed = self._wanted(now, timestamp)
+            if not analysed:
+                decoded = viewed or not announced or not source.decodes_on_retrieve
+                self._count_not_needed(run, now, decoded=decoded)
+                if not (viewed or not announced):
+                    continue
             if pacer is not None:
                 delay = pacer.delay_for(timestamp, now)
                 if delay > 0 and run.stop.wait(delay):
@@ -809,9 +909,21 @@ class Camera:
                 source_name = describe_source(run.source_config)
                 self._transition(run, CameraState.STREAMING, f"receiving frames from {source_name}")
                 announced = True
-            if not self._deliver(run, frame):
+            if not self._deliver(run, frame, to_queue=analysed):
                 return _StreamEnd.STOPPED
         return _StreamEnd.STOPPED
+
+    def _wanted(self, now: float, timestamp: float) -> tuple[bool, bool]:
+        """Whether analysis uses the frame just grabbed (it is offered to the analysis
+        selector here, once per frame past the configured fps), and whether a viewer or the
+        frame listener wants it."""
+        with self._lock:
+            demand = self._demand
+            analysed = demand is None or demand.selector.offer()
+            listened = self._frame_listener is not None and (
+                self._listener_gate is None or self._listener_gate.keep(timestamp)
+            )
+            return analysed, listened or now < self._viewed_until
 
     def _count_grabbed(self, run: _Run, now: float) -> int | None:
         with self._lock:
@@ -823,30 +935,43 @@ class Camera:
             self._fps_in.record(now)
             return sequence
 
-    def _count_skipped(self, run: _Run, now: float) -> None:
+    def _count_skipped(self, run: _Run, now: float, *, decoded: bool) -> None:
         with self._lock:
             if run is self._run:
                 self._frames_skipped += 1
                 self._skips.record(now)
+                self._frames_not_decoded += 0 if decoded else 1
 
-    def _deliver(self, run: _Run, frame: Frame) -> bool:
-        """Publish a frame to the latest slot and the queue; False once the run is stopped."""
+    def _count_not_needed(self, run: _Run, now: float, *, decoded: bool) -> None:
+        with self._lock:
+            if run is self._run:
+                self._frames_not_needed += 1
+                self._not_needed.record(now)
+                self._frames_not_decoded += 0 if decoded else 1
+
+    def _deliver(self, run: _Run, frame: Frame, *, to_queue: bool = True) -> bool:
+        """Publish a frame to the latest slot and (`to_queue`) the queue; False once the run
+        is stopped."""
         now = time.monotonic()
         with self._lock:
             if run is not self._run or run.stop.is_set():
                 return False
             queue = self._queue
+            first = self._latest is None
             self._latest = frame
-            self._frames_delivered += 1
-            self._fps_out.record(now)
-            self._last_frame_time = frame.wall_time
-            if self._frames_delivered == 1 or not math.isfinite(self._decode_ms_avg):
+            if first or not math.isfinite(self._decode_ms_avg):
                 self._decode_ms_avg = frame.decode_ms
             else:
                 self._decode_ms_avg += _DECODE_MS_SMOOTHING * (
                     frame.decode_ms - self._decode_ms_avg
                 )
+            if to_queue:
+                self._frames_delivered += 1
+                self._fps_out.record(now)
+                self._last_frame_time = frame.wall_time
         self._tell_frame_listener(frame)
+        if not to_queue:
+            return True
         if run.config.queue_policy == "block":
             return queue.put_wait(frame, run.stop)
         if queue.put(frame) is not None:
@@ -889,9 +1014,13 @@ class CameraManager:
         on_state_change: StateListener | None = None,
         stop_timeout_s: float = 5.0,
         on_frame: FrameListener | None = None,
+        on_frame_fps: float | None = None,
     ) -> None:
+        """`on_frame`, `on_frame_fps`: every camera's frame listener and the rate it needs
+        (:meth:`Camera.set_frame_listener`)."""
         self._on_state_change = on_state_change
         self._on_frame = on_frame
+        self._on_frame_fps = on_frame_fps
         self._stop_timeout_s = stop_timeout_s
         self._cameras: dict[str, Camera] = {}
         self._lock = threading.RLock()
@@ -903,7 +1032,7 @@ class CameraManager:
             camera = Camera(
                 config, on_state_change=self._on_state_change, stop_timeout_s=self._stop_timeout_s
             )
-            camera.set_frame_listener(self._on_frame)
+            camera.set_frame_listener(self._on_frame, self._on_frame_fps)
             self._cameras[config.id] = camera
         if start:
             camera.start()

@@ -216,11 +216,16 @@ def build_deployments(
     fuse_heads: bool = True,
     update_every_frames: int = 0,
     precision: Precision = "f32",
+    camera_selects_frames: bool = False,
 ) -> list[CameraDeployment]:
     """One deployment per camera. `packages[app]` is an open mainstream.core.package.Package.
 
     `fuse_heads`: see :func:`camera_dag`; `update_every_frames`: see
-    :class:`edge_runtime.detector.DetectorConfig`.
+    :class:`edge_runtime.detector.DetectorConfig`. `camera_selects_frames`: the camera queues
+    only the frames of its highest planned app rate (:meth:`Camera.set_analysis_rate` with
+    :func:`analysis_rate` of the deployment, before decoding them), so each DAG is built for
+    that rate and analyses every frame it gets: the same frames as a DAG built for the camera
+    rate that gets them all.
     """
 
     by_camera: dict[str, list[Any]] = {}
@@ -254,7 +259,7 @@ def build_deployments(
             )
         dag = camera_dag(
             camera,
-            camera_fps[camera],
+            max(p.fps for p in planned_apps) if camera_selects_frames else camera_fps[camera],
             heads,
             base_model,
             first.manifest.base_model.weights_fingerprint,
@@ -269,3 +274,8 @@ def build_deployments(
         }
         deployments.append(CameraDeployment(camera, dag, config.input_size, detectors))
     return deployments
+
+
+def analysis_rate(deployment: CameraDeployment) -> float:
+    """The rate a deployment's DAG takes frames at: its highest app rate."""
+    return deployment.dag.root.rate

@@ -268,6 +268,14 @@ class FrameSource(ABC):
     media_clock: bool = False
 
     @property
+    def decodes_on_retrieve(self) -> bool:
+        """True when :meth:`grab` only reads the frame and :meth:`retrieve` decodes it, so a
+        frame grabbed but never retrieved costs no decoding (e.g. MJPEG files). False when the
+        backend decodes in :meth:`grab` and skipping :meth:`retrieve` saves only the colour
+        conversion."""
+        return False
+
+    @property
     def nominal_fps(self) -> float | None:
         """The frame rate the source announces, when it announces one."""
         return None

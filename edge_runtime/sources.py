@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -171,12 +171,31 @@ def _open_ffmpeg_capture(
                 os.environ[_FFMPEG_OPTIONS_ENV] = previous
 
 
+_INTRA_ONLY_JPEG_CODECS = frozenset({"MJPG", "mjpg", "JPEG", "jpeg", "AVRn", "AVDJ", "dmb1"})
+
+
+def _fourcc_text(code: float) -> str:
+    value = int(code) if math.isfinite(code) else 0
+    return "".join(chr((value >> shift) & 0xFF) for shift in (0, 8, 16, 24))
+
+
 class _OpenCvSource(FrameSource):
-    """Shared grab/retrieve/close over a cv2.VideoCapture."""
+    """Shared grab/retrieve/close over a cv2.VideoCapture.
+
+    FFmpeg decodes in ``grab()``; skipping ``retrieve()`` saves only the colour conversion. In
+    Motion-JPEG every frame is a JPEG image that needs no other frame, so such a file or stream
+    (HTTP cameras) is read in raw mode (``CAP_PROP_FORMAT = -1``): ``grab()`` only reads the packet and
+    ``retrieve()`` decodes it with ``cv2.imdecode``, so frames nobody needs are never decoded.
+    """
 
     def __init__(self, name: str) -> None:
         self.name = name
         self._capture: Any = None  # a cv2.VideoCapture; cv2 has no type information
+        self._raw_jpeg = False  # raw mode: grab() reads a JPEG packet, retrieve() decodes it
+
+    @property
+    def decodes_on_retrieve(self) -> bool:
+        return self._raw_jpeg
 
     @property
     def _cap(self) -> Any:
@@ -194,6 +213,16 @@ class _OpenCvSource(FrameSource):
     def retrieve(self) -> np.ndarray:
         import cv2  # OpenCV loads only when frames are decoded or drawn
 
+        if self._raw_jpeg:
+            ok, packet = self._cap.retrieve()
+            rgb = (
+                cv2.imdecode(packet.reshape(-1), cv2.IMREAD_COLOR_RGB)
+                if ok and packet is not None
+                else None
+            )
+            if rgb is None or rgb.size == 0:
+                raise SourceError(f"cannot decode the grabbed JPEG frame of {self.name}")
+            return np.asarray(rgb)
         ok, bgr = self._cap.retrieve()
         if not ok or bgr is None or bgr.size == 0:
             raise SourceError(f"cannot decode the grabbed frame of {self.name}")
@@ -228,11 +257,26 @@ class VideoFileSource(_OpenCvSource):
             raise PermanentSourceError(f"video file not found: {path}")
         if not path.is_file():
             raise PermanentSourceError(f"not a regular file: {path}")
+        capture = self._open_capture(raw_jpeg=self._raw_jpeg)
+        probe = "raw" if self._raw_jpeg else _probe_raw_jpeg(capture)
+        if probe in ("decodes", "fails"):
+            capture.release()  # the probe read a frame: start again from the first one
+            capture = self._open_capture(raw_jpeg=probe == "decodes")
+            self._raw_jpeg = probe == "decodes"
+        self._capture = capture
+        self._grabbed_in_pass = 0
+
+    def _open_capture(self, *, raw_jpeg: bool) -> Any:
+        import cv2  # OpenCV loads only when frames are decoded or drawn
+
+        path = self.config.path
         capture = _open_ffmpeg_capture(str(path), {}, self._open_timeout_s, self._open_timeout_s)
         if not capture.isOpened():
             raise PermanentSourceError(f"cannot decode {path}: not a video FFmpeg can read")
-        self._capture = capture
-        self._grabbed_in_pass = 0
+        if raw_jpeg and not capture.set(cv2.CAP_PROP_FORMAT, -1):
+            capture.release()
+            raise PermanentSourceError(f"cannot read {path} in raw mode any more")
+        return capture
 
     def _frame_interval(self) -> float:
         fps = self.nominal_fps
@@ -266,6 +310,26 @@ class VideoFileSource(_OpenCvSource):
         return timestamp
 
 
+def _probe_raw_jpeg(capture: Any) -> Literal["not-jpeg", "decodes", "fails"]:
+    """Whether `capture` (freshly opened, FFmpeg) holds Motion-JPEG that ``cv2.imdecode``
+    reads. "not-jpeg": another codec, the capture is untouched. Otherwise the capture was
+    switched to raw mode and read one frame: "decodes" when that JPEG decoded, "fails" when
+    it did not (the caller opens the source again as usual)."""
+    import cv2  # OpenCV loads only when frames are decoded or drawn
+
+    if _fourcc_text(float(capture.get(cv2.CAP_PROP_FOURCC))) not in _INTRA_ONLY_JPEG_CODECS:
+        return "not-jpeg"
+    if not capture.set(cv2.CAP_PROP_FORMAT, -1) or not capture.grab():
+        return "fails"
+    ok, packet = capture.retrieve()
+    if not ok or packet is None or packet.size == 0:
+        return "fails"
+    # Some MJPEG writers leave out the Huffman tables FFmpeg supplies by default; then keep
+    # FFmpeg decoding.
+    image = cv2.imdecode(packet.reshape(-1), cv2.IMREAD_COLOR_RGB)
+    return "decodes" if image is not None and image.size > 0 else "fails"
+
+
 class NetworkStreamSource(_OpenCvSource):
     """An RTSP or HTTP stream through FFmpeg, with open and read timeouts.
 
@@ -285,12 +349,24 @@ class NetworkStreamSource(_OpenCvSource):
         options = dict(config.ffmpeg_options)
         if isinstance(config, RtspSourceConfig):
             options = {"rtsp_transport": config.transport, **options}
-        capture = _open_ffmpeg_capture(config.url, options, open_timeout_s, read_timeout_s)
-        if not capture.isOpened():
-            raise SourceError(
-                f"cannot open {self.name}: unreachable, refused, not a video stream, "
-                f"or no answer within {open_timeout_s:g} s"
-            )
+
+        def connect() -> Any:
+            capture = _open_ffmpeg_capture(config.url, options, open_timeout_s, read_timeout_s)
+            if not capture.isOpened():
+                raise SourceError(
+                    f"cannot open {self.name}: unreachable, refused, not a video stream, "
+                    f"or no answer within {open_timeout_s:g} s"
+                )
+            return capture
+
+        capture = connect()
+        # A Motion-JPEG stream (most HTTP cameras) is read raw and decoded on demand; the
+        # probe costs the stream's first frame. When it fails, connect again as usual.
+        probe = _probe_raw_jpeg(capture)
+        if probe == "fails":
+            capture.release()
+            capture = connect()
+        self._raw_jpeg = probe == "decodes"
         self._capture = capture
 
     def grab(self) -> float | None:

@@ -102,6 +102,10 @@ class SyntheticSource(FrameSource):
     def nominal_fps(self) -> float | None:
         return self.config.fps
 
+    @property
+    def decodes_on_retrieve(self) -> bool:
+        return True  # frames are drawn in retrieve()
+
     def grab(self) -> float | None:
         if self.config.frames is not None and self._next_index >= self.config.frames:
             return None

@@ -447,6 +447,7 @@ function renderCameras() {
             h("div", {}, h("dt", {}, "Input"), h("dd", {}, `${fmtFps(status.fps_in)} fps`)),
             h("div", {}, h("dt", {}, "Decode"), h("dd", {}, `${fmt(status.decode_ms_avg, 1)} ms`)),
             h("div", {}, h("dt", {}, "Dropped"), h("dd", {}, String(status.frames_dropped ?? "—"))),
+            h("div", { title: "Frames no app or viewer needed, never decoded" }, h("dt", {}, "Not decoded"), h("dd", {}, String(status.frames_not_decoded ?? "—"))),
             h("div", {}, h("dt", {}, "Size"), h("dd", {}, status.frame_size ? status.frame_size.join("×") : "—")),
           ),
           status.last_error ? h("p", { class: "camera-error" }, status.last_error) : null,

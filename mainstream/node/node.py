@@ -36,6 +36,7 @@ from edge_runtime.clips import ClipConfig, ClipRecorder
 from edge_runtime.deployer import (
     BaseProvider,
     DeployedApp,
+    analysis_rate,
     build_deployments,
     problem_for,
 )
@@ -164,6 +165,7 @@ class Node:
         self.cameras = CameraManager(
             on_state_change=self._publish_camera_state,
             on_frame=None if self.clips is None else self.clips.on_frame,
+            on_frame_fps=None if self.clips is None else self.clips.config.fps,
         )
         self.runtime = EdgeRuntime(
             self.cameras,
@@ -552,6 +554,7 @@ class Node:
                     fuse_heads=self.settings.runtime.fuse_heads,
                     update_every_frames=self.settings.runtime.event_update_every_frames,
                     precision=self.settings.runtime.openvino_precision,
+                    camera_selects_frames=True,
                 )
         return proposal
 
@@ -670,21 +673,33 @@ class Node:
     def apply(self, proposal: Proposal) -> None:
         """Make the running node match a committed proposal: cameras, then deployments."""
         wanted = {camera.id: camera.config for camera in proposal.cameras}
+        added = []  # started once their DAG's rate is set, so their first frames are chosen too
         for camera_id, config in wanted.items():
             if camera_id in self.cameras:
                 self.cameras.update(config)
             else:
-                self.cameras.add(config)
-        if proposal.deployments is not None:
-            new_cameras = {deployment.camera for deployment in proposal.deployments}
-            for deployment in proposal.deployments:
-                self.runtime.deploy(deployment)
-            for camera_id in self.cameras.ids() + list(wanted):
-                if camera_id not in new_cameras and self.runtime.deployment(camera_id):
-                    self.runtime.undeploy(camera_id)
-            self._dag_key = proposal.dag_key
-            self.packages.keep_models(proposal.models_in_use)
-            self._start_measuring()
+                added.append(self.cameras.add(config, start=False))
+        try:
+            if proposal.deployments is not None:
+                new_cameras = {deployment.camera for deployment in proposal.deployments}
+                for deployment in proposal.deployments:
+                    # The camera decodes only the frames the DAG analyses (it was built for them).
+                    camera = self.cameras.get(deployment.camera)
+                    camera.set_analysis_rate(
+                        analysis_rate(deployment), self.camera_fps(camera.config)
+                    )
+                    self.runtime.deploy(deployment)
+                for camera_id in self.cameras.ids() + list(wanted):
+                    if camera_id not in new_cameras and self.runtime.deployment(camera_id):
+                        self.runtime.undeploy(camera_id)
+                    if camera_id not in new_cameras and camera_id in self.cameras:
+                        self.cameras.get(camera_id).set_analysis_rate(None)
+                self._dag_key = proposal.dag_key
+                self.packages.keep_models(proposal.models_in_use)
+                self._start_measuring()
+        finally:
+            for camera in added:
+                camera.start()
         for camera_id in set(self.cameras.ids()) - set(wanted):
             if self.runtime.deployment(camera_id):
                 self.runtime.undeploy(camera_id)

@@ -242,6 +242,10 @@ def test_live_stream_metrics_and_json_logs(daemon: Daemon, moving_package: Path)
     assert one(samples, "mainstream_camera_up", camera="synthetic") == 1.0
     assert one(samples, "mainstream_camera_state", camera="synthetic", state="streaming") == 1.0
     assert one(samples, "mainstream_camera_skipped_fps", camera="synthetic") >= 0.0
+    # The camera decodes for its DAG's rate: the plan's (only) app's.
+    assert camera["analysis_fps"] == planned["planned_fps"]
+    not_needed = one(samples, "mainstream_camera_frames_not_needed_total", camera="synthetic")
+    assert not_needed >= 0.0 and camera["frames_not_decoded"] >= 0
     decode = one(samples, "mainstream_camera_decode_seconds", camera="synthetic")
     assert 0.0 < decode < 0.5 and camera["decode_ms_avg"] > 0
     latencies = {

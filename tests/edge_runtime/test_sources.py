@@ -212,6 +212,7 @@ def test_http_mjpeg_stream_frames_arrive_and_a_dead_server_is_an_error() -> None
         config = parse_source_url(server.url)
         with open_source(config, open_timeout_s=5, read_timeout_s=2) as source:
             assert not source.media_clock
+            assert source.decodes_on_retrieve  # read raw: a JPEG is decoded only on retrieve
             images = []
             for _ in range(5):
                 timestamp = source.grab()
