@@ -153,6 +153,7 @@ def camera_dag(
     engine: EngineName = "keras",
     fuse_heads: bool = True,
     precision: Precision = "f32",
+    streams: int = 1,
 ) -> CameraDag:
     """One camera's DAG on `base_model` (of BaseConfig `config`), compiled for `engine`.
 
@@ -162,9 +163,10 @@ def camera_dag(
     copy, so with OpenVINO only the last segment is fused with its heads, and only when there
     are several and that copy holds no more weights than the base itself (fusing heads alone
     gained 0-12 %). `precision`: what the OpenVINO engine computes in (Keras: always f32).
+    `streams`: OpenVINO requests run at once (the runtime's frames in flight).
     """
 
-    options = EngineOptions(precision=precision)
+    options = EngineOptions(precision=precision, streams=streams)
     return build_camera_dag(
         camera=camera,
         camera_fps=camera_fps,
@@ -207,11 +209,12 @@ def build_deployments(
     fuse_heads: bool = True,
     update_every_frames: int = 0,
     precision: Precision = "f32",
+    streams: int = 1,
 ) -> list[CameraDeployment]:
     """One deployment per camera. `packages[app]` is an open mainstream.core.package.Package.
 
     `fuse_heads`: see :func:`camera_dag`; `update_every_frames`: see
-    :class:`edge_runtime.detector.DetectorConfig`.
+    :class:`edge_runtime.detector.DetectorConfig`; `streams`: see :func:`camera_dag`.
     """
 
     by_camera: dict[str, list[Any]] = {}
@@ -253,6 +256,7 @@ def build_deployments(
             engine,
             fuse_heads,
             precision,
+            streams,
         )
         detectors = {
             p.name: apps[p.name].detector_config(p.x_vote, p.fps, update_every_frames)

@@ -837,7 +837,7 @@ def run_demo(options: DemoOptions, echo: Echo) -> DemoSummary:
         replayed = replay_figures(
             assets,
             plan,
-            runtime.engine,
+            node.engine.name,
             node_dir / "replay",
             options.progress,
             runtime.openvino_precision,
