@@ -25,6 +25,7 @@ any app's score. Run: `python bench/runtime.py [--input-size 224 --alpha 1.0 --f
 from __future__ import annotations
 
 import argparse
+import itertools
 import resource
 import statistics
 import sys
@@ -156,6 +157,71 @@ def run_node(
     return total / elapsed, busy_ms / total
 
 
+def clone_dag(dag: CameraDag, camera: str) -> CameraDag:
+    """The same compiled DAG for another camera: its own rate selectors and timings, the
+    same compiled models (a node compiles per camera; the bench saves the conversions)."""
+    from dataclasses import replace
+
+    from edge_runtime.dag import NodeTiming
+    from edge_runtime.rate import RateAccumulator
+
+    def fresh(selector: Any) -> Any:
+        return RateAccumulator(selector.rate, selector.parent_rate)
+
+    copies = []
+    for segment in dag.segments():
+        heads = [
+            replace(head, selector=fresh(head.selector), timing=NodeTiming())
+            for head in segment.heads
+        ]
+        copies.append(
+            replace(
+                segment,
+                selector=fresh(segment.selector),
+                heads=heads,
+                child=None,
+                timing=NodeTiming(),
+            )
+        )
+    for parent, child in itertools.pairwise(copies):
+        parent.child = child
+    return CameraDag(camera, dag.camera_fps, copies[0], dag.preprocess, dag.base_fingerprint)
+
+
+def head_to_head(
+    bench_dag: Any, last_cut: str, limit: Any, images: np.ndarray, cameras: int, rounds: int
+) -> None:
+    """The goal's figures side by side: the limit, and Max-Sharing (one app) through the node's
+    runtime with 1 and 2 frames in flight, on one camera and on `cameras` cameras, in rotating
+    order, medians of `rounds` (a noisy neighbour disturbs one round, not the comparison)."""
+    folder = Path(tempfile.mkdtemp(prefix="mainstream-bench-h2h-"))
+    runs: dict[str, Any] = {"limit": lambda: limit(images)}
+    for in_flight in (1, 2):
+        one = bench_dag([(last_cut, 10.0)], "openvino", True, "f32", in_flight)
+        many = [clone_dag(one, f"cam{index}") for index in range(cameras)]
+        run_node([one], images[:6], in_flight, folder)
+        run_node(many, images[:6], in_flight, folder)
+        runs[f"1 camera, {in_flight} in flight"] = partial(
+            lambda dag, flight: run_node([dag], images, flight, folder)[0], one, in_flight
+        )
+        runs[f"{cameras} cameras, {in_flight} in flight"] = partial(
+            lambda dags, flight: run_node(dags, images, flight, folder)[0], many, in_flight
+        )
+    names = list(runs)
+    results: dict[str, list[float]] = {name: [] for name in names}
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            results[name].append(runs[name]())
+    limit_fps_median = statistics.median(results["limit"])
+    print("\nhead to head, Max-Sharing with one app, OpenVINO f32 (fps of all cameras together):")
+    print(f"{'path':<28} {'fps':>7} {'of limit':>8}   rounds")
+    for name in names:
+        median = statistics.median(results[name])
+        spread = ", ".join(f"{value:.1f}" for value in results[name])
+        print(f"{name:<28} {median:7.1f} {median / limit_fps_median:8.2f}   {spread}", flush=True)
+
+
 def run_dag(dag: CameraDag, images: np.ndarray, in_flight: int, folder: Path) -> float:
     """Frames per second of one camera's pass over `images` through the node's runtime
     (every app on every frame), after a short warm-up pass."""
@@ -191,11 +257,11 @@ def _app(score: Any) -> str:
     return str(score.app)
 
 
-def limit_fps(base: Any, config: Any, images: np.ndarray, rounds: int = 3) -> tuple[float, int]:
+def limit_runner(base: Any, config: Any) -> tuple[Any, int]:
     """What the box does with the same model: the base and one head through OpenVINO in f32,
     THROUGHPUT hint, an AsyncInferQueue of the optimal number of requests (at least 2), on the
-    engines' threads; frames preprocessed on the way in, as a node must. Returns (median fps
-    of `rounds` passes, requests)."""
+    engines' threads; frames preprocessed on the way in, as a node must. Returns (a function
+    `images -> fps` of one pass, requests)."""
     import keras
     import openvino as ov
 
@@ -207,18 +273,15 @@ def limit_fps(base: Any, config: Any, images: np.ndarray, rounds: int = 3) -> tu
     compiled = openvino_compiled(full, EngineOptions(precision="f32"), hint="THROUGHPUT")
     requests = max(2, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
     queue = ov.AsyncInferQueue(compiled, requests)
-    tensors = [preprocess(config, images[i : i + 1]) for i in range(3)]
-    for tensor in tensors:  # warm-up
-        queue.start_async([tensor])
-    queue.wait_all()
-    runs = []
-    for _ in range(rounds):
+
+    def run(images: np.ndarray) -> float:
         started = time.perf_counter()
         for index in range(len(images)):
             queue.start_async([preprocess(config, images[index : index + 1])])
         queue.wait_all()
-        runs.append(len(images) / (time.perf_counter() - started))
-    return statistics.median(runs), requests
+        return len(images) / (time.perf_counter() - started)
+
+    return run, requests
 
 
 def ideal_fps(dag: CameraDag, sample: np.ndarray, in_flight: int = 1) -> float:
@@ -260,6 +323,13 @@ def main() -> None:
     parser.add_argument("--apps", default="1,2,4,8")
     parser.add_argument("--cameras", default="4", help="Camera counts of the last table ('' skips)")
     parser.add_argument("--engines", default="keras,openvino")
+    parser.add_argument(
+        "--head-to-head",
+        type=int,
+        default=0,
+        help="Rounds of the limit vs the node's Max-Sharing path with 1 and 2 frames in flight "
+        "on 1 and --cameras cameras, rotating (0: skip)",
+    )
     parser.add_argument(
         "--cuts",
         type=int,
@@ -304,7 +374,7 @@ def main() -> None:
     engines = [
         name for name in arguments.engines.split(",") if name != "openvino" or openvino_available()
     ]
-    app_counts = [int(count) for count in arguments.apps.split(",")]
+    app_counts = [int(count) for count in arguments.apps.split(",") if count]
     camera_counts = [int(count) for count in arguments.cameras.split(",") if count]
     folder = Path(tempfile.mkdtemp(prefix="mainstream-bench-runtime-"))
 
@@ -314,7 +384,9 @@ def main() -> None:
     )
     limit = 0.0
     if openvino_available():
-        limit, requests = limit_fps(base, config, images, arguments.rounds)
+        limit_run, requests = limit_runner(base, config)
+        limit_run(images[:6])  # warm-up
+        limit = statistics.median(limit_run(images) for _ in range(arguments.rounds))
         print(
             f"limit: the base and one head, OpenVINO f32 THROUGHPUT, {requests} async requests: "
             f"{limit:.1f} fps (each row's 'of limit' is its fps / this)"
@@ -347,6 +419,16 @@ def main() -> None:
             fuse,
             precision,  # type: ignore[arg-type]
             in_flight,
+        )
+
+    if arguments.head_to_head and openvino_available():
+        head_to_head(
+            bench_dag,
+            order[-1],
+            limit_run,
+            images,
+            max(camera_counts or [4]),
+            arguments.head_to_head,
         )
 
     rows = []
@@ -441,12 +523,8 @@ def main() -> None:
         in_flight = resolve_engine(engine, frames_in_flight=arguments.in_flight).frames_in_flight
         for cameras in camera_counts:
             for apps in (1, 4):
-                dags_of_cameras = [
-                    bench_dag(
-                        [(order[-1], 10.0)] * apps, engine, True, "f32", in_flight, f"cam{index}"
-                    )
-                    for index in range(cameras)
-                ]
+                first = bench_dag([(order[-1], 10.0)] * apps, engine, True, "f32", in_flight)
+                dags_of_cameras = [clone_dag(first, f"cam{index}") for index in range(cameras)]
                 run_node(dags_of_cameras, images[:6], in_flight, folder)
                 runs = [
                     run_node(dags_of_cameras, images, in_flight, folder)[0]
