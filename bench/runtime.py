@@ -434,7 +434,7 @@ def main() -> None:
     rows = []
     plan_rows = []
     profile_for_plan = None
-    for engine in engines:
+    for engine in engines if app_counts else []:
         in_flight = resolve_engine(engine, frames_in_flight=arguments.in_flight).frames_in_flight
         cuts = order
         if arguments.cuts >= 2:

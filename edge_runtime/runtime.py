@@ -7,10 +7,10 @@ cameras have ready and runs every segment they have in common once, on the batch
 frames (:func:`edge_runtime.dag.process_together`). With `frames_in_flight` > 1 a group has
 that many workers: each takes a tick's frames and decides what they run in the cameras' frame
 order, runs them at the same time as the others (an engine with several infer requests keeps
-every core busy), and hands the scores to the detectors in that same order. Deploying a new plan swaps the
-DAG between two frames: cameras keep streaming, and detectors of apps that stay keep their open
-events. Every event transition is committed to the store before listeners (MQTT, webhooks,
-WebSocket) hear of it.
+every core busy), and hands the scores to the detectors in that same order. Deploying a new
+plan swaps the DAG between two frames: cameras keep streaming, and detectors of apps that stay
+keep their open events. Every event transition is committed to the store before listeners
+(MQTT, webhooks, WebSocket) hear of it.
 """
 
 from __future__ import annotations
@@ -294,9 +294,13 @@ class EdgeRuntime:
                         self._advance_clocks(camera_id, time.time())
                 if not frames:
                     continue
-                selected = self._select(
-                    [(members[camera_id], frame) for camera_id, frame in frames]
-                )
+                try:
+                    selected = self._select(
+                        [(members[camera_id], frame) for camera_id, frame in frames]
+                    )
+                except Exception:
+                    logger.exception("frames of %s could not be prepared", ", ".join(cameras))
+                    continue
                 ticket = pipeline.next_ticket
                 pipeline.next_ticket += 1
             scores: list[list[AppScore]] | None = None
