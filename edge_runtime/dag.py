@@ -21,6 +21,7 @@ runs alone, so every app still analyses exactly the frames its rate selects.
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -51,16 +52,19 @@ class HeadSpec:
 
 @dataclass
 class NodeTiming:
-    """Measured wall time of one node, for the profiler and re-planning."""
+    """Measured wall time of one node, for the profiler and re-planning (frames in flight on
+    several threads add to it at once)."""
 
     calls: int = 0
     frames: int = 0
     total_ms: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, elapsed_ms: float, frames: int) -> None:
-        self.calls += 1
-        self.frames += frames
-        self.total_ms += elapsed_ms
+        with self._lock:
+            self.calls += 1
+            self.frames += frames
+            self.total_ms += elapsed_ms
 
     @property
     def ms_per_frame(self) -> float:
@@ -154,6 +158,10 @@ class DagFrame:
     timestamp: float
 
 
+# What one frame runs: the segments its rate selectors chose, each with the heads due on it.
+FrameWork = list[tuple[SegmentNode, list[HeadNode]]]
+
+
 def process_together(frames: Sequence[DagFrame]) -> list[list[AppScore]]:
     """Analyse one frame of each of several DAGs; the scores of each frame, in order.
 
@@ -163,37 +171,58 @@ def process_together(frames: Sequence[DagFrame]) -> list[list[AppScore]]:
     back. Heads are per app and run per frame. A batched call's time is shared evenly among
     the frames in it.
     """
-    scores: list[list[AppScore]] = [[] for _ in frames]
-    active: list[tuple[int, SegmentNode, np.ndarray | None]] = []
-    for position, item in enumerate(frames):
+    return run_selected(frames, select_together(frames))
+
+
+def select_together(frames: Sequence[DagFrame]) -> list[FrameWork]:
+    """Decide, in frame order, what each frame runs (the rate selectors' state moves here).
+
+    Split from :func:`run_selected` so that a runtime with several frames in flight can take
+    the decisions in the cameras' frame order and run the frames at the same time.
+    """
+    work: list[FrameWork] = []
+    for item in frames:
         item.dag.frames_seen += 1
-        active.append((position, item.dag.root, None))
+        steps: FrameWork = []
+        segment: SegmentNode | None = item.dag.root
+        while segment is not None and segment.selector.offer():
+            steps.append((segment, [head for head in segment.heads if head.selector.offer()]))
+            segment = segment.child
+        work.append(steps)
+    return work
+
+
+def run_selected(frames: Sequence[DagFrame], work: Sequence[FrameWork]) -> list[list[AppScore]]:
+    """Run what :func:`select_together` chose; safe to call from several threads at once
+    when the compiled models are (each OpenVINO call takes its own infer request)."""
+    scores: list[list[AppScore]] = [[] for _ in frames]
+    active: list[tuple[int, int, np.ndarray | None]] = [
+        (position, 0, None) for position in range(len(frames)) if work[position]
+    ]
     while active:
-        groups: dict[tuple[object, ...], list[tuple[int, SegmentNode, np.ndarray | None]]] = {}
-        for position, segment, tensor in active:
-            if not segment.selector.offer():
-                continue
+        groups: dict[tuple[object, ...], list[tuple[int, int, np.ndarray | None]]] = {}
+        for position, depth, tensor in active:
+            segment, _ = work[position][depth]
             dag = frames[position].dag
             shape = frames[position].image.shape if tensor is None else tensor.shape[1:]
             owner: object = dag.base_fingerprint or id(dag)
             key = (owner, segment.start_cut, segment.end_cut, tuple(shape))
-            groups.setdefault(key, []).append((position, segment, tensor))
+            groups.setdefault(key, []).append((position, depth, tensor))
         active = []
         for members in groups.values():
-            dues = [
-                [head for head in node.heads if head.selector.offer()] for _, node, _ in members
-            ]
-            position, segment, tensor = members[0]
-            everything_due = len(dues[0]) == len(segment.heads)
+            position, depth, tensor = members[0]
+            segment, due = work[position][depth]
+            everything_due = len(due) == len(segment.heads)
             if len(members) == 1 and segment.fused_segment is not None and everything_due:
                 assert tensor is not None  # the input node is never fused
                 _record(scores[position], frames[position], _run_fused_segment(segment, tensor))
                 continue
-            outputs = _run_batched(members, frames)
-            for (position, segment, _), due, output in zip(members, dues, outputs, strict=True):
+            outputs = _run_batched([(p, work[p][d][0], t) for p, d, t in members], frames)
+            for (position, depth, _), output in zip(members, outputs, strict=True):
+                segment, due = work[position][depth]
                 _record(scores[position], frames[position], _run_heads(segment, due, output))
-                if segment.child is not None:
-                    active.append((position, segment.child, output))
+                if depth + 1 < len(work[position]):
+                    active.append((position, depth + 1, output))
     return scores
 
 

@@ -162,6 +162,7 @@ def camera_dag(
     engine: EngineName = "keras",
     fuse_heads: bool = True,
     precision: Precision = "f32",
+    streams: int = 1,
 ) -> CameraDag:
     """One camera's DAG on `base_model` (of BaseConfig `config`), compiled for `engine`.
 
@@ -171,9 +172,10 @@ def camera_dag(
     copy, so with OpenVINO only the last segment is fused with its heads, and only when there
     are several and that copy holds no more weights than the base itself (fusing heads alone
     gained 0-12 %). `precision`: what the OpenVINO engine computes in (Keras: always f32).
+    `streams`: OpenVINO requests run at once (the runtime's frames in flight).
     """
 
-    options = EngineOptions(precision=precision)
+    options = EngineOptions(precision=precision, streams=streams)
     return build_camera_dag(
         camera=camera,
         camera_fps=camera_fps,
@@ -217,6 +219,7 @@ def build_deployments(
     update_every_frames: int = 0,
     precision: Precision = "f32",
     camera_selects_frames: bool = False,
+    streams: int = 1,
 ) -> list[CameraDeployment]:
     """One deployment per camera. `packages[app]` is an open mainstream.core.package.Package.
 
@@ -225,7 +228,7 @@ def build_deployments(
     only the frames of its highest planned app rate (:meth:`Camera.set_analysis_rate` with
     :func:`analysis_rate` of the deployment, before decoding them), so each DAG is built for
     that rate and analyses every frame it gets: the same frames as a DAG built for the camera
-    rate that gets them all.
+    rate that gets them all. `streams`: see :func:`camera_dag`.
     """
 
     by_camera: dict[str, list[Any]] = {}
@@ -267,6 +270,7 @@ def build_deployments(
             engine,
             fuse_heads,
             precision,
+            streams,
         )
         detectors = {
             p.name: apps[p.name].detector_config(p.x_vote, p.fps, update_every_frames)

@@ -2,7 +2,8 @@
 
 The scheduler plans with the cumulative cost C(k) of running the base from the input to each
 cut point; the runtime's fidelity depends on these numbers being measured here, with the engine
-the daemon will use, in steady state (compiled, warmed up, batch 1).
+the daemon will use, in steady state (compiled, warmed up, batch 1), with as many calls at
+once as the runtime keeps frames in flight.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from functools import partial
 from typing import Any
@@ -33,16 +35,30 @@ from scheduler.problem import CutPoint, Profile
 DEFAULT_BUDGET_UTILISATION = 0.8
 
 
-def time_per_call_ms(run: Callable[[], object], warmup: int = 3, repeats: int = 15) -> float:
-    """Median wall time of one call after warm-up (median: robust to a noisy neighbour)."""
+def time_per_call_ms(
+    run: Callable[[], object], warmup: int = 3, repeats: int = 15, concurrency: int = 1
+) -> float:
+    """Median wall time of one call after warm-up (median: robust to a noisy neighbour).
+
+    `concurrency` > 1: that many threads call at once, as a runtime with that many frames in
+    flight does, and each call is timed while the others run (their median).
+    """
     for _ in range(warmup):
         run()
-    samples = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        samples.append((time.perf_counter() - started) * 1000.0)
-    return statistics.median(samples)
+
+    def timed_calls() -> list[float]:
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            run()
+            times.append((time.perf_counter() - started) * 1000.0)
+        return times
+
+    if concurrency <= 1:
+        return statistics.median(timed_calls())
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        futures = [pool.submit(timed_calls) for _ in range(concurrency)]
+        return statistics.median([ms for future in futures for ms in future.result()])
 
 
 def head_model(base: Any, classes: int = 2) -> Any:
@@ -61,7 +77,7 @@ def _branch_overhead(
     tensor: np.ndarray,
     total_ms: float,
     compiled: Callable[[Any], CompiledModel],
-    repeats: int,
+    timed: Callable[[Callable[[], object]], float],
     progress: Callable[[str], None] | None,
 ) -> float:
     """The branch from `cut` timed as one model, less what the cost model already charges."""
@@ -72,7 +88,7 @@ def _branch_overhead(
     _, rest = split_model(model, cut.name)
     cut_tensor = keras.Input(shape=tuple(tensor.shape[1:]))
     branch = compiled(keras.Model(cut_tensor, head(rest(cut_tensor))))
-    branch_ms = time_per_call_ms(lambda: branch(tensor), repeats=repeats)
+    branch_ms = timed(lambda: branch(tensor))
     return max(0.0, branch_ms - (total_ms - cut.cumulative_cost))
 
 
@@ -113,6 +129,7 @@ def measure_profile(
     base_model: Any = None,
     split_per_cut: bool = True,
     precision: Precision = "f32",
+    frames_in_flight: int = 1,
 ) -> Profile:
     """Measure C(k) for every cut point, the total cost, the per-split overhead and decode cost.
 
@@ -120,11 +137,15 @@ def measure_profile(
     head, compiled as one model like an app's candidate) is timed too, and what it costs
     beyond `total - C(k)` is that cut's split overhead: engines that convert tensors to their
     own layout pay more where the tensor is large (early cuts). The profile records the
-    engine and the precision it was measured in (`profile_matches_machine`).
+    engine, the precision and the frames in flight it was measured with
+    (`profile_matches_machine`): with `frames_in_flight` > 1, OpenVINO models are compiled
+    with that many streams and every call is timed while as many run at once, which is what a
+    frame costs the node then (the budget counts that many streams, :func:`default_budget`).
     """
     model = base_model if base_model is not None else build_base(config)
     cuts = cut_points or default_cut_points(config, model)
-    options = EngineOptions(precision=precision)
+    options = EngineOptions(precision=precision, streams=frames_in_flight)
+    timed = partial(time_per_call_ms, repeats=repeats, concurrency=frames_in_flight)
     size = config.input_size
     frame = np.random.default_rng(0).uniform(-1, 1, (1, size, size, 3)).astype(np.float32)
 
@@ -138,7 +159,7 @@ def measure_profile(
             progress(f"timing input -> {cut}")
         stem, _ = split_model(model, cut)
         run = compiled(stem)
-        cost = time_per_call_ms(partial(run, frame), repeats=repeats)
+        cost = timed(partial(run, frame))
         tensors[cut] = run(frame)
         # Timing noise must not make the cumulative cost go down along the network.
         cumulative.append(
@@ -150,8 +171,8 @@ def measure_profile(
     body = compiled(model)
     head = compiled(head_model(model))
     features = body(frame)
-    body_ms = time_per_call_ms(lambda: body(frame), repeats=repeats)
-    head_ms = time_per_call_ms(lambda: head(features), repeats=repeats)
+    body_ms = timed(lambda: body(frame))
+    head_ms = timed(lambda: head(features))
     total = max(body_ms, cumulative[-1].cumulative_cost) + head_ms
 
     split_overhead = 0.0
@@ -160,9 +181,7 @@ def measure_profile(
         stem_part, rest_part = split_model(model, middle)
         first, second = compiled(stem_part), compiled(rest_part)
         middle_tensor = first(frame)
-        chained = time_per_call_ms(lambda: first(frame), repeats=repeats) + time_per_call_ms(
-            lambda: second(middle_tensor), repeats=repeats
-        )
+        chained = timed(lambda: first(frame)) + timed(lambda: second(middle_tensor))
         split_overhead = max(0.0, chained - body_ms)
 
     if split_per_cut:
@@ -177,7 +196,7 @@ def measure_profile(
                         tensors[cut.name],
                         total,
                         compiled,
-                        repeats,
+                        timed,
                         progress,
                     )
                 }
@@ -200,6 +219,7 @@ def measure_profile(
         split_overhead=split_overhead,
         engine=engine,
         precision=effective_precision(engine, precision),
+        frames_in_flight=frames_in_flight,
         input_size=size,
         alpha=config.alpha,
         weights=config.weights,
@@ -224,8 +244,11 @@ def machine_description() -> dict[str, object]:
     return {"cpu": cpu, "cores": os.cpu_count() or 1, "system": platform.system()}
 
 
-def profile_matches_machine(profile: Profile, engine: str, precision: str = "f32") -> bool:
-    """A profile is reusable only for the same engine and precision on the same kind of machine.
+def profile_matches_machine(
+    profile: Profile, engine: str, precision: str = "f32", frames_in_flight: int = 1
+) -> bool:
+    """A profile is reusable only for the same engine, precision and frames in flight on the
+    same kind of machine (a profile that does not say its frames in flight had 1).
 
     A profile that does not say its precision was measured before precision was asked for
     explicitly: OpenVINO may have run it in bf16, so it is not reused for anything.
@@ -235,9 +258,11 @@ def profile_matches_machine(profile: Profile, engine: str, precision: str = "f32
         extra.get("engine") == engine
         and extra.get("precision") == effective_precision(engine, precision)
         and extra.get("machine") == machine_description()
+        and extra.get("frames_in_flight", 1) == frames_in_flight
     )
 
 
 def default_budget(utilisation: float = DEFAULT_BUDGET_UTILISATION, cores: float = 1.0) -> float:
-    """Budget in ms of compute per second: a share of what one inference stream can do."""
+    """Budget in ms of compute per second: a share of what `cores` inference streams can do
+    (the runtime's frames in flight: each runs on its own share of the cores)."""
     return 1000.0 * utilisation * cores

@@ -4,10 +4,13 @@ One worker thread per camera takes frames from the camera's bounded queue (captu
 for inference) and runs them through that camera's current DAG. Cameras whose DAGs run the same
 base (same weights fingerprint) share one worker instead: at each tick it takes the frames the
 cameras have ready and runs every segment they have in common once, on the batch of their
-frames (:func:`edge_runtime.dag.process_together`). Deploying a new plan swaps the
-DAG between two frames: cameras keep streaming, and detectors of apps that stay keep their open
-events. Every event transition is committed to the store before listeners (MQTT, webhooks,
-WebSocket) hear of it.
+frames (:func:`edge_runtime.dag.process_together`). With `frames_in_flight` > 1 a group has
+that many workers: each takes a tick's frames and decides what they run in the cameras' frame
+order, runs them at the same time as the others (an engine with several infer requests keeps
+every core busy), and hands the scores to the detectors in that same order. Deploying a new
+plan swaps the DAG between two frames: cameras keep streaming, and detectors of apps that stay
+keep their open events. Every event transition is committed to the store before listeners
+(MQTT, webhooks, WebSocket) hear of it.
 """
 
 from __future__ import annotations
@@ -22,7 +25,14 @@ from typing import Literal
 import numpy as np
 
 from edge_runtime.camera import Camera, CameraManager
-from edge_runtime.dag import CameraDag, DagFrame, process_together
+from edge_runtime.dag import (
+    AppScore,
+    CameraDag,
+    DagFrame,
+    FrameWork,
+    run_selected,
+    select_together,
+)
 from edge_runtime.detector import DetectorConfig, EventChange, EventDetector, Transition
 from edge_runtime.event_store import EventStore
 from edge_runtime.source_types import Frame, encode_jpeg
@@ -65,6 +75,26 @@ class RuntimeStats:
     busy_ms_total: float = 0.0  # inference time since the runtime was made; never reset
 
 
+@dataclass
+class _Pipeline:
+    """One worker group's frames in flight: taken and selected in order, committed in order."""
+
+    take_lock: threading.Lock = field(default_factory=threading.Lock)
+    committed: threading.Condition = field(default_factory=threading.Condition)
+    next_ticket: int = 0
+    next_commit: int = 0
+    last_frame: dict[str, float] = field(default_factory=dict)  # camera -> monotonic time
+
+
+@dataclass(frozen=True)
+class _Selected:
+    """A tick's frames, resized, with what each will run."""
+
+    items: list[tuple[CameraDeployment, Frame]]
+    inputs: list[DagFrame]
+    work: list[FrameWork]
+
+
 class EdgeRuntime:
     """Runs deployments on the cameras of a CameraManager; thread-safe deploy/undeploy."""
 
@@ -75,11 +105,13 @@ class EdgeRuntime:
         listeners: list[EventListener] | None = None,
         batch_cameras: bool = True,
         event_clock: Literal["wall", "media"] = "wall",
+        frames_in_flight: int = 1,
     ) -> None:
         """`event_clock` "wall": events carry wall-clock times even for files and synthetic
         cameras, whose frames count media time from 0 (their media time is anchored to the wall
         clock at their first frame, so durations stay those of the video); "media": the
         frames' own timestamps, for offline runs that compare events with a video's labels.
+        `frames_in_flight`: workers per group (see the module's docstring).
         """
         self.cameras = cameras
         self.store = store
@@ -88,7 +120,9 @@ class EdgeRuntime:
         self._lock = threading.Lock()
         self._deployments: dict[str, CameraDeployment] = {}
         self._detectors: dict[tuple[str, str], EventDetector] = {}
-        self._workers: dict[str, threading.Thread] = {}
+        self._workers: dict[str, list[threading.Thread]] = {}
+        self._pipelines: dict[str, _Pipeline] = {}
+        self.frames_in_flight = max(1, frames_in_flight)
         self._stop = threading.Event()
         self._stats = RuntimeStats()
         self._busy_ms = 0.0
@@ -124,12 +158,12 @@ class EdgeRuntime:
                     del self._stats.apps[name]
             self._deployments[deployment.camera] = deployment
             self._stats.deployments += 1
-            worker = None
+            workers: list[threading.Thread] = []
             if not self._stop.is_set() and self._running:
-                worker = self._new_worker(self._group_of(deployment))
+                workers = self._new_workers(self._group_of(deployment))
         for change in closed:
             self._handle(change, None)
-        if worker is not None:
+        for worker in workers:
             worker.start()
 
     def undeploy(self, camera: str) -> None:
@@ -155,19 +189,21 @@ class EdgeRuntime:
             self._running = True
             self._stop.clear()
             groups = {self._group_of(deployment) for deployment in self._deployments.values()}
-            workers = [self._new_worker(group) for group in sorted(groups)]
+            workers = [worker for group in sorted(groups) for worker in self._new_workers(group)]
         for worker in workers:
-            if worker is not None:
-                worker.start()
+            worker.start()
 
     def stop(self) -> None:
         """Stop the workers, then close every open event (nothing is left dangling)."""
         self._stop.set()
-        for worker in list(self._workers.values()):
+        with self._lock:
+            workers = [worker for group in self._workers.values() for worker in group]
+        for worker in workers:
             if worker.ident is not None:  # registered by a deploy that has not started it yet
                 worker.join(timeout=10)
-        self._workers.clear()
         with self._lock:
+            self._workers.clear()
+            self._pipelines.clear()
             self._running = False
             closed = [
                 change for detector in self._detectors.values() for change in detector.flush()
@@ -195,20 +231,37 @@ class EdgeRuntime:
             return f"base:{fingerprint}"
         return f"camera:{deployment.camera}"
 
-    def _new_worker(self, group: str) -> threading.Thread | None:
-        """Register (call under the lock) a worker for a group that has none; the caller starts it."""
+    def _new_workers(self, group: str) -> list[threading.Thread]:
+        """Register (call under the lock) the workers of a group that has none; the caller
+        starts them."""
         if group in self._workers:
-            return None
-        worker = threading.Thread(
-            target=self._work, args=(group,), name=f"runtime-{group[:40]}", daemon=True
-        )
-        self._workers[group] = worker
-        return worker
+            return []
+        pipeline = _Pipeline()
+        self._pipelines[group] = pipeline
+        workers = [
+            threading.Thread(
+                target=self._work,
+                args=(group, pipeline),
+                name=f"runtime-{group[:40]}-{index}",
+                daemon=True,
+            )
+            for index in range(self.frames_in_flight)
+        ]
+        self._workers[group] = workers
+        return workers
+
+    def _leave(self, group: str) -> None:
+        """The calling worker of `group` ends (call under the lock)."""
+        workers = self._workers.get(group, [])
+        if threading.current_thread() in workers:
+            workers.remove(threading.current_thread())
+        if not workers:
+            self._workers.pop(group, None)
+            self._pipelines.pop(group, None)
 
     # -- the worker loop -----------------------------------------------------------------------
 
-    def _work(self, group: str) -> None:
-        last_frame: dict[str, float] = {}
+    def _work(self, group: str, pipeline: _Pipeline) -> None:
         while not self._stop.is_set():
             with self._lock:
                 members = {
@@ -217,7 +270,7 @@ class EdgeRuntime:
                     if self._group_of(deployment) == group
                 }
                 if not members:
-                    self._workers.pop(group, None)
+                    self._leave(group)
                     return
             cameras: dict[str, Camera] = {}
             for camera_id in sorted(members):
@@ -228,26 +281,50 @@ class EdgeRuntime:
             if not cameras:
                 time.sleep(IDLE_POLL_S)
                 continue
-            frames = self._gather(cameras)
-            now = time.monotonic()
-            for camera_id, _ in frames:
-                last_frame[camera_id] = now
-            for camera_id in cameras:
-                stalled = now - last_frame.setdefault(camera_id, now) >= IDLE_POLL_S
-                if stalled and self.event_clock == "wall":  # media time stands still
-                    self._advance_clocks(camera_id, time.time())
-            if not frames:
-                continue
+            # Frames are taken, and what they run decided, in the cameras' order; they run
+            # outside the lock, beside the other workers' frames, and commit in that order.
+            with pipeline.take_lock:
+                frames = self._gather(cameras)
+                now = time.monotonic()
+                for camera_id, _ in frames:
+                    pipeline.last_frame[camera_id] = now
+                for camera_id in cameras:
+                    stalled = now - pipeline.last_frame.setdefault(camera_id, now) >= IDLE_POLL_S
+                    if stalled and self.event_clock == "wall":  # media time stands still
+                        self._advance_clocks(camera_id, time.time())
+                if not frames:
+                    continue
+                try:
+                    selected = self._select(
+                        [(members[camera_id], frame) for camera_id, frame in frames]
+                    )
+                except Exception:
+                    logger.exception("frames of %s could not be prepared", ", ".join(cameras))
+                    continue
+                ticket = pipeline.next_ticket
+                pipeline.next_ticket += 1
+            scores: list[list[AppScore]] | None = None
+            elapsed_ms = 0.0
             try:
-                self.process_frames([(members[camera_id], frame) for camera_id, frame in frames])
+                scores, elapsed_ms = self._run(selected)
             except Exception:
                 logger.exception(
                     "frames %s failed in the DAG",
                     ", ".join(f"{camera_id}#{frame.sequence}" for camera_id, frame in frames),
                 )
+            with pipeline.committed:
+                while pipeline.next_commit != ticket:
+                    pipeline.committed.wait(timeout=1.0)
+                try:
+                    if scores is not None:
+                        self._commit(selected, scores, elapsed_ms)
+                except Exception:
+                    logger.exception("events of frames failed to commit")
+                finally:
+                    pipeline.next_commit += 1
+                    pipeline.committed.notify_all()
         with self._lock:
-            if self._workers.get(group) is threading.current_thread():
-                del self._workers[group]
+            self._leave(group)
 
     def _gather(self, cameras: dict[str, Camera]) -> list[tuple[str, Frame]]:
         """The frames of one tick: at most one (the oldest queued) per camera.
@@ -288,6 +365,12 @@ class EdgeRuntime:
 
     def process_frames(self, items: list[tuple[CameraDeployment, Frame]]) -> None:
         """Analyse one frame of each of several cameras together (shared segments batched)."""
+        selected = self._select(items)
+        scores, elapsed_ms = self._run(selected)
+        self._commit(selected, scores, elapsed_ms)
+
+    def _select(self, items: list[tuple[CameraDeployment, Frame]]) -> _Selected:
+        """Resize the frames to the base's input and decide what each runs (in frame order)."""
         import cv2  # OpenCV loads only when frames are decoded or drawn
 
         inputs = []
@@ -297,14 +380,24 @@ class EdgeRuntime:
             if image.shape[0] != size or image.shape[1] != size:
                 image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
             inputs.append(DagFrame(deployment.dag, image, frame.sequence, frame.timestamp))
+        return _Selected(items, inputs, select_together(inputs))
+
+    @staticmethod
+    def _run(selected: _Selected) -> tuple[list[list[AppScore]], float]:
+        """The frames' scores and the inference time it took (may run beside other ticks)."""
         started = time.perf_counter()
-        all_scores = process_together(inputs)
-        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        scores = run_selected(selected.inputs, selected.work)
+        return scores, (time.perf_counter() - started) * 1000.0
+
+    def _commit(
+        self, selected: _Selected, all_scores: list[list[AppScore]], elapsed_ms: float
+    ) -> None:
+        """Count the frames and feed the scores to the detectors; events go to the store."""
         changes: list[tuple[EventChange, np.ndarray]] = []
         with self._lock:
             self._busy_ms += elapsed_ms
             self._busy_ms_total += elapsed_ms
-            for (deployment, frame), scores in zip(items, all_scores, strict=True):
+            for (deployment, frame), scores in zip(selected.items, all_scores, strict=True):
                 self._stats.cameras[deployment.camera] = (
                     self._stats.cameras.get(deployment.camera, 0) + 1
                 )

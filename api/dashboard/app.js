@@ -398,7 +398,9 @@ function renderSummary() {
   const active = Object.values(stats.apps || {}).filter((app) => app.active).length;
   byId("m-events-sub").textContent = active ? `${active} app(s) see an event now` : "none open";
   byId("m-uptime").textContent = fmtDuration(stats.uptime_s);
-  byId("m-version").textContent = `version ${stats.version} · ${stats.engine} engine`;
+  // The engine the node resolved at start-up, and why ("auto: openvino f32").
+  const engine = stats.engine_reason || `${stats.engine} ${stats.precision || ""}`.trim();
+  byId("m-version").textContent = `version ${stats.version} · engine ${engine}`;
 }
 
 function cameraState(view) {

@@ -1151,7 +1151,7 @@ def run_demo(options: DemoOptions, echo: Echo) -> DemoSummary:
             key: replay_figures(
                 assets,
                 scheme,
-                runtime.engine,
+                node.engine.name,
                 node_dir / "replay" / key,
                 options.progress,
                 runtime.openvino_precision,

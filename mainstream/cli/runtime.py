@@ -7,13 +7,14 @@ from pathlib import Path
 
 import click
 
+from edge_runtime.engines import ENGINE_CHOICES, resolve_engine
 from edge_runtime.profiler import default_budget, measure_profile
 from edge_runtime.replay import AppReplayFigures, ReplayRequest, run_replay
 from mainstream.cli.client import parse_quiet_time
 from mainstream.core.bases import BaseConfig
 from mainstream.node.settings import Settings
 
-ENGINE_CHOICE = click.Choice(["keras", "openvino"])
+ENGINE_CHOICE = click.Choice(list(ENGINE_CHOICES))
 PRECISION_OPTION = click.option(
     "--precision",
     type=click.Choice(["f32", "bf16", "f16"]),
@@ -42,7 +43,13 @@ def _resolution(value: str | None) -> tuple[int, int] | None:
 @click.option(
     "--weights", default="none", show_default=True, help="none | imagenet | path to a weights file"
 )
-@click.option("--engine", type=ENGINE_CHOICE, default="keras", show_default=True)
+@click.option(
+    "--engine",
+    type=ENGINE_CHOICE,
+    default="auto",
+    show_default=True,
+    help="auto: openvino on x86 when installed, keras otherwise (as the node chooses)",
+)
 @PRECISION_OPTION
 @click.option("--camera-resolution", default=None, help="WIDTHxHEIGHT: also measure decode cost")
 @click.option(
@@ -67,7 +74,7 @@ def profile(
     config = BaseConfig(name=base_name, input_size=input_size, alpha=alpha, weights=weights)
     measured = measure_profile(
         config,
-        engine,  # type: ignore[arg-type]
+        resolve_engine(engine, precision).name,
         camera_resolution=_resolution(camera_resolution),
         repeats=repeats,
         progress=lambda message: click.echo(f"  {message}", err=True),
@@ -117,7 +124,13 @@ def profile(
 @click.option(
     "--events-out", type=click.Path(path_type=Path), default=Path("events.jsonl"), show_default=True
 )
-@click.option("--engine", type=ENGINE_CHOICE, default="keras", show_default=True)
+@click.option(
+    "--engine",
+    type=ENGINE_CHOICE,
+    default="auto",
+    show_default=True,
+    help="auto: openvino on x86 when installed, keras otherwise (as the node chooses)",
+)
 @PRECISION_OPTION
 @click.option(
     "--x-vote", default="1", show_default=True, help="1..5 or 'auto' (the scheduler picks)"
@@ -158,7 +171,7 @@ def replay(
         plan=plan_path,
         labels=labels,
         profile=profile_path,
-        engine=engine,  # type: ignore[arg-type]
+        engine=resolve_engine(engine, precision).name,
         precision=precision,  # type: ignore[arg-type]
         x_vote=vote,
         quiet_time_s=parse_quiet_time(quiet_time_s),

@@ -41,7 +41,7 @@ from edge_runtime.deployer import (
     problem_for,
 )
 from edge_runtime.detector import ENDED_RESTART, EventChange, Transition
-from edge_runtime.engines import EngineOptions, configure_tensorflow_threads
+from edge_runtime.engines import EngineOptions, configure_tensorflow_threads, resolve_engine
 from edge_runtime.event_store import EventStore
 from edge_runtime.live import LiveHub
 from edge_runtime.overlay import ScoreLine, draw_scores
@@ -167,11 +167,19 @@ class Node:
             on_frame=None if self.clips is None else self.clips.on_frame,
             on_frame_fps=None if self.clips is None else self.clips.config.fps,
         )
+        # Resolved once: profiles, DAGs and /api/stats all see the same engine.
+        self.engine = resolve_engine(
+            settings.runtime.engine,
+            settings.runtime.openvino_precision,
+            frames_in_flight=settings.runtime.frames_in_flight,
+        )
+        logger.info("inference engine: %s", self.engine.reason)
         self.runtime = EdgeRuntime(
             self.cameras,
             self.events,
             listeners=[self._publish_event],
             batch_cameras=settings.runtime.batch_cameras,
+            frames_in_flight=self.engine.frames_in_flight,
         )
         self.sinks = SinkFanOut()  # MQTT and webhooks, built by start()
         self.live = LiveHub()  # the /api/live stream
@@ -183,9 +191,10 @@ class Node:
         self.profiles = ProfileStore(
             self.registry,
             self.bases,
-            settings.runtime.engine,
+            self.engine.name,
             settings.runtime.openvino_precision,
             settings.runtime.profile_repeats,
+            self.engine.frames_in_flight,
         )
         self._change_lock = threading.RLock()
         self._counters_lock = threading.Lock()
@@ -393,7 +402,8 @@ class Node:
         if self.settings.runtime.budget_ms_per_s is not None:
             return self.settings.runtime.budget_ms_per_s
 
-        return default_budget(self.settings.runtime.utilisation)
+        # Each frame in flight runs on its own stream: the budget counts every stream.
+        return default_budget(self.settings.runtime.utilisation, self.engine.frames_in_flight)
 
     def camera_fps(self, config: CameraConfig) -> float:
         """The camera rate F the plan assumes for a camera."""
@@ -550,11 +560,12 @@ class Node:
                     loaded,
                     self.bases,
                     used_fps,
-                    self.settings.runtime.engine,
+                    self.engine.name,
                     fuse_heads=self.settings.runtime.fuse_heads,
                     update_every_frames=self.settings.runtime.event_update_every_frames,
                     precision=self.settings.runtime.openvino_precision,
                     camera_selects_frames=True,
+                    streams=self.engine.frames_in_flight,
                 )
         return proposal
 

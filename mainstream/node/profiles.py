@@ -34,12 +34,14 @@ class ProfileStore:
         engine: EngineName,
         precision: Precision,
         repeats: int,
+        frames_in_flight: int = 1,
     ) -> None:
         self.registry = registry
         self.bases = bases
         self.engine = engine
         self.precision = precision
         self.repeats = repeats
+        self.frames_in_flight = frames_in_flight
 
     def for_apps(
         self, apps: Sequence[DeployedApp], packages: Mapping[str, Package]
@@ -61,10 +63,12 @@ class ProfileStore:
         """
         needed = {"input"} | {c.cut_point for m in manifests for c in m.candidates}
         stored = self.registry.get_profile(key, self.engine)
-        if stored is not None and not profile_matches_machine(stored, self.engine, self.precision):
+        if stored is not None and not profile_matches_machine(
+            stored, self.engine, self.precision, self.frames_in_flight
+        ):
             logger.info(
-                "the stored profile of %s was measured on another machine, engine or "
-                "precision; measuring again",
+                "the stored profile of %s was measured on another machine, engine, "
+                "precision or frames in flight; measuring again",
                 key,
             )
             stored = None
@@ -86,6 +90,7 @@ class ProfileStore:
             base_model=base_model,
             repeats=self.repeats,
             precision=self.precision,
+            frames_in_flight=self.frames_in_flight,
         ).model_copy(update={"base_model": key})
         self.save({key: measured})
         return measured

@@ -173,13 +173,22 @@ class RuntimeSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    engine: Literal["keras", "openvino"] = Field(
-        default="keras", description="Inference engine; openvino is faster on Intel CPUs"
+    engine: Literal["auto", "keras", "openvino"] = Field(
+        default="auto",
+        description="Inference engine; auto: openvino on x86 when installed (the fastest "
+        "correct engine there), keras otherwise; chosen once at start-up (shown in /api/stats)",
     )
     openvino_precision: Literal["f32", "bf16", "f16"] = Field(
         default="f32",
         description="What the openvino engine computes in: f32 matches Keras; bf16/f16 are "
         "faster where the CPU has them (bench/runtime.py measures speed and score change)",
+    )
+    frames_in_flight: int | None = Field(
+        default=None,
+        ge=1,
+        le=16,
+        description="Frames analysed at once per base (OpenVINO: one stream and infer request "
+        "each, on a share of the threads); None: 2 with openvino on 2+ cores, else 1",
     )
     budget_ms_per_s: float | None = Field(
         default=None,
@@ -187,7 +196,11 @@ class RuntimeSettings(BaseModel):
         description="Compute budget in ms per second; None: derived from `utilisation`",
     )
     utilisation: float = Field(
-        default=0.8, gt=0, le=1, description="Share of one core the derived budget may use"
+        default=0.8,
+        gt=0,
+        le=1,
+        description="Share of the inference streams' time (one per frame in flight) the "
+        "derived budget may use",
     )
     objective: Literal["mean_f1", "min_f1"] = Field(
         default="mean_f1", description="What the plan maximises: mean or worst app event F1"

@@ -121,3 +121,41 @@ def test_a_profile_is_reused_only_for_its_engine_and_precision() -> None:
     keras_profile = profile(engine="keras", precision="f32")
     assert profile_matches_machine(keras_profile, "keras", "bf16")
     assert effective_precision("keras", "bf16") == "f32"
+
+
+def test_auto_picks_openvino_on_x86_when_it_imports_else_keras() -> None:
+    from edge_runtime.engines import resolve_engine
+
+    chosen = resolve_engine("auto", "f32", has_openvino=True, machine="x86_64", cores=2)
+    assert (chosen.name, chosen.precision, chosen.frames_in_flight) == ("openvino", "f32", 2)
+    assert chosen.reason == "auto: openvino f32, 2 frames in flight"
+    assert chosen.options().streams == 2
+    one_core = resolve_engine("auto", "f32", has_openvino=True, machine="x86_64", cores=1)
+    assert (one_core.frames_in_flight, one_core.reason) == (1, "auto: openvino f32")
+    missing = resolve_engine("auto", "f32", has_openvino=False, machine="x86_64", cores=2)
+    assert (missing.name, missing.precision, missing.frames_in_flight) == ("keras", "f32", 1)
+    assert missing.reason == "auto: keras f32 (openvino is not installed)"
+    arm = resolve_engine("auto", "bf16", has_openvino=True, machine="aarch64")
+    assert (arm.name, arm.precision) == ("keras", "f32") and "aarch64" in arm.reason
+    # A forced engine is taken as set, whatever the machine has.
+    forced = resolve_engine("keras", "bf16", has_openvino=True, machine="x86_64")
+    assert (forced.name, forced.precision, forced.reason) == ("keras", "f32", "set: keras f32")
+    pinned = resolve_engine("openvino", "bf16", frames_in_flight=1)
+    assert (pinned.name, pinned.precision, pinned.reason) == (
+        "openvino",
+        "bf16",
+        "set: openvino bf16",
+    )
+    with pytest.raises(ModelError, match="unknown inference engine 'tpu'"):
+        resolve_engine("tpu")
+
+
+def test_auto_resolves_to_openvino_where_it_is_installed() -> None:
+    """The real probe of this machine, not an argument."""
+    import platform
+
+    from edge_runtime.engines import X86_MACHINES, resolve_engine
+
+    if not openvino_available() or platform.machine().lower() not in X86_MACHINES:
+        pytest.skip("openvino is not installed on an x86 machine here")
+    assert resolve_engine("auto").name == "openvino"

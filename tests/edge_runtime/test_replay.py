@@ -49,7 +49,22 @@ def test_replay_cli_plans_runs_and_measures(
     # The tiny package's positive class is the app name, "trains".
     labels.write_text(labels.read_text().replace(",train", ",trains"))
     profile = tmp_path / "profile.json"
-    main(["profile", "--alpha", "0.25", "--input-size", "96", "--repeats", "3", "-o", str(profile)])
+    # The engine is not what this test is about: Keras, whatever the machine has.
+    engine = ["--engine", "keras"]
+    main(
+        [
+            "profile",
+            "--alpha",
+            "0.25",
+            "--input-size",
+            "96",
+            "--repeats",
+            "3",
+            *engine,
+            "-o",
+            str(profile),
+        ]
+    )
     capsys.readouterr()
     # Each cut point carries the split overhead its branch was measured to pay.
     overheads = [cut["split_overhead"] for cut in json.loads(profile.read_text())["cut_points"]]
@@ -70,6 +85,7 @@ def test_replay_cli_plans_runs_and_measures(
             "--events-out",
             str(events_out),
             "--json",
+            *engine,
         ]
     )
     summary = json.loads(capsys.readouterr().out)

@@ -83,13 +83,24 @@ def run_to_end(runtime: EdgeRuntime, manager: CameraManager, timeout: float = 60
     runtime.stop()
 
 
-def test_events_are_detected_stored_and_published(tmp_path: Path, base: tuple[Any, str]) -> None:
+@pytest.mark.parametrize("frames_in_flight", [1, 2])
+def test_events_are_detected_stored_and_published(
+    tmp_path: Path, base: tuple[Any, str], frames_in_flight: int
+) -> None:
+    """With two frames in flight they run at once, yet the detectors see them in order: the
+    same events (the X = 2 vote would shift them otherwise)."""
     video = tmp_path / "scene.avi"
     write_video(video)
     store = EventStore(tmp_path / "events.db")
     heard: list[EventChange] = []
     manager = CameraManager()
-    runtime = EdgeRuntime(manager, store, listeners=[heard.append], event_clock="media")
+    runtime = EdgeRuntime(
+        manager,
+        store,
+        listeners=[heard.append],
+        event_clock="media",
+        frames_in_flight=frames_in_flight,
+    )
     runtime.deploy(deployment(base, {"lights": 2}))
     runtime.start()
     manager.add(

@@ -7,7 +7,6 @@ import logging
 import time
 from typing import Any
 
-from edge_runtime.engines import effective_precision
 from mainstream import __version__
 from mainstream.node.node import process_usage
 from mainstream.node.services.base import NodeService
@@ -62,10 +61,9 @@ class HealthService(NodeService):
             "role": self.node.settings.role,
             "uptime_s": time.time() - self.node.started_at if self.node.started_at else 0.0,
             "budget_ms_per_s": self.node.budget(),
-            "engine": self.node.settings.runtime.engine,
-            "precision": effective_precision(
-                self.node.settings.runtime.engine, self.node.settings.runtime.openvino_precision
-            ),
+            "engine": self.node.engine.name,
+            "precision": self.node.engine.precision,
+            "engine_reason": self.node.engine.reason,
             "plan": None
             if plan is None
             else {
