@@ -40,7 +40,10 @@ logger = logging.getLogger(__name__)
 
 CONTENT_TYPE = "video/webm"
 FOURCC = "VP80"
-SUFFIX = ".webm"
+# VP8 in a Matroska file: what browsers play as video/webm (WebM is Matroska with a narrower
+# document type; Chromium plays both). FFmpeg's WebM muxer would print a "tag not supported"
+# line to stderr for every clip, which its Matroska muxer does not.
+TEMP_SUFFIX = ".mkv"
 _FINISH_GRACE_S = 2.0  # past its end, a recording that gets no frames (camera stopped) finishes
 _BACKLOG_S = 4.0  # seconds of frames a recording may queue beyond its pre-roll (encoder behind)
 
@@ -266,7 +269,7 @@ class ClipRecorder:
             first_s=first_s,
             last_s=first_s + config.max_s,
             fps=config.fps,
-            temp_file=self.temp_dir / f"{event_id}-{uuid.uuid4().hex[:8]}{SUFFIX}",
+            temp_file=self.temp_dir / f"{event_id}-{uuid.uuid4().hex[:8]}{TEMP_SUFFIX}",
             backlog=config.ring_frames() + math.ceil(_BACKLOG_S * config.fps),
         )
         for frame in ring.since(first_s) if ring is not None else []:
