@@ -297,18 +297,8 @@ def evaluate_assignment(problem: Problem, assignment: Mapping[str, tuple[str, fl
                 cut_point,
                 f"one of the app's candidate cut points {[c.cut_point for c in app.candidates]}",
             )
-        recall, false_positive_rate = candidate.planned_rates(problem.confidence)
         quality = event_quality(
-            EventParams(
-                camera_fps=problem.camera_fps,
-                analysis_fps=fps,
-                event_length_s=app.event_length_s,
-                event_frequency=app.event_frequency,
-                correlation=app.correlation,
-                recall=recall,
-                false_positive_rate=false_positive_rate,
-                x_vote=x_vote,
-            )
+            planned_params(problem.camera_fps, app, candidate, fps, x_vote, problem.confidence)
         )
         profile = problem.profile_for(app.base_model or "")
         depth = profile.index_of(cut_point)
