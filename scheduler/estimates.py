@@ -18,7 +18,7 @@ Held-out frames are not independent draws: a detector that fires on one frame of
 tends to fire on the next one too, so its fires come in runs. A run of k fires says little more
 than one fire does. The posterior therefore counts **effective frames**: the counts divided by
 the *design effect* (1 + rho) / (1 - rho), the variance inflation of the mean of a two-state
-Markov chain whose consecutive states have correlation rho (:func:`design_effect`). With rho 0
+Markov chain whose consecutive states have correlation rho (:func:`mainstream.core.manifest.design_effect`). With rho 0
 this is the plain Jeffreys posterior; with rho 0.8, nine frames count as one.
 
 The inter-frame correlation c of the detector's fires is the lag-1 correlation of a two-state
@@ -40,7 +40,6 @@ import numpy as np
 from scipy.stats import beta as beta_distribution
 
 from mainstream.core.errors import InvalidParameterError
-from mainstream.core.manifest import MAX_FRAME_CORRELATION
 
 JEFFREYS_PRIOR: tuple[float, float] = (0.5, 0.5)
 CREDIBLE_LEVEL = 0.9
@@ -91,19 +90,6 @@ def given_rate(ratio: float, level: float = CREDIBLE_LEVEL) -> RateEstimate:
     """A ratio no frames were counted for (e.g. a recall no calibration clip could measure),
     taken as it is."""
     return RateEstimate(0, 0, ratio, ratio, ratio, level, given=True)
-
-
-def design_effect(frame_correlation: float) -> float:
-    """How many correlated frames count as one independent frame: (1 + rho) / (1 - rho).
-
-    rho is the lag-1 correlation of a detector's fires on consecutive counted frames of one
-    class; negative rho (alternating fires) counts as 0, and rho is capped at
-    `MAX_FRAME_CORRELATION`.
-    """
-    if not math.isfinite(frame_correlation):
-        raise InvalidParameterError("frame_correlation", frame_correlation, "a finite number")
-    rho = min(MAX_FRAME_CORRELATION, max(0.0, frame_correlation))
-    return (1.0 + rho) / (1.0 - rho)
 
 
 def rate_estimate(

@@ -13,13 +13,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mainstream.core.manifest import CandidateInfo, FrameEvidence, Manifest, frame_evidence
+from mainstream.core.manifest import (
+    CandidateInfo,
+    FrameEvidence,
+    Manifest,
+    design_effect,
+    frame_evidence,
+)
 from scheduler.estimates import (
     CREDIBLE_LEVEL,
     THIN_EVENTS,
     THIN_NEGATIVE_FRAMES,
     RateEstimate,
-    design_effect,
     given_rate,
     planning_rates,
     rate_estimate,

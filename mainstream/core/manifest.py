@@ -6,6 +6,7 @@ These models are the contract between the trainer (writer), the registry and the
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -411,12 +412,22 @@ def pooled_frame_correlation(parts: list[tuple[int, float | None]]) -> float | N
     frames = sum(count for count, _ in parts)
     if frames == 0 or all(rho is None for _, rho in parts):
         return None
-    effective = 0.0
-    for count, rho in parts:
-        capped = min(MAX_FRAME_CORRELATION, rho or 0.0)
-        effective += count * (1.0 - capped) / (1.0 + capped)
+    effective = sum(count / design_effect(rho or 0.0) for count, rho in parts)
     effect = frames / effective
     return (effect - 1.0) / (effect + 1.0)
+
+
+def design_effect(frame_correlation: float) -> float:
+    """How many correlated frames count as one independent frame: (1 + rho) / (1 - rho).
+
+    rho is the lag-1 correlation of a detector's fires on consecutive counted frames of one
+    class (the variance inflation of the mean of a two-state Markov chain); negative rho
+    (alternating fires) counts as 0, and rho is capped at `MAX_FRAME_CORRELATION`.
+    """
+    if not math.isfinite(frame_correlation):
+        raise ValueError(f"frame correlation {frame_correlation} is not a finite number")
+    rho = min(MAX_FRAME_CORRELATION, max(0.0, frame_correlation))
+    return (1.0 + rho) / (1.0 - rho)
 
 
 def _trained_evidence(manifest: Manifest, candidate: CandidateInfo) -> FrameEvidence | None:

@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from scipy.stats import beta as beta_distribution
 
 from mainstream.core.errors import InvalidParameterError
+from mainstream.core.manifest import design_effect
 from scheduler.estimates import (
     TransitionCounts,
     correlation_posterior,
-    design_effect,
     frame_correlation,
     planning_rates,
     rate_estimate,

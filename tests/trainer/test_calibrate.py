@@ -9,9 +9,13 @@ import pytest
 
 from mainstream.cli.main import main
 from mainstream.core.errors import InvalidParameterError
-from mainstream.core.manifest import FrameEvidence, calibrated_evidence, frame_evidence
+from mainstream.core.manifest import (
+    FrameEvidence,
+    calibrated_evidence,
+    design_effect,
+    frame_evidence,
+)
 from mainstream.core.package import read_package, verify_package
-from scheduler.estimates import design_effect
 from scheduler.problem import Candidate
 from tests.support.nodes import TinyPackages
 from tests.support.training import make_labelled_clip
